@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Builds a real Kubernetes control plane (kube-apiserver, kube-controller-manager, kube-scheduler,
+# kubectl, etcd) and kwok from the Go module proxy, plus helm, into a cache directory keyed by
+# the pinned versions. A warm cache rebuilds nothing; prints the bin directory on stdout.
+set -euo pipefail
+
+K8S_VERSION="${K8S_VERSION:-v1.37.2}"
+KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
+HELM_VERSION="${HELM_VERSION:-v3.19.5}"
+GATEWAY_API_VERSION="${GATEWAY_API_VERSION:-v1.4.1}"
+
+cache_root="${MINERU_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mineru-operator}"
+key="k8s-${K8S_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}_gwapi-${GATEWAY_API_VERSION}"
+out="$cache_root/controlplane/$key"
+bin="$out/bin"
+
+log() { echo "controlplane: $*" >&2; }
+
+if [ -f "$out/.complete" ]; then
+  echo "$bin"
+  exit 0
+fi
+
+mkdir -p "$out"
+exec 9>"$out/.lock"
+flock 9
+if [ -f "$out/.complete" ]; then
+  echo "$bin"
+  exit 0
+fi
+
+export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+mkdir -p "$bin"
+mod="$out/module"
+rm -rf "$mod"
+mkdir -p "$mod"
+
+# k8s.io/kubernetes points its staging modules at ./staging; a dependent module has to repeat that
+# replace block with each staging module at its published tag (v1.Y.Z -> v0.Y.Z).
+log "resolving k8s.io/kubernetes $K8S_VERSION"
+k8s_gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')
+staging_version="v0.${K8S_VERSION#v1.}"
+go_directive=$(awk '$1 == "go" { print $2; exit }' "$k8s_gomod")
+{
+  echo "module mineru.dev/e2e/controlplane"
+  echo
+  echo "go $go_directive"
+  echo
+  echo "require k8s.io/kubernetes $K8S_VERSION"
+  echo
+  echo "replace ("
+  awk '$2 == "=>" && $3 ~ /^\.\/staging\// { print $1 }' "$k8s_gomod" |
+    while read -r staging; do
+      # Example modules in staging are not published; nothing we build needs them.
+      if go list -m -versions "$staging" 2>/dev/null | tr ' ' '\n' | grep -qx "$staging_version"; then
+        echo "	$staging => $staging v0.${K8S_VERSION#v1.}"
+      fi
+    done
+  echo ")"
+} >"$mod/go.mod"
+
+cd "$mod"
+# etcd at the version Kubernetes itself was tested with; an unpinned `go get` would upgrade
+# shared dependencies under Kubernetes' feet.
+etcd_version=$(awk '$1 == "go.etcd.io/etcd/server/v3" { print $2; exit }' "$k8s_gomod")
+packages=(
+  k8s.io/kubernetes/cmd/kube-apiserver
+  k8s.io/kubernetes/cmd/kube-controller-manager
+  k8s.io/kubernetes/cmd/kube-scheduler
+  k8s.io/kubernetes/cmd/kubectl
+)
+log "downloading modules"
+go get "${packages[@]/%/@$K8S_VERSION}" "go.etcd.io/etcd/server/v3@$etcd_version" >&2
+log "building ${packages[*]} and etcd (many minutes on a cold machine)"
+go build -trimpath -ldflags='-s -w' -o "$bin/" "${packages[@]}" >&2
+go build -trimpath -ldflags='-s -w' -o "$bin/etcd" go.etcd.io/etcd/server/v3 >&2
+
+log "building kwok $KWOK_VERSION and helm $HELM_VERSION"
+GOBIN="$bin" go install -trimpath -ldflags='-s -w' "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" >&2
+GOBIN="$bin" go install -trimpath -ldflags='-s -w' "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
+
+log "collecting Gateway API CRDs $GATEWAY_API_VERSION"
+gw_dir=$(go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" | sed -n 's/.*"Dir": "\(.*\)",*/\1/p')
+mkdir -p "$out/gateway-api-crds"
+cp "$gw_dir"/config/crd/standard/*.yaml "$out/gateway-api-crds/"
+chmod -R u+w "$out/gateway-api-crds"
+
+touch "$out/.complete"
+log "ready in $bin"
+echo "$bin"

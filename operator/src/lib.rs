@@ -1,0 +1,1 @@
+//! The mineru-operator controller.
