@@ -1,2 +1,3 @@
 //! MinerU document extraction: pdfium rendering, the MinerU2.5 two-step protocol against a vLLM
 //! server, a model-free text-layer backend, MinerU-compatible output, and a strict vLLM simulator.
+pub mod model;
