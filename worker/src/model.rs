@@ -243,9 +243,8 @@ impl TryFrom<[u16; 4]> for BBox {
     type Error = String;
 
     fn try_from([x0, y0, x1, y1]: [u16; 4]) -> Result<Self, Self::Error> {
-        BBox::new(x0.into(), y0.into(), x1.into(), y1.into()).ok_or_else(|| {
-            format!("bbox [{x0}, {y0}, {x1}, {y1}] is empty or outside 0..=1000")
-        })
+        BBox::new(x0.into(), y0.into(), x1.into(), y1.into())
+            .ok_or_else(|| format!("bbox [{x0}, {y0}, {x1}, {y1}] is empty or outside 0..=1000"))
     }
 }
 
