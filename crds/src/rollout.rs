@@ -1,0 +1,476 @@
+//! `spec.rollout`: steps, traffic routing, capacity policy and the analysis that gates each step.
+
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::{self, Duration};
+use crate::tiers::default_true;
+
+/// How a change to either tier is shipped: traffic steps, each gated by analysis.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// Canary traffic steps, in order. Weights rise strictly from 1 to a final 100.
+    #[serde(default = "default_steps")]
+    #[schemars(length(min = 1, max = 20))]
+    #[x_kube(
+        validation = Rule::new("self[size(self) - 1].weight == 100").message("the last rollout step must have weight 100"),
+        validation = Rule::new("size(self) < 2 || self.map(s, s.weight).isSorted()").message("rollout step weights must be strictly increasing"),
+        validation = Rule::new("self.all(s, self.exists_one(t, t.weight == s.weight))").message("rollout step weights must be strictly increasing"),
+    )]
+    pub steps: Vec<Step>,
+
+    /// How canary traffic is routed: `replicas` (default) or `gatewayAPI`, not both.
+    #[serde(default)]
+    pub traffic_routing: TrafficRouting,
+
+    /// vLLM replicas the canary runs before promotion.
+    #[serde(default = "default_canary_model_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub canary_model_replicas: i32,
+
+    /// Extra GPUs a canary may use beyond the stable tier. 0 replaces stable vLLM replicas in
+    /// place. Unset: `gpusPerReplica × canaryModelReplicas`.
+    #[serde(
+        default,
+        rename = "maxSurgeGPUs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 0, max = 10000))]
+    pub max_surge_gpus: Option<i32>,
+
+    /// A canary not ready and warmed up by then is rolled back.
+    #[serde(default = "default_progress_deadline")]
+    pub progress_deadline: Duration,
+
+    /// How long a rolled-back or superseded revision is kept before it is scaled down.
+    #[serde(default = "default_scale_down_delay")]
+    pub scale_down_delay: Duration,
+
+    /// After 100% the gates keep running this long; a breach still rolls back, so the previous
+    /// revision is kept (scaled down) until the window passes.
+    #[serde(default = "default_post_promotion_window")]
+    pub post_promotion_window: Duration,
+
+    /// Go/no-go analysis.
+    #[serde(default)]
+    pub analysis: AnalysisSpec,
+
+    /// Where rollout events are sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<Notifications>,
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        RolloutSpec {
+            steps: default_steps(),
+            traffic_routing: TrafficRouting::default(),
+            canary_model_replicas: default_canary_model_replicas(),
+            max_surge_gpus: None,
+            progress_deadline: default_progress_deadline(),
+            scale_down_delay: default_scale_down_delay(),
+            post_promotion_window: default_post_promotion_window(),
+            analysis: AnalysisSpec::default(),
+            notifications: None,
+        }
+    }
+}
+
+/// One traffic step of a rollout.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.pause) && has(self.requireApproval) && self.requireApproval)").message("a step either pauses for a duration or waits for approval, not both"))]
+pub struct Step {
+    /// Percentage of traffic sent to the canary during this step (1–100).
+    #[schemars(range(min = 1, max = 100))]
+    pub weight: i32,
+
+    /// How long the step lasts once its gates pass; the next step follows. Unset: move on as
+    /// soon as the gates pass (or wait for approval when `requireApproval` is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<Duration>,
+
+    /// Hold at this step until a person promotes (`kubectl mineru promote`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_approval: bool,
+}
+
+fn step(weight: i32, pause: Option<&str>) -> Step {
+    Step {
+        weight,
+        pause: pause.map(duration::literal),
+        require_approval: false,
+    }
+}
+
+fn default_steps() -> Vec<Step> {
+    vec![step(10, Some("5m")), step(50, Some("10m")), step(100, None)]
+}
+
+/// Traffic routing mode. Neither field set means `replicas`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.replicas) && has(self.gatewayAPI))").message("trafficRouting takes one mode: replicas or gatewayAPI"))]
+pub struct TrafficRouting {
+    /// No mesh: the canary's share of traffic is its share of worker replicas behind the entry
+    /// Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<ReplicaRouting>,
+
+    /// Exact weights on the backendRefs of a Gateway API HTTPRoute.
+    #[serde(
+        default,
+        rename = "gatewayAPI",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub gateway_api: Option<GatewayApiRouting>,
+}
+
+/// Replica-ratio routing has no settings.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaRouting {}
+
+/// HTTPRoute weight routing.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayApiRouting {
+    /// The HTTPRoute, in the MineruDeployment's namespace, whose backendRefs the operator sets.
+    pub http_route: LocalRef,
+
+    /// An existing, unmanaged MinerU Service whose traffic the first rollout moves to this stack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legacy_backend: Option<LegacyBackend>,
+}
+
+/// A reference by name to an object in the same namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct LocalRef {
+    /// Name of the object.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// A Service outside the operator's control that currently receives the traffic.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct LegacyBackend {
+    /// Name of the Service.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Port of the Service.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+/// What to do when analysis cannot decide or cannot run.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Policy {
+    /// Stay at the current step, keep evaluating, and say why in status.
+    #[default]
+    Hold,
+    /// Send all traffic back to stable and scale the canary down.
+    Rollback,
+}
+
+/// Go/no-go analysis: promotion criteria checked before leaving a step, rollback triggers
+/// watched all the time, and the output-quality comparison.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.prometheus) || (!self.defaultCriteria && !has(self.promotionCriteria) && !has(self.rollbackTriggers))").message("analysis.prometheus is required unless defaultCriteria is false and no promotionCriteria or rollbackTriggers are given"))]
+pub struct AnalysisSpec {
+    /// The Prometheus server gates are evaluated against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSpec>,
+
+    /// Evaluation period of criteria and triggers.
+    #[serde(default = "default_interval")]
+    pub interval: Duration,
+
+    /// Failed evaluations tolerated per step before a criterion's `onFail` applies.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 1000))]
+    pub failure_limit: i32,
+
+    /// Query errors in a row (Prometheus down, bad query) before `onError` applies. Errors never
+    /// count toward promotion.
+    #[serde(default = "default_consecutive_error_limit")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub consecutive_error_limit: i32,
+
+    /// Inconclusive evaluations in a row (too few samples) before `onInconclusive` applies.
+    #[serde(default = "default_inconclusive_limit")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub inconclusive_limit: i32,
+
+    /// Policy once `consecutiveErrorLimit` is reached.
+    #[serde(default)]
+    pub on_error: Policy,
+
+    /// Policy once `inconclusiveLimit` is reached.
+    #[serde(default)]
+    pub on_inconclusive: Policy,
+
+    /// Include the built-in criteria and triggers (error ratio, p95 latency, vLLM restarts,
+    /// breaker openings, error and latency spikes, crash loops); a user entry of the same name
+    /// replaces a built-in.
+    #[serde(default = "default_true")]
+    pub default_criteria: bool,
+
+    /// Checks that must pass before leaving a step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, d.name == c.name))").message("promotionCriteria names must be unique"))]
+    pub promotion_criteria: Vec<PromotionCriterion>,
+
+    /// Abort conditions checked every interval; a breach sustained for `for` rolls back at once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, d.name == c.name))").message("rollbackTriggers names must be unique"))]
+    pub rollback_triggers: Vec<RollbackTrigger>,
+
+    /// Canary vs stable output on golden documents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<QualitySpec>,
+}
+
+impl Default for AnalysisSpec {
+    fn default() -> Self {
+        AnalysisSpec {
+            prometheus: None,
+            interval: default_interval(),
+            failure_limit: 0,
+            consecutive_error_limit: default_consecutive_error_limit(),
+            inconclusive_limit: default_inconclusive_limit(),
+            on_error: Policy::Hold,
+            on_inconclusive: Policy::Hold,
+            default_criteria: true,
+            promotion_criteria: Vec::new(),
+            rollback_triggers: Vec::new(),
+            quality: None,
+        }
+    }
+}
+
+/// Where and how to reach Prometheus.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusSpec {
+    /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("prometheus.address must be an http:// or https:// URL"))]
+    pub address: String,
+
+    /// Timeout of one query.
+    #[serde(default = "default_query_timeout")]
+    pub timeout: Duration,
+
+    /// Secret with credentials: key `token` (Bearer) or keys `username` and `password` (basic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_secret_ref: Option<LocalRef>,
+}
+
+/// The tier whose series a check reads; templates get it as `{{tier}}`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// The GPU tier (vLLM).
+    Model,
+    /// The CPU tier (mineru-worker).
+    #[default]
+    Worker,
+}
+
+/// A go/no-go check that must pass before a step is left.
+///
+/// Queries are PromQL templates: `{{namespace}}`, `{{name}}`, `{{revision}}` (the revision
+/// judged), `{{canaryRevision}}`, `{{stableRevision}}`, `{{tier}}`, `{{interval}}`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.max) || has(self.min) || has(self.maxRatioToStable)").message("a check needs at least one threshold: max, min or maxRatioToStable"),
+    validation = Rule::new("!(has(self.max) && has(self.min)) || self.min <= self.max").message("min must not exceed max"),
+    validation = Rule::new("!has(self.ratioFloor) || has(self.maxRatioToStable)").message("ratioFloor only applies with maxRatioToStable"),
+    validation = Rule::new("!has(self.minSamples) || has(self.samplesQuery)").message("minSamples needs a samplesQuery"),
+)]
+pub struct PromotionCriterion {
+    /// Name of the check; a built-in of the same name is replaced.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+
+    /// Tier whose series the query reads.
+    #[serde(default)]
+    pub tier: Tier,
+
+    /// PromQL template returning one value for the judged revision.
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: String,
+
+    /// PromQL template counting the samples behind the value (e.g. requests in the window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub samples_query: Option<String>,
+
+    /// Below this many samples the verdict is Inconclusive: hold, never pass or fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub min_samples: Option<f64>,
+
+    /// Pass when value ≤ max.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+
+    /// Pass when value ≥ min.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+
+    /// Pass when canary ≤ maxRatioToStable × max(stable, ratioFloor), both read in the same round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_ratio_to_stable: Option<f64>,
+
+    /// Lower bound for the stable value in ratio checks, so a stable value of 0 does not make
+    /// every canary blip a breach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ratio_floor: Option<f64>,
+
+    /// Indexes (0-based) of the steps this check gates; every step when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub after_steps: Vec<i32>,
+
+    /// What a failed check does once `failureLimit` is exceeded.
+    #[serde(default = "default_on_fail")]
+    pub on_fail: Policy,
+}
+
+fn default_on_fail() -> Policy {
+    Policy::Rollback
+}
+
+/// An abort condition watched every interval for the whole rollout.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.max) || has(self.min) || has(self.maxRatioToStable)").message("a check needs at least one threshold: max, min or maxRatioToStable"),
+    validation = Rule::new("!(has(self.max) && has(self.min)) || self.min <= self.max").message("min must not exceed max"),
+    validation = Rule::new("!has(self.ratioFloor) || has(self.maxRatioToStable)").message("ratioFloor only applies with maxRatioToStable"),
+)]
+pub struct RollbackTrigger {
+    /// Name of the trigger; a built-in of the same name is replaced.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+
+    /// Tier whose series the query reads.
+    #[serde(default)]
+    pub tier: Tier,
+
+    /// PromQL template returning one value for the judged revision.
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: String,
+
+    /// Breach when value > max.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+
+    /// Breach when value < min.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+
+    /// Breach when canary > maxRatioToStable × max(stable, ratioFloor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_ratio_to_stable: Option<f64>,
+
+    /// Lower bound for the stable value in ratio checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ratio_floor: Option<f64>,
+
+    /// How long a breach must last before it rolls back; `0s` rolls back on the first breach.
+    #[serde(default = "default_trigger_for", rename = "for")]
+    pub sustained_for: Duration,
+}
+
+/// Output-quality gate: golden documents parsed by canary and stable, compared.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QualitySpec {
+    /// ConfigMap whose binaryData entries are the golden PDF documents.
+    pub golden_documents: GoldenDocuments,
+
+    /// Similarity (structure and text, 0–1) at which a document matches.
+    #[serde(default = "default_min_similarity")]
+    #[x_kube(validation = Rule::new("self >= 0.0 && self <= 1.0").message("minSimilarity must be in [0, 1]"))]
+    pub min_similarity: f64,
+
+    /// Share of golden documents (0–1) allowed not to match before the gate fails.
+    #[serde(default = "default_max_regression")]
+    #[x_kube(validation = Rule::new("self >= 0.0 && self <= 1.0").message("maxRegression must be in [0, 1]"))]
+    pub max_regression: f64,
+}
+
+/// Where golden documents come from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GoldenDocuments {
+    /// The ConfigMap, in the MineruDeployment's namespace.
+    pub config_map_ref: LocalRef,
+}
+
+/// Rollout event delivery.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Notifications {
+    /// JSON events (step completed, paused, promoted, rolled back) POSTed to a URL.
+    pub webhook: Webhook,
+}
+
+/// A webhook endpoint.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Webhook {
+    /// URL the events are POSTed to.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("webhook.url must be an http:// or https:// URL"))]
+    pub url: String,
+
+    /// Secret whose key `token` is sent as a Bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<LocalRef>,
+}
+
+fn default_canary_model_replicas() -> i32 {
+    1
+}
+fn default_progress_deadline() -> Duration {
+    duration::literal("30m")
+}
+fn default_scale_down_delay() -> Duration {
+    duration::literal("30s")
+}
+fn default_post_promotion_window() -> Duration {
+    duration::literal("10m")
+}
+fn default_interval() -> Duration {
+    duration::literal("1m")
+}
+fn default_consecutive_error_limit() -> i32 {
+    4
+}
+fn default_inconclusive_limit() -> i32 {
+    10
+}
+fn default_query_timeout() -> Duration {
+    duration::literal("10s")
+}
+fn default_trigger_for() -> Duration {
+    duration::literal("0s")
+}
+fn default_min_similarity() -> f64 {
+    0.95
+}
+fn default_max_regression() -> f64 {
+    0.01
+}

@@ -1,0 +1,224 @@
+//! `status`: everything a person (and the operator after a restart) needs to understand a rollout.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Observed state of a MineruDeployment, written only by the operator.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MineruDeploymentStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Healthy, Progressing, Paused or Degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+
+    /// One line for people: step, weight, revisions, gate state, time left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+
+    /// The revisions serving all traffic outside a rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<Revisions>,
+
+    /// The revisions being rolled out; absent when there is no rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Revisions>,
+
+    /// Index (0-based) of the rollout step in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<i32>,
+
+    /// Percentage of traffic the canary receives now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_weight: Option<i32>,
+
+    /// When the current step began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<Time>,
+
+    /// Readiness of both tiers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<TierStatuses>,
+
+    /// Latest verdict of every promotion criterion and rollback trigger.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckStatus>,
+
+    /// Latest output-quality comparison, per golden document.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quality: Vec<QualityResult>,
+
+    /// The most recent automatic or manual rollback, with its evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rollback: Option<RollbackRecord>,
+
+    /// Revisions that failed; not retried until the spec changes or a person asks (`retry`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_revisions: Vec<Revisions>,
+
+    /// Standard conditions: Available, Progressing, Degraded, RolledBack, PreflightFailed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Coarse state, as Argo CD and people read it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Stable revisions serve all traffic and are ready.
+    Healthy,
+    /// A rollout or a scale-up is under way.
+    Progressing,
+    /// A rollout waits for a person (approval or `pause`).
+    Paused,
+    /// Something needs attention: a rollback happened or a tier is unavailable.
+    Degraded,
+}
+
+/// A pair of revisions: the GPU tier's and the CPU tier's.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct Revisions {
+    /// Hash of the vLLM pod template, e.g. `m-7f3c9a01`.
+    pub model_revision: String,
+    /// Hash of the worker pod template (which names its vLLM Service), e.g. `w-19ab42cd`.
+    pub worker_revision: String,
+}
+
+/// Replica counts of both tiers.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TierStatuses {
+    /// The GPU tier.
+    pub model: TierStatus,
+    /// The CPU tier.
+    pub worker: TierStatus,
+}
+
+/// Replica counts of one tier.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TierStatus {
+    /// Ready replicas across revisions.
+    pub ready: i32,
+    /// Replicas wanted across revisions.
+    pub desired: i32,
+    /// Ready replicas of the canary revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_ready: Option<i32>,
+}
+
+/// Which kind of check produced a verdict.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    /// Must pass before a step is left.
+    Promotion,
+    /// Watched all the time; a sustained breach rolls back.
+    Trigger,
+}
+
+/// The outcome of one evaluation.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Within threshold with enough samples.
+    Pass,
+    /// Outside threshold with enough samples.
+    Fail,
+    /// Too few samples, or no data: hold, neither pass nor fail.
+    Inconclusive,
+    /// The query could not be run (Prometheus unreachable, invalid query).
+    Error,
+}
+
+/// The latest evaluation of one check.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckStatus {
+    /// Name of the criterion or trigger.
+    pub name: String,
+    /// Promotion criterion or rollback trigger.
+    pub kind: CheckKind,
+    /// The revision judged.
+    pub revision: String,
+    /// Value for the judged revision; absent when there was no data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// Value for stable in the same round (ratio checks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_value: Option<f64>,
+    /// The threshold in words, e.g. `<= 1.05 x stable`.
+    pub threshold: String,
+    /// Samples behind the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<f64>,
+    /// Outcome.
+    pub verdict: Verdict,
+    /// Failed evaluations in the current step.
+    #[serde(default)]
+    pub failures: i32,
+    /// Why, when the verdict is not Pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When it was evaluated.
+    pub evaluated_at: Time,
+}
+
+/// The comparison of one golden document.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QualityResult {
+    /// The document's key in the golden ConfigMap.
+    pub document: String,
+    /// Similarity of canary and stable output, 0–1.
+    pub similarity: f64,
+    /// Pass at or above minSimilarity.
+    pub verdict: Verdict,
+}
+
+/// Why a rollout was rolled back.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RollbackReason {
+    /// A rollback trigger breached for its duration.
+    TriggerFired,
+    /// A promotion criterion failed beyond failureLimit with `onFail: Rollback`.
+    CriterionFailed,
+    /// The quality gate found too many regressed documents.
+    QualityRegressed,
+    /// Query errors reached consecutiveErrorLimit with `onError: Rollback`.
+    AnalysisError,
+    /// Inconclusive verdicts reached inconclusiveLimit with `onInconclusive: Rollback`.
+    Inconclusive,
+    /// The canary was not ready and warm within progressDeadline.
+    ProgressDeadlineExceeded,
+    /// A person asked (`abort`).
+    Aborted,
+}
+
+/// A rollback and its evidence.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackRecord {
+    /// The revisions rolled back.
+    pub canary: Revisions,
+    /// Why.
+    pub reason: RollbackReason,
+    /// The check that decided, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
+    /// The PromQL that was run, rendered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// The value that breached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// The threshold it breached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<String>,
+    /// A sentence for people.
+    pub message: String,
+    /// When it happened.
+    pub at: Time,
+}

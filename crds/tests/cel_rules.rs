@@ -1,0 +1,306 @@
+//! Every CEL rule in the CRD rejects what it is meant to reject and accepts its valid twin.
+//! Rules are evaluated client-side with kube-cel against the committed schema, on objects with
+//! defaults applied as the apiserver would; the e2e suite repeats this on a real apiserver.
+
+use kube_cel::Validator;
+use mineru_crds::MineruDeployment;
+use serde_json::{Value, json};
+
+const MINIMAL: &str = include_str!("../../examples/minimal.yaml");
+
+fn schema() -> Value {
+    let crd: Value = serde_yaml::from_str(&mineru_crds::crd_yaml()).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+/// The minimal example with every default filled in, as stored by the apiserver.
+fn defaulted_minimal() -> Value {
+    let typed: MineruDeployment = serde_yaml::from_str(MINIMAL).unwrap();
+    serde_json::to_value(typed).unwrap()
+}
+
+fn violations(object: &Value) -> Vec<String> {
+    match Validator::new().validate(&schema(), object, None) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors
+            .into_vec()
+            .into_iter()
+            .map(|error| format!("{}: {} ({:?})", error.field_path, error.message, error.kind))
+            .collect(),
+    }
+}
+
+fn set(object: &mut Value, pointer: &str, value: Value) {
+    let (parent, key) = pointer.rsplit_once('/').unwrap();
+    object
+        .pointer_mut(parent)
+        .unwrap_or_else(|| panic!("no {parent}"))
+        .as_object_mut()
+        .unwrap()
+        .insert(key.to_owned(), value);
+}
+
+fn remove(object: &mut Value, pointer: &str) {
+    let (parent, key) = pointer.rsplit_once('/').unwrap();
+    object
+        .pointer_mut(parent)
+        .unwrap()
+        .as_object_mut()
+        .unwrap()
+        .remove(key);
+}
+
+struct Case {
+    rule: &'static str,
+    rejected: Vec<(&'static str, Value)>,
+    accepted: Vec<(&'static str, Value)>,
+    message: &'static str,
+}
+
+fn criterion(extra: Value) -> Value {
+    let mut base = json!({"name": "error-ratio", "query": "sum(rate(x[1m]))"});
+    base.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    base
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            rule: "last step is 100",
+            rejected: vec![(
+                "/spec/rollout/steps",
+                json!([{"weight": 10}, {"weight": 50}]),
+            )],
+            accepted: vec![(
+                "/spec/rollout/steps",
+                json!([{"weight": 10}, {"weight": 100}]),
+            )],
+            message: "the last rollout step must have weight 100",
+        },
+        Case {
+            rule: "weights strictly increasing (decreasing)",
+            rejected: vec![(
+                "/spec/rollout/steps",
+                json!([{"weight": 50}, {"weight": 10}, {"weight": 100}]),
+            )],
+            accepted: vec![(
+                "/spec/rollout/steps",
+                json!([{"weight": 10}, {"weight": 50}, {"weight": 100}]),
+            )],
+            message: "rollout step weights must be strictly increasing",
+        },
+        Case {
+            rule: "weights strictly increasing (repeated)",
+            rejected: vec![(
+                "/spec/rollout/steps",
+                json!([{"weight": 50}, {"weight": 50}, {"weight": 100}]),
+            )],
+            accepted: vec![("/spec/rollout/steps", json!([{"weight": 100}]))],
+            message: "rollout step weights must be strictly increasing",
+        },
+        Case {
+            rule: "pause or approval",
+            rejected: vec![(
+                "/spec/rollout/steps",
+                json!([{"weight": 10, "pause": "5m", "requireApproval": true}, {"weight": 100}]),
+            )],
+            accepted: vec![(
+                "/spec/rollout/steps",
+                json!([{"weight": 10, "requireApproval": true}, {"weight": 100}]),
+            )],
+            message: "a step either pauses for a duration or waits for approval, not both",
+        },
+        Case {
+            rule: "one traffic mode",
+            rejected: vec![(
+                "/spec/rollout/trafficRouting",
+                json!({"replicas": {}, "gatewayAPI": {"httpRoute": {"name": "r"}}}),
+            )],
+            accepted: vec![(
+                "/spec/rollout/trafficRouting",
+                json!({"gatewayAPI": {"httpRoute": {"name": "r"}}}),
+            )],
+            message: "trafficRouting takes one mode: replicas or gatewayAPI",
+        },
+        Case {
+            rule: "criterion needs a threshold",
+            rejected: vec![(
+                "/spec/rollout/analysis/promotionCriteria",
+                json!([criterion(json!({}))]),
+            )],
+            accepted: vec![(
+                "/spec/rollout/analysis/promotionCriteria",
+                json!([criterion(json!({"max": 0.01}))]),
+            )],
+            message: "a check needs at least one threshold: max, min or maxRatioToStable",
+        },
+        Case {
+            rule: "trigger needs a threshold",
+            rejected: vec![(
+                "/spec/rollout/analysis/rollbackTriggers",
+                json!([criterion(json!({"for": "5m"}))]),
+            )],
+            accepted: vec![(
+                "/spec/rollout/analysis/rollbackTriggers",
+                json!([criterion(json!({"for": "5m", "min": 1.0}))]),
+            )],
+            message: "a check needs at least one threshold: max, min or maxRatioToStable",
+        },
+        Case {
+            rule: "min not above max",
+            rejected: vec![(
+                "/spec/rollout/analysis/promotionCriteria",
+                json!([criterion(json!({"min": 2.0, "max": 1.0}))]),
+            )],
+            accepted: vec![(
+                "/spec/rollout/analysis/promotionCriteria",
+                json!([criterion(json!({"min": 1.0, "max": 2.0}))]),
+            )],
+            message: "min must not exceed max",
+        },
+        Case {
+            rule: "ratioFloor needs a ratio",
+            rejected: vec![(
+                "/spec/rollout/analysis/promotionCriteria",
+                json!([criterion(json!({"max": 1.0, "ratioFloor": 0.01}))]),
+            )],
+            accepted: vec![(
+                "/spec/rollout/analysis/promotionCriteria",
+                json!([criterion(
+                    json!({"maxRatioToStable": 1.05, "ratioFloor": 0.01})
+                )]),
+            )],
+            message: "ratioFloor only applies with maxRatioToStable",
+        },
+        Case {
+            rule: "minSamples needs samplesQuery",
+            rejected: vec![(
+                "/spec/rollout/analysis/promotionCriteria",
+                json!([criterion(json!({"max": 1.0, "minSamples": 50.0}))]),
+            )],
+            accepted: vec![(
+                "/spec/rollout/analysis/promotionCriteria",
+                json!([criterion(
+                    json!({"max": 1.0, "minSamples": 50.0, "samplesQuery": "sum(x)"})
+                )]),
+            )],
+            message: "minSamples needs a samplesQuery",
+        },
+        Case {
+            rule: "unique criterion names",
+            rejected: vec![(
+                "/spec/rollout/analysis/promotionCriteria",
+                json!([
+                    criterion(json!({"max": 1.0})),
+                    criterion(json!({"min": 0.0}))
+                ]),
+            )],
+            accepted: vec![(
+                "/spec/rollout/analysis/promotionCriteria",
+                json!([
+                    criterion(json!({"max": 1.0})),
+                    criterion(json!({"name": "other", "min": 0.0}))
+                ]),
+            )],
+            message: "promotionCriteria names must be unique",
+        },
+        Case {
+            rule: "prometheus address is a URL",
+            rejected: vec![(
+                "/spec/rollout/analysis/prometheus/address",
+                json!("prometheus:9090"),
+            )],
+            accepted: vec![(
+                "/spec/rollout/analysis/prometheus/address",
+                json!("https://prometheus:9090"),
+            )],
+            message: "prometheus.address must be an http:// or https:// URL",
+        },
+        Case {
+            rule: "gpuMemoryUtilization in (0, 1]",
+            rejected: vec![("/spec/model/gpuMemoryUtilization", json!(1.5))],
+            accepted: vec![("/spec/model/gpuMemoryUtilization", json!(1.0))],
+            message: "gpuMemoryUtilization must be in (0, 1]",
+        },
+        Case {
+            rule: "minSimilarity in [0, 1]",
+            rejected: vec![(
+                "/spec/rollout/analysis/quality",
+                json!({"goldenDocuments": {"configMapRef": {"name": "g"}}, "minSimilarity": 1.2, "maxRegression": 0.01}),
+            )],
+            accepted: vec![(
+                "/spec/rollout/analysis/quality",
+                json!({"goldenDocuments": {"configMapRef": {"name": "g"}}, "minSimilarity": 0.9, "maxRegression": 0.01}),
+            )],
+            message: "minSimilarity must be in [0, 1]",
+        },
+        Case {
+            rule: "webhook url",
+            rejected: vec![(
+                "/spec/rollout/notifications",
+                json!({"webhook": {"url": "hooks.example"}}),
+            )],
+            accepted: vec![(
+                "/spec/rollout/notifications",
+                json!({"webhook": {"url": "https://hooks.example"}}),
+            )],
+            message: "webhook.url must be an http:// or https:// URL",
+        },
+    ]
+}
+
+#[test]
+fn the_minimal_example_passes_every_rule() {
+    assert_eq!(violations(&defaulted_minimal()), Vec::<String>::new());
+}
+
+#[test]
+fn each_rule_rejects_its_violation_and_accepts_its_fix() {
+    for case in cases() {
+        for (pointer, value) in &case.rejected {
+            let mut object = defaulted_minimal();
+            set(&mut object, pointer, value.clone());
+            let found = violations(&object);
+            assert!(
+                found.iter().any(|v| v.contains(case.message)),
+                "{}: expected {:?}, got {found:?}",
+                case.rule,
+                case.message
+            );
+        }
+        for (pointer, value) in &case.accepted {
+            let mut object = defaulted_minimal();
+            set(&mut object, pointer, value.clone());
+            assert_eq!(
+                violations(&object),
+                Vec::<String>::new(),
+                "{}: valid object refused",
+                case.rule
+            );
+        }
+    }
+}
+
+#[test]
+fn gates_without_prometheus_are_rejected_unless_analysis_is_off() {
+    let message = "analysis.prometheus is required";
+    let mut object = defaulted_minimal();
+    remove(&mut object, "/spec/rollout/analysis/prometheus");
+    assert!(violations(&object).iter().any(|v| v.contains(message)));
+
+    set(
+        &mut object,
+        "/spec/rollout/analysis/defaultCriteria",
+        json!(false),
+    );
+    assert_eq!(violations(&object), Vec::<String>::new());
+
+    set(
+        &mut object,
+        "/spec/rollout/analysis/rollbackTriggers",
+        json!([criterion(json!({"max": 1.0}))]),
+    );
+    assert!(violations(&object).iter().any(|v| v.contains(message)));
+}
