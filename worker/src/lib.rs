@@ -4,3 +4,4 @@ pub mod model;
 pub mod otsl;
 pub mod protocol;
 pub mod tokens;
+pub mod pdf;
