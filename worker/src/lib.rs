@@ -5,3 +5,5 @@ pub mod otsl;
 pub mod protocol;
 pub mod tokens;
 pub mod pdf;
+pub mod text;
+pub mod output;

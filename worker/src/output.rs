@@ -1,0 +1,578 @@
+//! MinerU-compatible output, the same for both backends: Markdown, `content_list.json` (a flat
+//! list in reading order, fields named as MinerU names them) and a per-page summary.
+//!
+//! Captions and footnotes are attached to the nearest table, image or code block of their page,
+//! text blocks that continue the previous one are merged into it (MinerU's cross-column and
+//! cross-page paragraph merge), and page furniture (headers, footers, page numbers) is listed in
+//! `content_list.json` after each page's content but kept out of the Markdown.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::model::{Block, BlockType, Page};
+use crate::text::join_text;
+
+/// Which extraction backend produced a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// pdfium's text layer, no model.
+    Text,
+    /// MinerU2.5 through a vLLM server.
+    Vlm,
+}
+
+/// One extracted page with what the summary reports about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageResult {
+    pub page: Page,
+    pub backend: Backend,
+    /// The page's text could not be read from the text layer (a scan, or unmapped glyphs).
+    pub needs_ocr: bool,
+    /// Human-readable remarks: why OCR is needed, what the backend cannot recognise.
+    pub notes: Vec<String>,
+    /// Saved crops of image-like blocks: index in `page.blocks` → path relative to the output
+    /// directory.
+    pub images: BTreeMap<usize, String>,
+}
+
+impl PageResult {
+    /// A page from the vlm backend: everything it read came from the model, so no OCR is missing.
+    pub fn from_vlm(page: Page) -> Self {
+        Self {
+            page,
+            backend: Backend::Vlm,
+            needs_ocr: false,
+            notes: Vec::new(),
+            images: BTreeMap::new(),
+        }
+    }
+}
+
+/// One `content_list.json` entry. Optional fields are omitted when absent, as in MinerU.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContentItem {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text_level: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text_format: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub img_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_caption: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_footnote: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table_caption: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table_footnote: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table_body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code_caption: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code_body: Option<String>,
+    pub bbox: [u16; 4],
+    pub page_idx: usize,
+}
+
+impl ContentItem {
+    fn new(kind: &'static str, block: &Block, page_idx: usize) -> Self {
+        Self {
+            kind,
+            sub_type: None,
+            text: None,
+            text_level: None,
+            text_format: None,
+            img_path: None,
+            image_caption: None,
+            image_footnote: None,
+            table_caption: None,
+            table_footnote: None,
+            table_body: None,
+            code_caption: None,
+            code_body: None,
+            bbox: block.bbox.into(),
+            page_idx,
+        }
+    }
+
+    fn is_plain_text(&self) -> bool {
+        self.kind == "text" && self.text_level.is_none()
+    }
+}
+
+/// The per-page summary written to `<stem>_pages.json`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PageSummary {
+    pub page_idx: usize,
+    pub backend: Backend,
+    pub blocks: usize,
+    pub discarded: usize,
+    pub needs_ocr: bool,
+    pub notes: Vec<String>,
+}
+
+/// Everything written for one document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocumentOutput {
+    pub markdown: String,
+    pub content_list: Vec<ContentItem>,
+    pub pages: Vec<PageSummary>,
+}
+
+/// Why output could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot serialise {what}: {source}")]
+    Json {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+}
+
+/// The files written for a document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WrittenFiles {
+    pub markdown: PathBuf,
+    pub content_list: PathBuf,
+    pub pages: PathBuf,
+}
+
+/// Builds Markdown, content list and summaries from pages in document order.
+pub fn build(pages: &[PageResult]) -> DocumentOutput {
+    let mut items: Vec<ContentItem> = Vec::new();
+    let mut markdown_items: Vec<MarkdownPart> = Vec::new();
+    let mut last_flow: Option<usize> = None;
+    for result in pages {
+        let page_idx = result.page.page_idx;
+        let flow = page_items(result);
+        if flow.is_empty() || result.needs_ocr {
+            markdown_items.push(MarkdownPart::Note(page_note(result)));
+        }
+        for (item, continues) in flow {
+            match last_flow {
+                Some(prev) if continues && item.is_plain_text() && items[prev].is_plain_text() => {
+                    if let (Some(text), Some(more)) = (items[prev].text.as_mut(), &item.text) {
+                        join_text(text, more);
+                    }
+                }
+                _ => {
+                    last_flow = Some(items.len());
+                    markdown_items.push(MarkdownPart::Item(items.len()));
+                    items.push(item);
+                }
+            }
+        }
+        for block in &result.page.discarded {
+            let mut item = ContentItem::new(block.kind.as_str(), block, page_idx);
+            item.text = Some(block.content.clone().unwrap_or_default());
+            items.push(item);
+        }
+    }
+    let markdown = markdown_items
+        .iter()
+        .filter_map(|part| match part {
+            MarkdownPart::Item(i) => item_markdown(&items[*i]),
+            MarkdownPart::Note(note) => Some(note.clone()),
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    DocumentOutput {
+        markdown: if markdown.is_empty() {
+            markdown
+        } else {
+            markdown + "\n"
+        },
+        content_list: items,
+        pages: pages.iter().map(summary).collect(),
+    }
+}
+
+enum MarkdownPart {
+    Item(usize),
+    Note(String),
+}
+
+fn page_note(result: &PageResult) -> String {
+    let reason = result
+        .notes
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "no content found".to_string());
+    format!("> **Page {}:** {reason}", result.page.page_idx + 1)
+}
+
+fn summary(result: &PageResult) -> PageSummary {
+    PageSummary {
+        page_idx: result.page.page_idx,
+        backend: result.backend,
+        blocks: result.page.blocks.len(),
+        discarded: result.page.discarded.len(),
+        needs_ocr: result.needs_ocr,
+        notes: result.notes.clone(),
+    }
+}
+
+/// What a caption or footnote attaches to.
+#[derive(Clone, Copy, PartialEq)]
+enum Owner {
+    Image,
+    Table,
+    Code,
+}
+
+fn owner_of(kind: BlockType) -> Option<Owner> {
+    match kind {
+        BlockType::Image | BlockType::Chart | BlockType::Unknown | BlockType::ImageBlock => {
+            Some(Owner::Image)
+        }
+        BlockType::Table => Some(Owner::Table),
+        BlockType::Code | BlockType::Algorithm => Some(Owner::Code),
+        _ => None,
+    }
+}
+
+fn attaches_to(kind: BlockType) -> Option<Owner> {
+    match kind {
+        BlockType::ImageCaption | BlockType::ImageFootnote => Some(Owner::Image),
+        BlockType::TableCaption | BlockType::TableFootnote => Some(Owner::Table),
+        BlockType::CodeCaption => Some(Owner::Code),
+        _ => None,
+    }
+}
+
+/// The page's content items in reading order, each with its `continues_previous` flag.
+fn page_items(result: &PageResult) -> Vec<(ContentItem, bool)> {
+    let page_idx = result.page.page_idx;
+    let blocks = &result.page.blocks;
+    let mut items: Vec<(ContentItem, bool)> = Vec::new();
+    // Index into `items` of each owner block, with its kind and bbox, for caption attachment.
+    let mut owners: Vec<(usize, Owner, &Block)> = Vec::new();
+    let mut equations: Vec<(usize, &Block)> = Vec::new();
+    let mut pending: Vec<&Block> = Vec::new();
+    for (index, block) in blocks.iter().enumerate() {
+        if attaches_to(block.kind).is_some() || block.kind == BlockType::FormulaNumber {
+            pending.push(block);
+            continue;
+        }
+        let Some(item) = block_item(block, page_idx, result.images.get(&index)) else {
+            continue;
+        };
+        if let Some(owner) = owner_of(block.kind) {
+            owners.push((items.len(), owner, block));
+        }
+        if block.kind == BlockType::Equation {
+            equations.push((items.len(), block));
+        }
+        items.push((item, block.continues_previous));
+    }
+    for block in pending {
+        let text = block.content.clone().unwrap_or_default();
+        if block.kind == BlockType::FormulaNumber {
+            if let Some(i) = nearest(block, equations.iter().map(|&(i, b)| (i, b))) {
+                let tag = text
+                    .trim()
+                    .trim_start_matches('(')
+                    .trim_end_matches(')')
+                    .trim();
+                if let Some(latex) = items[i].0.text.as_mut() {
+                    latex.push_str(&format!(" \\tag{{{tag}}}"));
+                }
+                continue;
+            }
+        } else if let Some(owner) = attaches_to(block.kind) {
+            let candidates = owners
+                .iter()
+                .filter(|(_, o, _)| *o == owner)
+                .map(|&(i, _, b)| (i, b));
+            if let Some(i) = nearest(block, candidates) {
+                let item = &mut items[i].0;
+                let list = match block.kind {
+                    BlockType::ImageCaption => &mut item.image_caption,
+                    BlockType::ImageFootnote => &mut item.image_footnote,
+                    BlockType::TableCaption => &mut item.table_caption,
+                    BlockType::TableFootnote => &mut item.table_footnote,
+                    _ => &mut item.code_caption,
+                };
+                list.get_or_insert_with(Vec::new).push(text);
+                continue;
+            }
+        }
+        // Nothing to attach to: keep the words as text where they stand.
+        let mut item = ContentItem::new("text", block, page_idx);
+        item.text = Some(text);
+        let at = items
+            .iter()
+            .position(|(i, _)| i.bbox[1] > block.bbox.y0())
+            .unwrap_or(items.len());
+        items.insert(at, (item, false));
+    }
+    items
+}
+
+/// The candidate (item index, block) closest to `block` vertically.
+fn nearest<'a>(
+    block: &Block,
+    candidates: impl Iterator<Item = (usize, &'a Block)>,
+) -> Option<usize> {
+    let distance = |b: &Block| {
+        let above = i32::from(block.bbox.y0()) - i32::from(b.bbox.y1());
+        let below = i32::from(b.bbox.y0()) - i32::from(block.bbox.y1());
+        above.max(below).max(0)
+    };
+    candidates.min_by_key(|(_, b)| distance(b)).map(|(i, _)| i)
+}
+
+fn block_item(block: &Block, page_idx: usize, image: Option<&String>) -> Option<ContentItem> {
+    let content = block.content.clone();
+    let item = |kind| ContentItem::new(kind, block, page_idx);
+    Some(match block.kind {
+        BlockType::Title | BlockType::DocTitle | BlockType::ParagraphTitle => ContentItem {
+            text: Some(content?),
+            text_level: Some(if block.kind == BlockType::ParagraphTitle {
+                2
+            } else {
+                1
+            }),
+            ..item("text")
+        },
+        BlockType::Text
+        | BlockType::ListItem
+        | BlockType::Caption
+        | BlockType::Footnote
+        | BlockType::Index
+        | BlockType::List => ContentItem {
+            text: Some(content?),
+            ..item("text")
+        },
+        BlockType::RefText
+        | BlockType::Phonetic
+        | BlockType::AsideText
+        | BlockType::PageFootnote
+        | BlockType::Header
+        | BlockType::Footer
+        | BlockType::PageNumber => ContentItem {
+            text: Some(content?),
+            ..item(block.kind.as_str())
+        },
+        BlockType::Equation | BlockType::EquationBlock => ContentItem {
+            text: Some(content?),
+            text_format: Some("latex"),
+            ..item("equation")
+        },
+        BlockType::Table => ContentItem {
+            img_path: Some(image.cloned().unwrap_or_default()),
+            table_caption: Some(Vec::new()),
+            table_footnote: Some(Vec::new()),
+            table_body: content,
+            ..item("table")
+        },
+        BlockType::Image | BlockType::Chart | BlockType::Unknown | BlockType::ImageBlock => {
+            if content.is_none() && image.is_none() && block.kind == BlockType::ImageBlock {
+                return None;
+            }
+            ContentItem {
+                img_path: Some(image.cloned().unwrap_or_default()),
+                image_caption: Some(Vec::new()),
+                image_footnote: Some(Vec::new()),
+                ..item("image")
+            }
+        }
+        BlockType::Code | BlockType::Algorithm => ContentItem {
+            sub_type: Some(if block.kind == BlockType::Code {
+                "code"
+            } else {
+                "algorithm"
+            }),
+            code_caption: Some(Vec::new()),
+            code_body: Some(if block.kind == BlockType::Code {
+                format!("```txt\n{}\n```", content?.trim_end())
+            } else {
+                content?
+            }),
+            ..item("code")
+        },
+        BlockType::FormulaNumber
+        | BlockType::TableCaption
+        | BlockType::ImageCaption
+        | BlockType::CodeCaption
+        | BlockType::TableFootnote
+        | BlockType::ImageFootnote => return None,
+    })
+}
+
+fn item_markdown(item: &ContentItem) -> Option<String> {
+    let lines = |v: &Option<Vec<String>>| v.iter().flatten().cloned().collect::<Vec<_>>();
+    let part = match item.kind {
+        "text" => {
+            let text = item.text.as_deref()?.trim();
+            match item.text_level {
+                Some(level) => format!("{} {text}", "#".repeat(usize::from(level))),
+                None => text.to_string(),
+            }
+        }
+        "equation" => format!("$$\n{}\n$$", item.text.as_deref()?.trim()),
+        "image" => {
+            let mut parts = Vec::new();
+            if let Some(path) = item.img_path.as_deref().filter(|p| !p.is_empty()) {
+                parts.push(format!("![]({path})"));
+            }
+            parts.extend(lines(&item.image_caption));
+            parts.extend(lines(&item.image_footnote));
+            parts.join("  \n")
+        }
+        "table" => {
+            let mut parts = lines(&item.table_caption);
+            match (&item.table_body, item.img_path.as_deref()) {
+                (Some(html), _) => parts.push(format!("\n{}\n", html.trim())),
+                (None, Some(path)) if !path.is_empty() => parts.push(format!("![]({path})")),
+                _ => {}
+            }
+            parts.extend(lines(&item.table_footnote));
+            parts.join("  \n")
+        }
+        "code" => {
+            let mut parts = lines(&item.code_caption);
+            parts.push(item.code_body.clone()?);
+            parts.join("  \n")
+        }
+        // Reference lists, asides and footnotes are part of the text MinerU writes out.
+        "ref_text" | "phonetic" | "aside_text" | "page_footnote" => item.text.clone()?,
+        _ => return None,
+    };
+    let part = part.trim_matches('\n').to_string();
+    (!part.trim().is_empty()).then_some(part)
+}
+
+/// Writes `<dir>/<stem>/<stem>.md`, `<stem>_content_list.json` and `<stem>_pages.json`.
+pub fn write(dir: &Path, stem: &str, output: &DocumentOutput) -> Result<WrittenFiles, OutputError> {
+    let doc_dir = dir.join(stem);
+    fs::create_dir_all(&doc_dir).map_err(|source| OutputError::Io {
+        path: doc_dir.clone(),
+        source,
+    })?;
+    let files = WrittenFiles {
+        markdown: doc_dir.join(format!("{stem}.md")),
+        content_list: doc_dir.join(format!("{stem}_content_list.json")),
+        pages: doc_dir.join(format!("{stem}_pages.json")),
+    };
+    let content_list = to_json("content list", &output.content_list)?;
+    let pages = to_json("page summary", &output.pages)?;
+    for (path, data) in [
+        (&files.markdown, output.markdown.as_bytes()),
+        (&files.content_list, content_list.as_bytes()),
+        (&files.pages, pages.as_bytes()),
+    ] {
+        fs::write(path, data).map_err(|source| OutputError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(files)
+}
+
+fn to_json<T: Serialize>(what: &'static str, value: &T) -> Result<String, OutputError> {
+    serde_json::to_string_pretty(value).map_err(|source| OutputError::Json { what, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::BBox;
+
+    fn block(kind: BlockType, y: u32, content: &str) -> Block {
+        Block {
+            content: Some(content.to_string()),
+            ..Block::new(kind, BBox::new(100, y, 900, y + 40).expect("valid bbox"))
+        }
+    }
+
+    fn page(idx: usize, blocks: Vec<Block>) -> PageResult {
+        PageResult::from_vlm(Page::from_blocks(idx, blocks))
+    }
+
+    #[test]
+    fn markdown_renders_each_block_kind_as_mineru_does() {
+        let out = build(&[page(
+            0,
+            vec![
+                block(BlockType::Title, 10, "Results"),
+                block(BlockType::Text, 60, "Body text."),
+                block(BlockType::Equation, 110, "E = mc^2"),
+                block(BlockType::TableCaption, 160, "Table 1: Counts"),
+                block(BlockType::Table, 200, "<table><tr><td>1</td></tr></table>"),
+                block(BlockType::PageNumber, 960, "7"),
+            ],
+        )]);
+        assert_eq!(
+            out.markdown,
+            "# Results\n\nBody text.\n\n$$\nE = mc^2\n$$\n\nTable 1: Counts  \n\n\
+             <table><tr><td>1</td></tr></table>\n"
+        );
+    }
+
+    #[test]
+    fn content_list_uses_mineru_field_names_and_lists_furniture_last() {
+        let out = build(&[page(
+            3,
+            vec![
+                block(BlockType::PageNumber, 960, "7"),
+                block(BlockType::ParagraphTitle, 10, "Methods"),
+                block(BlockType::Equation, 60, "x^2"),
+                block(BlockType::Table, 110, "<table></table>"),
+                block(BlockType::TableFootnote, 160, "n = 3"),
+            ],
+        )]);
+        let json = serde_json::to_value(&out.content_list).expect("serialise");
+        assert_eq!(
+            json,
+            serde_json::json!([
+                {"type": "text", "text": "Methods", "text_level": 2, "bbox": [100, 10, 900, 50], "page_idx": 3},
+                {"type": "equation", "text": "x^2", "text_format": "latex", "bbox": [100, 60, 900, 100], "page_idx": 3},
+                {"type": "table", "img_path": "", "table_caption": [], "table_footnote": ["n = 3"],
+                 "table_body": "<table></table>", "bbox": [100, 110, 900, 150], "page_idx": 3},
+                {"type": "page_number", "text": "7", "bbox": [100, 960, 900, 1000], "page_idx": 3},
+            ])
+        );
+    }
+
+    #[test]
+    fn a_continued_paragraph_is_merged_across_pages() {
+        let mut next = block(BlockType::Text, 100, "continues here.");
+        next.continues_previous = true;
+        let out = build(&[
+            page(0, vec![block(BlockType::Text, 900, "A sentence that")]),
+            page(1, vec![next]),
+        ]);
+        assert_eq!(out.content_list.len(), 1);
+        assert_eq!(
+            out.content_list[0].text.as_deref(),
+            Some("A sentence that continues here.")
+        );
+    }
+
+    #[test]
+    fn a_page_that_needs_ocr_gets_a_visible_note() {
+        let mut scan = page(0, Vec::new());
+        scan.needs_ocr = true;
+        scan.notes = vec!["needs OCR: no text layer".into()];
+        let out = build(&[scan]);
+        assert_eq!(out.markdown, "> **Page 1:** needs OCR: no text layer\n");
+        assert!(out.pages[0].needs_ocr);
+    }
+}

@@ -1,0 +1,919 @@
+//! Backend `text`: MinerU-shaped blocks from pdfium's text layer, without a model.
+//!
+//! The page analysis is a pure function of [`PageText`] (characters with positions, sizes and
+//! weights): characters become fragments, fragments become lines grouped by column, lines become
+//! paragraphs and headings. Tables and formulas cannot be recognised from the text layer; every
+//! page summary says so, and pages whose text layer is missing or unreadable are flagged as
+//! needing OCR instead of coming out silently empty.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use crate::model::{Angle, BBOX_SCALE, BBox, Block, BlockType, Page};
+use crate::output::{Backend, PageResult};
+use crate::pdf::{Document, Orientation, PageText, PdfError, Rect, TextChar};
+
+/// MinerU's rule of thumb: fewer clean characters than this on a page means it needs OCR.
+pub const MIN_CLEAN_CHARS: usize = 50;
+/// Images covering at least this share of a page make a short text layer suspicious.
+const SCAN_IMAGE_COVERAGE: f32 = 0.1;
+/// A text layer with more unreadable characters than this share is treated as absent.
+const MAX_GARBLED_SHARE: f32 = 0.3;
+/// Horizontal gap, in font sizes, that splits a line into separate fragments (column gutters,
+/// table cells).
+const FRAGMENT_GAP_EM: f32 = 1.5;
+/// Gap, in font sizes, above which two glyphs without a space between them get one.
+const WORD_GAP_EM: f32 = 0.25;
+/// A line at least this much larger than the body text is a heading.
+const HEADING_SIZE_RATIO: f32 = 1.15;
+/// Top and bottom bands (share of page height) where headers, footers and page numbers live.
+const FURNITURE_BAND: f32 = 0.07;
+
+/// The note every page of this backend carries: what it cannot do.
+pub const LIMITATIONS_NOTE: &str =
+    "text backend: tables, formulas and images are not recognised (text layer only)";
+
+/// Runs the text backend over `pages` of `doc`, calling `on_page` after each page.
+pub fn parse(
+    doc: &Document,
+    pages: Range<usize>,
+    mut on_page: impl FnMut(usize),
+) -> Result<Vec<PageResult>, PdfError> {
+    let mut out = Vec::with_capacity(pages.len());
+    for page_idx in pages {
+        let text = doc.page_text(page_idx)?;
+        out.push(analyze_page(&text, page_idx));
+        on_page(page_idx);
+    }
+    link_across_pages(&mut out);
+    Ok(out)
+}
+
+/// Blocks, OCR verdict and notes for one page.
+pub fn analyze_page(text: &PageText, page_idx: usize) -> PageResult {
+    let verdict = classify(text);
+    let mut blocks = Vec::new();
+    for (orientation, chars) in orientation_groups(&text.chars) {
+        let frame = Frame::new(orientation, text.width, text.height);
+        blocks.extend(layout(&frame, &chars));
+    }
+    link_within_page(&mut blocks);
+    let mut notes = Vec::new();
+    if let Some(reason) = &verdict.reason {
+        notes.push(reason.clone());
+    }
+    notes.push(LIMITATIONS_NOTE.to_string());
+    PageResult {
+        page: Page::from_blocks(page_idx, blocks),
+        backend: Backend::Text,
+        needs_ocr: verdict.needs_ocr,
+        notes,
+        images: BTreeMap::new(),
+    }
+}
+
+/// The text-vs-scan decision for one page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OcrVerdict {
+    pub needs_ocr: bool,
+    pub clean_chars: usize,
+    /// Why the page needs OCR or has no text, for the page summary.
+    pub reason: Option<String>,
+}
+
+/// Classifies a page. MinerU's rule (fewer than 50 clean characters) is applied to pages that
+/// also carry images, because a short text-only page (a title page, a closing line) is fully
+/// readable from its text layer; a page whose characters are mostly unmapped glyphs needs OCR
+/// whatever its length.
+pub fn classify(text: &PageText) -> OcrVerdict {
+    let visible: Vec<&TextChar> = text
+        .chars
+        .iter()
+        .filter(|c| !c.generated && !c.ch.is_whitespace())
+        .collect();
+    let clean_chars = visible.iter().filter(|c| is_clean(c.ch)).count();
+    let garbled = visible.len() - clean_chars;
+    let g = &text.graphics;
+    let coverage = (g.image_coverage * 100.0).round();
+    let (needs_ocr, reason) =
+        if !visible.is_empty() && garbled as f32 > MAX_GARBLED_SHARE * visible.len() as f32 {
+            (
+                true,
+                Some(format!(
+                    "needs OCR: the text layer is unreadable ({garbled} of {} characters have no \
+                 Unicode mapping)",
+                    visible.len()
+                )),
+            )
+        } else if clean_chars < MIN_CLEAN_CHARS && g.image_coverage >= SCAN_IMAGE_COVERAGE {
+            (
+                true,
+                Some(format!(
+                    "needs OCR: {clean_chars} characters in the text layer (fewer than \
+                 {MIN_CLEAN_CHARS}) and images cover {coverage}% of the page; use the vlm backend"
+                )),
+            )
+        } else if clean_chars == 0 && g.objects == 0 {
+            (false, Some("blank page".to_string()))
+        } else if clean_chars == 0 {
+            (
+                false,
+                Some("no text layer: the page holds only vector graphics".to_string()),
+            )
+        } else {
+            (false, None)
+        };
+    OcrVerdict {
+        needs_ocr,
+        clean_chars,
+        reason,
+    }
+}
+
+fn is_clean(c: char) -> bool {
+    !(c.is_control() || c == '\u{FFFD}' || ('\u{E000}'..='\u{F8FF}').contains(&c))
+}
+
+/// Characters grouped by reading direction, the largest group first, so rotated text on a page
+/// is laid out in its own upright frame.
+fn orientation_groups(chars: &[TextChar]) -> Vec<(Orientation, Vec<TextChar>)> {
+    let mut groups: Vec<(Orientation, Vec<TextChar>)> = Vec::new();
+    for c in chars {
+        match groups.iter_mut().find(|(o, _)| *o == c.orientation) {
+            Some((_, list)) => list.push(c.clone()),
+            None => groups.push((c.orientation, vec![c.clone()])),
+        }
+    }
+    groups.retain(|(_, list)| list.iter().any(|c| !c.ch.is_whitespace()));
+    groups.sort_by_key(|(o, list)| (std::cmp::Reverse(list.len()), *o));
+    groups
+}
+
+/// Maps display space to a frame where text of one orientation reads left to right, top down.
+struct Frame {
+    orientation: Orientation,
+    /// Display page size.
+    width: f32,
+    height: f32,
+}
+
+impl Frame {
+    fn new(orientation: Orientation, width: f32, height: f32) -> Self {
+        Self {
+            orientation,
+            width: width.max(1.0),
+            height: height.max(1.0),
+        }
+    }
+
+    /// The frame's own width and height.
+    fn size(&self) -> (f32, f32) {
+        match self.orientation {
+            Orientation::Up | Orientation::Down => (self.width, self.height),
+            Orientation::Right | Orientation::Left => (self.height, self.width),
+        }
+    }
+
+    fn to_upright(&self, r: &Rect) -> Rect {
+        let (w, h) = (self.width, self.height);
+        let map = |x: f32, y: f32| match self.orientation {
+            Orientation::Up => (x, y),
+            Orientation::Right => (y, w - x),
+            Orientation::Down => (w - x, h - y),
+            Orientation::Left => (h - y, x),
+        };
+        corners(map(r.x0, r.y0), map(r.x1, r.y1))
+    }
+
+    fn to_display(&self, r: &Rect) -> Rect {
+        let (w, h) = (self.width, self.height);
+        let map = |x: f32, y: f32| match self.orientation {
+            Orientation::Up => (x, y),
+            Orientation::Right => (w - y, x),
+            Orientation::Down => (w - x, h - y),
+            Orientation::Left => (y, h - x),
+        };
+        corners(map(r.x0, r.y0), map(r.x1, r.y1))
+    }
+
+    /// The block's bbox in MinerU's 0..=1000 page frame, never empty.
+    fn bbox(&self, r: &Rect) -> BBox {
+        let d = self.to_display(r);
+        let scale = f32::from(BBOX_SCALE);
+        let lo = |v: f32, size: f32| (v / size * scale).floor().clamp(0.0, scale - 1.0) as u32;
+        let hi = |v: f32, size: f32, low: u32| {
+            ((v / size * scale).ceil().clamp(0.0, scale) as u32).max(low + 1)
+        };
+        let x0 = lo(d.x0, self.width);
+        let y0 = lo(d.y0, self.height);
+        let x1 = hi(d.x1, self.width, x0);
+        let y1 = hi(d.y1, self.height, y0);
+        BBox::new(x0, y0, x1, y1).unwrap_or(BBox::FULL_PAGE)
+    }
+
+    fn angle(&self) -> Angle {
+        match self.orientation {
+            Orientation::Up => Angle::Up,
+            Orientation::Right => Angle::Right,
+            Orientation::Down => Angle::Down,
+            Orientation::Left => Angle::Left,
+        }
+    }
+}
+
+fn corners(a: (f32, f32), b: (f32, f32)) -> Rect {
+    Rect {
+        x0: a.0.min(b.0),
+        y0: a.1.min(b.1),
+        x1: a.0.max(b.0),
+        y1: a.1.max(b.1),
+    }
+}
+
+/// A run of characters on one baseline without a wide gap.
+#[derive(Debug, Clone)]
+struct Fragment {
+    text: String,
+    rect: Rect,
+    size: f32,
+    bold: bool,
+}
+
+/// One visual line of a column (or one row of a table drawn as text).
+#[derive(Debug, Clone)]
+struct Line {
+    text: String,
+    rect: Rect,
+    size: f32,
+    bold: bool,
+    /// Cells separated by wide gaps: a table row, kept out of paragraphs.
+    tabular: bool,
+}
+
+fn layout(frame: &Frame, chars: &[TextChar]) -> Vec<Block> {
+    let upright: Vec<TextChar> = chars
+        .iter()
+        .map(|c| TextChar {
+            rect: frame.to_upright(&c.rect),
+            ..c.clone()
+        })
+        .collect();
+    let (width, height) = frame.size();
+    let fragments = fragments(&upright);
+    let (furniture, body): (Vec<Fragment>, Vec<Fragment>) = fragments
+        .into_iter()
+        .partition(|f| furniture_kind(f, height).is_some());
+
+    let mut lines = Vec::new();
+    for region in reading_regions(body, width) {
+        lines.push(rows_to_lines(region));
+    }
+    let body_size = body_font_size(lines.iter().flatten());
+    let body_bold = mostly_bold(lines.iter().flatten());
+    let mut paragraphs: Vec<Paragraph> = lines
+        .iter()
+        .flat_map(|region| paragraphs(region, body_size, body_bold))
+        .collect();
+    assign_heading_levels(&mut paragraphs);
+
+    let angle = frame.angle();
+    let mut blocks: Vec<Block> = paragraphs
+        .into_iter()
+        .map(|p| Block {
+            kind: p.kind,
+            bbox: frame.bbox(&p.rect),
+            angle: Some(angle),
+            content: Some(p.text),
+            continues_previous: false,
+        })
+        .collect();
+    for f in &furniture {
+        if let Some(kind) = furniture_kind(f, height) {
+            blocks.push(Block {
+                kind,
+                bbox: frame.bbox(&f.rect),
+                angle: Some(angle),
+                content: Some(f.text.clone()),
+                continues_previous: false,
+            });
+        }
+    }
+    blocks
+}
+
+/// Splits the character stream (in content order) into fragments: a new fragment starts when a
+/// character leaves the baseline, moves backwards, or jumps a wide gap.
+fn fragments(chars: &[TextChar]) -> Vec<Fragment> {
+    struct Builder {
+        text: String,
+        rect: Rect,
+        last: Rect,
+        sizes: Vec<(f32, usize)>,
+        bold: usize,
+        count: usize,
+    }
+    impl Builder {
+        fn new(c: &TextChar) -> Self {
+            Self {
+                text: c.ch.to_string(),
+                rect: c.rect,
+                last: c.rect,
+                sizes: vec![(c.font_size, 1)],
+                bold: usize::from(c.bold),
+                count: 1,
+            }
+        }
+        fn size(&self) -> f32 {
+            self.sizes.last().map_or(1.0, |s| s.0)
+        }
+        fn gap(&self, c: &TextChar) -> Option<f32> {
+            let em = self.size().max(c.font_size).max(1.0);
+            let overlap = self.last.y1.min(c.rect.y1) - self.last.y0.max(c.rect.y0);
+            let min_h = self.last.height().min(c.rect.height()).max(0.1);
+            let dx = c.rect.x0 - self.last.x1;
+            (overlap >= 0.5 * min_h && dx >= -0.5 * em && dx <= FRAGMENT_GAP_EM * em)
+                .then_some(dx / em)
+        }
+        fn push(&mut self, c: &TextChar, space: bool) {
+            if space {
+                self.text.push(' ');
+            }
+            self.text.push(c.ch);
+            self.rect = self.rect.union(&c.rect);
+            self.last = c.rect;
+            match self
+                .sizes
+                .iter_mut()
+                .find(|s| (s.0 - c.font_size).abs() < 0.25)
+            {
+                Some(s) => s.1 += 1,
+                None => self.sizes.push((c.font_size, 1)),
+            }
+            self.bold += usize::from(c.bold);
+            self.count += 1;
+        }
+        fn finish(self) -> Fragment {
+            let size = self.sizes.iter().max_by_key(|s| s.1).map_or(1.0, |s| s.0);
+            Fragment {
+                text: self.text,
+                rect: self.rect,
+                size,
+                bold: self.bold * 10 >= self.count * 7,
+            }
+        }
+    }
+
+    let mut out = Vec::new();
+    let mut current: Option<Builder> = None;
+    let mut pending_space = false;
+    for c in chars {
+        if c.ch.is_whitespace() || c.ch.is_control() {
+            pending_space = current.is_some();
+            continue;
+        }
+        if let Some(b) = current.as_mut() {
+            if let Some(gap) = b.gap(c) {
+                let space = (pending_space || gap > WORD_GAP_EM) && !is_cjk_pair(&b.text, c.ch);
+                b.push(c, space);
+                pending_space = false;
+                continue;
+            }
+        }
+        if let Some(b) = current.take() {
+            out.push(b.finish());
+        }
+        current = Some(Builder::new(c));
+        pending_space = false;
+    }
+    out.extend(current.map(Builder::finish));
+    out
+}
+
+fn is_cjk_pair(before: &str, next: char) -> bool {
+    before.chars().last().is_some_and(is_cjk) && is_cjk(next)
+}
+
+fn is_cjk(c: char) -> bool {
+    matches!(u32::from(c),
+        0x3000..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xAC00..=0xD7AF
+        | 0xF900..=0xFAFF | 0xFF00..=0xFFEF)
+}
+
+/// Headers, footers and page numbers: short fragments in the top or bottom band of the page.
+fn furniture_kind(f: &Fragment, page_height: f32) -> Option<BlockType> {
+    let band = FURNITURE_BAND * page_height;
+    let top = f.rect.y1 <= band;
+    let bottom = f.rect.y0 >= page_height - band;
+    if !(top || bottom) || f.text.chars().count() > 100 {
+        return None;
+    }
+    Some(if is_page_number(&f.text) {
+        BlockType::PageNumber
+    } else if top {
+        BlockType::Header
+    } else {
+        BlockType::Footer
+    })
+}
+
+fn is_page_number(text: &str) -> bool {
+    let t = text
+        .trim()
+        .trim_matches(|c: char| c == '-' || c == '–' || c == '—' || c.is_whitespace())
+        .to_lowercase();
+    let t = t.strip_prefix("page").map_or(t.as_str(), str::trim);
+    let words: Vec<&str> = t
+        .split(|c: char| c.is_whitespace() || c == '/')
+        .filter(|w| !w.is_empty() && *w != "of")
+        .collect();
+    !words.is_empty()
+        && words.len() <= 2
+        && words.iter().all(|w| {
+            w.chars().all(|c| c.is_ascii_digit())
+                || w.chars().all(|c| matches!(c, 'i' | 'v' | 'x' | 'l' | 'c'))
+        })
+}
+
+/// Fragments in reading order, grouped into regions that are laid out top to bottom. With a
+/// column gutter, each band between full-width fragments reads left column, then right column.
+fn reading_regions(body: Vec<Fragment>, width: f32) -> Vec<Vec<Fragment>> {
+    let Some(gutter) = find_gutter(&body, width) else {
+        return vec![body];
+    };
+    let (mut spanning, rest): (Vec<Fragment>, Vec<Fragment>) = body
+        .into_iter()
+        .partition(|f| f.rect.x0 < gutter && f.rect.x1 > gutter);
+    spanning.sort_by(|a, b| a.rect.y0.total_cmp(&b.rect.y0));
+    let (mut left, mut right): (Vec<Fragment>, Vec<Fragment>) =
+        rest.into_iter().partition(|f| f.rect.x1 <= gutter);
+
+    let mut regions = Vec::new();
+    let take_above = |column: &mut Vec<Fragment>, y: f32| {
+        let (above, below): (Vec<Fragment>, Vec<Fragment>) = std::mem::take(column)
+            .into_iter()
+            .partition(|f| center_y(&f.rect) < y);
+        *column = below;
+        above
+    };
+    for s in spanning {
+        let y = center_y(&s.rect);
+        let l = take_above(&mut left, y);
+        let r = take_above(&mut right, y);
+        regions.extend([l, r, vec![s]]);
+    }
+    regions.extend([left, right]);
+    regions.retain(|r| !r.is_empty());
+    regions
+}
+
+fn center_y(r: &Rect) -> f32 {
+    (r.y0 + r.y1) / 2.0
+}
+
+/// A vertical gutter between two text columns: a strip in the middle of the page that few
+/// fragments cross, with column-wide text on both sides beside each other. Table cells also leave
+/// gutters, but their fragments are narrow compared with the span of their side, so they are not
+/// taken for columns.
+fn find_gutter(body: &[Fragment], width: f32) -> Option<f32> {
+    if body.len() < 6 {
+        return None;
+    }
+    let crossing = |x: f32| {
+        body.iter()
+            .filter(|f| f.rect.x0 < x && f.rect.x1 > x)
+            .count()
+    };
+    let (lo, hi) = (0.3 * width, 0.7 * width);
+    let steps = ((hi - lo) as usize).max(1);
+    let xs: Vec<f32> = (0..=steps).map(|i| lo + i as f32).collect();
+    let counts: Vec<usize> = xs.iter().map(|&x| crossing(x)).collect();
+    let best = *counts.iter().min()?;
+    if best as f32 > 0.3 * body.len() as f32 {
+        return None;
+    }
+    // The widest run of least-crossed positions; its middle is the gutter.
+    let (mut a, mut b) = (0, 0);
+    let mut i = 0;
+    while i < counts.len() {
+        if counts[i] != best {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < counts.len() && counts[i] == best {
+            i += 1;
+        }
+        if i - start > b - a {
+            (a, b) = (start, i);
+        }
+    }
+    let gutter = (xs[a] + xs[b - 1]) / 2.0;
+    let left: Vec<&Fragment> = body.iter().filter(|f| f.rect.x1 <= gutter).collect();
+    let right: Vec<&Fragment> = body.iter().filter(|f| f.rect.x0 >= gutter).collect();
+    (is_text_column(&left) && is_text_column(&right) && overlap_vertically(&left, &right))
+        .then_some(gutter)
+}
+
+fn is_text_column(side: &[&Fragment]) -> bool {
+    if side.len() < 3 {
+        return false;
+    }
+    let x0 = side.iter().map(|f| f.rect.x0).fold(f32::MAX, f32::min);
+    let x1 = side.iter().map(|f| f.rect.x1).fold(f32::MIN, f32::max);
+    let mut widths: Vec<f32> = side.iter().map(|f| f.rect.width()).collect();
+    widths.sort_by(f32::total_cmp);
+    widths[widths.len() / 2] >= 0.6 * (x1 - x0)
+}
+
+fn overlap_vertically(left: &[&Fragment], right: &[&Fragment]) -> bool {
+    let span = |side: &[&Fragment]| {
+        (
+            side.iter().map(|f| f.rect.y0).fold(f32::MAX, f32::min),
+            side.iter().map(|f| f.rect.y1).fold(f32::MIN, f32::max),
+        )
+    };
+    let (l, r) = (span(left), span(right));
+    let shared = l.1.min(r.1) - l.0.max(r.0);
+    shared >= 0.5 * (l.1 - l.0).min(r.1 - r.0)
+}
+
+/// Fragments of one region become lines: fragments sharing a baseline form a row; a row whose
+/// pieces stay apart by wide gaps is a table row.
+fn rows_to_lines(mut region: Vec<Fragment>) -> Vec<Line> {
+    region.sort_by(|a, b| a.rect.y0.total_cmp(&b.rect.y0));
+    let mut rows: Vec<Vec<Fragment>> = Vec::new();
+    for f in region {
+        let joins = rows.last().is_some_and(|row| {
+            let r = row_rect(row);
+            let overlap = r.y1.min(f.rect.y1) - r.y0.max(f.rect.y0);
+            overlap >= 0.5 * r.height().min(f.rect.height())
+        });
+        if joins {
+            if let Some(row) = rows.last_mut() {
+                row.push(f);
+            }
+        } else {
+            rows.push(vec![f]);
+        }
+    }
+    rows.into_iter().map(row_to_line).collect()
+}
+
+fn row_rect(row: &[Fragment]) -> Rect {
+    row.iter()
+        .skip(1)
+        .fold(row[0].rect, |acc, f| acc.union(&f.rect))
+}
+
+fn row_to_line(mut row: Vec<Fragment>) -> Line {
+    row.sort_by(|a, b| a.rect.x0.total_cmp(&b.rect.x0));
+    let mut cells: Vec<Fragment> = Vec::new();
+    for f in row {
+        match cells.last_mut() {
+            Some(prev) if f.rect.x0 - prev.rect.x1 <= FRAGMENT_GAP_EM * prev.size.max(f.size) => {
+                if !is_cjk_pair(&prev.text, f.text.chars().next().unwrap_or(' ')) {
+                    prev.text.push(' ');
+                }
+                prev.text.push_str(&f.text);
+                prev.rect = prev.rect.union(&f.rect);
+                prev.bold &= f.bold;
+                prev.size = prev.size.max(f.size);
+            }
+            _ => cells.push(f),
+        }
+    }
+    let tabular = cells.len() > 1;
+    let rect = row_rect(&cells);
+    let size = cells.iter().map(|c| c.size).fold(0.0, f32::max);
+    let bold = cells.iter().all(|c| c.bold);
+    let text = cells
+        .into_iter()
+        .map(|c| c.text)
+        .collect::<Vec<_>>()
+        .join(" ");
+    Line {
+        text,
+        rect,
+        size,
+        bold,
+        tabular,
+    }
+}
+
+/// The most common font size on the page, weighted by characters.
+fn body_font_size<'a>(lines: impl Iterator<Item = &'a Line>) -> f32 {
+    let mut sizes: Vec<(f32, usize)> = Vec::new();
+    for l in lines {
+        let n = l.text.chars().filter(|c| !c.is_whitespace()).count();
+        let key = (l.size * 2.0).round() / 2.0;
+        match sizes.iter_mut().find(|s| s.0 == key) {
+            Some(s) => s.1 += n,
+            None => sizes.push((key, n)),
+        }
+    }
+    sizes
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.total_cmp(&a.0)))
+        .map_or(0.0, |s| s.0)
+}
+
+fn mostly_bold<'a>(lines: impl Iterator<Item = &'a Line>) -> bool {
+    let (mut bold, mut all) = (0usize, 0usize);
+    for l in lines {
+        let n = l.text.chars().count();
+        all += n;
+        if l.bold {
+            bold += n;
+        }
+    }
+    all > 0 && bold * 2 > all
+}
+
+#[derive(Debug, Clone)]
+struct Paragraph {
+    kind: BlockType,
+    text: String,
+    rect: Rect,
+    size: f32,
+}
+
+/// Groups consecutive lines of one region into paragraphs and marks headings.
+fn paragraphs(lines: &[Line], body_size: f32, body_bold: bool) -> Vec<Paragraph> {
+    let is_heading_line = |l: &Line| {
+        !l.tabular && (l.size >= HEADING_SIZE_RATIO * body_size || (l.bold && !body_bold))
+    };
+    let mut groups: Vec<Vec<&Line>> = Vec::new();
+    for line in lines {
+        let joins = groups.last().and_then(|g| g.last()).is_some_and(|prev| {
+            let em = prev.size.max(line.size).max(1.0);
+            let gap = line.rect.y0 - prev.rect.y1;
+            let same_style = (prev.size - line.size).abs() <= 0.1 * em
+                && is_heading_line(prev) == is_heading_line(line)
+                && prev.bold == line.bold;
+            !prev.tabular
+                && !line.tabular
+                && same_style
+                && gap >= -0.5 * em
+                && gap <= 0.7 * prev.rect.height().max(line.rect.height())
+                && line.rect.x0 <= prev.rect.x0 + em
+        });
+        match groups.last_mut() {
+            Some(g) if joins => g.push(line),
+            _ => groups.push(vec![line]),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|g| {
+            let rect = g
+                .iter()
+                .skip(1)
+                .fold(g[0].rect, |acc, l| acc.union(&l.rect));
+            let mut text = String::new();
+            for l in &g {
+                join_text(&mut text, &l.text);
+            }
+            let chars = text.chars().count();
+            let heading = is_heading_line(g[0])
+                && g.len() <= 3
+                && chars <= 200
+                && (g[0].size >= HEADING_SIZE_RATIO * body_size || (g.len() <= 2 && chars <= 100));
+            Paragraph {
+                kind: if heading {
+                    BlockType::Title
+                } else {
+                    BlockType::Text
+                },
+                text,
+                rect,
+                size: g[0].size,
+            }
+        })
+        .collect()
+}
+
+/// Appends a line (or the next paragraph of a continued one) to text, undoing end-of-line
+/// hyphenation and leaving CJK text unspaced.
+pub fn join_text(text: &mut String, next: &str) {
+    let next = next.trim();
+    if next.is_empty() {
+        return;
+    }
+    if text.is_empty() {
+        text.push_str(next);
+        return;
+    }
+    let first = next.chars().next().unwrap_or(' ');
+    let mut tail = text.chars().rev();
+    let (last, before) = (tail.next(), tail.next());
+    if last == Some('-') && before.is_some_and(char::is_alphabetic) && first.is_lowercase() {
+        text.pop();
+    } else if !(last.is_some_and(is_cjk) && is_cjk(first)) {
+        text.push(' ');
+    }
+    text.push_str(next);
+}
+
+/// The largest heading size on the page is level 1 (`title`); smaller or bold-only headings are
+/// level 2 (`paragraph_title`).
+fn assign_heading_levels(paragraphs: &mut [Paragraph]) {
+    let top = paragraphs
+        .iter()
+        .filter(|p| p.kind == BlockType::Title)
+        .map(|p| p.size)
+        .fold(0.0, f32::max);
+    for p in paragraphs.iter_mut().filter(|p| p.kind == BlockType::Title) {
+        if p.size < top - 0.25 {
+            p.kind = BlockType::ParagraphTitle;
+        }
+    }
+}
+
+/// Marks a text block as continuing the previous one when the reading order jumps (to the next
+/// column) in the middle of a sentence.
+fn link_within_page(blocks: &mut [Block]) {
+    for i in 1..blocks.len() {
+        let (before, after) = blocks.split_at_mut(i);
+        let (prev, next) = (&before[i - 1], &mut after[0]);
+        if next.bbox.y0() < prev.bbox.y1() && continues(prev, next) {
+            next.continues_previous = true;
+        }
+    }
+}
+
+/// The same rule across a page break: the last block of a page and the first of the next.
+fn link_across_pages(pages: &mut [PageResult]) {
+    for i in 1..pages.len() {
+        let (before, after) = pages.split_at_mut(i);
+        let (Some(prev), Some(next)) = (
+            before[i - 1].page.blocks.last(),
+            after[0].page.blocks.first_mut(),
+        ) else {
+            continue;
+        };
+        if continues(prev, next) {
+            next.continues_previous = true;
+        }
+    }
+}
+
+fn continues(prev: &Block, next: &Block) -> bool {
+    if prev.kind != BlockType::Text || next.kind != BlockType::Text {
+        return false;
+    }
+    let (Some(a), Some(b)) = (&prev.content, &next.content) else {
+        return false;
+    };
+    let ends_open = a
+        .trim_end()
+        .trim_end_matches(['"', '\'', ')', ']', '”', '’'])
+        .chars()
+        .last()
+        .is_some_and(|c| !".!?:;。！？…".contains(c));
+    ends_open
+        && b.trim_start()
+            .chars()
+            .next()
+            .is_some_and(char::is_lowercase)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pdf::Graphics;
+
+    /// Lays out `text` as one line of characters 0.5 em wide starting at (x, y) in display space.
+    fn line(x: f32, y: f32, size: f32, bold: bool, text: &str) -> Vec<TextChar> {
+        let w = size * 0.5;
+        text.chars()
+            .enumerate()
+            .map(|(i, ch)| {
+                let x0 = x + i as f32 * w;
+                TextChar {
+                    ch,
+                    rect: Rect {
+                        x0,
+                        y0: y,
+                        x1: x0 + w,
+                        y1: y + size * 1.2,
+                    },
+                    font_size: size,
+                    bold,
+                    orientation: Orientation::Up,
+                    generated: false,
+                }
+            })
+            .collect()
+    }
+
+    fn page(chars: Vec<TextChar>) -> PageText {
+        PageText {
+            width: 612.0,
+            height: 792.0,
+            rotation: 0,
+            chars,
+            graphics: Graphics {
+                objects: 1,
+                ..Graphics::default()
+            },
+        }
+    }
+
+    fn texts(result: &PageResult) -> Vec<(BlockType, String)> {
+        result
+            .page
+            .blocks
+            .iter()
+            .map(|b| (b.kind, b.content.clone().unwrap_or_default()))
+            .collect()
+    }
+
+    #[test]
+    fn large_line_is_a_title_and_following_lines_form_one_paragraph() {
+        let mut chars = line(72.0, 100.0, 20.0, false, "Introduction");
+        chars.extend(line(72.0, 140.0, 10.0, false, "The first line of the body"));
+        chars.extend(line(
+            72.0,
+            153.0,
+            10.0,
+            false,
+            "continues on the second line.",
+        ));
+        let got = texts(&analyze_page(&page(chars), 0));
+        assert_eq!(
+            got,
+            vec![
+                (BlockType::Title, "Introduction".into()),
+                (
+                    BlockType::Text,
+                    "The first line of the body continues on the second line.".into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_wide_vertical_gap_starts_a_new_paragraph() {
+        let mut chars = line(72.0, 100.0, 10.0, false, "First paragraph.");
+        chars.extend(line(72.0, 140.0, 10.0, false, "Second paragraph."));
+        let got = texts(&analyze_page(&page(chars), 0));
+        assert_eq!(got.len(), 2);
+    }
+
+    #[test]
+    fn hyphenated_line_ends_are_joined() {
+        let mut s = String::from("a hyphen-");
+        join_text(&mut s, "ated word");
+        assert_eq!(s, "a hyphenated word");
+        let mut cjk = String::from("中文");
+        join_text(&mut cjk, "文本");
+        assert_eq!(cjk, "中文文本");
+    }
+
+    #[test]
+    fn page_numbers_are_recognised() {
+        for t in ["3", "- 12 -", "Page 4", "page 2 of 9", "iv", "7 / 20"] {
+            assert!(is_page_number(t), "{t}");
+        }
+        for t in ["Chapter 3", "Results", "3.2 Methods"] {
+            assert!(!is_page_number(t), "{t}");
+        }
+    }
+
+    #[test]
+    fn short_text_only_page_does_not_need_ocr_but_a_scan_does() {
+        let short = page(line(72.0, 100.0, 10.0, false, "The end."));
+        assert!(!classify(&short).needs_ocr);
+        let mut scan = page(Vec::new());
+        scan.graphics = Graphics {
+            objects: 1,
+            images: 1,
+            paths: 0,
+            image_coverage: 0.9,
+        };
+        let verdict = classify(&scan);
+        assert!(verdict.needs_ocr);
+        assert!(verdict.reason.unwrap_or_default().contains("needs OCR"));
+    }
+
+    #[test]
+    fn unmapped_glyphs_need_ocr() {
+        let garbled = page(line(72.0, 100.0, 10.0, false, &"\u{FFFD}".repeat(80)));
+        assert!(classify(&garbled).needs_ocr);
+    }
+
+    #[test]
+    fn bbox_maps_back_from_a_rotated_frame() {
+        let frame = Frame::new(Orientation::Right, 600.0, 800.0);
+        let display = Rect {
+            x0: 300.0,
+            y0: 100.0,
+            x1: 320.0,
+            y1: 500.0,
+        };
+        let upright = frame.to_upright(&display);
+        assert!((upright.width() - 400.0).abs() < 1e-3);
+        assert_eq!(frame.to_display(&upright), display);
+        assert_eq!(<[u16; 4]>::from(frame.bbox(&upright)), [500, 125, 534, 625]);
+    }
+}
