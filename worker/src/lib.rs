@@ -4,6 +4,7 @@ pub mod model;
 pub mod otsl;
 pub mod protocol;
 pub mod tokens;
+pub mod client;
 pub mod pdf;
 pub mod text;
 pub mod output;

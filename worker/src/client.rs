@@ -1,0 +1,341 @@
+//! HTTP client for a vLLM server hosting MinerU2.5.
+//!
+//! One client (cheap to clone) carries one concurrency limit shared by every page and block of
+//! every document it serves, so a busy worker never floods the server. Transient failures (429,
+//! 5xx, connection errors, timeouts) are retried with jittered exponential backoff, honouring
+//! `Retry-After`; everything else fails at once with the server's own message.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng as _;
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use tokio::sync::Semaphore;
+
+use crate::protocol::{Answer, AnswerError, ChatRequest, ModelList, Step, parse_answer};
+
+/// Longest wait a server's `Retry-After` can impose on one retry.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// Longest error body kept in an error message.
+const MAX_ERROR_BODY: usize = 512;
+
+/// How to reach the server and how hard to try.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Server base URL, e.g. `http://vllm:8000` (a trailing `/v1` is accepted).
+    pub server_url: String,
+    /// Served model name; when `None` the server must serve exactly one model.
+    pub model: Option<String>,
+    /// Sent as `Authorization: Bearer <key>`.
+    pub api_key: Option<String>,
+    /// Requests in flight at once, across all pages and blocks.
+    pub max_in_flight: usize,
+    pub connect_timeout: Duration,
+    /// Whole-request timeout (a long table can take minutes on a loaded GPU).
+    pub request_timeout: Duration,
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// Backoff before the first retry; doubles per retry up to `backoff_max`.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl ClientConfig {
+    /// MinerU's defaults: 100 in flight, 10 s connect, 600 s request, 3 retries.
+    pub fn new(server_url: impl Into<String>) -> Self {
+        Self {
+            server_url: server_url.into(),
+            model: None,
+            api_key: None,
+            max_in_flight: 100,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(600),
+            max_retries: 3,
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One failed HTTP exchange.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("HTTP {status}: {body}")]
+    Status {
+        status: StatusCode,
+        body: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("timed out: {0}")]
+    Timeout(reqwest::Error),
+    #[error("transport error: {0}")]
+    Transport(reqwest::Error),
+    #[error("unusable answer: {0}")]
+    Answer(#[from] AnswerError),
+}
+
+impl CallError {
+    /// Whether trying again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            CallError::Status { status, .. } => {
+                *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+            }
+            CallError::Timeout(_) => true,
+            CallError::Transport(e) => !e.is_builder() && !e.is_redirect(),
+            CallError::Answer(_) => false,
+        }
+    }
+
+    fn from_reqwest(e: reqwest::Error) -> Self {
+        if e.is_timeout() {
+            CallError::Timeout(e)
+        } else {
+            CallError::Transport(e)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid server URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("invalid API key: it must be printable ASCII")]
+    InvalidApiKey,
+    #[error("could not build the HTTP client: {0}")]
+    Build(reqwest::Error),
+    #[error("could not list models at {url}: {source}")]
+    Models { url: String, source: CallError },
+    #[error("model {wanted:?} is not served by {url} (served: {served:?})")]
+    ModelNotServed {
+        url: String,
+        wanted: String,
+        served: Vec<String>,
+    },
+    #[error("{url} serves {} models ({served:?}); configure the model name", served.len())]
+    AmbiguousModel { url: String, served: Vec<String> },
+    #[error("{step} request failed after {attempts} attempt(s): {source}")]
+    Call {
+        step: &'static str,
+        attempts: u32,
+        source: CallError,
+    },
+}
+
+impl ClientError {
+    /// Whether the failure was transient (retries ran out) rather than a refusal.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Models { source, .. } | ClientError::Call { source, .. } => {
+                source.is_retryable()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A connected client; clones share the connection pool and the concurrency limit.
+#[derive(Debug, Clone)]
+pub struct VlmClient {
+    http: reqwest::Client,
+    chat_url: String,
+    model: Arc<str>,
+    permits: Arc<Semaphore>,
+    config: Arc<ClientConfig>,
+}
+
+impl VlmClient {
+    /// Builds the client and resolves the model name with `GET /v1/models`.
+    pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
+        let base = api_base(&config.server_url)?;
+        let mut headers = HeaderMap::new();
+        if let Some(key) = &config.api_key {
+            let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
+                .map_err(|_| ClientError::InvalidApiKey)?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .build()
+            .map_err(ClientError::Build)?;
+
+        let models_url = format!("{base}/models");
+        let served = list_models(&http, &models_url, &config).await?;
+        let model = match &config.model {
+            Some(wanted) if served.iter().any(|m| m == wanted) => wanted.clone(),
+            Some(wanted) => {
+                return Err(ClientError::ModelNotServed {
+                    url: models_url,
+                    wanted: wanted.clone(),
+                    served,
+                });
+            }
+            None if served.len() == 1 => served[0].clone(),
+            None => {
+                return Err(ClientError::AmbiguousModel {
+                    url: models_url,
+                    served,
+                });
+            }
+        };
+        Ok(Self {
+            http,
+            chat_url: format!("{base}/chat/completions"),
+            model: model.into(),
+            permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            config: Arc::new(config),
+        })
+    }
+
+    /// The served model name used in every request.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Runs one inference call for `step` on a PNG image.
+    pub async fn complete(&self, step: Step, png: &[u8]) -> Result<Answer, ClientError> {
+        let request = ChatRequest::new(&self.model, step, png);
+        // Serialising cannot fail for this plain data type; the fallback keeps the path total.
+        let body = serde_json::to_vec(&request).unwrap_or_default();
+        drop(request);
+        let answer = with_retries(&self.config, step.name(), || async {
+            let _permit = self.permits.acquire().await;
+            let response = self
+                .http
+                .post(&self.chat_url)
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                .map_err(CallError::from_reqwest)?;
+            let bytes = read_success(response).await?;
+            Ok(parse_answer(&bytes)?)
+        })
+        .await?;
+        if answer.truncated {
+            tracing::warn!(
+                step = step.name(),
+                "answer truncated at the server's length limit"
+            );
+        }
+        Ok(answer)
+    }
+}
+
+async fn list_models(
+    http: &reqwest::Client,
+    url: &str,
+    config: &ClientConfig,
+) -> Result<Vec<String>, ClientError> {
+    let fetch = || async {
+        let response = http
+            .get(url)
+            .send()
+            .await
+            .map_err(CallError::from_reqwest)?;
+        let bytes = read_success(response).await?;
+        serde_json::from_slice::<ModelList>(&bytes)
+            .map_err(|e| CallError::Answer(AnswerError::NotJson(e.to_string())))
+    };
+    match with_retries(config, "models", fetch).await {
+        Ok(list) => Ok(list.data.into_iter().map(|m| m.id).collect()),
+        Err(ClientError::Call { source, .. }) => Err(ClientError::Models {
+            url: url.to_owned(),
+            source,
+        }),
+        Err(other) => Err(other),
+    }
+}
+
+/// The body of a 200 response, or the status as an error.
+async fn read_success(response: reqwest::Response) -> Result<Vec<u8>, CallError> {
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let bytes = response.bytes().await.map_err(CallError::from_reqwest)?;
+    if status == StatusCode::OK {
+        return Ok(bytes.to_vec());
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let body = match text.char_indices().nth(MAX_ERROR_BODY) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.into_owned(),
+    };
+    Err(CallError::Status {
+        status,
+        body,
+        retry_after,
+    })
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or the retries run out.
+async fn with_retries<T, F, Fut>(
+    config: &ClientConfig,
+    step: &'static str,
+    mut attempt: F,
+) -> Result<T, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, CallError>>,
+{
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(err) if err.is_retryable() && attempts <= config.max_retries => {
+                let wait = backoff(config, attempts, &err);
+                tracing::debug!(step, attempts, ?wait, error = %err, "retrying");
+                tokio::time::sleep(wait).await;
+            }
+            Err(source) => {
+                return Err(ClientError::Call {
+                    step,
+                    attempts,
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// The wait before retry number `retry` (1-based): the server's `Retry-After` when it sent one,
+/// otherwise an exponential step with jitter, so clients that failed together do not return
+/// together.
+fn backoff(config: &ClientConfig, retry: u32, err: &CallError) -> Duration {
+    if let CallError::Status {
+        retry_after: Some(wait),
+        ..
+    } = err
+    {
+        return (*wait).min(MAX_RETRY_AFTER);
+    }
+    let step = config
+        .backoff_base
+        .saturating_mul(1u32 << (retry - 1).min(16))
+        .min(config.backoff_max);
+    step.mul_f64(rand::rng().random_range(0.5..=1.0))
+}
+
+/// `<server>/v1` from a configured server URL.
+fn api_base(server_url: &str) -> Result<String, ClientError> {
+    let invalid = |reason: &str| ClientError::InvalidUrl {
+        url: server_url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let url = reqwest::Url::parse(server_url).map_err(|e| invalid(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("the scheme must be http or https"));
+    }
+    let trimmed = server_url.trim_end_matches('/');
+    let base = trimmed.strip_suffix("/v1").unwrap_or(trimmed);
+    Ok(format!("{base}/v1"))
+}
