@@ -5,6 +5,7 @@ pub mod otsl;
 pub mod protocol;
 pub mod tokens;
 pub mod client;
+pub mod vlm;
 pub mod pdf;
 pub mod text;
 pub mod output;

@@ -1,0 +1,356 @@
+//! Backend `vlm`: MinerU2.5's two-step extraction against a vLLM server.
+//!
+//! Per page: render → layout call on the stretched 1036×1036 image → parse and filter the blocks →
+//! crop each block from the full render (rotated, padded, upscaled) → recognition calls →
+//! post-processing. Pages run in a bounded window, and a page's render is dropped as soon as its
+//! crops are cut, so memory stays flat however long the document is; CPU work runs on the blocking
+//! pool so it overlaps the network waits of other pages.
+
+use std::sync::Arc;
+
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+use futures::{Stream, StreamExt as _};
+use image::codecs::png::{self, PngEncoder};
+use image::{ImageEncoder as _, Rgb, RgbImage, imageops};
+
+use crate::client::{ClientError, VlmClient};
+use crate::model::{Angle, Block, BlockType, Page};
+use crate::otsl::otsl_to_html;
+use crate::protocol::{LAYOUT_IMAGE_SIZE, MAX_IMAGE_EDGE_RATIO, MIN_IMAGE_EDGE, Step};
+use crate::tokens::{LayoutError, parse_layout, select_for_recognition};
+
+/// Renders pages of one document. Implementations may serialise internally (pdfium does);
+/// `render` is always called from the blocking thread pool.
+pub trait PageRenderer: Send + Sync + 'static {
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Page `index` (0-based) as RGB, at the resolution blocks are cropped from.
+    fn render(&self, index: usize) -> Result<RgbImage, Self::Error>;
+}
+
+impl PageRenderer for crate::pdf::Document {
+    type Error = crate::pdf::PdfError;
+
+    fn render(&self, index: usize) -> Result<RgbImage, Self::Error> {
+        self.render_page(index)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct VlmOptions {
+    /// Pages in flight at once. Each holds at most one full render, so this bounds memory; the
+    /// client's concurrency limit bounds the server load.
+    pub page_window: usize,
+    /// Send images and charts for analysis (MinerU's `image_analysis`).
+    pub image_analysis: bool,
+}
+
+impl Default for VlmOptions {
+    fn default() -> Self {
+        Self {
+            page_window: 8,
+            image_analysis: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VlmError {
+    #[error("page {page}: rendering failed: {source}")]
+    Render {
+        page: usize,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("page {page}: {source}")]
+    Server { page: usize, source: ClientError },
+    #[error("page {page}: the server's layout answer is unusable: {source}")]
+    Layout { page: usize, source: LayoutError },
+    #[error("page {page}: image processing failed: {source}")]
+    Image { page: usize, source: ImageOpError },
+    #[error("page {page}: a processing task was lost: {reason}")]
+    Task { page: usize, reason: String },
+}
+
+/// Failure of an image operation (resize or PNG encoding).
+#[derive(Debug, thiserror::Error)]
+pub enum ImageOpError {
+    #[error("image is empty ({width}x{height} px)")]
+    Empty { width: u32, height: u32 },
+    #[error("resize: {0}")]
+    Resize(#[from] fast_image_resize::ResizeError),
+    #[error("PNG encoding: {0}")]
+    Encode(#[from] image::ImageError),
+}
+
+/// Extracts `pages` of a document, yielding results in page order.
+pub fn extract_pages<R: PageRenderer>(
+    client: VlmClient,
+    renderer: Arc<R>,
+    pages: Vec<usize>,
+    options: VlmOptions,
+) -> impl Stream<Item = Result<Page, VlmError>> {
+    let window = options.page_window.max(1);
+    futures::stream::iter(pages)
+        .map(move |page| extract_page(client.clone(), renderer.clone(), page, options.clone()))
+        .buffered(window)
+}
+
+/// Extracts one page.
+pub async fn extract_page<R: PageRenderer>(
+    client: VlmClient,
+    renderer: Arc<R>,
+    page: usize,
+    options: VlmOptions,
+) -> Result<Page, VlmError> {
+    let (render, layout) = blocking(page, move || {
+        let render = renderer.render(page).map_err(|e| VlmError::Render {
+            page,
+            source: Box::new(e),
+        })?;
+        let layout = layout_png(&render).map_err(|source| VlmError::Image { page, source })?;
+        Ok((render, layout))
+    })
+    .await?;
+
+    let answer = client
+        .complete(Step::Layout, &layout)
+        .await
+        .map_err(|source| VlmError::Server { page, source })?;
+    drop(layout);
+    let mut blocks =
+        parse_layout(&answer.content).map_err(|source| VlmError::Layout { page, source })?;
+    let chosen = select_for_recognition(&mut blocks, options.image_analysis);
+
+    let crops: Vec<(usize, Step)> = chosen
+        .iter()
+        .map(|&i| (i, Step::for_block(blocks[i].kind)))
+        .collect();
+    let regions: Vec<Block> = chosen.iter().map(|&i| blocks[i].clone()).collect();
+    let images = blocking(page, move || {
+        let images = regions
+            .iter()
+            .map(|block| block_png(&render, block))
+            .collect::<Result<Vec<_>, _>>();
+        // The render goes here, before any recognition call is waited on.
+        drop(render);
+        images.map_err(|source| VlmError::Image { page, source })
+    })
+    .await?;
+
+    let calls = crops
+        .iter()
+        .zip(&images)
+        .map(|(&(_, step), png)| client.complete(step, png));
+    let answers = futures::future::try_join_all(calls)
+        .await
+        .map_err(|source| VlmError::Server { page, source })?;
+    for ((index, _), answer) in crops.into_iter().zip(answers) {
+        blocks[index].content = Some(answer.content);
+    }
+    Ok(Page::from_blocks(page, post_process(blocks)))
+}
+
+async fn blocking<T: Send + 'static>(
+    page: usize,
+    work: impl FnOnce() -> Result<T, VlmError> + Send + 'static,
+) -> Result<T, VlmError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| VlmError::Task {
+            page,
+            reason: e.to_string(),
+        })?
+}
+
+/// The layout step's image: the page stretched to 1036×1036 (bicubic), as PNG.
+pub fn layout_png(page: &RgbImage) -> Result<Vec<u8>, ImageOpError> {
+    non_empty(page)?;
+    let resized = resize(page, LAYOUT_IMAGE_SIZE, LAYOUT_IMAGE_SIZE)?;
+    encode_png(&resized)
+}
+
+/// A block's recognition image: cropped from the full render, turned upright, padded to an
+/// aspect ratio of at most 50 and upscaled so the short edge is at least 28 px, as PNG.
+pub fn block_png(page: &RgbImage, block: &Block) -> Result<Vec<u8>, ImageOpError> {
+    non_empty(page)?;
+    let rect = block.bbox.to_pixels(page.width(), page.height());
+    let crop = imageops::crop_imm(page, rect.x, rect.y, rect.width, rect.height).to_image();
+    // The angle says how far the content is turned; undo it counter-clockwise, as Pillow's
+    // `rotate(angle, expand=True)` does.
+    let upright = match block.angle.unwrap_or_default() {
+        Angle::Up => crop,
+        Angle::Right => imageops::rotate270(&crop),
+        Angle::Down => imageops::rotate180(&crop),
+        Angle::Left => imageops::rotate90(&crop),
+    };
+    let padded = pad_to_ratio(upright);
+    let (w, h) = (padded.width(), padded.height());
+    let short = w.min(h);
+    if short >= MIN_IMAGE_EDGE {
+        return encode_png(&padded);
+    }
+    // ceil(v × 28 / short) in integers, so exact sizes do not gain a pixel from rounding.
+    let scaled =
+        |v: u32| (u64::from(v) * u64::from(MIN_IMAGE_EDGE)).div_ceil(u64::from(short)) as u32;
+    encode_png(&resize(&padded, scaled(w), scaled(h))?)
+}
+
+fn non_empty(image: &RgbImage) -> Result<(), ImageOpError> {
+    let (width, height) = image.dimensions();
+    if width == 0 || height == 0 {
+        return Err(ImageOpError::Empty { width, height });
+    }
+    Ok(())
+}
+
+/// Centres the image on a white canvas so long edge / short edge ≤ 50.
+fn pad_to_ratio(image: RgbImage) -> RgbImage {
+    let (w, h) = (image.width(), image.height());
+    let (long, short) = (w.max(h), w.min(h));
+    if long <= short.saturating_mul(MAX_IMAGE_EDGE_RATIO) {
+        return image;
+    }
+    let needed = long.div_ceil(MAX_IMAGE_EDGE_RATIO);
+    let (nw, nh) = if w > h { (w, needed) } else { (needed, h) };
+    let mut canvas = RgbImage::from_pixel(nw, nh, Rgb([255, 255, 255]));
+    imageops::replace(
+        &mut canvas,
+        &image,
+        i64::from((nw - w) / 2),
+        i64::from((nh - h) / 2),
+    );
+    canvas
+}
+
+/// Catmull-Rom (Pillow's BICUBIC) resize on the SIMD resizer.
+fn resize(image: &RgbImage, width: u32, height: u32) -> Result<RgbImage, ImageOpError> {
+    let mut out = RgbImage::new(width, height);
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom));
+    Resizer::new().resize(image, &mut out, &options)?;
+    Ok(out)
+}
+
+fn encode_png(image: &RgbImage) -> Result<Vec<u8>, ImageOpError> {
+    let mut out = Vec::with_capacity(image.as_raw().len() / 4);
+    PngEncoder::new_with_quality(
+        &mut out,
+        png::CompressionType::Fast,
+        png::FilterType::Adaptive,
+    )
+    .write_image(
+        image.as_raw(),
+        image.width(),
+        image.height(),
+        image::ExtendedColorType::Rgb8,
+    )?;
+    Ok(out)
+}
+
+/// Image-analysis answers tag their fields (`<|class_start|>table<|class_end|>` …).
+const CLASS_TAGS: (&str, &str) = ("<|class_start|>", "<|class_end|>");
+const CAPTION_TAGS: (&str, &str) = ("<|caption_start|>", "<|caption_end|>");
+const CONTENT_TAGS: (&str, &str) = ("<|content_start|>", "<|content_end|>");
+/// What the model answers for a block without text.
+const NON_TEXT_PLACEHOLDER: &str = "[Non-Text]";
+
+/// MinerU's post-processing of recognised blocks: tables to HTML, image-analysis answers
+/// resolved, list items as text, `[Non-Text]` placeholders removed, equations as display math,
+/// `equation_block` containers dropped.
+pub fn post_process(blocks: Vec<Block>) -> Vec<Block> {
+    blocks
+        .into_iter()
+        .filter_map(|mut block| {
+            if let Some(content) = block.content.take() {
+                let (kind, content) = resolve_content(block.kind, content);
+                block.kind = kind;
+                block.content = Some(content);
+            }
+            if block.kind == BlockType::ListItem {
+                block.kind = BlockType::Text;
+            }
+            drop_placeholder(block)
+        })
+        .filter(|block| block.kind != BlockType::EquationBlock)
+        .map(|mut block| {
+            if block.kind != BlockType::Text {
+                block.continues_previous = false;
+            }
+            if block.kind == BlockType::Equation {
+                block.content = block.content.map(|latex| display_math(&latex));
+            }
+            block
+        })
+        .collect()
+}
+
+fn resolve_content(kind: BlockType, content: String) -> (BlockType, String) {
+    match kind {
+        BlockType::Table => (kind, otsl_to_html(&content)),
+        BlockType::Image | BlockType::Chart => resolve_image_analysis(kind, content),
+        _ => (kind, content),
+    }
+}
+
+/// An image-analysis answer: a table or formula found in an image becomes one; otherwise the
+/// image keeps its structured content, or its caption when there is none.
+fn resolve_image_analysis(kind: BlockType, answer: String) -> (BlockType, String) {
+    let Some(class) = tagged(&answer, CLASS_TAGS) else {
+        return (kind, answer.trim().to_owned());
+    };
+    let content = tagged(&answer, CONTENT_TAGS).unwrap_or_default();
+    match class.to_lowercase().as_str() {
+        "pure_table" => (BlockType::Table, otsl_to_html(content)),
+        "pure_formula" => (BlockType::Equation, content.to_owned()),
+        class => {
+            let kind = if class == "chart" {
+                BlockType::Chart
+            } else {
+                BlockType::Image
+            };
+            let text = if content.is_empty() || class == "natural_image" || class == "chemical" {
+                tagged(&answer, CAPTION_TAGS).unwrap_or_default()
+            } else {
+                content
+            };
+            (kind, text.to_owned())
+        }
+    }
+}
+
+fn tagged<'a>(text: &'a str, (start, end): (&str, &str)) -> Option<&'a str> {
+    let from = text.find(start)? + start.len();
+    let len = text[from..].find(end)?;
+    Some(text[from..from + len].trim())
+}
+
+/// Blocks whose whole answer is the `[Non-Text]` placeholder: headers and footers keep their
+/// place with empty text, visual and container blocks are kept, others are dropped.
+fn drop_placeholder(mut block: Block) -> Option<Block> {
+    if block.content.as_deref().map(str::trim) != Some(NON_TEXT_PLACEHOLDER) {
+        return Some(block);
+    }
+    match block.kind {
+        BlockType::Header | BlockType::Footer => {
+            block.content = Some(String::new());
+            Some(block)
+        }
+        BlockType::Image
+        | BlockType::Chart
+        | BlockType::Table
+        | BlockType::Equation
+        | BlockType::List
+        | BlockType::ImageBlock
+        | BlockType::EquationBlock => Some(block),
+        _ => None,
+    }
+}
+
+/// LaTeX as display math (`$$\n…\n$$`), whatever delimiters the model used.
+fn display_math(latex: &str) -> String {
+    let mut body = latex.trim();
+    for (open, close) in [("\\[", "\\]"), ("$$", "$$")] {
+        body = body.strip_prefix(open).unwrap_or(body);
+        body = body.strip_suffix(close).unwrap_or(body).trim();
+    }
+    format!("$$\n{body}\n$$")
+}
