@@ -6,6 +6,7 @@ pub mod protocol;
 pub mod tokens;
 pub mod client;
 pub mod vlm;
+pub mod simulator;
 pub mod pdf;
 pub mod text;
 pub mod output;
