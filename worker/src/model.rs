@@ -263,8 +263,9 @@ pub struct PixelRect {
     pub height: u32,
 }
 
-/// Rotation of a block's content, as signalled by the layout model's rotate tokens: the angle
-/// (clockwise, in degrees) by which the crop is turned before recognition.
+/// Rotation of a block's content, as signalled by the layout model's rotate tokens
+/// (`rotate_up/right/down/left` = 0/90/180/270); before recognition the crop is turned
+/// counter-clockwise by this angle, as MinerU does with Pillow's `rotate`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(try_from = "u16", into = "u16")]
 pub enum Angle {
@@ -314,8 +315,10 @@ pub struct Block {
     pub bbox: BBox,
     /// `None` when the layout model gave no rotate token (treated as upright).
     pub angle: Option<Angle>,
-    /// Recognised content: plain text, LaTeX for equations, HTML for tables, a description for
-    /// images and charts; `None` for blocks that are not recognised (containers, small images).
+    /// Recognised content: plain text (as the model writes it); for equations bare LaTeX without
+    /// delimiters (writers wrap it as display math); for tables an HTML `<table>`; for images and
+    /// charts a description or caption. `None` for blocks that are not recognised (containers,
+    /// small images, the text backend's figures).
     pub content: Option<String>,
     /// The text continues the previous text block (MinerU's `merge_prev`, from `txt_contd_tgt`).
     #[serde(default)]

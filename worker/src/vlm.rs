@@ -254,8 +254,8 @@ const CONTENT_TAGS: (&str, &str) = ("<|content_start|>", "<|content_end|>");
 const NON_TEXT_PLACEHOLDER: &str = "[Non-Text]";
 
 /// MinerU's post-processing of recognised blocks: tables to HTML, image-analysis answers
-/// resolved, list items as text, `[Non-Text]` placeholders removed, equations as display math,
-/// `equation_block` containers dropped.
+/// resolved, list items as text, `[Non-Text]` placeholders removed, equations as bare LaTeX
+/// (writers add the display-math delimiters), `equation_block` containers dropped.
 pub fn post_process(blocks: Vec<Block>) -> Vec<Block> {
     blocks
         .into_iter()
@@ -276,7 +276,7 @@ pub fn post_process(blocks: Vec<Block>) -> Vec<Block> {
                 block.continues_previous = false;
             }
             if block.kind == BlockType::Equation {
-                block.content = block.content.map(|latex| display_math(&latex));
+                block.content = block.content.map(|latex| strip_math_delimiters(&latex));
             }
             block
         })
@@ -345,12 +345,12 @@ fn drop_placeholder(mut block: Block) -> Option<Block> {
     }
 }
 
-/// LaTeX as display math (`$$\n…\n$$`), whatever delimiters the model used.
-fn display_math(latex: &str) -> String {
+/// LaTeX without the `\[…\]` or `$$…$$` delimiters the model sometimes adds.
+fn strip_math_delimiters(latex: &str) -> String {
     let mut body = latex.trim();
     for (open, close) in [("\\[", "\\]"), ("$$", "$$")] {
         body = body.strip_prefix(open).unwrap_or(body);
         body = body.strip_suffix(close).unwrap_or(body).trim();
     }
-    format!("$$\n{body}\n$$")
+    body.to_owned()
 }

@@ -94,10 +94,7 @@ async fn extracts_a_page_with_zero_deviations() {
     assert!(page.blocks[2].continues_previous);
     let table = page.blocks[3].content.as_deref().unwrap_or_default();
     assert!(table.starts_with("<table><tr><td>Name</td>"), "{table}");
-    assert_eq!(
-        page.blocks[4].content.as_deref(),
-        Some("$$\nE = m c^{2}\n$$")
-    );
+    assert_eq!(page.blocks[4].content.as_deref(), Some("E = m c^{2}"));
     let discarded: Vec<BlockType> = page.discarded.iter().map(|b| b.kind).collect();
     assert_eq!(discarded, [BlockType::Header, BlockType::PageNumber]);
     assert_eq!(sim.deviations(), 0, "{:?}", sim.deviation_log());
@@ -268,7 +265,7 @@ fn post_processing_follows_mineru() {
     assert_eq!(
         got,
         [
-            (BlockType::Equation, Some("$$\na+b\n$$")),
+            (BlockType::Equation, Some("a+b")),
             (BlockType::Header, Some("")),
             (BlockType::Text, Some("- item")),
             (BlockType::Table, Some("<table><tr><td>a</td></tr></table>")),
