@@ -503,9 +503,10 @@ impl DisplayTransform {
         }
     }
 
-    /// The display orientation of a baseline at `angle` degrees counter-clockwise in user space.
+    /// The display orientation of a baseline at `angle` degrees clockwise in user space (pdfium's
+    /// FPDFText_GetCharAngle measures atan2(c, a) of the text matrix, i.e. clockwise).
     fn orientation(&self, angle: f32) -> Orientation {
-        let (s, c) = angle.to_radians().sin_cos();
+        let (s, c) = (-angle).to_radians().sin_cos();
         let dx = c * self.ex.0 + s * self.ey.0;
         let dy = c * self.ex.1 + s * self.ey.1;
         // Display space points y down, so atan2 gives the clockwise angle.

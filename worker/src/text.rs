@@ -28,6 +28,8 @@ const WORD_GAP_EM: f32 = 0.25;
 const HEADING_SIZE_RATIO: f32 = 1.15;
 /// Top and bottom bands (share of page height) where headers, footers and page numbers live.
 const FURNITURE_BAND: f32 = 0.07;
+/// The narrowest strip (points) taken for a column gutter.
+const MIN_GUTTER_PT: usize = 4;
 
 /// The note every page of this backend carries: what it cannot do.
 pub const LIMITATIONS_NOTE: &str =
@@ -484,34 +486,45 @@ fn find_gutter(body: &[Fragment], width: f32) -> Option<f32> {
             .count()
     };
     let (lo, hi) = (0.3 * width, 0.7 * width);
-    let steps = ((hi - lo) as usize).max(1);
-    let xs: Vec<f32> = (0..=steps).map(|i| lo + i as f32).collect();
+    let xs: Vec<f32> = (0..=((hi - lo) as usize)).map(|i| lo + i as f32).collect();
     let counts: Vec<usize> = xs.iter().map(|&x| crossing(x)).collect();
-    let best = *counts.iter().min()?;
-    if best as f32 > 0.3 * body.len() as f32 {
-        return None;
-    }
-    // The widest run of least-crossed positions; its middle is the gutter.
-    let (mut a, mut b) = (0, 0);
-    let mut i = 0;
-    while i < counts.len() {
-        if counts[i] != best {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < counts.len() && counts[i] == best {
-            i += 1;
-        }
-        if i - start > b - a {
-            (a, b) = (start, i);
+    // Full-width titles and abstracts cross the gutter, so allow a few crossings, fewest first;
+    // at each level the widest gap that separates two text columns wins.
+    let limit = (0.3 * body.len() as f32) as usize;
+    for level in 0..=limit {
+        let mut runs = runs_at_most(&counts, level);
+        runs.sort_by_key(|(a, b)| std::cmp::Reverse(b - a));
+        for (a, b) in runs.into_iter().filter(|(a, b)| b - a >= MIN_GUTTER_PT) {
+            let gutter = (xs[a] + xs[b - 1]) / 2.0;
+            let left: Vec<&Fragment> = body.iter().filter(|f| f.rect.x1 <= gutter).collect();
+            let right: Vec<&Fragment> = body.iter().filter(|f| f.rect.x0 >= gutter).collect();
+            if is_text_column(&left) && is_text_column(&right) && overlap_vertically(&left, &right)
+            {
+                return Some(gutter);
+            }
         }
     }
-    let gutter = (xs[a] + xs[b - 1]) / 2.0;
-    let left: Vec<&Fragment> = body.iter().filter(|f| f.rect.x1 <= gutter).collect();
-    let right: Vec<&Fragment> = body.iter().filter(|f| f.rect.x0 >= gutter).collect();
-    (is_text_column(&left) && is_text_column(&right) && overlap_vertically(&left, &right))
-        .then_some(gutter)
+    None
+}
+
+/// Half-open index ranges where `counts` stays at or below `level`.
+fn runs_at_most(counts: &[usize], level: usize) -> Vec<(usize, usize)> {
+    let mut runs = Vec::new();
+    let mut start = None;
+    for (i, &c) in counts.iter().enumerate() {
+        match (c <= level, start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                runs.push((s, i));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        runs.push((s, counts.len()));
+    }
+    runs
 }
 
 fn is_text_column(side: &[&Fragment]) -> bool {
