@@ -115,6 +115,8 @@ pub enum ClientError {
     },
     #[error("{url} serves {} models ({served:?}); configure the model name", served.len())]
     AmbiguousModel { url: String, served: Vec<String> },
+    #[error("cannot encode the request body: {0}")]
+    Encode(serde_json::Error),
     #[error("{step} request failed after {attempts} attempt(s): {source}")]
     Call {
         step: &'static str,
@@ -198,10 +200,8 @@ impl VlmClient {
 
     /// Runs one inference call for `step` on a PNG image.
     pub async fn complete(&self, step: Step, png: &[u8]) -> Result<Answer, ClientError> {
-        let request = ChatRequest::new(&self.model, step, png);
-        // Serialising cannot fail for this plain data type; the fallback keeps the path total.
-        let body = serde_json::to_vec(&request).unwrap_or_default();
-        drop(request);
+        let body = serde_json::to_vec(&ChatRequest::new(&self.model, step, png))
+            .map_err(ClientError::Encode)?;
         let answer = with_retries(&self.config, step.name(), || async {
             let _permit = self.permits.acquire().await;
             let response = self

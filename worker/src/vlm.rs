@@ -257,7 +257,7 @@ const NON_TEXT_PLACEHOLDER: &str = "[Non-Text]";
 /// resolved, list items as text, `[Non-Text]` placeholders removed, equations as bare LaTeX
 /// (writers add the display-math delimiters), `equation_block` containers dropped.
 pub fn post_process(blocks: Vec<Block>) -> Vec<Block> {
-    blocks
+    let blocks: Vec<Block> = blocks
         .into_iter()
         .filter_map(|mut block| {
             if let Some(content) = block.content.take() {
@@ -268,19 +268,123 @@ pub fn post_process(blocks: Vec<Block>) -> Vec<Block> {
             if block.kind == BlockType::ListItem {
                 block.kind = BlockType::Text;
             }
-            drop_placeholder(block)
-        })
-        .filter(|block| block.kind != BlockType::EquationBlock)
-        .map(|mut block| {
             if block.kind != BlockType::Text {
                 block.continues_previous = false;
             }
+            drop_placeholder(block)
+        })
+        .map(|mut block| {
             if block.kind == BlockType::Equation {
                 block.content = block.content.map(|latex| strip_math_delimiters(&latex));
             }
             block
         })
+        .collect();
+    combine_equation_blocks(blocks)
+}
+
+/// Share of an equation's area inside an `equation_block` above which it is one of its lines.
+const EQUATION_IN_BLOCK_THRESHOLD: f64 = 0.9;
+
+/// An `equation_block` holding several equations becomes one multi-line equation in its place
+/// (MinerU's `do_handle_equation_block`); other `equation_block`s are dropped.
+fn combine_equation_blocks(blocks: Vec<Block>) -> Vec<Block> {
+    let is_equation = |b: &Block| b.kind == BlockType::Equation;
+    let lines_of = |container: &Block| -> Vec<usize> {
+        let lines: Vec<usize> = blocks
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| {
+                is_equation(b)
+                    && b.bbox.fraction_inside(container.bbox) > EQUATION_IN_BLOCK_THRESHOLD
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if lines.len() > 1 { lines } else { Vec::new() }
+    };
+    let groups: Vec<(usize, Vec<usize>)> = blocks
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.kind == BlockType::EquationBlock)
+        .map(|(i, b)| (i, lines_of(b)))
+        .filter(|(_, lines)| !lines.is_empty())
+        .collect();
+    let absorbed: Vec<usize> = groups
+        .iter()
+        .flat_map(|(_, lines)| lines.iter().copied())
+        .collect();
+    let combined: Vec<(usize, String)> = groups
+        .iter()
+        .map(|(i, lines)| {
+            let contents: Vec<&str> = lines
+                .iter()
+                .map(|&l| blocks[l].content.as_deref().unwrap_or_default())
+                .collect();
+            (*i, multi_line_equation(&contents))
+        })
+        .collect();
+    blocks
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, mut block)| {
+            if absorbed.contains(&i) {
+                return None;
+            }
+            if block.kind != BlockType::EquationBlock {
+                return Some(block);
+            }
+            let (_, content) = combined.iter().find(|(c, _)| *c == i)?;
+            block.kind = BlockType::Equation;
+            block.content = Some(content.clone());
+            Some(block)
+        })
         .collect()
+}
+
+/// Equations stacked as rows of one `array`; several `\tag{…}`s would not compile there, so they
+/// become plain `(…)` labels.
+fn multi_line_equation(lines: &[&str]) -> String {
+    let tags: usize = lines.iter().map(|l| tag_spans(l).len()).sum();
+    let mut out = String::from("\\begin{array}{l} ");
+    for line in lines {
+        if tags > 1 {
+            let mut last = 0;
+            for (start, end, label) in tag_spans(line) {
+                out.push_str(&line[last..start]);
+                out.push_str(&format!("({label})"));
+                last = end;
+            }
+            out.push_str(&line[last..]);
+        } else {
+            out.push_str(line);
+        }
+        out.push_str(" \\\\ ");
+    }
+    out.push_str("\\end{array}");
+    out
+}
+
+/// `\tag{label}` occurrences as (start, end, label) byte spans.
+fn tag_spans(line: &str) -> Vec<(usize, usize, &str)> {
+    let mut spans = Vec::new();
+    let mut from = 0;
+    while let Some(found) = line[from..].find("\\tag") {
+        let start = from + found;
+        let after = &line[start + 4..];
+        let trimmed = after.trim_start();
+        let open = start + 4 + (after.len() - trimmed.len());
+        from = start + 4;
+        if !trimmed.starts_with('{') {
+            continue;
+        }
+        let Some(close) = line[open + 1..].find('}') else {
+            continue;
+        };
+        let end = open + 1 + close + 1;
+        spans.push((start, end, &line[open + 1..end - 1]));
+        from = end;
+    }
+    spans
 }
 
 fn resolve_content(kind: BlockType, content: String) -> (BlockType, String) {

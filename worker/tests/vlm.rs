@@ -274,3 +274,32 @@ fn post_processing_follows_mineru() {
         ]
     );
 }
+
+#[test]
+fn an_equation_block_of_several_equations_becomes_one_array() {
+    let equation = |y0, content: &str| Block {
+        content: Some(content.to_owned()),
+        ..block(BlockType::Equation, [100, y0, 900, y0 + 40])
+    };
+    let out = post_process(vec![
+        block(BlockType::EquationBlock, [50, 50, 950, 200]),
+        equation(60, "a = b \\tag{1}"),
+        equation(110, "\\[c = d \\tag {2}\\]"),
+        equation(300, "e = f"),
+        // A block holding a single equation is just dropped.
+        block(BlockType::EquationBlock, [50, 290, 950, 350]),
+    ]);
+    let got: Vec<(BlockType, Option<&str>)> =
+        out.iter().map(|b| (b.kind, b.content.as_deref())).collect();
+    assert_eq!(
+        got,
+        [
+            (
+                BlockType::Equation,
+                Some("\\begin{array}{l} a = b (1) \\\\ c = d (2) \\\\ \\end{array}")
+            ),
+            (BlockType::Equation, Some("e = f")),
+        ]
+    );
+    assert_eq!(<[u16; 4]>::from(out[0].bbox), [50, 50, 950, 200]);
+}
