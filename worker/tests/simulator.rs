@@ -59,6 +59,29 @@ async fn retries_through_injected_503s() {
 }
 
 #[tokio::test]
+async fn honours_retry_after() {
+    let sim = start(SimConfig::new(MODEL)).await;
+    let client = VlmClient::connect(fast_retries(&sim, 3))
+        .await
+        .expect("connect");
+    sim.set_faults(Faults {
+        fail_next: 1,
+        retry_after_secs: Some(1),
+        ..Faults::default()
+    });
+    let started = std::time::Instant::now();
+    client
+        .complete(Step::Text, &block_png())
+        .await
+        .expect("answer after waiting");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn retries_through_dropped_connections() {
     let sim = start(SimConfig::new(MODEL)).await;
     let client = VlmClient::connect(fast_retries(&sim, 3))

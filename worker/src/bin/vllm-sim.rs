@@ -40,6 +40,9 @@ struct Args {
     /// Share (0..=1) of chat requests whose connection is closed without an answer.
     #[arg(long, default_value_t = 0.0)]
     drop_rate: f64,
+    /// `Retry-After` seconds sent with injected 503s.
+    #[arg(long)]
+    retry_after_secs: Option<u64>,
     /// Requests processed at once; the rest wait (vLLM's --max-num-seqs).
     #[arg(long, default_value_t = 256)]
     max_num_seqs: usize,
@@ -90,6 +93,7 @@ async fn run(args: Args) -> Result<(), String> {
             latency_jitter_ms: args.latency_jitter_ms,
             error_rate: args.error_rate,
             drop_rate: args.drop_rate,
+            retry_after_secs: args.retry_after_secs,
             ..Faults::default()
         },
         max_num_seqs: args.max_num_seqs,

@@ -21,6 +21,8 @@ pub struct Faults {
     pub fail_next: u64,
     /// The next N chat requests are dropped (before `drop_rate` applies).
     pub drop_next: u64,
+    /// `Retry-After` (seconds) sent with injected 503s, as an overloaded proxy would.
+    pub retry_after_secs: Option<u64>,
 }
 
 /// What happens to one chat request.

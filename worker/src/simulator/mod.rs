@@ -434,10 +434,14 @@ async fn chat(
     if !shared.authorized(&headers) {
         return shared.reject(Deviation::Unauthorized);
     }
-    let (injected, latency) = {
+    let (injected, latency, retry_after) = {
         let mut guard = lock(&shared.faults);
         let (faults, rng) = &mut *guard;
-        (faults.draw(rng), faults.latency(rng))
+        (
+            faults.draw(rng),
+            faults.latency(rng),
+            faults.retry_after_secs,
+        )
     };
     match injected {
         Injected::DropConnection => {
@@ -448,7 +452,14 @@ async fn chat(
         }
         Injected::ServiceUnavailable => {
             shared.injected_errors.fetch_add(1, Ordering::Relaxed);
-            return error_response(503, "ServiceUnavailableError", "simulated overload".into());
+            let mut response =
+                error_response(503, "ServiceUnavailableError", "simulated overload".into());
+            if let Some(secs) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, secs.into());
+            }
+            return response;
         }
         Injected::Nothing => {}
     }
