@@ -10,7 +10,9 @@ HELM_VERSION="${HELM_VERSION:-v3.19.5}"
 GATEWAY_API_VERSION="${GATEWAY_API_VERSION:-v1.4.1}"
 
 cache_root="${MINERU_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mineru-operator}"
-key="k8s-${K8S_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}_gwapi-${GATEWAY_API_VERSION}"
+# Bump LAYOUT when the cache's contents change shape.
+LAYOUT=2
+key="layout${LAYOUT}_k8s-${K8S_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}_gwapi-${GATEWAY_API_VERSION}"
 out="$cache_root/controlplane/$key"
 bin="$out/bin"
 
@@ -84,6 +86,13 @@ gw_dir=$(go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" | 
 mkdir -p "$out/gateway-api-crds"
 cp "$gw_dir"/config/crd/standard/*.yaml "$out/gateway-api-crds/"
 chmod -R u+w "$out/gateway-api-crds"
+
+log "collecting kwok stages (node initialize + heartbeat, pod ready/complete/delete)"
+kwok_dir=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)",*/\1/p')
+for stage in node/fast/node-initialize node/heartbeat/node-heartbeat pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete; do
+  echo "---"
+  cat "$kwok_dir/kustomize/stage/$stage.yaml"
+done >"$out/kwok-stages.yaml"
 
 touch "$out/.complete"
 log "ready in $bin"

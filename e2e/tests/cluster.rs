@@ -1,0 +1,95 @@
+//! The harness itself: fake GPU nodes schedule GPU pods (and only them), pods become Ready under
+//! kwok, and a request beyond the pool's GPUs stays unschedulable — what the GPU-aware rollout
+//! scenarios rely on.
+
+use std::time::{Duration, Instant};
+
+use mineru_e2e::controlplane::{ControlPlane, Nodes};
+
+fn gpu_pod(name: &str, gpus: u32) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: default}}
+spec:
+  containers:
+  - name: vllm
+    image: vllm/vllm-openai:v0.11.0
+    resources:
+      limits: {{nvidia.com/gpu: \"{gpus}\"}}
+"
+    )
+}
+
+fn wait_for(plane: &ControlPlane, what: &str, args: &[&str], expected: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = plane.kubectl(args).unwrap();
+        if seen.trim() == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: expected {expected:?}, last saw {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn gpu_pods_land_on_gpu_nodes_and_excess_stays_pending() {
+    let plane = ControlPlane::start(
+        "cluster",
+        &Nodes {
+            gpu_nodes: 1,
+            gpus_per_node: 2,
+            cpu_nodes: 1,
+        },
+    )
+    .unwrap();
+    wait_for(
+        &plane,
+        "nodes ready",
+        &[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+        "True True",
+    );
+
+    plane.apply(&gpu_pod("fits", 2)).unwrap();
+    wait_for(
+        &plane,
+        "GPU pod ready",
+        &[
+            "get",
+            "pod",
+            "fits",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+        "True",
+    );
+    assert_eq!(
+        plane
+            .kubectl(&["get", "pod", "fits", "-o", "jsonpath={.spec.nodeName}"])
+            .unwrap(),
+        "gpu-node-0"
+    );
+
+    plane.apply(&gpu_pod("excess", 1)).unwrap();
+    wait_for(
+        &plane,
+        "excess GPU pod unschedulable",
+        &[
+            "get",
+            "pod",
+            "excess",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].reason}",
+        ],
+        "Unschedulable",
+    );
+}

@@ -1,0 +1,147 @@
+//! Scenario 1: the CRD is accepted by a real apiserver, defaults apply, and invalid
+//! MineruDeployments are rejected with the CEL and schema messages.
+
+use mineru_e2e::{
+    controlplane::{ControlPlane, Nodes},
+    repo_path,
+};
+
+const NAMESPACE: &str = "parsing";
+
+fn with_spec_patch(patch: &str) -> String {
+    format!(
+        "apiVersion: mineru.dev/v1alpha1
+kind: MineruDeployment
+metadata: {{name: invalid, namespace: {NAMESPACE}}}
+spec:
+  model: {{image: vllm/vllm-openai:v0.11.0, model: opendatalab/MinerU2.5-2509-1.2B}}
+  worker: {{image: registry.example/mineru-worker:0.1.0}}
+{patch}"
+    )
+}
+
+fn rejection(plane: &ControlPlane, manifest: &str) -> String {
+    let path = plane.dir().join("candidate.yaml");
+    std::fs::write(&path, manifest).unwrap();
+    let output = plane
+        .kubectl_output(&["create", "--dry-run=server", "-f", path.to_str().unwrap()])
+        .unwrap();
+    assert!(!output.status.success(), "accepted:\n{manifest}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn crd_is_served_with_defaults_and_validation() {
+    let plane = ControlPlane::start(
+        "crd",
+        &Nodes {
+            gpu_nodes: 0,
+            gpus_per_node: 0,
+            cpu_nodes: 1,
+        },
+    )
+    .unwrap();
+    let crds = repo_path("crds/minerudeployments.yaml");
+    plane
+        .kubectl(&["apply", "--server-side", "-f", crds.to_str().unwrap()])
+        .unwrap();
+    plane
+        .kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/minerudeployments.mineru.dev",
+            "--timeout=60s",
+        ])
+        .unwrap();
+    plane.kubectl(&["create", "namespace", NAMESPACE]).unwrap();
+
+    // The examples are accepted, and the apiserver fills in the documented defaults.
+    for example in ["examples/minimal.yaml", "examples/production.yaml"] {
+        let path = repo_path(example);
+        plane
+            .kubectl(&["apply", "--dry-run=server", "-f", path.to_str().unwrap()])
+            .unwrap();
+    }
+    let minimal = repo_path("examples/minimal.yaml");
+    plane
+        .kubectl(&["apply", "-f", minimal.to_str().unwrap()])
+        .unwrap();
+    let stored = plane
+        .kubectl(&["get", "mdep", "docs", "-n", NAMESPACE, "-o", "jsonpath={.spec.rollout.steps[*].weight} {.spec.worker.replicas} {.spec.rollout.analysis.interval}"])
+        .unwrap();
+    assert_eq!(stored, "10 50 100 2 1m");
+    let columns = plane.kubectl(&["get", "mdep", "-n", NAMESPACE]).unwrap();
+    assert!(columns.starts_with("NAME"), "{columns}");
+    for column in [
+        "PHASE",
+        "WEIGHT",
+        "STEP",
+        "MODEL",
+        "WORKER",
+        "CANARY-MODEL",
+        "CANARY-WORKER",
+        "AGE",
+    ] {
+        assert!(
+            columns.contains(column),
+            "missing column {column}: {columns}"
+        );
+    }
+
+    let cases = [
+        (
+            "  rollout:\n    steps: [{weight: 10}, {weight: 50}]\n    analysis: {defaultCriteria: false}\n",
+            "the last rollout step must have weight 100",
+        ),
+        (
+            "  rollout:\n    steps: [{weight: 50}, {weight: 10}, {weight: 100}]\n    analysis: {defaultCriteria: false}\n",
+            "rollout step weights must be strictly increasing",
+        ),
+        (
+            "  rollout:\n    steps: [{weight: 0}, {weight: 100}]\n    analysis: {defaultCriteria: false}\n",
+            "should be greater than or equal to 1",
+        ),
+        (
+            "  rollout:\n    steps: [{weight: 10, pause: 5m, requireApproval: true}, {weight: 100}]\n    analysis: {defaultCriteria: false}\n",
+            "a step either pauses for a duration or waits for approval, not both",
+        ),
+        (
+            "  rollout:\n    steps: [{weight: 10, pause: 5 minutes}, {weight: 100}]\n    analysis: {defaultCriteria: false}\n",
+            "should match",
+        ),
+        (
+            "  rollout:\n    trafficRouting: {replicas: {}, gatewayAPI: {httpRoute: {name: r}}}\n    analysis: {defaultCriteria: false}\n",
+            "trafficRouting takes one mode: replicas or gatewayAPI",
+        ),
+        (
+            "  rollout:\n    analysis:\n      prometheus: {address: http://p:9090}\n      promotionCriteria: [{name: a, query: up}]\n",
+            "a check needs at least one threshold",
+        ),
+        (
+            "  rollout:\n    analysis: {}\n",
+            "analysis.prometheus is required",
+        ),
+        (
+            "  rollout:\n    analysis: {prometheus: {address: p:9090}}\n",
+            "prometheus.address must be an http:// or https:// URL",
+        ),
+    ];
+    for (patch, message) in cases {
+        let stderr = rejection(&plane, &with_spec_patch(patch));
+        assert!(
+            stderr.contains(message),
+            "expected {message:?} for\n{patch}\ngot: {stderr}"
+        );
+    }
+
+    let negative_replicas = with_spec_patch("  rollout:\n    analysis: {defaultCriteria: false}\n")
+        .replace("replicas: 2", "")
+        .replace(
+            "worker: {image: registry.example/mineru-worker:0.1.0}",
+            "worker: {image: registry.example/mineru-worker:0.1.0, replicas: -1}",
+        );
+    assert!(rejection(&plane, &negative_replicas).contains("spec.worker.replicas"));
+
+    let missing_rollout = with_spec_patch("");
+    assert!(rejection(&plane, &missing_rollout).contains("spec.rollout: Required value"));
+}
