@@ -56,7 +56,6 @@ pub struct MineruDeploymentSpec {
     pub service: ServiceSpec,
 
     /// How changes to either tier are rolled out.
-    #[serde(default)]
     pub rollout: RolloutSpec,
 }
 

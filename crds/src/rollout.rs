@@ -53,29 +53,13 @@ pub struct RolloutSpec {
     #[serde(default = "default_post_promotion_window")]
     pub post_promotion_window: Duration,
 
-    /// Go/no-go analysis.
-    #[serde(default)]
+    /// Go/no-go analysis. Required, so that running without gates is a written decision
+    /// (`defaultCriteria: false`), never an accident.
     pub analysis: AnalysisSpec,
 
     /// Where rollout events are sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<Notifications>,
-}
-
-impl Default for RolloutSpec {
-    fn default() -> Self {
-        RolloutSpec {
-            steps: default_steps(),
-            traffic_routing: TrafficRouting::default(),
-            canary_model_replicas: default_canary_model_replicas(),
-            max_surge_gpus: None,
-            progress_deadline: default_progress_deadline(),
-            scale_down_delay: default_scale_down_delay(),
-            post_promotion_window: default_post_promotion_window(),
-            analysis: AnalysisSpec::default(),
-            notifications: None,
-        }
-    }
 }
 
 /// One traffic step of a rollout.
@@ -232,24 +216,6 @@ pub struct AnalysisSpec {
     /// Canary vs stable output on golden documents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<QualitySpec>,
-}
-
-impl Default for AnalysisSpec {
-    fn default() -> Self {
-        AnalysisSpec {
-            prometheus: None,
-            interval: default_interval(),
-            failure_limit: 0,
-            consecutive_error_limit: default_consecutive_error_limit(),
-            inconclusive_limit: default_inconclusive_limit(),
-            on_error: Policy::Hold,
-            on_inconclusive: Policy::Hold,
-            default_criteria: true,
-            promotion_criteria: Vec::new(),
-            rollback_triggers: Vec::new(),
-            quality: None,
-        }
-    }
 }
 
 /// Where and how to reach Prometheus.
