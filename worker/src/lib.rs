@@ -10,3 +10,4 @@ pub mod simulator;
 pub mod pdf;
 pub mod text;
 pub mod output;
+pub mod parse;

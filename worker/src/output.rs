@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use image::RgbImage;
 use serde::Serialize;
 
 use crate::model::{Block, BlockType, Page};
@@ -484,6 +485,47 @@ pub fn write(dir: &Path, stem: &str, output: &DocumentOutput) -> Result<WrittenF
         })?;
     }
     Ok(files)
+}
+
+/// Whether the page has blocks MinerU links as image files.
+pub fn needs_crops(result: &PageResult) -> bool {
+    result.page.blocks.iter().any(|b| is_cropped(b.kind))
+}
+
+fn is_cropped(kind: BlockType) -> bool {
+    matches!(
+        kind,
+        BlockType::Image | BlockType::Chart | BlockType::Unknown | BlockType::Table
+    )
+}
+
+/// Saves crops of the page's image-like blocks (images, charts, tables) from its render under
+/// `<doc_dir>/images/` and records their paths, so Markdown and content list can link them.
+pub fn save_crops(
+    doc_dir: &Path,
+    render: &RgbImage,
+    result: &mut PageResult,
+) -> Result<(), OutputError> {
+    let images_dir = doc_dir.join("images");
+    for (index, block) in result.page.blocks.iter().enumerate() {
+        if !is_cropped(block.kind) {
+            continue;
+        }
+        fs::create_dir_all(&images_dir).map_err(|source| OutputError::Io {
+            path: images_dir.clone(),
+            source,
+        })?;
+        let r = block.bbox.to_pixels(render.width(), render.height());
+        let crop = image::imageops::crop_imm(render, r.x, r.y, r.width, r.height).to_image();
+        let name = format!("p{}_b{index}.png", result.page.page_idx + 1);
+        let path = images_dir.join(&name);
+        crop.save(&path).map_err(|e| OutputError::Io {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        result.images.insert(index, format!("images/{name}"));
+    }
+    Ok(())
 }
 
 fn to_json<T: Serialize>(what: &'static str, value: &T) -> Result<String, OutputError> {
