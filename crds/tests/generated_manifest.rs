@@ -8,7 +8,7 @@ const COMMITTED: &str = include_str!("../minerudeployments.yaml");
 fn committed_manifest_matches_the_types() {
     assert!(
         COMMITTED == mineru_crds::crd_yaml(),
-        "crds/minerudeployments.yaml is out of date: run `cargo run -p mineru-crds --bin crdgen crds/minerudeployments.yaml`"
+        "crds/minerudeployments.yaml is out of date: run `make crds`"
     );
 }
 
@@ -103,4 +103,13 @@ fn collect_undocumented(node: &Value, path: &str, out: &mut Vec<String>) {
     if let Some(items) = node.get("items") {
         collect_undocumented(items, &format!("{path}[]"), out);
     }
+}
+
+#[test]
+fn committed_reference_matches_the_types() {
+    let committed = include_str!("../../docs/crd-reference.md");
+    assert!(
+        committed == mineru_crds::crd_reference(),
+        "docs/crd-reference.md is out of date: run `make crds`"
+    );
 }

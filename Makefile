@@ -1,0 +1,30 @@
+# The two entry points of a fresh machine: `make demo` and `make test`.
+# Both install what they need first (idempotent, cached outside the repository).
+
+CARGO ?= cargo
+
+.PHONY: demo test deps lint crds
+
+## Parse the sample document with the worker on embedded defaults (text backend, no GPU).
+demo: deps
+	$(CARGO) build --release -p mineru-worker --bin mineru-worker
+	./target/release/mineru-worker parse examples/documents/sample.pdf -o target/demo
+	@echo
+	@echo "=== target/demo/sample/sample.md ==="
+	@cat target/demo/sample/sample.md
+
+## Every check CI runs: formatting, lints, unit, component and end-to-end tests.
+test: deps lint
+	$(CARGO) test --workspace --all-targets --no-fail-fast
+
+deps:
+	bash e2e/scripts/install-deps.sh
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Regenerate the CRD manifest and its reference page from the API types.
+crds:
+	$(CARGO) run -q -p mineru-crds --bin crdgen manifest crds/minerudeployments.yaml
+	$(CARGO) run -q -p mineru-crds --bin crdgen reference docs/crd-reference.md
