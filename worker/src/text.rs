@@ -30,6 +30,8 @@ const HEADING_SIZE_RATIO: f32 = 1.15;
 const FURNITURE_BAND: f32 = 0.07;
 /// The narrowest strip (points) taken for a column gutter.
 const MIN_GUTTER_PT: usize = 4;
+/// Gutter positions examined per page at most.
+const MAX_GUTTER_CANDIDATES: usize = 32;
 
 /// The note every page of this backend carries: what it cannot do.
 pub const LIMITATIONS_NOTE: &str =
@@ -373,13 +375,13 @@ fn fragments(chars: &[TextChar]) -> Vec<Fragment> {
             pending_space = current.is_some();
             continue;
         }
-        if let Some(b) = current.as_mut() {
-            if let Some(gap) = b.gap(c) {
-                let space = (pending_space || gap > WORD_GAP_EM) && !is_cjk_pair(&b.text, c.ch);
-                b.push(c, space);
-                pending_space = false;
-                continue;
-            }
+        if let Some(b) = current.as_mut()
+            && let Some(gap) = b.gap(c)
+        {
+            let space = (pending_space || gap > WORD_GAP_EM) && !is_cjk_pair(&b.text, c.ch);
+            b.push(c, space);
+            pending_space = false;
+            continue;
         }
         if let Some(b) = current.take() {
             out.push(b.finish());
@@ -491,10 +493,22 @@ fn find_gutter(body: &[Fragment], width: f32) -> Option<f32> {
     // Full-width titles and abstracts cross the gutter, so allow a few crossings, fewest first;
     // at each level the widest gap that separates two text columns wins.
     let limit = (0.3 * body.len() as f32) as usize;
-    for level in 0..=limit {
+    let mut levels: Vec<usize> = counts.iter().copied().filter(|&c| c <= limit).collect();
+    levels.sort_unstable();
+    levels.dedup();
+    // Each candidate costs a pass over the fragments; dense pages must stay linear-ish.
+    let mut tried: Vec<(usize, usize)> = Vec::new();
+    for level in levels {
         let mut runs = runs_at_most(&counts, level);
         runs.sort_by_key(|(a, b)| std::cmp::Reverse(b - a));
         for (a, b) in runs.into_iter().filter(|(a, b)| b - a >= MIN_GUTTER_PT) {
+            if tried.contains(&(a, b)) {
+                continue;
+            }
+            if tried.len() == MAX_GUTTER_CANDIDATES {
+                return None;
+            }
+            tried.push((a, b));
             let gutter = (xs[a] + xs[b - 1]) / 2.0;
             let left: Vec<&Fragment> = body.iter().filter(|f| f.rect.x1 <= gutter).collect();
             let right: Vec<&Fragment> = body.iter().filter(|f| f.rect.x0 >= gutter).collect();
