@@ -11,6 +11,20 @@ lib="$dest/libpdfium.so"
 
 log() { echo "install-pdfium: $*" >&2; }
 
+# The worker tests write Cyrillic and Greek with DejaVu Sans (Debian: fonts-dejavu-core).
+ensure_test_font() {
+    local font=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+    [[ -f "$font" ]] && return 0
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        log "installing fonts-dejavu-core (test font)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core >&2 ||
+            log "could not install fonts-dejavu-core; the non-Latin text tests will say so"
+    else
+        log "missing $font: install fonts-dejavu-core for the non-Latin text tests"
+    fi
+}
+ensure_test_font
+
 if [[ -s "$lib" ]]; then
     log "already present: $lib"
     echo "$dest"

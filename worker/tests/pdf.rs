@@ -93,6 +93,31 @@ fn every_prefix_of_a_pdf_is_handled_without_panicking() {
 }
 
 #[test]
+fn damaged_bytes_inside_a_pdf_never_panic() {
+    let bytes = build_pdf(&[PageSpec::letter()
+        .text(72.0, 100.0, 18.0, Font::HelveticaBold, "Heading")
+        .lines(
+            72.0,
+            140.0,
+            11.0,
+            14.0,
+            &["Body text line one", "and line two."],
+        )
+        .image(72.0, 200.0, 100.0, 100.0)]);
+    let body = 16..bytes.len().saturating_sub(16);
+    for (n, at) in body.step_by(31).enumerate() {
+        let mut damaged = bytes.clone();
+        damaged[at] = [b'0', 0xFF, b' ', b'/', b'('][n % 5];
+        if let Ok(doc) = open(damaged) {
+            if let Ok(text) = doc.page_text(0) {
+                let _ = mineru_worker::text::analyze_page(&text, 0);
+            }
+            let _ = doc.render_page(0);
+        }
+    }
+}
+
+#[test]
 fn letter_pages_render_at_200_dpi_as_rgb() {
     let bytes = build_pdf(&[PageSpec::letter().red_box(0.0, 0.0, 72.0, 72.0)]);
     let image = open(bytes).expect("open").render_page(0).expect("render");

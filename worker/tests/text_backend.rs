@@ -128,6 +128,79 @@ fn two_columns_read_left_then_right_under_a_full_width_title() {
 }
 
 #[test]
+fn a_journal_page_reads_header_title_columns_and_drops_furniture() {
+    let page = PageSpec::letter()
+        .text(
+            72.0,
+            40.0,
+            8.0,
+            Font::Helvetica,
+            "Journal of Layout Studies, Vol. 3",
+        )
+        .text(
+            72.0,
+            90.0,
+            18.0,
+            Font::Helvetica,
+            "Reading Order in Two Columns",
+        )
+        .text(72.0, 130.0, 12.0, Font::HelveticaBold, "1 Introduction")
+        .lines(72.0, 150.0, 10.0, 13.0, &LEFT)
+        .text(72.0, 230.0, 12.0, Font::HelveticaBold, "2 Method")
+        .lines(
+            72.0,
+            250.0,
+            10.0,
+            13.0,
+            &["The method is short and", "fits in two lines here."],
+        )
+        .lines(320.0, 130.0, 10.0, 13.0, &RIGHT)
+        .lines(
+            320.0,
+            200.0,
+            10.0,
+            13.0,
+            &["A last right paragraph", "closes the page."],
+        )
+        .text(300.0, 770.0, 9.0, Font::Helvetica, "12");
+    let result = &parse(&[page])[0];
+    assert_eq!(
+        blocks(result),
+        vec![
+            (BlockType::Title, "Reading Order in Two Columns".into()),
+            (BlockType::ParagraphTitle, "1 Introduction".into()),
+            (BlockType::Text, LEFT.join(" ")),
+            (BlockType::ParagraphTitle, "2 Method".into()),
+            (
+                BlockType::Text,
+                "The method is short and fits in two lines here.".into()
+            ),
+            (BlockType::Text, RIGHT.join(" ")),
+            (
+                BlockType::Text,
+                "A last right paragraph closes the page.".into()
+            ),
+        ]
+    );
+    let furniture: Vec<(BlockType, Option<String>)> = result
+        .page
+        .discarded
+        .iter()
+        .map(|b| (b.kind, b.content.clone()))
+        .collect();
+    assert_eq!(
+        furniture,
+        vec![
+            (
+                BlockType::Header,
+                Some("Journal of Layout Studies, Vol. 3".into())
+            ),
+            (BlockType::PageNumber, Some("12".into())),
+        ]
+    );
+}
+
+#[test]
 fn two_columns_written_line_by_line_are_still_read_column_by_column() {
     // Content streams that interleave the columns row by row must not interleave the text.
     let mut page = PageSpec::letter();
