@@ -296,3 +296,49 @@ mod vlm {
         sim.shutdown().await;
     }
 }
+
+fn parse_without_pdfium(lib_path: &Path) -> Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pdf = dir.path().join("notes.pdf");
+    std::fs::write(&pdf, b"%PDF-1.7\n%%EOF\n").expect("write pdf");
+    Command::new(env!("CARGO_BIN_EXE_mineru-worker"))
+        .env("PDFIUM_DYNAMIC_LIB_PATH", lib_path)
+        .env("MINERU_CACHE", dir.path().join("no-cache"))
+        .args(["parse", "-o"])
+        .arg(dir.path())
+        .arg(&pdf)
+        .output()
+        .expect("run")
+}
+
+#[test]
+fn without_libpdfium_the_error_says_how_to_get_it() {
+    let out = parse_without_pdfium(Path::new("/nonexistent/libpdfium.so"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("libpdfium.so not found (searched: /nonexistent/libpdfium.so, "),
+        "{err}"
+    );
+    assert!(
+        err.contains("run worker/scripts/install-pdfium.sh"),
+        "{err}"
+    );
+    assert!(err.contains("set PDFIUM_DYNAMIC_LIB_PATH"), "{err}");
+}
+
+#[test]
+fn a_broken_libpdfium_is_named_in_the_error() {
+    let out = parse_without_pdfium(&fixture("encrypted.pdf"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot load pdfium from {}",
+            fixture("encrypted.pdf").display()
+        )),
+        "{err}"
+    );
+}
