@@ -105,11 +105,23 @@ fn bind() -> Result<Pdfium, LibraryError> {
     let bindings = Pdfium::bind_to_library(path).map_err(|e| LibraryError::Load {
         path: path.clone(),
         reason: match e {
-            PdfiumError::LoadLibraryError(err) => err.to_string(),
+            PdfiumError::LoadLibraryError(err) => with_sources(&err),
             other => format!("{other:?}"),
         },
     })?;
     Ok(Pdfium::new(bindings))
+}
+
+/// An error and its causes on one line (libloading keeps dlerror's text in the source).
+fn with_sources(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
 }
 
 /// Where libpdfium may live, in lookup order: the environment variable (a file, or a directory

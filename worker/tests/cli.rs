@@ -336,7 +336,7 @@ fn a_broken_libpdfium_is_named_in_the_error() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
         err.contains(&format!(
-            "cannot load pdfium from {}",
+            "cannot load pdfium from {0}: dlopen failed: {0}: invalid ELF header",
             fixture("encrypted.pdf").display()
         )),
         "{err}"
