@@ -1,0 +1,100 @@
+//! Prometheus at the edge: runs a check's instant queries and reports each answer as a
+//! [`Reading`]. Every failure becomes `Reading::Error` with the reason, never a number, so that
+//! an unreachable or misconfigured Prometheus can only hold a rollout, never promote it.
+
+use std::time::Duration;
+
+use mineru_crds::PrometheusSpec;
+use prometheus_http_query::{Client, response::Data};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+
+use super::verdict::Reading;
+
+/// How the operator authenticates to Prometheus (from `analysis.prometheus.authSecretRef`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credentials {
+    /// `Authorization: Bearer <token>`.
+    Bearer(String),
+    /// HTTP basic authentication.
+    Basic { username: String, password: String },
+}
+
+/// Why a Prometheus client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("analysis.prometheus.address {address:?} is not a usable URL: {reason}")]
+    Address { address: String, reason: String },
+    #[error("Prometheus credentials contain characters not allowed in an HTTP header")]
+    Credentials,
+}
+
+/// Runs instant queries against one Prometheus server.
+#[derive(Clone)]
+pub struct PrometheusSource {
+    client: Client,
+    timeout: Duration,
+}
+
+impl PrometheusSource {
+    /// A source for `spec`, authenticating with `credentials` when given.
+    pub fn new(
+        spec: &PrometheusSpec,
+        credentials: Option<&Credentials>,
+    ) -> Result<Self, SourceError> {
+        let timeout = spec.timeout.get();
+        let mut headers = HeaderMap::new();
+        if let Some(credentials) = credentials {
+            let value = match credentials {
+                Credentials::Bearer(token) => format!("Bearer {token}"),
+                Credentials::Basic { username, password } => {
+                    use base64::Engine as _;
+                    let pair = format!("{username}:{password}");
+                    format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(pair)
+                    )
+                }
+            };
+            let mut value = HeaderValue::from_str(&value).map_err(|_| SourceError::Credentials)?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        let address_error = |reason: String| SourceError::Address {
+            address: spec.address.clone(),
+            reason,
+        };
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            // The HTTP deadline a little beyond Prometheus' own, so its timeout error wins.
+            .timeout(timeout + Duration::from_secs(1))
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .build()
+            .map_err(|error| address_error(error.to_string()))?;
+        let client = Client::from(http, spec.address.trim_end_matches('/'))
+            .map_err(|error| address_error(error.to_string()))?;
+        Ok(PrometheusSource { client, timeout })
+    }
+
+    /// Runs `query` as an instant query. A check needs one number: one series or a scalar.
+    pub async fn read(&self, query: &str) -> Reading {
+        let timeout_ms = i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX);
+        let response = match self.client.query(query).timeout(timeout_ms).post().await {
+            Ok(response) => response,
+            Err(error) => return Reading::Error(format!("query {query:?} failed: {error}")),
+        };
+        match response.data() {
+            Data::Vector(series) => match series.as_slice() {
+                [] => Reading::Empty,
+                [only] => Reading::Value(only.sample().value()),
+                many => Reading::Error(format!(
+                    "query {query:?} returned {} series; a check needs one value (aggregate with sum, max or histogram_quantile)",
+                    many.len()
+                )),
+            },
+            Data::Scalar(sample) => Reading::Value(sample.value()),
+            Data::Matrix(_) => Reading::Error(format!(
+                "query {query:?} returned a range vector; a check needs an instant value"
+            )),
+        }
+    }
+}

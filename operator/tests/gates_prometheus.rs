@@ -1,0 +1,168 @@
+//! Gate readings and verdicts against a real Prometheus scraping an exporter the test controls:
+//! pass, fail, too few samples, NaN, no data, ambiguous and invalid queries, Prometheus down.
+
+use std::time::Duration;
+
+use mineru_crds::{PrometheusSpec, Verdict};
+use mineru_e2e::{
+    controlplane::work_dir,
+    prometheus::{Exporter, Prometheus, Target},
+};
+use mineru_operator::gates::{
+    Threshold,
+    prometheus::PrometheusSource,
+    verdict::{Reading, Readings, evaluate},
+};
+
+const METRICS: &str = "\
+# TYPE mineru_worker_requests_total counter
+mineru_worker_requests_total{outcome=\"success\"} 980
+mineru_worker_requests_total{outcome=\"error\"} 20
+# TYPE mineru_worker_errors_ratio gauge
+mineru_worker_errors_ratio 0.02
+# TYPE mineru_worker_idle_total counter
+mineru_worker_idle_total 0
+";
+
+async fn setup(test: &str) -> (Exporter, Prometheus, PrometheusSource) {
+    let exporter = Exporter::start().await.unwrap();
+    exporter.set(METRICS);
+    let target = Target::new("worker", exporter.address()).label("revision", "w-canary");
+    let prometheus = Prometheus::start(&work_dir(test), &[target], Duration::from_millis(500))
+        .await
+        .unwrap();
+    prometheus
+        .wait_for_series("mineru_worker_errors_ratio", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let spec: PrometheusSpec =
+        serde_json::from_value(serde_json::json!({"address": prometheus.url(), "timeout": "2s"}))
+            .unwrap();
+    let source = PrometheusSource::new(&spec, None).unwrap();
+    (exporter, prometheus, source)
+}
+
+fn max(limit: f64) -> Threshold {
+    Threshold {
+        max: Some(limit),
+        ..Threshold::default()
+    }
+}
+
+async fn judge(
+    source: &PrometheusSource,
+    threshold: &Threshold,
+    query: &str,
+    samples: Option<(&str, f64)>,
+) -> Verdict {
+    let readings = Readings {
+        value: source.read(query).await,
+        stable: None,
+        samples: match samples {
+            Some((samples_query, _)) => Some(source.read(samples_query).await),
+            None => None,
+        },
+    };
+    evaluate(threshold, samples.map(|(_, min)| min), &readings).verdict
+}
+
+#[tokio::test]
+async fn readings_from_a_real_prometheus() {
+    let (_exporter, mut prometheus, source) = setup("gates-readings").await;
+
+    assert_eq!(
+        source
+            .read("mineru_worker_errors_ratio{revision=\"w-canary\"}")
+            .await,
+        Reading::Value(0.02)
+    );
+    assert_eq!(
+        source.read("scalar(mineru_worker_errors_ratio)").await,
+        Reading::Value(0.02)
+    );
+    assert_eq!(
+        source
+            .read("mineru_worker_errors_ratio{revision=\"w-absent\"}")
+            .await,
+        Reading::Empty
+    );
+    let nan = source
+        .read("sum(mineru_worker_idle_total) / sum(mineru_worker_idle_total)")
+        .await;
+    assert!(matches!(nan, Reading::Value(v) if v.is_nan()), "{nan:?}");
+    let ambiguous = source.read("mineru_worker_requests_total").await;
+    assert!(
+        matches!(&ambiguous, Reading::Error(m) if m.contains("2 series")),
+        "{ambiguous:?}"
+    );
+    let invalid = source
+        .read("sum(rate(mineru_worker_requests_total[1m]")
+        .await;
+    assert!(
+        matches!(&invalid, Reading::Error(m) if m.contains("parse error")),
+        "{invalid:?}"
+    );
+
+    prometheus.stop();
+    let down = source.read("mineru_worker_errors_ratio").await;
+    assert!(matches!(down, Reading::Error(_)), "{down:?}");
+}
+
+#[tokio::test]
+async fn verdicts_from_a_real_prometheus() {
+    let (exporter, mut prometheus, source) = setup("gates-verdicts").await;
+    let ratio = "mineru_worker_errors_ratio{revision=\"w-canary\"}";
+    let samples = "sum(mineru_worker_requests_total{revision=\"w-canary\"})";
+
+    assert_eq!(
+        judge(&source, &max(0.05), ratio, Some((samples, 500.0))).await,
+        Verdict::Pass
+    );
+    assert_eq!(
+        judge(&source, &max(0.01), ratio, Some((samples, 500.0))).await,
+        Verdict::Fail
+    );
+    // Too few samples never passes nor fails, however good or bad the value.
+    assert_eq!(
+        judge(&source, &max(0.05), ratio, Some((samples, 5000.0))).await,
+        Verdict::Inconclusive
+    );
+    assert_eq!(
+        judge(&source, &max(0.01), ratio, Some((samples, 5000.0))).await,
+        Verdict::Inconclusive
+    );
+    // NaN (0/0) and missing series are "no data", not a pass.
+    let nan = "sum(mineru_worker_idle_total) / sum(mineru_worker_idle_total)";
+    assert_eq!(
+        judge(&source, &max(0.05), nan, None).await,
+        Verdict::Inconclusive
+    );
+    assert_eq!(
+        judge(&source, &max(0.05), "absent_metric_total", None).await,
+        Verdict::Inconclusive
+    );
+
+    // The exporter's values move and the verdict follows at the next scrape.
+    exporter.set(&METRICS.replace(
+        "mineru_worker_errors_ratio 0.02",
+        "mineru_worker_errors_ratio 0.5",
+    ));
+    prometheus
+        .wait_for_series("mineru_worker_errors_ratio > 0.4", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(judge(&source, &max(0.05), ratio, None).await, Verdict::Fail);
+
+    // A dead Prometheus is an error: it counts toward consecutiveErrorLimit, never toward promotion.
+    prometheus.stop();
+    assert_eq!(
+        judge(&source, &max(0.05), ratio, Some((samples, 500.0))).await,
+        Verdict::Error
+    );
+    prometheus.restart().await.unwrap();
+    prometheus
+        .wait_for_series(ratio, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(judge(&source, &max(0.9), ratio, None).await, Verdict::Pass);
+}
