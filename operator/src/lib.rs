@@ -1,1 +1,14 @@
 //! The mineru-operator controller.
+
+pub mod context;
+pub mod controller;
+pub mod error;
+pub mod labels;
+pub mod metrics;
+pub mod reconcile;
+pub mod revision;
+
+/// Port of the vLLM OpenAI server in every model pod.
+pub const VLLM_PORT: i32 = 8000;
+/// Port of mineru-worker's HTTP API in every worker pod.
+pub const WORKER_PORT: i32 = 8000;

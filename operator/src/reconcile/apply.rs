@@ -1,0 +1,184 @@
+//! The one place objects are written: server-side apply of what differs, then orphan cleanup.
+//!
+//! Every owned object is applied through [`ChildSet::apply`], which skips the write when the
+//! observed object carries the hash of the same desired object, and remembers what it applied;
+//! [`ChildSet::delete_orphans`] then deletes owned objects not applied this round. The hash
+//! (rather than a field-by-field comparison) keeps steady state write-free even where the API
+//! server normalizes what it stores (quantities, defaults); the trade-off is that a field we own
+//! edited by someone else is restored only when our desired object changes.
+
+use std::{collections::BTreeSet, fmt::Debug, future::Future};
+
+use k8s_openapi::NamespaceResourceScope;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions},
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::Owner;
+use crate::error::{Error, Result};
+use crate::{labels, revision};
+
+/// Attempts of a write that meets an optimistic-concurrency conflict (HTTP 409).
+const CONFLICT_ATTEMPTS: usize = 3;
+
+/// What one reconcile wrote, as `Kind/name`, for events and logs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Objects that did not exist.
+    pub created: Vec<String>,
+    /// Objects whose desired state changed.
+    pub updated: Vec<String>,
+    /// Owned objects no longer desired.
+    pub deleted: Vec<String>,
+}
+
+/// The objects one MineruDeployment owns, and what this reconcile did to them.
+pub struct ChildSet {
+    client: Client,
+    namespace: String,
+    owner_uid: String,
+    selector: String,
+    applied: BTreeSet<(String, String)>,
+    report: ApplyReport,
+}
+
+impl ChildSet {
+    /// An empty round for `owner`'s objects.
+    pub fn new(client: Client, owner: &Owner) -> Self {
+        ChildSet {
+            client,
+            namespace: owner.namespace.clone(),
+            owner_uid: owner.reference.uid.clone(),
+            selector: labels::owned_selector(&owner.instance),
+            applied: BTreeSet::new(),
+            report: ApplyReport::default(),
+        }
+    }
+
+    /// What was written so far.
+    pub fn report(&self) -> &ApplyReport {
+        &self.report
+    }
+
+    /// The owned objects of kind `K`: labelled as ours and controlled by this owner's uid (the
+    /// label alone could be copied onto someone else's object).
+    pub async fn list<K>(&self) -> Result<Vec<K>>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + Debug
+            + DeserializeOwned,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), &self.namespace);
+        let list = api
+            .list(&ListParams::default().labels(&self.selector))
+            .await
+            .map_err(|source| Error::kube("list", K::kind(&()), &self.namespace, source))?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|object| {
+                object
+                    .owner_references()
+                    .iter()
+                    .any(|r| r.controller == Some(true) && r.uid == self.owner_uid)
+            })
+            .collect())
+    }
+
+    /// Applies `desired` unless `observed` (this kind's owned objects) already holds it.
+    pub async fn apply<K>(&mut self, mut desired: K, observed: &[K]) -> Result<()>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + Debug
+            + Serialize
+            + DeserializeOwned,
+    {
+        let kind = K::kind(&()).into_owned();
+        let name = desired.name_any();
+        let hash = revision::hash(&desired)?;
+        desired
+            .annotations_mut()
+            .insert(labels::APPLIED_HASH.to_owned(), hash.clone());
+        self.applied.insert((kind.clone(), name.clone()));
+
+        let current = observed.iter().find(|object| object.name_any() == name);
+        if current
+            .is_some_and(|object| object.annotations().get(labels::APPLIED_HASH) == Some(&hash))
+        {
+            return Ok(());
+        }
+        let api: Api<K> = Api::namespaced(self.client.clone(), &self.namespace);
+        let params = PatchParams::apply(labels::MANAGER).force();
+        retry_on_conflict(|| async {
+            api.patch(&name, &params, &Patch::Apply(&desired))
+                .await
+                .map_err(|source| Error::kube("apply", kind.clone(), name.clone(), source))
+        })
+        .await?;
+        let entry = format!("{kind}/{name}");
+        tracing::info!(object = %entry, created = current.is_none(), "applied");
+        match current {
+            None => self.report.created.push(entry),
+            Some(_) => self.report.updated.push(entry),
+        }
+        Ok(())
+    }
+
+    /// Deletes the observed objects of this kind that were not applied this round.
+    pub async fn delete_orphans<K>(&mut self, observed: &[K]) -> Result<()>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + Debug
+            + DeserializeOwned,
+    {
+        let kind = K::kind(&()).into_owned();
+        let api: Api<K> = Api::namespaced(self.client.clone(), &self.namespace);
+        for object in observed {
+            let name = object.name_any();
+            if self.applied.contains(&(kind.clone(), name.clone())) {
+                continue;
+            }
+            // The uid precondition makes sure a same-named successor is never deleted.
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: object.uid(),
+                    resource_version: None,
+                }),
+                ..DeleteParams::background()
+            };
+            match api.delete(&name, &params).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.is_not_found() => continue,
+                Err(source) => return Err(Error::kube("delete", kind, name, source)),
+            }
+            let entry = format!("{kind}/{name}");
+            tracing::info!(object = %entry, "deleted orphan");
+            self.report.deleted.push(entry);
+        }
+        Ok(())
+    }
+}
+
+/// Runs `call` again, at once, when it fails with a conflict; another writer won a race, and
+/// the next attempt is built from our desired state, not from what we read.
+pub async fn retry_on_conflict<T, F, Fut>(mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(error) if error.is_conflict() && attempt < CONFLICT_ATTEMPTS => {
+                tracing::debug!(%error, attempt, "conflict, retrying");
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}

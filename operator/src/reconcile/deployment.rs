@@ -1,0 +1,402 @@
+//! The CPU tier of one worker revision: a Deployment of mineru-worker.
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, DeploymentSpec},
+        core::v1::{
+            Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+            HTTPGetAction, KeyToPath, ObjectFieldSelector, PodSecurityContext, PodSpec,
+            PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
+            VolumeMount,
+        },
+    },
+    apimachinery::pkg::{
+        apis::meta::v1::{LabelSelector, ObjectMeta},
+        util::intstr::IntOrString,
+    },
+};
+use mineru_crds::{Backend, Tier};
+
+use super::{Owner, WorkerTemplate, with_revision};
+use crate::{WORKER_PORT, labels};
+
+/// Directory the API key Secret is mounted in.
+const SECRET_DIR: &str = "/var/run/secrets/mineru";
+/// File (inside [`SECRET_DIR`]) holding the vLLM API key.
+const API_KEY_FILE: &str = "api-key";
+/// The unprivileged user the worker runs as (distroless `nonroot`).
+const NONROOT_UID: i64 = 65532;
+
+/// The Deployment `<name>-worker-<revision>` running `replicas` workers.
+pub fn desired(
+    owner: &Owner,
+    template: &WorkerTemplate,
+    revision: &str,
+    replicas: i32,
+) -> Deployment {
+    let instance = &owner.instance;
+    Deployment {
+        metadata: owner.meta(
+            labels::names::worker(instance, revision),
+            labels::common(instance, Tier::Worker, Some(revision)),
+        ),
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(labels::revision_selector(instance, Tier::Worker, revision)),
+                ..LabelSelector::default()
+            },
+            template: with_revision(pod_template(instance, template), revision),
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The worker pod template without its revision label (the revision is a hash of it).
+pub fn pod_template(instance: &str, template: &WorkerTemplate) -> PodTemplateSpec {
+    let spec = &template.worker;
+    let mut volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }];
+    if let Some(key) = &template.api_key_secret_ref {
+        volumes.push(Volume {
+            name: "api-key".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(key.name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: key.key.clone(),
+                    path: API_KEY_FILE.into(),
+                    ..KeyToPath::default()
+                }]),
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels::common(instance, Tier::Worker, None)),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![container(instance, template)],
+            volumes: Some(volumes),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(NONROOT_UID),
+                run_as_group: Some(NONROOT_UID),
+                // Makes the mounted key readable by the group the worker runs in.
+                fs_group: Some(NONROOT_UID),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    ..SeccompProfile::default()
+                }),
+                ..PodSecurityContext::default()
+            }),
+            node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),
+            tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
+            affinity: spec.affinity.clone(),
+            ..PodSpec::default()
+        }),
+    }
+}
+
+/// `mineru-worker serve` pointed at the revision's vLLM Service.
+pub fn args(instance: &str, template: &WorkerTemplate) -> Vec<String> {
+    let spec = &template.worker;
+    let backend = match spec.backend {
+        Backend::Vlm => "vlm",
+        Backend::Text => "text",
+    };
+    let mut args = vec![
+        "serve".into(),
+        "--port".into(),
+        WORKER_PORT.to_string(),
+        "--backend".into(),
+        backend.into(),
+        "--server-url".into(),
+        labels::names::vllm_url(instance, &template.model_revision),
+        "--model-name".into(),
+        template.served_model_name.clone(),
+        "--max-concurrent-documents".into(),
+        spec.max_concurrent_documents.to_string(),
+        "--max-file-bytes".into(),
+        spec.max_file_bytes.0.clone(),
+        "--max-pages".into(),
+        spec.max_pages.to_string(),
+    ];
+    if template.api_key_secret_ref.is_some() {
+        args.extend([
+            "--api-key-file".into(),
+            format!("{SECRET_DIR}/{API_KEY_FILE}"),
+        ]);
+    }
+    args
+}
+
+fn container(instance: &str, template: &WorkerTemplate) -> Container {
+    let spec = &template.worker;
+    let mut env = vec![
+        EnvVar {
+            // Metrics carry the revision so gates can compare canary and stable.
+            name: "MINERU_REVISION".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: format!("metadata.labels['{}']", labels::REVISION),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        },
+        EnvVar {
+            name: "TMPDIR".into(),
+            value: Some("/tmp".into()),
+            ..EnvVar::default()
+        },
+    ];
+    env.extend(spec.env.iter().cloned());
+
+    let mut mounts = vec![VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..VolumeMount::default()
+    }];
+    if template.api_key_secret_ref.is_some() {
+        mounts.push(VolumeMount {
+            name: "api-key".into(),
+            mount_path: SECRET_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+
+    Container {
+        name: "worker".into(),
+        image: Some(spec.image.clone()),
+        command: Some(vec!["mineru-worker".into()]),
+        args: Some(args(instance, template)),
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: WORKER_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        resources: spec.resources.clone(),
+        volume_mounts: Some(mounts),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        // The worker's /ready checks its vLLM tier answers with the expected model.
+        readiness_probe: Some(http_probe("/ready")),
+        liveness_probe: Some(http_probe("/health")),
+        ..Container::default()
+    }
+}
+
+fn http_probe(path: &str) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(10),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::fixtures::{model_spec, owner, worker_spec};
+
+    fn template() -> WorkerTemplate {
+        WorkerTemplate::new(&worker_spec(), &model_spec(), "m-0123abcd")
+    }
+
+    fn build(template: &WorkerTemplate) -> Deployment {
+        desired(&owner(), template, "w-89abcdef", 3)
+    }
+
+    fn pod(deployment: &Deployment) -> &PodSpec {
+        deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+    }
+
+    fn worker(deployment: &Deployment) -> &Container {
+        &pod(deployment).containers[0]
+    }
+
+    fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+        args.windows(2)
+            .find(|w| w[0] == name)
+            .map(|w| w[1].as_str())
+    }
+
+    #[test]
+    fn is_named_after_the_revision_with_its_replicas() {
+        let deployment = build(&template());
+        assert_eq!(
+            deployment.metadata.name.as_deref(),
+            Some("docs-worker-w-89abcdef")
+        );
+        assert_eq!(deployment.spec.as_ref().unwrap().replicas, Some(3));
+        assert_eq!(
+            deployment.metadata.owner_references.unwrap()[0].controller,
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn pods_carry_the_revision_label_the_selector_matches() {
+        let deployment = build(&template());
+        let spec = deployment.spec.as_ref().unwrap();
+        let pod_labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        assert_eq!(pod_labels[labels::REVISION], "w-89abcdef");
+        assert_eq!(pod_labels[labels::TIER], "worker");
+        for (key, value) in spec.selector.match_labels.as_ref().unwrap() {
+            assert_eq!(pod_labels.get(key), Some(value), "selector label {key}");
+        }
+    }
+
+    #[test]
+    fn workers_call_the_vllm_service_of_their_model_revision() {
+        let args = args("docs", &template());
+        assert_eq!(
+            flag(&args, "--server-url"),
+            Some("http://docs-vllm-m-0123abcd:8000")
+        );
+        assert_eq!(
+            flag(&args, "--model-name"),
+            Some("opendatalab/MinerU2.5-2509-1.2B")
+        );
+    }
+
+    #[test]
+    fn serve_command_carries_the_worker_limits() {
+        let mut spec = worker_spec();
+        spec.backend = Backend::Text;
+        spec.max_concurrent_documents = 8;
+        spec.max_pages = 50;
+        let args = args(
+            "docs",
+            &WorkerTemplate::new(&spec, &model_spec(), "m-0123abcd"),
+        );
+        assert_eq!(&args[..3], ["serve", "--port", "8000"]);
+        assert_eq!(flag(&args, "--backend"), Some("text"));
+        assert_eq!(flag(&args, "--max-concurrent-documents"), Some("8"));
+        assert_eq!(flag(&args, "--max-file-bytes"), Some("100Mi"));
+        assert_eq!(flag(&args, "--max-pages"), Some("50"));
+        assert_eq!(flag(&args, "--api-key-file"), None);
+    }
+
+    #[test]
+    fn revision_reaches_the_process_through_the_downward_api() {
+        let deployment = build(&template());
+        let env = worker(&deployment).env.as_ref().unwrap();
+        let revision = env.iter().find(|e| e.name == "MINERU_REVISION").unwrap();
+        let field = revision
+            .value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(field.field_path, "metadata.labels['mineru.dev/revision']");
+    }
+
+    #[test]
+    fn api_key_is_a_read_only_secret_file() {
+        let mut model = model_spec();
+        model.api_key_secret_ref = Some(mineru_crds::SecretKeyRef {
+            name: "vllm-key".into(),
+            key: "token".into(),
+        });
+        let template = WorkerTemplate::new(&worker_spec(), &model, "m-0123abcd");
+        let deployment = build(&template);
+        let volume = pod(&deployment)
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "api-key")
+            .unwrap();
+        let secret = volume.secret.as_ref().unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("vllm-key"));
+        assert_eq!(secret.items.as_ref().unwrap()[0].key, "token");
+        let mount = worker(&deployment)
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "api-key")
+            .unwrap();
+        assert_eq!(mount.read_only, Some(true));
+        let args = worker(&deployment).args.clone().unwrap();
+        assert_eq!(
+            flag(&args, "--api-key-file"),
+            Some("/var/run/secrets/mineru/api-key")
+        );
+    }
+
+    #[test]
+    fn runs_unprivileged_on_a_read_only_root_with_a_writable_tmp() {
+        let deployment = build(&template());
+        let pod_security = pod(&deployment).security_context.as_ref().unwrap();
+        assert_eq!(pod_security.run_as_non_root, Some(true));
+        let security = worker(&deployment).security_context.as_ref().unwrap();
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        let tmp = worker(&deployment)
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.mount_path == "/tmp")
+            .unwrap();
+        assert!(
+            pod(&deployment)
+                .volumes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|v| v.name == tmp.name && v.empty_dir.is_some())
+        );
+    }
+
+    #[test]
+    fn readiness_is_ready_and_liveness_is_health() {
+        let deployment = build(&template());
+        let container = worker(&deployment);
+        let path = |probe: &Option<Probe>| probe.clone().unwrap().http_get.unwrap().path.unwrap();
+        assert_eq!(path(&container.readiness_probe), "/ready");
+        assert_eq!(path(&container.liveness_probe), "/health");
+    }
+}

@@ -1,0 +1,118 @@
+//! The NetworkPolicy fencing the GPU tier: only this deployment's workers, and the peers the
+//! operator is configured with (the metrics scraper), may reach vLLM.
+
+use k8s_openapi::{
+    api::networking::v1::{
+        NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+        NetworkPolicySpec,
+    },
+    apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
+};
+use mineru_crds::Tier;
+
+use super::Owner;
+use crate::{VLLM_PORT, labels};
+
+/// The NetworkPolicy `<name>-vllm`. `extra_peers` come from the operator's
+/// `--scraper-namespace-selector` / `--scraper-pod-selector` flags.
+pub fn desired(owner: &Owner, extra_peers: &[NetworkPolicyPeer]) -> NetworkPolicy {
+    let instance = &owner.instance;
+    let mut from = vec![NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(labels::tier_selector(instance, Tier::Worker)),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    }];
+    from.extend(extra_peers.iter().cloned());
+    NetworkPolicy {
+        metadata: owner.meta(
+            labels::names::vllm_tier(instance),
+            labels::common(instance, Tier::Model, None),
+        ),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(labels::tier_selector(instance, Tier::Model)),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(from),
+                ports: Some(vec![NetworkPolicyPort {
+                    port: Some(IntOrString::Int(VLLM_PORT)),
+                    protocol: Some("TCP".into()),
+                    ..NetworkPolicyPort::default()
+                }]),
+            }]),
+            ..NetworkPolicySpec::default()
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::reconcile::fixtures::owner;
+
+    fn scraper() -> NetworkPolicyPeer {
+        NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    "kubernetes.io/metadata.name".into(),
+                    "monitoring".into(),
+                )])),
+                ..LabelSelector::default()
+            }),
+            ..NetworkPolicyPeer::default()
+        }
+    }
+
+    #[test]
+    fn fences_every_vllm_pod_of_the_deployment() {
+        let policy = desired(&owner(), &[]);
+        let spec = policy.spec.unwrap();
+        let selected = spec.pod_selector.unwrap().match_labels.unwrap();
+        assert_eq!(selected[labels::TIER], "model");
+        assert_eq!(selected[labels::INSTANCE], "docs");
+        assert!(!selected.contains_key(labels::REVISION));
+        assert_eq!(spec.policy_types.unwrap(), ["Ingress"]);
+    }
+
+    #[test]
+    fn admits_only_this_deployments_workers_on_the_vllm_port() {
+        let policy = desired(&owner(), &[]);
+        let rule = &policy.spec.unwrap().ingress.unwrap()[0];
+        let from = rule.from.as_ref().unwrap();
+        assert_eq!(from.len(), 1);
+        let workers = from[0]
+            .pod_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap();
+        assert_eq!(workers[labels::TIER], "worker");
+        assert_eq!(workers[labels::INSTANCE], "docs");
+        assert!(
+            from[0].namespace_selector.is_none(),
+            "workers of the same namespace only"
+        );
+        assert_eq!(
+            rule.ports.as_ref().unwrap()[0].port,
+            Some(IntOrString::Int(8000))
+        );
+    }
+
+    #[test]
+    fn configured_scraper_is_admitted_too() {
+        let policy = desired(&owner(), &[scraper()]);
+        let from = policy.spec.unwrap().ingress.unwrap()[0]
+            .from
+            .clone()
+            .unwrap();
+        assert_eq!(from.len(), 2);
+        assert_eq!(from[1], scraper());
+    }
+}
