@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use tokio::sync::Semaphore;
 
-use crate::protocol::{Answer, AnswerError, ChatRequest, ModelList, Step, parse_answer};
+use crate::protocol::{Answer, AnswerError, ModelList, Step, parse_answer, request_body};
 
 /// Longest wait a server's `Retry-After` can impose on one retry.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -200,8 +200,7 @@ impl VlmClient {
 
     /// Runs one inference call for `step` on a PNG image.
     pub async fn complete(&self, step: Step, png: &[u8]) -> Result<Answer, ClientError> {
-        let body = serde_json::to_vec(&ChatRequest::new(&self.model, step, png))
-            .map_err(ClientError::Encode)?;
+        let body = request_body(&self.model, step, png).map_err(ClientError::Encode)?;
         let answer = with_retries(&self.config, step.name(), || async {
             let _permit = self.permits.acquire().await;
             let response = self

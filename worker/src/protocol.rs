@@ -211,6 +211,37 @@ impl ChatRequest {
     }
 }
 
+/// Stands in for the image while the rest of the body is serialised; it serialises as
+/// `"\u0000png\u0000"`.
+const IMAGE_SLOT: &str = "\u{0}png\u{0}";
+const IMAGE_SLOT_JSON: &str = r#""\u0000png\u0000""#;
+
+/// The JSON body of the request for `step` on one PNG image: byte for byte what serialising
+/// [`ChatRequest::new`] gives, but the base64 goes straight into the body instead of through the
+/// JSON string escaper (base64 never needs escaping), which saves a pass over every image.
+pub fn request_body(model: &str, step: Step, png: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
+    let skeleton = serde_json::to_string(&ChatRequest::with_image_url(
+        model,
+        step,
+        IMAGE_SLOT.to_owned(),
+    ))?;
+    // Only protocol constants follow the image, so the last slot is the image's (a model name
+    // could, in theory, contain the slot too).
+    let Some(at) = skeleton.rfind(IMAGE_SLOT_JSON) else {
+        return serde_json::to_vec(&ChatRequest::new(model, step, png));
+    };
+    let mut body = String::with_capacity(
+        skeleton.len() + PNG_DATA_URL_PREFIX.len() + png.len().div_ceil(3) * 4,
+    );
+    body.push_str(&skeleton[..at]);
+    body.push('"');
+    body.push_str(PNG_DATA_URL_PREFIX);
+    base64::engine::general_purpose::STANDARD.encode_string(png, &mut body);
+    body.push('"');
+    body.push_str(&skeleton[at + IMAGE_SLOT_JSON.len()..]);
+    Ok(body.into_bytes())
+}
+
 /// `data:image/png;base64,…` for PNG bytes.
 pub fn png_data_url(png: &[u8]) -> String {
     let engine = &base64::engine::general_purpose::STANDARD;

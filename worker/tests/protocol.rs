@@ -2,7 +2,7 @@
 //! the strict simulator.
 
 use mineru_worker::client::{CallError, ClientConfig, ClientError, VlmClient};
-use mineru_worker::protocol::{AnswerError, ChatRequest, Step, parse_answer};
+use mineru_worker::protocol::{AnswerError, ChatRequest, Step, parse_answer, request_body};
 use mineru_worker::simulator::{self, SimConfig};
 use serde_json::{Value, json};
 
@@ -41,6 +41,19 @@ fn request_body_is_exactly_minerus() {
         "skip_special_tokens": false
     });
     assert_eq!(body, expected);
+}
+
+#[test]
+fn fast_request_body_equals_the_serialised_request() {
+    let image = png(37, 91);
+    for model in ["mineru2.5", "odd \"name\" \u{0}png\u{0}"] {
+        for step in Step::ALL {
+            let fast = request_body(model, step, &image).expect("body");
+            let plain =
+                serde_json::to_vec(&ChatRequest::new(model, step, &image)).expect("serialise");
+            assert_eq!(fast, plain, "{model:?} {step:?}");
+        }
+    }
 }
 
 #[test]
