@@ -63,6 +63,60 @@ pub struct MineruDeploymentStatus {
     /// Standard conditions: Available, Progressing, Degraded, RolledBack, PreflightFailed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+
+    /// A person paused the rollout (`pause`); steps do not advance until `resume` or `promote`.
+    /// Rollback triggers keep watching.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+
+    /// When the last analysis round was counted; the next one is due an `interval` later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_analysis_at: Option<Time>,
+
+    /// Analysis rounds in a row with a query error; compared with `consecutiveErrorLimit`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub consecutive_errors: i32,
+
+    /// Analysis rounds in a row with an inconclusive check; compared with `inconclusiveLimit`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub consecutive_inconclusive: i32,
+
+    /// Stable vLLM replicas stopped to make room for the canary because its GPUs did not fit
+    /// (`maxSurgeGPUs` too small, or canary pods unschedulable); restored on promotion or rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_place_model_replicas: Option<i32>,
+
+    /// When the current stable revisions were promoted; the post-promotion window runs from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_at: Option<Time>,
+
+    /// The revisions stable before the last promotion, kept (scaled down) during the
+    /// post-promotion window so that a breach can still roll back to them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_stable: Option<Revisions>,
+
+    /// Revisions taken out of service (promoted away, rolled back or superseded) that still have
+    /// objects: they keep their replicas for `scaleDownDelay`, then scale to zero.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<RetiredRevision>,
+}
+
+fn is_zero(value: &i32) -> bool {
+    *value == 0
+}
+
+/// A revision out of service whose objects are kept for a while.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RetiredRevision {
+    /// The revisions.
+    pub revisions: Revisions,
+    /// vLLM replicas it ran when it was retired; kept until `scaleDownDelay` has passed.
+    pub model_replicas: i32,
+    /// Worker replicas it ran when it was retired; kept until `scaleDownDelay` has passed.
+    pub worker_replicas: i32,
+    /// When it was retired.
+    pub since: Time,
 }
 
 /// Coarse state, as Argo CD and people read it.
@@ -162,6 +216,12 @@ pub struct CheckStatus {
     /// Why, when the verdict is not Pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The PromQL that was run, rendered; absent for checks read from pod status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// Rollback triggers: when the current uninterrupted breach began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaching_since: Option<Time>,
     /// When it was evaluated.
     pub evaluated_at: Time,
 }
