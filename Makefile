@@ -27,4 +27,5 @@ lint:
 ## Regenerate the CRD manifest and its reference page from the API types.
 crds:
 	$(CARGO) run -q -p mineru-crds --bin crdgen manifest crds/minerudeployments.yaml
+	cp crds/minerudeployments.yaml charts/mineru-operator/crds/minerudeployments.yaml
 	$(CARGO) run -q -p mineru-crds --bin crdgen reference docs/crd-reference.md

@@ -12,6 +12,15 @@ fn committed_manifest_matches_the_types() {
     );
 }
 
+#[test]
+fn helm_chart_ships_the_same_crd() {
+    let in_chart = include_str!("../../charts/mineru-operator/crds/minerudeployments.yaml");
+    assert!(
+        in_chart == mineru_crds::crd_yaml(),
+        "charts/mineru-operator/crds/minerudeployments.yaml is out of date: run `make crds`"
+    );
+}
+
 /// The apiserver rejects non-structural schemas (and prunes unknown fields by them): every node
 /// must declare its type, and anyOf/oneOf/allOf/not may only restate validations, never types.
 #[test]

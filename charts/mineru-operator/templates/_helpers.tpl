@@ -1,0 +1,12 @@
+{{- define "mineru-operator.labels" -}}
+app.kubernetes.io/name: mineru-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end }}
+
+{{- define "mineru-operator.selectorLabels" -}}
+app.kubernetes.io/name: mineru-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
