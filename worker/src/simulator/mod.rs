@@ -484,11 +484,13 @@ async fn chat(
 
     let content = match accepted.step {
         Step::Layout => {
-            let key = shared
-                .config
-                .scenario
-                .has_page_overrides()
-                .then(|| page_key(&accepted.image));
+            // The key is logged at debug level so scenario authors can find a page's key.
+            let wanted = shared.config.scenario.has_page_overrides()
+                || tracing::enabled!(tracing::Level::DEBUG);
+            let key = wanted.then(|| page_key(&accepted.image));
+            if let Some(key) = &key {
+                tracing::debug!(page_key = %key, "layout request");
+            }
             shared.config.scenario.layout_for(key.as_deref())
         }
         step => shared.config.scenario.content_for(step),

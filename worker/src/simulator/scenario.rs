@@ -5,7 +5,8 @@
 //! layout:                      # any page not listed under `pages`
 //!   - {type: title, bbox: [100, 60, 900, 110]}
 //!   - {type: text, bbox: [100, 130, 900, 400], angle: 0}
-//! pages:                       # page key (see `page_key`) -> blocks, or a raw token stream
+//! pages:                       # page key -> blocks, or a raw token stream; vllm-sim logs each
+//!                              # layout request's key with RUST_LOG=debug (see `page_key`)
 //!   "3f2a…": "<|box_start|>0 0 1000 1000<|box_end|><|ref_start|>image<|ref_end|>"
 //! content:                     # step name -> answer
 //!   text: "Hello"
