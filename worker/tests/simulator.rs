@@ -362,6 +362,7 @@ async fn metrics_are_named_and_labelled_like_vllm() {
         "vllm:kv_cache_usage_perc{model_name=\"mineru2.5\"}",
         "vllm:request_success_total{model_name=\"mineru2.5\",finished_reason=\"stop\"} 1",
         "vllm:e2e_request_latency_seconds_count{model_name=\"mineru2.5\"} 1",
+        "vllm:generation_tokens_total{model_name=\"mineru2.5\"} 4",
         "vllm:time_to_first_token_seconds_bucket{",
         "vllm_sim_protocol_deviations",
     ] {

@@ -2,6 +2,13 @@
 //!
 //! With `--port 0` the first line on stdout is the bound address (`127.0.0.1:PORT`), so a harness
 //! can start it and read where it listens.
+//!
+//! Endpoints: `GET /health`, `GET /metrics`, `GET /v1/models`, `POST /v1/chat/completions`, and
+//! for tests `GET|PUT /admin/faults` (JSON `Faults`: `latency_ms`, `latency_jitter_ms`,
+//! `error_rate`, `drop_rate`, `fail_next`, `drop_next`, `retry_after_secs`),
+//! `POST /admin/restart` (`{"down_ms": N}`: drop every connection, refuse new ones for N ms) and
+//! `GET /admin/stats` (requests, answers per step, deviations, faults, in-flight high-water mark).
+//! Deviations are logged at WARN on stderr and counted in `vllm_sim_protocol_deviations_total`.
 
 use std::io::Write as _;
 use std::path::PathBuf;

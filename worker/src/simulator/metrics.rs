@@ -28,6 +28,8 @@ pub struct Metrics {
     pub waiting: Gauge,
     pub kv_cache_usage: Gauge<f64, AtomicU64>,
     success: Family<Labels, Counter>,
+    pub prompt_tokens: Counter,
+    pub generation_tokens: Counter,
     pub e2e_latency: Histogram,
     pub ttft: Histogram,
     deviations: Family<Labels, Counter>,
@@ -43,6 +45,8 @@ impl Metrics {
             waiting: Gauge::default(),
             kv_cache_usage: Gauge::default(),
             success: Family::default(),
+            prompt_tokens: Counter::default(),
+            generation_tokens: Counter::default(),
             e2e_latency: Histogram::new(E2E_BUCKETS),
             ttft: Histogram::new(TTFT_BUCKETS),
             deviations: Family::default(),
@@ -69,6 +73,16 @@ impl Metrics {
             "vllm:request_success",
             "Count of successfully processed requests",
             metrics.success.clone(),
+        );
+        model.register(
+            "vllm:prompt_tokens",
+            "Number of prefill tokens processed",
+            metrics.prompt_tokens.clone(),
+        );
+        model.register(
+            "vllm:generation_tokens",
+            "Number of generation tokens processed",
+            metrics.generation_tokens.clone(),
         );
         model.register(
             "vllm:e2e_request_latency_seconds",

@@ -524,6 +524,8 @@ async fn chat(
         .entry(accepted.step.name().to_owned())
         .or_default() += 1;
     shared.metrics.count_success("stop");
+    shared.metrics.prompt_tokens.inc_by(prompt_tokens);
+    shared.metrics.generation_tokens.inc_by(completion_tokens);
     shared.metrics.ttft.observe(ttft.as_secs_f64());
     shared
         .metrics
