@@ -58,6 +58,10 @@ impl Prometheus {
         std::fs::write(&config, scrape_config(targets, scrape_interval))?;
         let port = free_port()?;
         let data = dir.join("prometheus-data");
+        // A fresh TSDB: samples of an earlier run would answer before the first scrape.
+        if data.exists() {
+            std::fs::remove_dir_all(&data)?;
+        }
         let logs = dir.to_owned();
         let start = move || {
             let mut command = Command::new(&binary);

@@ -166,3 +166,97 @@ async fn verdicts_from_a_real_prometheus() {
         .unwrap();
     assert_eq!(judge(&source, &max(0.9), ratio, None).await, Verdict::Pass);
 }
+
+#[tokio::test]
+async fn a_round_renders_templates_and_compares_canary_with_stable() {
+    use mineru_crds::{CheckKind, Policy, Revisions, Tier};
+    use mineru_operator::{
+        gates::{Check, Samples, Source, round},
+        rollout::AnalysisRequest,
+    };
+
+    let canary = Exporter::start().await.unwrap();
+    canary.set("mineru_worker_errors_ratio 0.03\nmineru_worker_requests_total 400\n");
+    let stable = Exporter::start().await.unwrap();
+    stable.set("mineru_worker_errors_ratio 0.02\nmineru_worker_requests_total 4000\n");
+    let targets = [
+        Target::new("worker", canary.address())
+            .label("revision", "w-canary")
+            .label("namespace", "parsing"),
+        Target::new("worker", stable.address())
+            .label("revision", "w-stable")
+            .label("namespace", "parsing"),
+    ];
+    let prometheus = Prometheus::start(
+        &work_dir("gates-round"),
+        &targets,
+        Duration::from_millis(500),
+    )
+    .await
+    .unwrap();
+    prometheus
+        .wait_for_series(
+            "count(mineru_worker_errors_ratio) == 2",
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let spec: PrometheusSpec =
+        serde_json::from_value(serde_json::json!({"address": prometheus.url()})).unwrap();
+    let source = PrometheusSource::new(&spec, None).unwrap();
+
+    let check = |name: &str, ratio: f64, min_samples: f64| {
+        Check {
+        name: name.into(),
+        kind: CheckKind::Promotion,
+        tier: Tier::Worker,
+        source: Source::Query("max(mineru_worker_errors_ratio{namespace=\"{{namespace}}\",revision=\"{{revision}}\"})".into()),
+        threshold: Threshold { max_ratio_to_stable: Some(ratio), ratio_floor: Some(0.001), ..Threshold::default() },
+        samples: Some(Samples { query: "sum(mineru_worker_requests_total{revision=\"{{revision}}\"})".into(), min: min_samples }),
+        after_steps: Vec::new(),
+        on_fail: Policy::Rollback,
+        sustained_for: Duration::ZERO,
+    }
+    };
+    let revisions = |suffix: &str| Revisions {
+        model_revision: format!("m-{suffix}"),
+        worker_revision: format!("w-{suffix}"),
+    };
+    let request = AnalysisRequest {
+        checks: vec![
+            check("lenient", 2.0, 100.0),
+            check("strict", 1.05, 100.0),
+            check("starved", 2.0, 1000.0),
+        ],
+        judged: revisions("canary"),
+        baseline: Some(revisions("stable")),
+        quality: false,
+    };
+    let subject = round::Subject {
+        namespace: "parsing",
+        name: "docs",
+        interval: Duration::from_secs(60),
+    };
+    let results = round::run(&request, subject, &source).await;
+
+    let verdicts: Vec<_> = results
+        .iter()
+        .map(|r| (r.name.as_str(), r.evaluation.verdict))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("lenient", Verdict::Pass),
+            ("strict", Verdict::Fail),
+            ("starved", Verdict::Inconclusive)
+        ]
+    );
+    let strict = &results[1];
+    assert_eq!(strict.revision, "w-canary");
+    assert_eq!(strict.evaluation.value, Some(0.03));
+    assert_eq!(strict.evaluation.stable_value, Some(0.02));
+    assert_eq!(
+        strict.query.as_deref(),
+        Some("max(mineru_worker_errors_ratio{namespace=\"parsing\",revision=\"w-canary\"})")
+    );
+}
