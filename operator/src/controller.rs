@@ -272,3 +272,400 @@ async fn patch_status(
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use http::Method;
+    use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+    use serde_json::Value;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::reconcile::{
+        Settings,
+        apiserver::{ApiServer, Call},
+        fixtures::Fixture,
+    };
+
+    const STS: &str = "/apis/apps/v1/namespaces/parsing/statefulsets";
+    const DEPLOY: &str = "/apis/apps/v1/namespaces/parsing/deployments";
+    const SVC: &str = "/api/v1/namespaces/parsing/services";
+    const NETPOL: &str = "/apis/networking.k8s.io/v1/namespaces/parsing/networkpolicies";
+    const PDB: &str = "/apis/policy/v1/namespaces/parsing/poddisruptionbudgets";
+    const STATUS: &str =
+        "/apis/mineru.dev/v1alpha1/namespaces/parsing/minerudeployments/docs/status";
+    const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/parsing/events";
+
+    fn clock() -> Time {
+        Time(Timestamp::from_second(1_800_000_000).unwrap())
+    }
+
+    fn context(client: Client) -> Arc<Context> {
+        let metrics = Arc::new(Metrics::default());
+        Arc::new(Context::new(
+            client,
+            Some("test".into()),
+            metrics,
+            Settings::default(),
+            clock,
+        ))
+    }
+
+    /// Reconciles `md` against `server`; returns the outcome and every call made, in order.
+    async fn run(server: ApiServer, md: &MineruDeployment) -> (Result<Action>, Vec<Call>) {
+        let (client, calls) = server
+            .with_parent(serde_json::to_value(md).unwrap())
+            .start();
+        let result = reconcile(Arc::new(md.clone()), context(client)).await;
+        (result, calls.await.unwrap())
+    }
+
+    fn lines(calls: &[Call]) -> Vec<String> {
+        calls.iter().map(Call::line).collect()
+    }
+
+    fn writes(calls: &[Call]) -> Vec<String> {
+        calls
+            .iter()
+            .filter(|c| c.is_write())
+            .map(Call::line)
+            .collect()
+    }
+
+    fn lists() -> Vec<String> {
+        [STS, DEPLOY, SVC, NETPOL, PDB]
+            .iter()
+            .map(|p| format!("GET {p}"))
+            .collect()
+    }
+
+    fn revisions(md: &MineruDeployment) -> (String, String) {
+        let r = SpecRevisions::of("docs", &md.spec).unwrap().revisions;
+        (r.model_revision, r.worker_revision)
+    }
+
+    /// The API server after `calls`: every applied object stored, listed back as sent.
+    fn holding(calls: &[Call]) -> ApiServer {
+        let mut stored: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+        for call in calls
+            .iter()
+            .filter(|c| c.method == Method::PATCH && !c.path.ends_with("/status"))
+        {
+            let mut segments = call.path.rsplit('/');
+            let name = segments.next().unwrap().to_owned();
+            let plural = segments.next().unwrap().to_owned();
+            let mut object = call.body.clone();
+            object["metadata"]["uid"] = Value::String(format!("uid-{name}"));
+            stored.entry(plural).or_default().insert(name, object);
+        }
+        stored
+            .into_iter()
+            .fold(ApiServer::default(), |server, (plural, objects)| {
+                server.with_list(&plural, objects.into_values().collect())
+            })
+    }
+
+    /// `md` carrying the status the last status patch in `calls` wrote.
+    fn with_written_status(mut md: MineruDeployment, calls: &[Call]) -> MineruDeployment {
+        let patch = calls
+            .iter()
+            .rfind(|c| c.path == STATUS)
+            .expect("a status patch");
+        md.status = Some(serde_json::from_value(patch.body["status"].clone()).unwrap());
+        md
+    }
+
+    /// The state after a first reconcile of the test object: its calls and the object.
+    async fn settled() -> (Vec<Call>, MineruDeployment) {
+        let md = MineruDeployment::test();
+        let (result, calls) = run(ApiServer::default(), &md).await;
+        result.unwrap();
+        let md = with_written_status(md, &calls);
+        (calls, md)
+    }
+
+    #[tokio::test]
+    async fn first_reconcile_applies_the_full_object_set_then_status_then_events() {
+        let md = MineruDeployment::test();
+        let (m, w) = revisions(&md);
+        let (result, calls) = run(ApiServer::default(), &md).await;
+        assert_eq!(result.unwrap(), Action::requeue(RESYNC));
+        let mut expected = lists();
+        expected.extend([
+            format!("PATCH {STS}/docs-vllm-{m}"),
+            format!("PATCH {SVC}/docs-vllm-{m}-pods"),
+            format!("PATCH {SVC}/docs-vllm-{m}"),
+            format!("PATCH {SVC}/docs-worker-{w}"),
+            format!("PATCH {SVC}/docs"),
+            format!("PATCH {DEPLOY}/docs-worker-{w}"),
+            format!("PATCH {NETPOL}/docs-vllm"),
+            format!("PATCH {PDB}/docs-vllm"),
+            format!("PATCH {PDB}/docs-worker"),
+            format!("PATCH {STATUS}"),
+            format!("POST {EVENTS}"),
+            format!("POST {EVENTS}"),
+        ]);
+        assert_eq!(lines(&calls), expected);
+    }
+
+    #[tokio::test]
+    async fn objects_are_server_side_applied_by_our_field_manager_with_force() {
+        let (calls, _) = settled().await;
+        for call in calls.iter().filter(|c| c.method == Method::PATCH) {
+            assert!(
+                call.query.contains("fieldManager=mineru-operator"),
+                "{}?{}",
+                call.path,
+                call.query
+            );
+            assert!(
+                call.query.contains("force=true"),
+                "{}?{}",
+                call.path,
+                call.query
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn first_status_names_the_stable_revision_and_is_progressing() {
+        let (calls, md) = settled().await;
+        let (m, w) = revisions(&md);
+        let status = md.status.unwrap();
+        assert_eq!(status.observed_generation, Some(1));
+        assert_eq!(status.phase, Some(Phase::Progressing));
+        let stable = status.stable.unwrap();
+        assert_eq!((stable.model_revision, stable.worker_revision), (m, w));
+        let patch = calls.iter().find(|c| c.path == STATUS).unwrap();
+        assert_eq!(patch.body["apiVersion"], "mineru.dev/v1alpha1");
+        assert_eq!(patch.body["kind"], "MineruDeployment");
+    }
+
+    #[tokio::test]
+    async fn first_reconcile_publishes_its_decisions_as_events() {
+        let (calls, md) = settled().await;
+        let (m, w) = revisions(&md);
+        let events: Vec<&Value> = calls
+            .iter()
+            .filter(|c| c.path == EVENTS)
+            .map(|c| &c.body)
+            .collect();
+        assert_eq!(events[0]["reason"], "NewRevision");
+        assert_eq!(events[0]["note"], format!("deploying revision {m}/{w}"));
+        assert_eq!(events[1]["reason"], "Created");
+        assert!(
+            events[1]["note"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("StatefulSet/docs-vllm-{m}"))
+        );
+        for event in events {
+            assert_eq!(event["regarding"]["name"], "docs");
+            assert_eq!(event["regarding"]["kind"], "MineruDeployment");
+            assert_eq!(event["reportingController"], "mineru-operator");
+            assert_eq!(event["type"], "Normal");
+        }
+    }
+
+    #[tokio::test]
+    async fn steady_state_issues_no_write_calls() {
+        let (first, md) = settled().await;
+        let (result, calls) = run(holding(&first), &md).await;
+        result.unwrap();
+        assert_eq!(lines(&calls), lists(), "only the five lists");
+        assert_eq!(writes(&calls), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn status_is_patched_alone_when_readiness_changes() {
+        let (first, md) = settled().await;
+        let (m, w) = revisions(&md);
+        let mut server = holding(&first);
+        let mut ready_sts = first
+            .iter()
+            .find(|c| c.path == format!("{STS}/docs-vllm-{m}"))
+            .unwrap()
+            .body
+            .clone();
+        ready_sts["metadata"]["uid"] = "uid-sts".into();
+        ready_sts["status"] = serde_json::json!({"replicas": 1, "readyReplicas": 1});
+        let mut ready_deploy = first
+            .iter()
+            .find(|c| c.path == format!("{DEPLOY}/docs-worker-{w}"))
+            .unwrap()
+            .body
+            .clone();
+        ready_deploy["metadata"]["uid"] = "uid-deploy".into();
+        ready_deploy["status"] = serde_json::json!({"replicas": 2, "readyReplicas": 2});
+        server = ApiServer::default()
+            .with_list("statefulsets", vec![ready_sts])
+            .with_list("deployments", vec![ready_deploy])
+            .merge_lists_from(
+                server,
+                &["services", "networkpolicies", "poddisruptionbudgets"],
+            );
+
+        let (result, calls) = run(server, &md).await;
+        result.unwrap();
+        assert_eq!(writes(&calls), [format!("PATCH {STATUS}")]);
+        let status = &calls.last().unwrap().body["status"];
+        assert_eq!(status["phase"], "Healthy");
+        assert_eq!(
+            status["tiers"]["worker"],
+            serde_json::json!({"ready": 2, "desired": 2})
+        );
+        let available = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Available")
+            .unwrap();
+        assert_eq!(available["status"], "True");
+    }
+
+    #[tokio::test]
+    async fn a_spec_change_adds_the_new_revision_beside_the_old_one() {
+        let (first, md) = settled().await;
+        let (m, w) = revisions(&md);
+        let changed = md.with_worker_image("registry.example/mineru-worker:0.2.0");
+        let (_, w2) = revisions(&changed);
+        let (result, calls) = run(holding(&first), &changed).await;
+        result.unwrap();
+        assert_eq!(
+            writes(&calls),
+            [
+                format!("PATCH {SVC}/docs-worker-{w2}"),
+                format!("PATCH {DEPLOY}/docs-worker-{w2}"),
+                format!("PATCH {STATUS}"),
+                format!("POST {EVENTS}"),
+                format!("POST {EVENTS}"),
+            ]
+        );
+        let canary = calls
+            .iter()
+            .find(|c| c.path == format!("{DEPLOY}/docs-worker-{w2}"))
+            .unwrap();
+        assert_eq!(canary.body["spec"]["replicas"], 1);
+        let args = canary.body["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+        assert!(
+            args.contains(&format!("http://docs-vllm-{m}:8000")),
+            "worker-only canary calls the stable vLLM: {args}"
+        );
+        let status = &calls.iter().find(|c| c.path == STATUS).unwrap().body["status"];
+        assert_eq!(status["stable"]["workerRevision"], w.as_str());
+        assert_eq!(status["canary"]["workerRevision"], w2.as_str());
+        assert_eq!(
+            calls.iter().find(|c| c.path == EVENTS).unwrap().body["reason"],
+            "NewRevision"
+        );
+    }
+
+    #[tokio::test]
+    async fn owned_objects_of_a_stale_revision_are_deleted_and_announced() {
+        let (first, md) = settled().await;
+        let (_, w) = revisions(&md);
+        let stale = |plural_path: &str| {
+            let mut object = first
+                .iter()
+                .find(|c| c.path == format!("{plural_path}/docs-worker-{w}"))
+                .unwrap()
+                .body
+                .clone();
+            object["metadata"]["name"] = "docs-worker-w-deadbeef".into();
+            object["metadata"]["uid"] = "uid-stale".into();
+            object
+        };
+        let mut foreign = stale(DEPLOY);
+        foreign["metadata"]["name"] = "someone-elses".into();
+        foreign["metadata"]["ownerReferences"][0]["uid"] = "uid-other".into();
+        let server = holding(&first)
+            .with_list("deployments", vec![stale(DEPLOY), foreign])
+            .with_list("services", vec![stale(SVC)]);
+
+        let (result, calls) = run(server, &md).await;
+        result.unwrap();
+        assert_eq!(
+            writes(&calls),
+            [
+                format!("DELETE {DEPLOY}/docs-worker-w-deadbeef"),
+                format!("DELETE {SVC}/docs-worker-w-deadbeef"),
+                format!("POST {EVENTS}"),
+            ]
+        );
+        let delete = calls.iter().find(|c| c.method == Method::DELETE).unwrap();
+        assert_eq!(delete.body["preconditions"]["uid"], "uid-stale");
+        let event = &calls.last().unwrap().body;
+        assert_eq!(event["reason"], "OrphanDeleted");
+    }
+
+    #[tokio::test]
+    async fn a_conflicting_apply_is_retried() {
+        let md = MineruDeployment::test();
+        let (m, _) = revisions(&md);
+        let sts = format!("{STS}/docs-vllm-{m}");
+        let server = ApiServer::default().failing_once(Method::PATCH, &sts, 409);
+        let (result, calls) = run(server, &md).await;
+        result.unwrap();
+        let patches: Vec<_> = calls.iter().filter(|c| c.path == sts).collect();
+        assert_eq!(patches.len(), 2);
+        assert_eq!(patches[0].body, patches[1].body);
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_fails_the_reconcile_with_a_countable_kind() {
+        let md = MineruDeployment::test();
+        let server = ApiServer::default().failing_once(Method::PATCH, STATUS, 422);
+        let (result, _) = run(server, &md).await;
+        let error = result.unwrap_err();
+        assert_eq!(error.metric_label(), "patch_status_422");
+    }
+
+    #[tokio::test]
+    async fn missing_crd_is_reported_with_the_install_command() {
+        let server = ApiServer::default().failing_once(
+            Method::GET,
+            "/apis/mineru.dev/v1alpha1/minerudeployments",
+            404,
+        );
+        let (client, calls) = server.start();
+        let error = ensure_crd(&client).await.unwrap_err();
+        drop(client);
+        calls.await.unwrap();
+        assert!(matches!(error, Error::CrdMissing), "{error}");
+    }
+
+    #[tokio::test]
+    async fn errors_back_off_per_object_and_are_counted() {
+        let (client, _calls) = ApiServer::default().start();
+        let ctx = context(client);
+        let docs = Arc::new(MineruDeployment::test());
+        let mut other = MineruDeployment::test();
+        other.metadata.name = Some("other".into());
+        let other = Arc::new(other);
+        let error = Error::CrdMissing;
+        assert_eq!(
+            error_policy(docs.clone(), &error, ctx.clone()),
+            Action::requeue(Duration::from_secs(5))
+        );
+        assert_eq!(
+            error_policy(docs.clone(), &error, ctx.clone()),
+            Action::requeue(Duration::from_secs(10))
+        );
+        assert_eq!(
+            error_policy(other, &error, ctx.clone()),
+            Action::requeue(Duration::from_secs(5))
+        );
+        ctx.succeeded("parsing", "docs");
+        assert_eq!(
+            error_policy(docs, &error, ctx.clone()),
+            Action::requeue(Duration::from_secs(5))
+        );
+        let text = ctx.metrics.render();
+        assert!(
+            text.contains(r#"mineru_operator_reconcile_failures_total{error="crd_missing"} 4"#),
+            "{text}"
+        );
+    }
+}

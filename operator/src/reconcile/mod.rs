@@ -15,6 +15,8 @@ pub mod statefulset;
 pub mod status;
 
 #[cfg(test)]
+pub(crate) mod apiserver;
+#[cfg(test)]
 pub(crate) mod fixtures;
 
 use std::collections::BTreeMap;

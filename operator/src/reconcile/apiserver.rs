@@ -1,0 +1,150 @@
+//! A scripted Kubernetes API server for call-sequence tests: it answers a kube `Client` through
+//! tower-test's mock service, records every call in order, and serves lists from fixed objects.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use http::{Method, Request, Response, StatusCode};
+use kube::{Client, client::Body};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+/// One request the client made.
+#[derive(Clone, Debug)]
+pub struct Call {
+    /// HTTP method.
+    pub method: Method,
+    /// URL path.
+    pub path: String,
+    /// URL query.
+    pub query: String,
+    /// JSON body (Null when empty).
+    pub body: Value,
+}
+
+impl Call {
+    /// `METHOD path`, the form tests compare.
+    pub fn line(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+
+    /// True for anything but a read.
+    pub fn is_write(&self) -> bool {
+        self.method != Method::GET
+    }
+}
+
+/// What the server holds and how it misbehaves.
+#[derive(Default)]
+pub struct ApiServer {
+    /// Objects returned when a collection is listed, by resource plural.
+    lists: BTreeMap<String, Vec<Value>>,
+    /// Status codes to answer matching calls with, once each, in order.
+    failures: VecDeque<(Method, String, u16)>,
+    /// The object whose status subresource is patched.
+    parent: Value,
+}
+
+impl ApiServer {
+    /// Serves `objects` when `plural` is listed.
+    pub fn with_list(mut self, plural: &str, objects: Vec<Value>) -> Self {
+        self.lists
+            .entry(plural.to_owned())
+            .or_default()
+            .extend(objects);
+        self
+    }
+
+    /// Takes over `other`'s lists of the given plurals.
+    pub fn merge_lists_from(mut self, mut other: ApiServer, plurals: &[&str]) -> Self {
+        for plural in plurals {
+            if let Some(objects) = other.lists.remove(*plural) {
+                self.lists
+                    .entry((*plural).to_owned())
+                    .or_default()
+                    .extend(objects);
+            }
+        }
+        self
+    }
+
+    /// Answers status patches with `parent` carrying the patched status.
+    pub fn with_parent(mut self, parent: Value) -> Self {
+        self.parent = parent;
+        self
+    }
+
+    /// Answers the next `method` call to `path` with `code`.
+    pub fn failing_once(mut self, method: Method, path: &str, code: u16) -> Self {
+        self.failures.push_back((method, path.to_owned(), code));
+        self
+    }
+
+    /// A client talking to this server, and the task that returns the recorded calls once every
+    /// clone of the client is dropped.
+    pub fn start(mut self) -> (Client, JoinHandle<Vec<Call>>) {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let task = tokio::spawn(async move {
+            let mut calls = Vec::new();
+            while let Some((request, send)) = handle.next_request().await {
+                let (parts, body) = request.into_parts();
+                let bytes = body.collect_bytes().await.unwrap();
+                let call = Call {
+                    method: parts.method.clone(),
+                    path: parts.uri.path().to_owned(),
+                    query: parts.uri.query().unwrap_or_default().to_owned(),
+                    body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                };
+                let (code, answer) = self.answer(&call);
+                calls.push(call);
+                let response = Response::builder()
+                    .status(code)
+                    .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                    .unwrap();
+                send.send_response(response);
+            }
+            calls
+        });
+        (Client::new(service, "default"), task)
+    }
+
+    fn answer(&mut self, call: &Call) -> (StatusCode, Value) {
+        let failing = self
+            .failures
+            .iter()
+            .position(|(method, path, _)| *method == call.method && *path == call.path);
+        if let Some(index) = failing {
+            let (_, _, code) = self.failures.remove(index).unwrap();
+            let reason = match code {
+                404 => "NotFound",
+                409 => "Conflict",
+                422 => "Invalid",
+                _ => "InternalError",
+            };
+            let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": format!("scripted {code}"), "reason": reason, "code": code});
+            return (StatusCode::from_u16(code).unwrap(), status);
+        }
+        let ok = StatusCode::OK;
+        match call.method {
+            Method::GET => {
+                let plural = call.path.rsplit('/').next().unwrap_or_default();
+                let items = self.lists.get(plural).cloned().unwrap_or_default();
+                (
+                    ok,
+                    json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items}),
+                )
+            }
+            Method::DELETE => (
+                ok,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+            ),
+            Method::PATCH if call.path.ends_with("/status") => {
+                let mut parent = self.parent.clone();
+                parent["status"] = call.body["status"].clone();
+                (ok, parent)
+            }
+            // Apply and Event creation answer with what was sent.
+            _ => (ok, call.body.clone()),
+        }
+    }
+}
