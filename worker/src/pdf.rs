@@ -255,10 +255,12 @@ impl Document {
         let text = pdf_page.text().map_err(|e| page_error(page, "text", e))?;
         let mut chars = Vec::with_capacity(usize::try_from(text.len()).unwrap_or(0));
         for c in text.chars().iter() {
-            let Some(ch) = c.unicode_char() else { continue };
-            if ch == '\r' || ch == '\n' {
-                continue;
-            }
+            let ch = match c.unicode_char() {
+                None | Some('\r' | '\n') => continue,
+                // pdfium marks a hyphen that breaks a word at a line end with U+0002.
+                Some('\u{2}') => '-',
+                Some(ch) => ch,
+            };
             let Ok(bounds) = c.loose_bounds() else {
                 continue;
             };

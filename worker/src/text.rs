@@ -27,7 +27,11 @@ const WORD_GAP_EM: f32 = 0.25;
 /// A line at least this much larger than the body text is a heading.
 const HEADING_SIZE_RATIO: f32 = 1.15;
 /// Top and bottom bands (share of page height) where headers, footers and page numbers live.
-const FURNITURE_BAND: f32 = 0.07;
+const FURNITURE_BAND: f32 = 0.1;
+/// Furniture stands apart from the body by at least this many of its own line heights.
+const FURNITURE_GAP_LINES: f32 = 1.0;
+/// More fragments than this at a page edge are content, not a running header or footer.
+const MAX_FURNITURE_FRAGMENTS: usize = 6;
 /// The narrowest strip (points) taken for a column gutter.
 const MIN_GUTTER_PT: usize = 4;
 /// Gutter positions examined per page at most.
@@ -264,9 +268,12 @@ fn layout(frame: &Frame, chars: &[TextChar]) -> Vec<Block> {
         .collect();
     let (width, height) = frame.size();
     let fragments = fragments(&upright);
-    let (furniture, body): (Vec<Fragment>, Vec<Fragment>) = fragments
+    let kinds = furniture_kinds(&fragments, height);
+    let (furniture, body): (Vec<(Fragment, Option<BlockType>)>, Vec<_>) = fragments
         .into_iter()
-        .partition(|f| furniture_kind(f, height).is_some());
+        .zip(kinds)
+        .partition(|(_, kind)| kind.is_some());
+    let body: Vec<Fragment> = body.into_iter().map(|(f, _)| f).collect();
 
     let mut lines = Vec::new();
     for region in reading_regions(body, width) {
@@ -291,13 +298,13 @@ fn layout(frame: &Frame, chars: &[TextChar]) -> Vec<Block> {
             continues_previous: false,
         })
         .collect();
-    for f in &furniture {
-        if let Some(kind) = furniture_kind(f, height) {
+    for (f, kind) in furniture {
+        if let Some(kind) = kind {
             blocks.push(Block {
                 kind,
                 bbox: frame.bbox(&f.rect),
                 angle: Some(angle),
-                content: Some(f.text.clone()),
+                content: Some(f.text),
                 continues_previous: false,
             });
         }
@@ -335,8 +342,10 @@ fn fragments(chars: &[TextChar]) -> Vec<Fragment> {
             let overlap = self.last.y1.min(c.rect.y1) - self.last.y0.max(c.rect.y0);
             let min_h = self.last.height().min(c.rect.height()).max(0.1);
             let dx = c.rect.x0 - self.last.x1;
-            (overlap >= 0.5 * min_h && dx >= -0.5 * em && dx <= FRAGMENT_GAP_EM * em)
-                .then_some(dx / em)
+            // pdfium gives each letter of a ligature (fi, ffl) the whole glyph's box, so a
+            // character may start where the previous one did, but not before it.
+            let forward = c.rect.x0 >= self.last.x0 - 0.1 * em || dx >= -0.5 * em;
+            (overlap >= 0.5 * min_h && forward && dx <= FRAGMENT_GAP_EM * em).then_some(dx / em)
         }
         fn push(&mut self, c: &TextChar, space: bool) {
             if space {
@@ -403,21 +412,82 @@ fn is_cjk(c: char) -> bool {
         | 0xF900..=0xFAFF | 0xFF00..=0xFFEF)
 }
 
-/// Headers, footers and page numbers: short fragments in the top or bottom band of the page.
-fn furniture_kind(f: &Fragment, page_height: f32) -> Option<BlockType> {
+/// Headers, footers and page numbers: the topmost and bottommost clusters of fragments, when
+/// they lie in the page's top or bottom band and a blank line or more separates them from the
+/// body (so a body that starts high is not taken for a header).
+fn furniture_kinds(fragments: &[Fragment], page_height: f32) -> Vec<Option<BlockType>> {
+    let mut kinds = vec![None; fragments.len()];
+    let mut by_top: Vec<usize> = (0..fragments.len()).collect();
+    by_top.sort_by(|&a, &b| fragments[a].rect.y0.total_cmp(&fragments[b].rect.y0));
     let band = FURNITURE_BAND * page_height;
-    let top = f.rect.y1 <= band;
-    let bottom = f.rect.y0 >= page_height - band;
-    if !(top || bottom) || f.text.chars().count() > 100 {
-        return None;
+    let edges = [
+        (Edge::Top, by_top.clone()),
+        (Edge::Bottom, by_top.into_iter().rev().collect()),
+    ];
+    for (edge, order) in edges {
+        let Some(cluster) = edge_cluster(fragments, &order, edge) else {
+            continue;
+        };
+        let in_band = cluster.iter().all(|&i| {
+            let r = &fragments[i].rect;
+            match edge {
+                Edge::Top => r.y1 <= band,
+                Edge::Bottom => r.y0 >= page_height - band,
+            }
+        });
+        if !in_band || cluster.len() > MAX_FURNITURE_FRAGMENTS {
+            continue;
+        }
+        for i in cluster {
+            let text = &fragments[i].text;
+            if text.chars().count() > 100 {
+                continue;
+            }
+            kinds[i] = Some(if is_page_number(text) {
+                BlockType::PageNumber
+            } else if edge == Edge::Top {
+                BlockType::Header
+            } else {
+                BlockType::Footer
+            });
+        }
     }
-    Some(if is_page_number(&f.text) {
-        BlockType::PageNumber
-    } else if top {
-        BlockType::Header
-    } else {
-        BlockType::Footer
-    })
+    kinds
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Edge {
+    Top,
+    Bottom,
+}
+
+/// The fragments (indices, in `order` from the page edge inwards) before the first blank line,
+/// or `None` when no body follows them.
+fn edge_cluster(fragments: &[Fragment], order: &[usize], edge: Edge) -> Option<Vec<usize>> {
+    let mut cluster: Vec<usize> = Vec::new();
+    let mut reach = 0.0f32;
+    let mut line_height = 0.0f32;
+    for &i in order {
+        let r = &fragments[i].rect;
+        if !cluster.is_empty() {
+            let gap = match edge {
+                Edge::Top => r.y0 - reach,
+                Edge::Bottom => reach - r.y1,
+            };
+            if gap >= FURNITURE_GAP_LINES * line_height {
+                return Some(cluster);
+            }
+        }
+        reach = match (edge, cluster.is_empty()) {
+            (Edge::Top, true) => r.y1,
+            (Edge::Top, false) => reach.max(r.y1),
+            (Edge::Bottom, true) => r.y0,
+            (Edge::Bottom, false) => reach.min(r.y0),
+        };
+        line_height = line_height.max(r.height());
+        cluster.push(i);
+    }
+    None
 }
 
 fn is_page_number(text: &str) -> bool {
@@ -885,6 +955,34 @@ mod tests {
         chars.extend(line(72.0, 140.0, 10.0, false, "Second paragraph."));
         let got = texts(&analyze_page(&page(chars), 0));
         assert_eq!(got.len(), 2);
+    }
+
+    #[test]
+    fn letters_of_a_ligature_sharing_one_box_stay_in_one_word() {
+        let mut chars = line(72.0, 100.0, 10.0, false, "speci");
+        let mut fi = line(97.0, 100.0, 10.0, false, "fi");
+        fi[1].rect = fi[0].rect;
+        chars.extend(fi);
+        chars.extend(line(102.0, 100.0, 10.0, false, "c"));
+        assert_eq!(
+            texts(&analyze_page(&page(chars), 0)),
+            vec![(BlockType::Text, "specific".into())]
+        );
+    }
+
+    #[test]
+    fn a_line_in_the_top_band_is_a_header_only_when_set_apart() {
+        let mut chars = line(72.0, 30.0, 10.0, false, "Running header");
+        chars.extend(line(72.0, 100.0, 10.0, false, "Body text."));
+        let result = analyze_page(&page(chars), 0);
+        assert_eq!(result.page.discarded.len(), 1);
+        assert_eq!(result.page.discarded[0].kind, BlockType::Header);
+
+        let mut chars = line(72.0, 30.0, 10.0, false, "A body that starts high");
+        chars.extend(line(72.0, 43.0, 10.0, false, "and continues below."));
+        let result = analyze_page(&page(chars), 0);
+        assert!(result.page.discarded.is_empty());
+        assert_eq!(result.page.blocks.len(), 1);
     }
 
     #[test]

@@ -362,6 +362,28 @@ fn cyrillic_and_greek_text_is_extracted() {
 }
 
 #[test]
+fn words_hyphenated_at_line_ends_are_joined() {
+    let page = PageSpec::letter().lines(
+        72.0,
+        100.0,
+        11.0,
+        14.0,
+        &[
+            "Distinguished Encoding Rules manip-",
+            "ulation is well known.",
+        ],
+    );
+    let got = blocks(&parse(&[page])[0]);
+    assert_eq!(
+        got,
+        vec![(
+            BlockType::Text,
+            "Distinguished Encoding Rules manipulation is well known.".into()
+        )]
+    );
+}
+
+#[test]
 fn a_sentence_broken_by_a_page_break_is_merged_in_the_output() {
     let pages = parse(&[
         PageSpec::letter().lines(
