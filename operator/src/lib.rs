@@ -3,6 +3,7 @@
 pub mod context;
 pub mod controller;
 pub mod error;
+pub mod gates;
 pub mod labels;
 pub mod metrics;
 pub mod reconcile;

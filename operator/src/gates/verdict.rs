@@ -1,0 +1,175 @@
+//! From the numbers a check's queries returned to a verdict.
+//!
+//! The rules, in order: any query error → Error (never counts toward promotion); too few samples
+//! → Inconclusive; no data, NaN or ±Inf for the judged revision (or for stable in a ratio check)
+//! → Inconclusive with the reason; otherwise Pass when every threshold holds, else Fail.
+
+use mineru_crds::{QualityResult, Verdict};
+
+use super::Threshold;
+
+/// What one instant query returned.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reading {
+    /// A single sample value (possibly NaN or infinite: PromQL divides by zero freely).
+    Value(f64),
+    /// The query succeeded but returned no series.
+    Empty,
+    /// The query failed: Prometheus unreachable, timeout, invalid PromQL.
+    Error(String),
+}
+
+/// The readings of one check in one round.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Readings {
+    /// The value for the judged revision.
+    pub value: Reading,
+    /// The value for stable, read in the same round; needed by ratio thresholds.
+    pub stable: Option<Reading>,
+    /// The sample count, when the check has a samples query.
+    pub samples: Option<Reading>,
+}
+
+/// The outcome of one check in one round, with the numbers that led to it. Numbers are finite
+/// or absent: status is JSON, which has no NaN.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluation {
+    /// Pass, Fail, Inconclusive or Error.
+    pub verdict: Verdict,
+    /// The judged revision's value.
+    pub value: Option<f64>,
+    /// Stable's value in the same round.
+    pub stable_value: Option<f64>,
+    /// Samples behind the value.
+    pub samples: Option<f64>,
+    /// Why, when the verdict is not Pass.
+    pub message: Option<String>,
+}
+
+fn finite(reading: Option<&Reading>) -> Option<f64> {
+    match reading {
+        Some(Reading::Value(v)) if v.is_finite() => Some(*v),
+        _ => None,
+    }
+}
+
+/// Judges `readings` against `threshold`; `min_samples` applies when a samples reading is given.
+pub fn evaluate(
+    threshold: &Threshold,
+    min_samples: Option<f64>,
+    readings: &Readings,
+) -> Evaluation {
+    let evaluation = Evaluation {
+        verdict: Verdict::Pass,
+        value: finite(Some(&readings.value)),
+        stable_value: finite(readings.stable.as_ref()),
+        samples: finite(readings.samples.as_ref()),
+        message: None,
+    };
+    let settle = |verdict, message: String| Evaluation {
+        verdict,
+        message: Some(message),
+        ..evaluation.clone()
+    };
+
+    let errors = [
+        ("value", Some(&readings.value)),
+        ("stable value", readings.stable.as_ref()),
+        ("samples", readings.samples.as_ref()),
+    ];
+    for (what, reading) in errors {
+        if let Some(Reading::Error(error)) = reading {
+            return settle(Verdict::Error, format!("{what} query failed: {error}"));
+        }
+    }
+
+    if let (Some(reading), Some(min)) = (&readings.samples, min_samples) {
+        match finite(Some(reading)) {
+            None => return settle(Verdict::Inconclusive, "no samples yet".into()),
+            Some(samples) if samples < min => {
+                return settle(
+                    Verdict::Inconclusive,
+                    format!("{} samples, {} needed", round(samples), round(min)),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+
+    let Some(value) = evaluation.value else {
+        return settle(Verdict::Inconclusive, no_data("", &readings.value));
+    };
+
+    let mut breaches = Vec::new();
+    if let Some(max) = threshold.max.filter(|max| value > *max) {
+        breaches.push(format!("{} > {}", round(value), round(max)));
+    }
+    if let Some(min) = threshold.min.filter(|min| value < *min) {
+        breaches.push(format!("{} < {}", round(value), round(min)));
+    }
+    if let Some(ratio) = threshold.max_ratio_to_stable {
+        let Some(stable) = evaluation.stable_value else {
+            let stable = readings.stable.as_ref().unwrap_or(&Reading::Empty);
+            return settle(Verdict::Inconclusive, no_data("stable ", stable));
+        };
+        let limit = ratio * stable.max(threshold.ratio_floor.unwrap_or(0.0));
+        if value > limit {
+            breaches.push(format!(
+                "{} > {} x {} (stable {})",
+                round(value),
+                round(ratio),
+                round(limit / ratio),
+                round(stable)
+            ));
+        }
+    }
+
+    if breaches.is_empty() {
+        evaluation
+    } else {
+        settle(Verdict::Fail, breaches.join("; "))
+    }
+}
+
+fn no_data(whose: &str, reading: &Reading) -> String {
+    match reading {
+        Reading::Value(v) if v.is_nan() => {
+            format!("{whose}value is NaN (no traffic in the window?)")
+        }
+        Reading::Value(v) => format!("{whose}value is {v} (division by zero?)"),
+        _ => format!("no {whose}data: the query returned no series"),
+    }
+}
+
+/// Four significant digits: enough to read, short enough for a status line.
+fn round(value: f64) -> f64 {
+    if value == 0.0 || !value.is_finite() {
+        return value;
+    }
+    let scale = 10f64.powi(3 - value.abs().log10().floor() as i32);
+    (value * scale).round() / scale
+}
+
+/// The quality gate's number: the share of golden documents whose canary output did not match
+/// stable's, judged like any other value against `threshold` (the document count is the
+/// sample count).
+pub fn evaluate_quality(threshold: &Threshold, results: &[QualityResult]) -> Evaluation {
+    let readings = if results.is_empty() {
+        Readings {
+            value: Reading::Empty,
+            stable: None,
+            samples: None,
+        }
+    } else {
+        let regressed = results
+            .iter()
+            .filter(|r| r.verdict != Verdict::Pass)
+            .count();
+        Readings {
+            value: Reading::Value(regressed as f64 / results.len() as f64),
+            stable: None,
+            samples: Some(Reading::Value(results.len() as f64)),
+        }
+    };
+    evaluate(threshold, None, &readings)
+}
