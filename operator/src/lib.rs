@@ -8,6 +8,7 @@ pub mod labels;
 pub mod metrics;
 pub mod reconcile;
 pub mod revision;
+pub mod rollout;
 
 /// Port of the vLLM OpenAI server in every model pod.
 pub const VLLM_PORT: i32 = 8000;

@@ -1,0 +1,366 @@
+//! Analysis rounds: which checks run when, and what their verdicts do.
+//!
+//! A round counts once: only when it is due (`interval` after the last counted one), so that a
+//! replay of the same round changes no counter. Query errors and inconclusive verdicts have
+//! their own counters and never count as a pass; a failed criterion counts toward
+//! `failureLimit` for the current step; a trigger breach must last its `for` before it rolls back.
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use mineru_crds::{
+    CheckKind, CheckStatus, MineruDeploymentStatus, Policy, Revisions, RollbackReason, Tier,
+    Verdict,
+};
+
+use super::{
+    AnalysisRequest, AnalysisRound, CheckResult, EventReason, Input,
+    machine::{Evidence, Machine, Stage, later, stage, whole_second},
+};
+use crate::gates::{
+    self, Check, Source,
+    verdict::{self, Reading, Readings},
+};
+
+/// The revisions judged and the ones compared with, when analysis runs at all: during steps
+/// (canary against stable) and during the post-promotion window (the promoted revisions alone).
+fn judged(status: &MineruDeploymentStatus, stage: Stage) -> Option<(Revisions, Option<Revisions>)> {
+    match stage {
+        Stage::Stepping(_) => Some((status.canary.clone()?, status.stable.clone())),
+        Stage::Verifying => Some((status.stable.clone()?, None)),
+        Stage::Steady | Stage::Warming => None,
+    }
+}
+
+/// The checks that run in this stage. After promotion there is no stable traffic left to
+/// compare with, so ratio checks (and the golden-document comparison) stop there.
+fn applicable(input: &Input, status: &MineruDeploymentStatus, checks: &[Check]) -> Vec<Check> {
+    let stage = stage(input, status);
+    let Some((judged, baseline)) = judged(status, stage) else {
+        return Vec::new();
+    };
+    let model_changed = match (&baseline, &status.previous_stable) {
+        (Some(stable), _) | (None, Some(stable)) => stable.model_revision != judged.model_revision,
+        (None, None) => false,
+    };
+    let last = input.rollout.steps.len() as i32 - 1;
+    checks
+        .iter()
+        .filter(|check| match stage {
+            Stage::Stepping(index) => check.kind == CheckKind::Trigger || check.gates_step(index),
+            _ => {
+                (check.kind == CheckKind::Trigger || check.gates_step(last))
+                    && !check.threshold.compares_with_stable()
+                    && check.source != Source::Quality
+            }
+        })
+        // Without a model canary there are no canary vLLM pods to watch.
+        .filter(|check| model_changed || check.source != Source::CanaryVllmRestarts)
+        .cloned()
+        .collect()
+}
+
+fn due(input: &Input, status: &MineruDeploymentStatus, at: Timestamp) -> bool {
+    let interval = input.rollout.analysis.interval.get();
+    status
+        .last_analysis_at
+        .as_ref()
+        .is_none_or(|last| at >= later(last.0, interval))
+}
+
+/// The golden documents run once per step that a quality criterion gates, and again only
+/// when the last run could not decide.
+fn quality_due(status: &MineruDeploymentStatus, checks: &[Check]) -> bool {
+    let since = status.step_started_at.as_ref();
+    checks
+        .iter()
+        .filter(|c| c.source == Source::Quality && c.kind == CheckKind::Promotion)
+        .any(|c| {
+            !status.checks.iter().any(|s| {
+                s.name == c.name
+                    && s.kind == c.kind
+                    && since.is_some_and(|since| s.evaluated_at > *since)
+                    && matches!(s.verdict, Verdict::Pass | Verdict::Fail)
+            })
+        })
+}
+
+/// What the controller should measure now; `None` when no round is due.
+pub fn analysis_request(input: &Input) -> Option<AnalysisRequest> {
+    let status = &input.status;
+    let (judged, baseline) = judged(status, stage(input, status))?;
+    if !due(input, status, whole_second(input.now)) {
+        return None;
+    }
+    let checks = applicable(input, status, &gates::checks(&input.rollout.analysis));
+    let quality = quality_due(status, &checks);
+    let checks = checks
+        .into_iter()
+        .filter(|c| {
+            c.source != Source::CanaryVllmRestarts && (quality || c.source != Source::Quality)
+        })
+        .collect();
+    Some(AnalysisRequest {
+        checks,
+        judged,
+        baseline,
+        quality,
+    })
+}
+
+fn revision_of(revisions: &Revisions, tier: Tier) -> &str {
+    match tier {
+        Tier::Model => &revisions.model_revision,
+        Tier::Worker => &revisions.worker_revision,
+    }
+}
+
+impl Machine<'_> {
+    /// Counts a round of results and applies what they call for.
+    pub fn consume(&mut self, round: &AnalysisRound) {
+        let Some((judged, _)) = judged(&self.s, self.stage()) else {
+            return;
+        };
+        let at = whole_second(round.at);
+        if !due(self.input, &self.s, at) {
+            return;
+        }
+        self.s.last_analysis_at = Some(Time(at));
+        if !round.quality.is_empty() {
+            self.s.quality = round.quality.clone();
+        }
+        let checks = applicable(self.input, &self.s, &self.checks);
+        let mut verdicts = Vec::new();
+        for check in &checks {
+            let revision = revision_of(&judged, check.tier);
+            let result = match check.source {
+                Source::CanaryVllmRestarts => Some(self.restarts(check, revision)),
+                _ => round
+                    .results
+                    .iter()
+                    .find(|r| {
+                        r.name == check.name && r.kind == check.kind && r.revision == revision
+                    })
+                    .cloned(),
+            };
+            if let Some(result) = result {
+                verdicts.push(result.evaluation.verdict);
+                self.record(check, result, at);
+            }
+        }
+        self.s.consecutive_errors = bump(
+            self.s.consecutive_errors,
+            verdicts.contains(&Verdict::Error),
+        );
+        self.s.consecutive_inconclusive = bump(
+            self.s.consecutive_inconclusive,
+            verdicts.contains(&Verdict::Inconclusive),
+        );
+        self.judge(&checks, at);
+    }
+
+    fn restarts(&self, check: &Check, revision: &str) -> CheckResult {
+        let restarts = self
+            .input
+            .observed
+            .vllm_restarts
+            .get(revision)
+            .copied()
+            .unwrap_or(0);
+        let readings = Readings {
+            value: Reading::Value(f64::from(restarts)),
+            stable: None,
+            samples: None,
+        };
+        CheckResult {
+            name: check.name.clone(),
+            kind: check.kind,
+            revision: revision.to_owned(),
+            query: None,
+            evaluation: verdict::evaluate(&check.threshold, None, &readings),
+        }
+    }
+
+    fn record(&mut self, check: &Check, result: CheckResult, at: Timestamp) {
+        let previous = self
+            .s
+            .checks
+            .iter()
+            .position(|s| s.name == check.name && s.kind == check.kind)
+            .map(|i| self.s.checks.remove(i));
+        let verdict = result.evaluation.verdict;
+        let failures = previous.as_ref().map_or(0, |p| p.failures)
+            + i32::from(verdict == Verdict::Fail && check.kind == CheckKind::Promotion);
+        let since = previous.and_then(|p| p.breaching_since);
+        let breaching_since = match (check.kind, verdict) {
+            (CheckKind::Trigger, Verdict::Fail) => since.or(Some(Time(at))),
+            (CheckKind::Trigger, Verdict::Pass) => None,
+            _ => since,
+        };
+        self.s.checks.push(CheckStatus {
+            name: check.name.clone(),
+            kind: check.kind,
+            revision: result.revision,
+            value: result.evaluation.value,
+            stable_value: result.evaluation.stable_value,
+            threshold: check.threshold.describe(),
+            samples: result.evaluation.samples,
+            verdict,
+            failures,
+            message: result.evaluation.message,
+            query: result.query,
+            breaching_since,
+            evaluated_at: Time(at),
+        });
+    }
+
+    fn status_of(&self, check: &Check) -> Option<&CheckStatus> {
+        self.s
+            .checks
+            .iter()
+            .find(|s| s.name == check.name && s.kind == check.kind)
+    }
+
+    /// Applies, in order of severity: a sustained trigger breach, a criterion failed beyond
+    /// `failureLimit`, too many query errors, too many inconclusive rounds.
+    fn judge(&mut self, checks: &[Check], at: Timestamp) {
+        let analysis = &self.input.rollout.analysis;
+        for check in checks.iter().filter(|c| c.kind == CheckKind::Trigger) {
+            let Some(status) = self.status_of(check) else {
+                continue;
+            };
+            let sustained = status
+                .breaching_since
+                .as_ref()
+                .is_some_and(|since| at >= later(since.0, check.sustained_for));
+            if status.verdict == Verdict::Fail && sustained {
+                let reason = quality_or(check, RollbackReason::TriggerFired);
+                let message = format!(
+                    "rollback trigger {} breached for {}",
+                    check.name,
+                    human(check.sustained_for)
+                );
+                let evidence = evidence(reason, status, message);
+                self.rollback(evidence);
+                return;
+            }
+        }
+        for check in checks.iter().filter(|c| c.kind == CheckKind::Promotion) {
+            let Some(status) = self.status_of(check) else {
+                continue;
+            };
+            if status.verdict != Verdict::Fail || status.failures <= analysis.failure_limit {
+                continue;
+            }
+            let message = format!(
+                "promotion criterion {} failed {} time(s) in this step (failureLimit {})",
+                check.name, status.failures, analysis.failure_limit
+            );
+            match check.on_fail {
+                Policy::Rollback => {
+                    let evidence = evidence(
+                        quality_or(check, RollbackReason::CriterionFailed),
+                        status,
+                        message,
+                    );
+                    self.rollback(evidence);
+                    return;
+                }
+                Policy::Hold if status.failures == analysis.failure_limit + 1 => {
+                    self.event(
+                        EventReason::Holding,
+                        format!("{message}; holding at this step"),
+                    );
+                }
+                Policy::Hold => {}
+            }
+        }
+        let limits = [
+            (
+                self.s.consecutive_errors,
+                analysis.consecutive_error_limit,
+                analysis.on_error,
+                Verdict::Error,
+                RollbackReason::AnalysisError,
+                "query errors",
+            ),
+            (
+                self.s.consecutive_inconclusive,
+                analysis.inconclusive_limit,
+                analysis.on_inconclusive,
+                Verdict::Inconclusive,
+                RollbackReason::Inconclusive,
+                "inconclusive rounds",
+            ),
+        ];
+        for (count, limit, policy, verdict, reason, what) in limits {
+            if count <= limit {
+                continue;
+            }
+            let message = format!("{count} {what} in a row (limit {limit})");
+            let culprit = checks
+                .iter()
+                .filter_map(|c| self.status_of(c))
+                .find(|s| s.verdict == verdict && s.evaluated_at.0 == at);
+            match policy {
+                Policy::Rollback => {
+                    let evidence = match culprit {
+                        Some(status) => evidence(reason, status, message),
+                        None => Evidence::plain(reason, message),
+                    };
+                    self.rollback(evidence);
+                    return;
+                }
+                Policy::Hold if count == limit + 1 => {
+                    self.event(
+                        EventReason::Holding,
+                        format!("{message}; holding at this step"),
+                    );
+                }
+                Policy::Hold => {}
+            }
+        }
+    }
+}
+
+fn bump(count: i32, this_round: bool) -> i32 {
+    if this_round { count + 1 } else { 0 }
+}
+
+fn quality_or(check: &Check, reason: RollbackReason) -> RollbackReason {
+    if check.source == Source::Quality {
+        RollbackReason::QualityRegressed
+    } else {
+        reason
+    }
+}
+
+fn evidence(reason: RollbackReason, status: &CheckStatus, message: String) -> Evidence {
+    let detail = status
+        .message
+        .as_deref()
+        .map_or(String::new(), |m| format!(" ({m})"));
+    Evidence {
+        reason,
+        check: Some(status.name.clone()),
+        query: status.query.clone(),
+        value: status.value,
+        threshold: Some(status.threshold.clone()),
+        message: format!("{message}{detail}"),
+    }
+}
+
+/// A duration the way people say it: `15m`, `1h30m`, `45s`.
+pub(super) fn human(duration: std::time::Duration) -> String {
+    let total = duration.as_secs();
+    let (h, m, s) = (total / 3600, total / 60 % 60, total % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 || out.is_empty() {
+        out.push_str(&format!("{s}s"));
+    }
+    out
+}

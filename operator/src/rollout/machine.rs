@@ -1,0 +1,531 @@
+//! The transitions: start, warm up, step, promote, verify, roll back, and manual commands.
+
+use std::time::Duration;
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use mineru_crds::{
+    MineruDeploymentStatus, RetiredRevision, Revisions, RollbackReason, RollbackRecord, Step,
+};
+
+use super::{
+    Command, Decision, Event, EventReason, Input, Notification, NotificationKind, plan, report,
+};
+use crate::gates::{self, Check};
+
+/// Where a rollout stands, derived from status alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// Stable serves everything; nothing to watch.
+    Steady,
+    /// Promoted; the post-promotion window is running.
+    Verifying,
+    /// The canary is starting and warming up; no traffic yet.
+    Warming,
+    /// The canary takes the weight of this step (0-based).
+    Stepping(i32),
+}
+
+pub(super) fn stage(input: &Input, status: &MineruDeploymentStatus) -> Stage {
+    match (&status.canary, status.canary_weight.unwrap_or(0)) {
+        (Some(_), 0) => Stage::Warming,
+        (Some(_), _) => {
+            let last = input.rollout.steps.len() as i32 - 1;
+            Stage::Stepping(status.current_step.unwrap_or(0).clamp(0, last.max(0)))
+        }
+        (None, _) if status.promoted_at.is_some() && status.previous_stable.is_some() => {
+            Stage::Verifying
+        }
+        (None, _) => Stage::Steady,
+    }
+}
+
+/// Status stores whole seconds; deciding on the same truncated instant keeps a decision and
+/// its replay from a persisted status identical.
+pub(super) fn whole_second(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+pub(super) fn later(t: Timestamp, by: Duration) -> Timestamp {
+    t.checked_add(by).unwrap_or(Timestamp::MAX)
+}
+
+pub(super) fn reached(now: Timestamp, since: Option<&Time>, after: Duration) -> bool {
+    since.is_some_and(|since| now >= later(since.0, after))
+}
+
+pub(super) fn show(revisions: &Revisions) -> String {
+    format!("{}/{}", revisions.model_revision, revisions.worker_revision)
+}
+
+/// Why a rollback happened, with what proves it.
+pub(super) struct Evidence {
+    pub reason: RollbackReason,
+    pub check: Option<String>,
+    pub query: Option<String>,
+    pub value: Option<f64>,
+    pub threshold: Option<String>,
+    pub message: String,
+}
+
+impl Evidence {
+    pub fn plain(reason: RollbackReason, message: String) -> Evidence {
+        Evidence {
+            reason,
+            check: None,
+            query: None,
+            value: None,
+            threshold: None,
+            message,
+        }
+    }
+}
+
+pub(super) struct Machine<'a> {
+    pub input: &'a Input,
+    pub now: Timestamp,
+    pub checks: Vec<Check>,
+    pub s: MineruDeploymentStatus,
+    pub events: Vec<Event>,
+    pub notifications: Vec<Notification>,
+}
+
+pub(super) fn run(input: &Input) -> Decision {
+    let mut m = Machine {
+        input,
+        now: whole_second(input.now),
+        checks: gates::checks(&input.rollout.analysis),
+        s: input.status.clone(),
+        events: Vec::new(),
+        notifications: Vec::new(),
+    };
+    m.s.observed_generation = input.generation.or(m.s.observed_generation);
+    // The first revisions ever deployed have nothing to be compared with: they are stable.
+    if m.s.stable.is_none() {
+        m.s.stable = Some(input.desired.clone());
+    }
+    // A failed revision stays blocked only while the spec still asks for it.
+    m.s.failed_revisions.retain(|r| *r == input.desired);
+    for command in &input.commands {
+        m.command(*command);
+    }
+    m.follow_spec();
+    if let Some(round) = &input.analysis {
+        m.consume(round);
+    }
+    // Each pass moves one stage forward; several may follow at once (no pause, no gates), and
+    // looping to a fixed point is what makes a replay of the same input a no-op.
+    for _ in 0..input.rollout.steps.len() + 3 {
+        if !m.advance() {
+            break;
+        }
+    }
+    m.prune_retired();
+    report::finish(m)
+}
+
+impl Machine<'_> {
+    pub fn stage(&self) -> Stage {
+        stage(self.input, &self.s)
+    }
+
+    fn steps(&self) -> &[Step] {
+        &self.input.rollout.steps
+    }
+
+    pub fn weight_of(&self, index: i32) -> i32 {
+        self.steps().get(index as usize).map_or(100, |s| s.weight)
+    }
+
+    pub fn stable(&self) -> &Revisions {
+        self.s.stable.as_ref().unwrap_or(&self.input.desired)
+    }
+
+    pub fn model_changed(&self) -> bool {
+        self.s
+            .canary
+            .as_ref()
+            .is_some_and(|c| c.model_revision != self.stable().model_revision)
+    }
+
+    pub fn event(&mut self, reason: EventReason, message: String) {
+        self.events.push(Event { reason, message });
+    }
+
+    fn notify(
+        &mut self,
+        kind: NotificationKind,
+        revisions: Revisions,
+        step: Option<i32>,
+        message: &str,
+    ) {
+        self.notifications.push(Notification {
+            kind,
+            revisions,
+            step,
+            weight: self.s.canary_weight.unwrap_or(0),
+            message: message.to_owned(),
+        });
+    }
+
+    fn command(&mut self, command: Command) {
+        let stage = self.stage();
+        match (command, stage) {
+            (Command::Abort, Stage::Warming | Stage::Stepping(_)) => self.rollback(Evidence::plain(
+                RollbackReason::Aborted,
+                "aborted by a person".into(),
+            )),
+            (Command::Abort, Stage::Verifying) => self.rollback(Evidence::plain(
+                RollbackReason::Aborted,
+                "aborted by a person during the post-promotion window".into(),
+            )),
+            (Command::Retry, _) if !self.s.failed_revisions.is_empty() => {
+                self.s.failed_revisions.clear();
+                let message = format!("retrying {}", show(&self.input.desired));
+                self.event(EventReason::Retried, message);
+            }
+            (Command::Pause, Stage::Warming | Stage::Stepping(_)) if !self.s.paused => {
+                self.s.paused = true;
+                self.event(EventReason::Paused, "paused by a person".into());
+            }
+            (Command::Resume, _) if self.s.paused => {
+                self.s.paused = false;
+                self.event(EventReason::Resumed, "resumed by a person".into());
+            }
+            (Command::PromoteStep, Stage::Stepping(index)) => {
+                self.complete_step(index, "promoted by a person")
+            }
+            (Command::PromoteFull, Stage::Stepping(_)) => self.promote("promoted in full by a person"),
+            (Command::PromoteStep | Command::PromoteFull, Stage::Warming) => self.event(
+                EventReason::CommandIgnored,
+                "promote ignored: the canary is not ready and warmed up yet, so it cannot take traffic".into(),
+            ),
+            (command, _) => self.event(
+                EventReason::CommandIgnored,
+                format!("{command:?} ignored: it does not apply in the current state"),
+            ),
+        }
+    }
+
+    /// Starts, supersedes or cancels a rollout when the desired revisions move.
+    fn follow_spec(&mut self) {
+        let desired = self.input.desired.clone();
+        let blocked = self.s.failed_revisions.contains(&desired);
+        match self.s.canary.clone() {
+            Some(canary) if canary == desired => {}
+            Some(canary) => {
+                self.retire_active(&canary);
+                self.clear_rollout();
+                if desired == *self.stable() || blocked {
+                    let message = format!(
+                        "spec no longer asks for {}; rollout cancelled, {} stays stable",
+                        show(&canary),
+                        show(self.stable())
+                    );
+                    self.event(EventReason::RolloutCancelled, message);
+                } else {
+                    let message = format!("{} superseded by {}", show(&canary), show(&desired));
+                    self.event(EventReason::RolloutSuperseded, message);
+                    self.start();
+                }
+            }
+            None if desired != *self.stable() && !blocked => self.start(),
+            None => {}
+        }
+    }
+
+    fn start(&mut self) {
+        let desired = self.input.desired.clone();
+        self.end_verification();
+        self.s.canary = Some(desired.clone());
+        self.s.current_step = Some(0);
+        self.s.canary_weight = Some(0);
+        self.s.step_started_at = Some(Time(self.now));
+        self.s.checks.clear();
+        self.s.quality.clear();
+        self.s.consecutive_errors = 0;
+        self.s.consecutive_inconclusive = 0;
+        let tiers = if self.model_changed() {
+            "model and worker"
+        } else {
+            "worker"
+        };
+        let weights: Vec<String> = self
+            .steps()
+            .iter()
+            .map(|s| format!("{}%", s.weight))
+            .collect();
+        let message = format!(
+            "rolling out {} ({tiers} changed) over {}",
+            show(&desired),
+            weights.join(" → ")
+        );
+        self.event(EventReason::RolloutStarted, message);
+        self.s.in_place_model_replicas = self.initial_in_place();
+    }
+
+    /// Stable replicas to stop up front when the canary's GPUs may not be added.
+    fn initial_in_place(&mut self) -> Option<i32> {
+        if !self.model_changed() {
+            return None;
+        }
+        let sizes = self.input.sizes;
+        let needed = sizes.gpus_per_replica * self.input.rollout.canary_model_replicas;
+        let surge = self.input.rollout.max_surge_gpus.unwrap_or(needed);
+        let allowed = surge
+            .min(self.input.observed.free_gpus.unwrap_or(surge))
+            .max(0);
+        if needed <= allowed {
+            return None;
+        }
+        let stop = ((needed - allowed + sizes.gpus_per_replica - 1) / sizes.gpus_per_replica)
+            .min(sizes.model_replicas);
+        let message = format!(
+            "the canary needs {needed} GPUs but only {allowed} may be added; stopping {stop} of {} stable vLLM replicas to make room",
+            sizes.model_replicas
+        );
+        self.event(EventReason::InPlaceReplacement, message);
+        Some(stop)
+    }
+
+    /// Moves the rollout forward by one stage when its conditions hold.
+    fn advance(&mut self) -> bool {
+        match self.stage() {
+            Stage::Steady => false,
+            Stage::Verifying => {
+                let window = self.input.rollout.post_promotion_window.get();
+                if !reached(self.now, self.s.promoted_at.as_ref(), window) {
+                    return false;
+                }
+                let message = format!(
+                    "{} passed the {} post-promotion window",
+                    show(self.stable()),
+                    self.input.rollout.post_promotion_window
+                );
+                self.end_verification();
+                self.event(EventReason::Verified, message);
+                true
+            }
+            Stage::Warming => self.advance_warming(),
+            Stage::Stepping(index) => self.advance_step(index),
+        }
+    }
+
+    fn advance_warming(&mut self) -> bool {
+        let canary_model = self.s.canary.as_ref().map(|c| c.model_revision.clone());
+        let full_replacement = self
+            .input
+            .rollout
+            .canary_model_replicas
+            .min(self.input.sizes.model_replicas);
+        if self.model_changed()
+            && canary_model.is_some_and(|m| self.input.observed.unschedulable.contains(&m))
+            && self.s.in_place_model_replicas.unwrap_or(0) < full_replacement
+        {
+            self.s.in_place_model_replicas = Some(full_replacement);
+            let message = format!(
+                "canary vLLM pods are unschedulable for lack of GPUs; stopping {full_replacement} stable vLLM replicas to make room instead of waiting"
+            );
+            self.event(EventReason::InPlaceReplacement, message);
+            return true;
+        }
+        if self.s.paused {
+            return false;
+        }
+        if report::canary_ready(self).is_ok() {
+            self.s.current_step = Some(0);
+            self.s.canary_weight = Some(self.weight_of(0));
+            self.s.step_started_at = Some(Time(self.now));
+            let message = format!(
+                "canary {} is ready and warmed up; sending it {}% of traffic",
+                show(self.s.canary.as_ref().unwrap_or(&self.input.desired)),
+                self.weight_of(0)
+            );
+            self.event(EventReason::CanaryReady, message);
+            return true;
+        }
+        self.deadline_passed()
+    }
+
+    /// Rolls back when the canary has not been ready for a whole `progressDeadline`.
+    fn deadline_passed(&mut self) -> bool {
+        let deadline = self.input.rollout.progress_deadline.get();
+        if self.s.paused || !reached(self.now, self.s.step_started_at.as_ref(), deadline) {
+            return false;
+        }
+        let missing = report::canary_ready(self).err().unwrap_or_default();
+        self.rollback(Evidence::plain(
+            RollbackReason::ProgressDeadlineExceeded,
+            format!(
+                "canary not ready and warmed up within the progress deadline of {}: {missing}",
+                self.input.rollout.progress_deadline
+            ),
+        ));
+        true
+    }
+
+    fn advance_step(&mut self, index: i32) -> bool {
+        if report::canary_ready(self).is_err() {
+            return self.deadline_passed();
+        }
+        let step = &self.steps()[index as usize];
+        let pause_over = step
+            .pause
+            .as_ref()
+            .is_none_or(|p| reached(self.now, self.s.step_started_at.as_ref(), p.get()));
+        let gates = report::gates(self, index);
+        if self.s.paused
+            || !pause_over
+            || !gates.passing()
+            || report::trigger_breaching(self).is_some()
+            || step.require_approval
+        {
+            return false;
+        }
+        self.complete_step(index, "gates passed");
+        true
+    }
+
+    fn complete_step(&mut self, index: i32, why: &str) {
+        let last = self.steps().len() as i32 - 1;
+        if index >= last {
+            self.promote(why);
+            return;
+        }
+        let canary = self
+            .s
+            .canary
+            .clone()
+            .unwrap_or_else(|| self.input.desired.clone());
+        let next = index + 1;
+        self.s.current_step = Some(next);
+        self.s.canary_weight = Some(self.weight_of(next));
+        self.s.step_started_at = Some(Time(self.now));
+        self.s.paused = false;
+        for check in &mut self.s.checks {
+            check.failures = 0;
+        }
+        let message = format!(
+            "step {}/{} ({}%) completed: {why}; now {}% to canary {}",
+            index + 1,
+            last + 1,
+            self.weight_of(index),
+            self.weight_of(next),
+            show(&canary)
+        );
+        self.event(EventReason::StepCompleted, message.clone());
+        self.notify(
+            NotificationKind::StepCompleted,
+            canary,
+            Some(index),
+            &message,
+        );
+    }
+
+    fn promote(&mut self, why: &str) {
+        let Some(canary) = self.s.canary.clone() else {
+            return;
+        };
+        let previous = self.stable().clone();
+        self.retire_active(&previous);
+        self.clear_rollout();
+        self.s.stable = Some(canary.clone());
+        self.s.previous_stable = Some(previous.clone());
+        self.s.promoted_at = Some(Time(self.now));
+        let message = format!(
+            "promoted {} ({why}); {} kept scaled down for the {} post-promotion window",
+            show(&canary),
+            show(&previous),
+            self.input.rollout.post_promotion_window
+        );
+        self.event(EventReason::Promoted, message.clone());
+        self.notify(NotificationKind::Promoted, canary, None, &message);
+    }
+
+    fn end_verification(&mut self) {
+        if self.s.promoted_at.take().is_some() {
+            self.s.previous_stable = None;
+            self.s.consecutive_errors = 0;
+            self.s.consecutive_inconclusive = 0;
+        }
+    }
+
+    /// Sends all traffic back to the last good revisions: the stable ones during a rollout,
+    /// the previous ones during the post-promotion window.
+    pub fn rollback(&mut self, evidence: Evidence) {
+        let (failed, restored) = match (self.s.canary.clone(), self.s.previous_stable.clone()) {
+            (Some(canary), _) => (canary, self.stable().clone()),
+            (None, Some(previous)) => (self.stable().clone(), previous),
+            (None, None) => return,
+        };
+        self.retire_active(&failed);
+        self.clear_rollout();
+        self.s.promoted_at = None;
+        self.s.previous_stable = None;
+        self.s.stable = Some(restored.clone());
+        self.s.consecutive_errors = 0;
+        self.s.consecutive_inconclusive = 0;
+        if !self.s.failed_revisions.contains(&failed) {
+            self.s.failed_revisions.push(failed.clone());
+        }
+        let message = format!(
+            "rolled back {} to {}: {}",
+            show(&failed),
+            show(&restored),
+            evidence.message
+        );
+        self.s.last_rollback = Some(RollbackRecord {
+            canary: failed.clone(),
+            reason: evidence.reason,
+            check: evidence.check,
+            query: evidence.query,
+            value: evidence.value,
+            threshold: evidence.threshold,
+            message: evidence.message,
+            at: Time(self.now),
+        });
+        self.event(EventReason::RolledBack(evidence.reason), message.clone());
+        self.notify(NotificationKind::RolledBack, failed, None, &message);
+    }
+
+    fn clear_rollout(&mut self) {
+        self.s.canary = None;
+        self.s.current_step = None;
+        self.s.canary_weight = None;
+        self.s.step_started_at = None;
+        self.s.in_place_model_replicas = None;
+        self.s.paused = false;
+    }
+
+    /// Records a revision leaving service with the replicas it runs now, which it keeps for
+    /// `scaleDownDelay` so that in-flight documents finish.
+    fn retire_active(&mut self, revisions: &Revisions) {
+        let plan = plan::compute(self.input, &self.s, self.now);
+        let retired = RetiredRevision {
+            revisions: revisions.clone(),
+            model_replicas: plan::replicas_of(&plan.model, &revisions.model_revision),
+            worker_replicas: plan::replicas_of(&plan.worker, &revisions.worker_revision),
+            since: Time(self.now),
+        };
+        self.s.retired.retain(|r| r.revisions != *revisions);
+        self.s.retired.push(retired);
+    }
+
+    /// Forgets retired revisions once scaled down, unless they are still a way back: the
+    /// previous stable during the post-promotion window, or the failed revision the spec still
+    /// names (kept at zero so that `retry` starts from existing objects).
+    fn prune_retired(&mut self) {
+        let active = [self.s.stable.clone(), self.s.canary.clone()];
+        self.s
+            .retired
+            .retain(|r| !active.contains(&Some(r.revisions.clone())));
+        let stable_ready = plan::stable_ready(self.input, &self.s, self.now);
+        let delay = self.input.rollout.scale_down_delay.get();
+        let now = self.now;
+        let previous = self.s.previous_stable.clone();
+        let failed = self.s.failed_revisions.clone();
+        self.s.retired.retain(|r| {
+            let scaled_down = stable_ready && now >= later(r.since.0, delay);
+            !scaled_down || previous.as_ref() == Some(&r.revisions) || failed.contains(&r.revisions)
+        });
+    }
+}

@@ -1,0 +1,302 @@
+//! The rollout engine: a pure state machine from what is known now to what should be.
+//!
+//! [`step`] takes an [`Input`] — the rollout spec, the desired revisions, the status written last
+//! time (the engine's only memory), observed facts, this round's check results, consumed manual
+//! commands and the time — and returns a [`Decision`]: the plan to apply, the status to write,
+//! events and notifications to send, and when to look again. It does no IO and reads no clock,
+//! so calling it again with the status it returned, at the same time and with nothing new
+//! observed, changes nothing: that is what makes a restart at any moment safe.
+//!
+//! The controller's side of the contract:
+//! 1. Ask [`analysis_request`] whether a round of checks is due; if so render and run the
+//!    queries (and the golden documents when `quality` is set) and pass the results as
+//!    [`Input::analysis`]. A check that could not even be rendered is reported as an Error.
+//! 2. Remove consumed command annotations before writing status, so a command is applied at
+//!    most once even across a crash.
+//! 3. Apply [`Decision::plan`] (every revision listed is kept at the given replicas; owned
+//!    revisions not listed are deleted), write [`Decision::status`], emit the events and
+//!    notifications, and requeue at [`Decision::requeue_at`].
+
+mod analysis;
+mod machine;
+mod plan;
+mod report;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::jiff::Timestamp;
+use mineru_crds::{
+    CheckKind, MineruDeploymentSpec, MineruDeploymentStatus, QualityResult, Revisions,
+    RollbackReason, RolloutSpec,
+};
+
+use crate::gates::{Check, verdict::Evaluation};
+
+pub use analysis::analysis_request;
+
+/// Everything a decision depends on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Input {
+    /// `metadata.generation`, echoed as `status.observedGeneration`.
+    pub generation: Option<i64>,
+    /// `spec.rollout`.
+    pub rollout: RolloutSpec,
+    /// Replica counts and GPU size of both tiers from the spec.
+    pub sizes: Sizes,
+    /// The revisions the spec asks for now.
+    pub desired: Revisions,
+    /// The status written last time; `Default` for a new object.
+    pub status: MineruDeploymentStatus,
+    /// Facts read from the cluster this round.
+    pub observed: Observed,
+    /// Check results of this round, when [`analysis_request`] said one was due.
+    pub analysis: Option<AnalysisRound>,
+    /// Manual commands consumed from annotations, in the order given.
+    pub commands: Vec<Command>,
+    /// The time of this decision.
+    pub now: Timestamp,
+}
+
+/// Sizes of both tiers as the spec sets them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizes {
+    /// `spec.model.replicas`.
+    pub model_replicas: i32,
+    /// `spec.model.gpusPerReplica`.
+    pub gpus_per_replica: i32,
+    /// `spec.worker.replicas`.
+    pub worker_replicas: i32,
+}
+
+impl Sizes {
+    /// The sizes a spec asks for.
+    pub fn of(spec: &MineruDeploymentSpec) -> Sizes {
+        Sizes {
+            model_replicas: spec.model.replicas,
+            gpus_per_replica: spec.model.gpus_per_replica,
+            worker_replicas: spec.worker.replicas,
+        }
+    }
+}
+
+/// Facts about the revisions' pods, keyed by revision so that no fact is read for the wrong one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Ready vLLM replicas per model revision.
+    pub model_ready: BTreeMap<String, i32>,
+    /// Ready worker replicas per worker revision.
+    pub worker_ready: BTreeMap<String, i32>,
+    /// Model revisions whose vLLM lists the expected model at `/v1/models` and completed a
+    /// warm-up request (`/health` is 200 long before that).
+    pub warmed_up: BTreeSet<String>,
+    /// Model revisions with pods that cannot be scheduled for lack of GPUs.
+    pub unschedulable: BTreeSet<String>,
+    /// Container restarts of vLLM pods per model revision.
+    pub vllm_restarts: BTreeMap<String, i32>,
+    /// GPUs free in the cluster for the canary, when known.
+    pub free_gpus: Option<i32>,
+}
+
+/// A manual command, read from a `mineru.dev/*` annotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `promote: step` — leave the current step now, gates, pause and approval notwithstanding.
+    PromoteStep,
+    /// `promote: full` — promote the canary now.
+    PromoteFull,
+    /// `abort` — roll back now.
+    Abort,
+    /// `retry` — forget that the desired revisions failed and roll them out again.
+    Retry,
+    /// `pause` — stop advancing; triggers keep watching.
+    Pause,
+    /// `resume` — advance again.
+    Resume,
+}
+
+/// The results of one round of checks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnalysisRound {
+    /// When the queries ran.
+    pub at: Timestamp,
+    /// One result per requested check.
+    pub results: Vec<CheckResult>,
+    /// Per-document outcome of the golden-document comparison, when it ran this round.
+    pub quality: Vec<QualityResult>,
+}
+
+/// The result of one check in one round.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckResult {
+    /// The check's name.
+    pub name: String,
+    /// The check's kind (a criterion and a trigger may share a name).
+    pub kind: CheckKind,
+    /// The revision judged (of the check's tier); results for another revision are stale.
+    pub revision: String,
+    /// The rendered query, kept as evidence.
+    pub query: Option<String>,
+    /// The verdict and its numbers.
+    pub evaluation: Evaluation,
+}
+
+/// What the controller asks Prometheus and the golden documents this round.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnalysisRequest {
+    /// Checks to run (pod-status checks are the engine's own and not listed).
+    pub checks: Vec<Check>,
+    /// The revisions judged (`{{revision}}`, `{{canaryRevision}}`).
+    pub judged: Revisions,
+    /// The revisions compared with (`{{stableRevision}}`), absent after promotion.
+    pub baseline: Option<Revisions>,
+    /// Compare the judged revisions with the baseline on the golden documents.
+    pub quality: bool,
+}
+
+/// What to do now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// Replicas and traffic to apply.
+    pub plan: Plan,
+    /// The status to write (always, with phase, message and observedGeneration).
+    pub status: MineruDeploymentStatus,
+    /// Kubernetes Events to record.
+    pub events: Vec<Event>,
+    /// Webhook notifications to send.
+    pub notifications: Vec<Notification>,
+    /// When to decide again even if nothing is watched to change.
+    pub requeue_at: Option<Timestamp>,
+}
+
+/// Replicas per revision and tier, and the canary's share of traffic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The revisions serving as stable.
+    pub stable: Revisions,
+    /// The canary, when a rollout is under way.
+    pub canary: Option<Revisions>,
+    /// Percentage of traffic for the canary (Gateway API weights; informational in replica mode,
+    /// where the replica counts below are the split).
+    pub canary_weight: i32,
+    /// vLLM replicas per model revision; a revision with 0 keeps its objects.
+    pub model: Vec<Scale>,
+    /// Worker replicas per worker revision; a revision with 0 keeps its objects.
+    pub worker: Vec<Scale>,
+}
+
+/// The replicas of one revision of one tier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scale {
+    /// The revision hash.
+    pub revision: String,
+    /// Replicas it should run.
+    pub replicas: i32,
+}
+
+/// A Kubernetes Event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The Event reason.
+    pub reason: EventReason,
+    /// A sentence for people.
+    pub message: String,
+}
+
+/// Event reasons; rollbacks carry their countable reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventReason {
+    /// A rollout began.
+    RolloutStarted,
+    /// Stable vLLM replicas are stopped to make room for the canary.
+    InPlaceReplacement,
+    /// The canary is ready and warmed up and receives its first traffic.
+    CanaryReady,
+    /// A step's gates passed (or a person promoted) and the next step began.
+    StepCompleted,
+    /// The canary became stable.
+    Promoted,
+    /// The post-promotion window passed without a breach.
+    Verified,
+    /// Traffic went back to stable.
+    RolledBack(RollbackReason),
+    /// The spec went back to the stable revisions mid-rollout.
+    RolloutCancelled,
+    /// A newer spec replaced the canary mid-rollout.
+    RolloutSuperseded,
+    /// A person paused the rollout.
+    Paused,
+    /// A person resumed the rollout.
+    Resumed,
+    /// A person asked to retry failed revisions.
+    Retried,
+    /// A command that does not apply now.
+    CommandIgnored,
+    /// A limit was reached and the policy is to hold.
+    Holding,
+}
+
+impl EventReason {
+    /// The reason string of the Event.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EventReason::RolloutStarted => "RolloutStarted",
+            EventReason::InPlaceReplacement => "InPlaceReplacement",
+            EventReason::CanaryReady => "CanaryReady",
+            EventReason::StepCompleted => "StepCompleted",
+            EventReason::Promoted => "Promoted",
+            EventReason::Verified => "Verified",
+            EventReason::RolledBack(_) => "RolledBack",
+            EventReason::RolloutCancelled => "RolloutCancelled",
+            EventReason::RolloutSuperseded => "RolloutSuperseded",
+            EventReason::Paused => "Paused",
+            EventReason::Resumed => "Resumed",
+            EventReason::Retried => "Retried",
+            EventReason::CommandIgnored => "CommandIgnored",
+            EventReason::Holding => "Holding",
+        }
+    }
+
+    /// Warning Events are the ones someone should look at.
+    pub fn is_warning(&self) -> bool {
+        matches!(
+            self,
+            EventReason::RolledBack(_)
+                | EventReason::InPlaceReplacement
+                | EventReason::CommandIgnored
+                | EventReason::Holding
+        )
+    }
+}
+
+/// A webhook notification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notification {
+    /// What happened.
+    pub kind: NotificationKind,
+    /// The revisions rolled out.
+    pub revisions: Revisions,
+    /// The step (0-based) concerned, when there is one.
+    pub step: Option<i32>,
+    /// The canary weight after the change.
+    pub weight: i32,
+    /// A sentence for people.
+    pub message: String,
+}
+
+/// Kinds of webhook notification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotificationKind {
+    /// A step was completed.
+    StepCompleted,
+    /// The rollout waits for a person.
+    Paused,
+    /// The canary became stable.
+    Promoted,
+    /// The canary was rolled back.
+    RolledBack,
+}
+
+/// Decides what to do now. Pure: the same input always gives the same decision.
+pub fn step(input: &Input) -> Decision {
+    machine::run(input)
+}

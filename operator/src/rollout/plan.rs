@@ -1,0 +1,172 @@
+//! Replicas per revision and tier for a status.
+//!
+//! Replica-ratio routing (the default, no mesh): the entry Service selects stable and canary
+//! workers alike, so the canary's share is its share of workers — `ceil(weight × total)` canary
+//! workers, the rest stable — and canary workers exist only once the canary may take traffic.
+//! Gateway API routing: the HTTPRoute weights split the traffic, so stable keeps its full size
+//! (a rollback needs no scale-up) and the canary workers start before any weight reaches them.
+
+use k8s_openapi::jiff::Timestamp;
+use mineru_crds::MineruDeploymentStatus;
+
+use super::{
+    Input, Plan, Scale,
+    machine::{Stage, later, stage},
+};
+
+fn push(list: &mut Vec<Scale>, revision: &str, replicas: i32) {
+    if !list.iter().any(|s| s.revision == revision) {
+        list.push(Scale {
+            revision: revision.to_owned(),
+            replicas,
+        });
+    }
+}
+
+fn gateway(input: &Input) -> bool {
+    input.rollout.traffic_routing.gateway_api.is_some()
+}
+
+fn weight_of(input: &Input, index: i32) -> i32 {
+    input
+        .rollout
+        .steps
+        .get(index as usize)
+        .map_or(100, |s| s.weight)
+}
+
+/// Canary workers for a share of traffic: `ceil(weight × total)`.
+fn share(weight: i32, total: i32) -> i32 {
+    (weight * total + 99) / 100
+}
+
+/// The canary's traffic percentage in this status.
+pub(super) fn canary_weight(input: &Input, status: &MineruDeploymentStatus) -> i32 {
+    match stage(input, status) {
+        Stage::Stepping(index) => weight_of(input, index),
+        _ => 0,
+    }
+}
+
+/// Canary worker replicas in this status.
+pub(super) fn canary_workers(input: &Input, status: &MineruDeploymentStatus) -> i32 {
+    let total = input.sizes.worker_replicas;
+    match stage(input, status) {
+        Stage::Warming if gateway(input) => share(weight_of(input, 0), total),
+        Stage::Stepping(index) => share(weight_of(input, index), total),
+        _ => 0,
+    }
+}
+
+/// The planned replicas of both tiers for this status at `now`.
+pub(super) fn compute(input: &Input, status: &MineruDeploymentStatus, now: Timestamp) -> Plan {
+    let sizes = input.sizes;
+    let stable = status
+        .stable
+        .clone()
+        .unwrap_or_else(|| input.desired.clone());
+    let mut model = Vec::new();
+    let mut worker = Vec::new();
+    match &status.canary {
+        None => {
+            push(&mut model, &stable.model_revision, sizes.model_replicas);
+            push(&mut worker, &stable.worker_revision, sizes.worker_replicas);
+        }
+        Some(canary) => {
+            if canary.model_revision != stable.model_revision {
+                let stopped = status.in_place_model_replicas.unwrap_or(0);
+                push(
+                    &mut model,
+                    &stable.model_revision,
+                    (sizes.model_replicas - stopped).max(0),
+                );
+                push(
+                    &mut model,
+                    &canary.model_revision,
+                    input.rollout.canary_model_replicas,
+                );
+            } else {
+                push(&mut model, &stable.model_revision, sizes.model_replicas);
+            }
+            let canary_workers = canary_workers(input, status);
+            let stable_workers = if gateway(input) {
+                sizes.worker_replicas
+            } else {
+                (sizes.worker_replicas - canary_workers).max(0)
+            };
+            push(&mut worker, &stable.worker_revision, stable_workers);
+            push(&mut worker, &canary.worker_revision, canary_workers);
+        }
+    }
+    let stable_ready = ready(
+        input,
+        &stable.model_revision,
+        &stable.worker_revision,
+        &model,
+        &worker,
+    );
+    let delay = input.rollout.scale_down_delay.get();
+    for retired in &status.retired {
+        let keep = !stable_ready || now < later(retired.since.0, delay);
+        let replicas = |n: i32| if keep { n } else { 0 };
+        push(
+            &mut model,
+            &retired.revisions.model_revision,
+            replicas(retired.model_replicas),
+        );
+        push(
+            &mut worker,
+            &retired.revisions.worker_revision,
+            replicas(retired.worker_replicas),
+        );
+    }
+    Plan {
+        stable,
+        canary: status.canary.clone(),
+        canary_weight: canary_weight(input, status),
+        model,
+        worker,
+    }
+}
+
+/// Planned replicas of a revision in a plan's list.
+pub(super) fn replicas_of(list: &[Scale], revision: &str) -> i32 {
+    list.iter()
+        .find(|s| s.revision == revision)
+        .map_or(0, |s| s.replicas)
+}
+
+fn ready(
+    input: &Input,
+    model_revision: &str,
+    worker_revision: &str,
+    model: &[Scale],
+    worker: &[Scale],
+) -> bool {
+    let observed = &input.observed;
+    observed
+        .model_ready
+        .get(model_revision)
+        .copied()
+        .unwrap_or(0)
+        >= replicas_of(model, model_revision)
+        && observed
+            .worker_ready
+            .get(worker_revision)
+            .copied()
+            .unwrap_or(0)
+            >= replicas_of(worker, worker_revision)
+}
+
+/// Whether the stable revisions run all their planned replicas, ready; until then nothing
+/// retired is scaled down.
+pub(super) fn stable_ready(input: &Input, status: &MineruDeploymentStatus, now: Timestamp) -> bool {
+    let plan = compute(input, status, now);
+    ready(
+        input,
+        &plan.stable.model_revision,
+        &plan.stable.worker_revision,
+        &plan.model,
+        &plan.worker,
+    )
+}

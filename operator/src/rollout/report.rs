@@ -1,0 +1,436 @@
+//! What people read: readiness and gate summaries, phase, the one-line message, conditions,
+//! tier counts; and when to look again.
+
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::Timestamp,
+};
+use mineru_crds::{CheckKind, Phase, TierStatus, TierStatuses, Verdict};
+
+use super::{
+    Decision, Notification, NotificationKind, Plan,
+    analysis::human,
+    machine::{Machine, Stage, later, show},
+    plan,
+};
+
+/// Whether the canary can take its planned traffic; otherwise what is missing, in words.
+pub(super) fn canary_ready(m: &Machine<'_>) -> Result<(), String> {
+    let Some(canary) = &m.s.canary else {
+        return Err("no canary".into());
+    };
+    let observed = &m.input.observed;
+    let mut missing = Vec::new();
+    if m.model_changed() {
+        let ready = observed
+            .model_ready
+            .get(&canary.model_revision)
+            .copied()
+            .unwrap_or(0);
+        let wanted = m.input.rollout.canary_model_replicas;
+        if ready < wanted {
+            missing.push(format!("vLLM {ready}/{wanted} ready"));
+        }
+        if !observed.warmed_up.contains(&canary.model_revision) {
+            missing.push("vLLM not warmed up".to_owned());
+        }
+        if observed.unschedulable.contains(&canary.model_revision) {
+            missing.push("vLLM pods unschedulable for lack of GPUs".to_owned());
+        }
+    }
+    let wanted = plan::canary_workers(m.input, &m.s);
+    let ready = observed
+        .worker_ready
+        .get(&canary.worker_revision)
+        .copied()
+        .unwrap_or(0);
+    if ready < wanted {
+        missing.push(format!("workers {ready}/{wanted} ready"));
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(missing.join(", "))
+    }
+}
+
+/// The promotion criteria of a step and how many pass with a verdict from this step.
+pub(super) struct Gates {
+    pub total: usize,
+    pub passing: usize,
+    /// The first criterion not passing, with why.
+    pub blocking: Option<String>,
+}
+
+impl Gates {
+    pub fn passing(&self) -> bool {
+        self.passing == self.total
+    }
+}
+
+pub(super) fn gates(m: &Machine<'_>, index: i32) -> Gates {
+    let since = m.s.step_started_at.as_ref();
+    let model_changed = m.model_changed();
+    let mut gates = Gates {
+        total: 0,
+        passing: 0,
+        blocking: None,
+    };
+    let criteria = m
+        .checks
+        .iter()
+        .filter(|c| c.gates_step(index))
+        .filter(|c| model_changed || c.source != crate::gates::Source::CanaryVllmRestarts);
+    for check in criteria {
+        gates.total += 1;
+        let status = m.s.checks.iter().find(|s| {
+            s.name == check.name
+                && s.kind == check.kind
+                && since.is_some_and(|since| s.evaluated_at > *since)
+        });
+        match status {
+            Some(s) if s.verdict == Verdict::Pass => gates.passing += 1,
+            Some(s) => {
+                let why = s.message.as_deref().unwrap_or("");
+                gates
+                    .blocking
+                    .get_or_insert_with(|| format!("{} {:?}: {why}", s.name, s.verdict));
+            }
+            None => {
+                gates
+                    .blocking
+                    .get_or_insert_with(|| format!("{} not evaluated yet", check.name));
+            }
+        }
+    }
+    gates
+}
+
+/// The first rollback trigger currently in breach, if any.
+pub(super) fn trigger_breaching(m: &Machine<'_>) -> Option<String> {
+    m.s.checks
+        .iter()
+        .find(|s| s.kind == CheckKind::Trigger && s.verdict == Verdict::Fail)
+        .map(|s| s.name.clone())
+}
+
+fn awaiting_approval(m: &Machine<'_>, index: i32) -> bool {
+    let step = &m.input.rollout.steps[index as usize];
+    step.require_approval
+        && canary_ready(m).is_ok()
+        && gates(m, index).passing()
+        && step.pause.is_none()
+}
+
+fn remaining(m: &Machine<'_>, since: Option<&Time>, length: std::time::Duration) -> Option<String> {
+    let end = later(since?.0, length);
+    (m.now < end).then(|| {
+        let left = (end.as_second() - m.now.as_second()).max(0) as u64;
+        human(std::time::Duration::from_secs(left))
+    })
+}
+
+fn message(m: &Machine<'_>, failed: bool) -> String {
+    let stable = show(m.stable());
+    match m.stage() {
+        Stage::Steady if failed => {
+            let why =
+                m.s.last_rollback
+                    .as_ref()
+                    .map_or("", |r| r.message.as_str());
+            format!(
+                "rolled back {} ({why}); {stable} serves all traffic; change the spec or run `kubectl mineru retry`",
+                show(&m.input.desired)
+            )
+        }
+        Stage::Steady => format!("{stable} serves all traffic"),
+        Stage::Verifying => {
+            let left = remaining(
+                m,
+                m.s.promoted_at.as_ref(),
+                m.input.rollout.post_promotion_window.get(),
+            )
+            .unwrap_or_default();
+            format!("promoted {stable}; post-promotion verification, {left} left")
+        }
+        Stage::Warming => {
+            let canary = show(m.s.canary.as_ref().unwrap_or(&m.input.desired));
+            let state = match canary_ready(m) {
+                Ok(()) => "ready".to_owned(),
+                Err(missing) => missing,
+            };
+            let paused = if m.s.paused { "paused; " } else { "" };
+            let deadline = remaining(
+                m,
+                m.s.step_started_at.as_ref(),
+                m.input.rollout.progress_deadline.get(),
+            )
+            .unwrap_or_default();
+            format!(
+                "{paused}starting canary {canary} before any traffic: {state}; {deadline} to the progress deadline"
+            )
+        }
+        Stage::Stepping(index) => {
+            let canary = show(m.s.canary.as_ref().unwrap_or(&m.input.desired));
+            let total = m.input.rollout.steps.len();
+            let weight = plan::canary_weight(m.input, &m.s);
+            let gates = gates(m, index);
+            let gate_text = if gates.total == 0 {
+                "no gates".to_owned()
+            } else if gates.passing() {
+                format!("gates passing ({}/{})", gates.passing, gates.total)
+            } else {
+                format!(
+                    "gates {}/{} passing, waiting on {}",
+                    gates.passing,
+                    gates.total,
+                    gates.blocking.unwrap_or_default()
+                )
+            };
+            let step = &m.input.rollout.steps[index as usize];
+            let state = if m.s.paused {
+                "paused by a person".to_owned()
+            } else if let Err(missing) = canary_ready(m) {
+                format!("canary not ready: {missing}")
+            } else if let Some(trigger) = trigger_breaching(m) {
+                format!("rollback trigger {trigger} in breach")
+            } else if awaiting_approval(m, index) {
+                "waiting for approval (`kubectl mineru promote`)".to_owned()
+            } else if let Some(left) = step
+                .pause
+                .as_ref()
+                .and_then(|p| remaining(m, m.s.step_started_at.as_ref(), p.get()))
+            {
+                format!("{left} left")
+            } else {
+                "waiting for gates".to_owned()
+            };
+            format!(
+                "step {}/{total}: {weight}% to canary {canary}, {gate_text}, {state}",
+                index + 1
+            )
+        }
+    }
+}
+
+fn tier(ready: i32, desired: i32, canary_ready: Option<i32>) -> TierStatus {
+    TierStatus {
+        ready,
+        desired,
+        canary_ready,
+    }
+}
+
+fn tiers(m: &Machine<'_>, plan: &Plan) -> TierStatuses {
+    let observed = &m.input.observed;
+    let sum = |list: &[super::Scale], ready: &std::collections::BTreeMap<String, i32>| {
+        list.iter().fold((0, 0), |(r, d), s| {
+            (
+                r + ready.get(&s.revision).copied().unwrap_or(0).min(s.replicas),
+                d + s.replicas,
+            )
+        })
+    };
+    let (model_ready, model_desired) = sum(&plan.model, &observed.model_ready);
+    let (worker_ready, worker_desired) = sum(&plan.worker, &observed.worker_ready);
+    let canary_model = plan
+        .canary
+        .as_ref()
+        .filter(|c| c.model_revision != plan.stable.model_revision)
+        .map(|c| {
+            observed
+                .model_ready
+                .get(&c.model_revision)
+                .copied()
+                .unwrap_or(0)
+        });
+    let canary_worker = plan.canary.as_ref().map(|c| {
+        observed
+            .worker_ready
+            .get(&c.worker_revision)
+            .copied()
+            .unwrap_or(0)
+    });
+    TierStatuses {
+        model: tier(model_ready, model_desired, canary_model),
+        worker: tier(worker_ready, worker_desired, canary_worker),
+    }
+}
+
+fn condition(m: &Machine<'_>, kind: &str, on: bool, reason: &str, message: &str) -> Condition {
+    let status = if on { "True" } else { "False" };
+    let since = m
+        .input
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind && c.status == status)
+        .map_or(Time(m.now), |c| c.last_transition_time.clone());
+    Condition {
+        type_: kind.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        last_transition_time: since,
+        observed_generation: m.s.observed_generation,
+    }
+}
+
+/// The next instant at which time alone changes something.
+fn requeue_at(m: &Machine<'_>, plan: &Plan) -> Option<Timestamp> {
+    let rollout = &m.input.rollout;
+    let mut at = Vec::new();
+    let stage = m.stage();
+    if matches!(stage, Stage::Stepping(_) | Stage::Verifying) {
+        let interval = rollout.analysis.interval.get();
+        at.push(
+            m.s.last_analysis_at
+                .as_ref()
+                .map_or(m.now, |t| later(t.0, interval)),
+        );
+    }
+    let started = m.s.step_started_at.as_ref();
+    match stage {
+        Stage::Warming => at.extend(started.map(|t| later(t.0, rollout.progress_deadline.get()))),
+        Stage::Stepping(index) => {
+            if canary_ready(m).is_err() {
+                at.extend(started.map(|t| later(t.0, rollout.progress_deadline.get())));
+            }
+            let pause = rollout.steps[index as usize].pause.as_ref();
+            at.extend(started.zip(pause).map(|(t, p)| later(t.0, p.get())));
+        }
+        Stage::Verifying => at.extend(
+            m.s.promoted_at
+                .as_ref()
+                .map(|t| later(t.0, rollout.post_promotion_window.get())),
+        ),
+        Stage::Steady => {}
+    }
+    let delay = rollout.scale_down_delay.get();
+    let retired_running = |r: &&mineru_crds::RetiredRevision| {
+        plan::replicas_of(&plan.model, &r.revisions.model_revision) > 0
+            || plan::replicas_of(&plan.worker, &r.revisions.worker_revision) > 0
+    };
+    at.extend(
+        m.s.retired
+            .iter()
+            .filter(retired_running)
+            .map(|r| later(r.since.0, delay)),
+    );
+    at.into_iter().filter(|t| *t > m.now).min().or_else(|| {
+        // Something is due now (a round not delivered yet): look again shortly.
+        matches!(stage, Stage::Stepping(_) | Stage::Verifying)
+            .then(|| later(m.now, std::time::Duration::from_secs(1)))
+    })
+}
+
+pub(super) fn finish(mut m: Machine<'_>) -> Decision {
+    let plan = plan::compute(m.input, &m.s, m.now);
+    let failed = m.s.failed_revisions.contains(&m.input.desired);
+    let stage = m.stage();
+    let stable_ready = plan::stable_ready(m.input, &m.s, m.now);
+    let waiting_for_person = match stage {
+        Stage::Stepping(index) => m.s.paused || awaiting_approval(&m, index),
+        Stage::Warming => m.s.paused,
+        _ => false,
+    };
+    let in_rollout = matches!(
+        stage,
+        Stage::Warming | Stage::Stepping(_) | Stage::Verifying
+    );
+    let phase = if waiting_for_person {
+        Phase::Paused
+    } else if failed {
+        Phase::Degraded
+    } else if in_rollout || !stable_ready {
+        Phase::Progressing
+    } else {
+        Phase::Healthy
+    };
+    let text = message(&m, failed);
+    if phase == Phase::Paused && m.input.status.phase != Some(Phase::Paused) {
+        let revisions =
+            m.s.canary
+                .clone()
+                .unwrap_or_else(|| m.input.desired.clone());
+        m.notifications.push(Notification {
+            kind: NotificationKind::Paused,
+            revisions,
+            step: m.s.current_step,
+            weight: plan.canary_weight,
+            message: text.clone(),
+        });
+    }
+    let rollback_reason =
+        m.s.last_rollback
+            .as_ref()
+            .map_or("RolledBack".to_owned(), |r| format!("{:?}", r.reason));
+    let conditions = vec![
+        condition(
+            &m,
+            "Available",
+            stable_ready,
+            if stable_ready {
+                "StableReady"
+            } else {
+                "StableNotReady"
+            },
+            &format!("stable {}", show(m.stable())),
+        ),
+        condition(
+            &m,
+            "Progressing",
+            in_rollout,
+            match stage {
+                Stage::Verifying => "PostPromotionVerification",
+                Stage::Warming | Stage::Stepping(_) => "RolloutInProgress",
+                Stage::Steady => "NoRollout",
+            },
+            &text,
+        ),
+        condition(
+            &m,
+            "Degraded",
+            failed,
+            if failed {
+                &rollback_reason
+            } else {
+                "AsExpected"
+            },
+            if failed { &text } else { "" },
+        ),
+        condition(
+            &m,
+            "RolledBack",
+            failed,
+            if failed {
+                &rollback_reason
+            } else {
+                "NotRolledBack"
+            },
+            if failed { &text } else { "" },
+        ),
+    ];
+    // Conditions owned by others (PreflightFailed) are kept as they are.
+    let ours = ["Available", "Progressing", "Degraded", "RolledBack"];
+    let mut all: Vec<Condition> =
+        m.s.conditions
+            .iter()
+            .filter(|c| !ours.contains(&c.type_.as_str()))
+            .cloned()
+            .collect();
+    all.extend(conditions);
+    m.s.conditions = all;
+    m.s.phase = Some(phase);
+    m.s.message = Some(text);
+    m.s.canary_weight = m.s.canary.as_ref().map(|_| plan.canary_weight);
+    m.s.tiers = Some(tiers(&m, &plan));
+    let requeue_at = requeue_at(&m, &plan);
+    Decision {
+        plan,
+        status: m.s,
+        events: m.events,
+        notifications: m.notifications,
+        requeue_at,
+    }
+}

@@ -1,0 +1,956 @@
+//! The rollout engine as a specification: one behaviour per test, driven through a small world
+//! (see `rollout_support`) where the cluster does what the plan says and the test chooses what
+//! Prometheus answers.
+
+mod rollout_support;
+
+use mineru_crds::{CheckKind, Phase, RollbackReason};
+use mineru_operator::rollout::{Command, EventReason, NotificationKind, analysis_request};
+use rollout_support::{Answer, World, new_model, new_worker, old};
+use serde_json::json;
+
+fn defaults() -> serde_json::Value {
+    json!({})
+}
+
+// ---- steady state ----
+
+#[test]
+fn a_new_object_makes_its_first_revisions_stable_without_a_rollout() {
+    let world = World::new(defaults());
+    assert_eq!(world.status().stable, Some(old()));
+    assert_eq!(world.status().canary, None);
+    assert_eq!(world.status().observed_generation, Some(1));
+    assert_eq!(world.message(), "m-41aa/w-88c2 serves all traffic");
+    assert_eq!(world.replicas("m-41aa"), Some(2));
+    assert_eq!(world.replicas("w-88c2"), Some(4));
+}
+
+#[test]
+fn steady_state_decides_nothing_new() {
+    let mut world = World::new(defaults());
+    world.wait(3600);
+    let decision = world.decide().clone();
+    assert!(decision.events.is_empty());
+    assert_eq!(decision.requeue_at, None);
+    assert_eq!(world.phase(), Phase::Healthy);
+}
+
+// ---- two-tier ordering ----
+
+#[test]
+fn a_model_change_starts_canary_vllm_with_no_traffic() {
+    let mut world = World::new(defaults());
+    world.ship(new_model());
+    world.decide();
+    assert_eq!(world.phase(), Phase::Progressing);
+    assert_eq!(world.weight(), 0);
+    assert_eq!(world.replicas("m-7f3c"), Some(1), "canaryModelReplicas");
+    assert_eq!(
+        world.replicas("w-19ab"),
+        Some(0),
+        "no canary worker before vLLM is warm"
+    );
+    assert_eq!(world.replicas("m-41aa"), Some(2));
+    assert_eq!(world.replicas("w-88c2"), Some(4));
+    assert_eq!(world.emitted(EventReason::RolloutStarted), 1);
+}
+
+#[test]
+fn a_ready_but_cold_canary_vllm_gets_no_traffic() {
+    let mut world = World::new(defaults());
+    world.ship(new_model());
+    world.decide();
+    world.converge();
+    world.input.observed.warmed_up.remove("m-7f3c");
+    world.decide();
+    assert_eq!(world.weight(), 0);
+    assert!(
+        world.message().contains("vLLM not warmed up"),
+        "{}",
+        world.message()
+    );
+}
+
+#[test]
+fn a_warmed_up_canary_vllm_gets_the_first_step_of_traffic() {
+    let mut world = World::new(defaults());
+    world.ship(new_model());
+    world.decide();
+    world.converge();
+    world.decide();
+    assert_eq!(world.step_index(), Some(0));
+    assert_eq!(world.weight(), 10);
+    assert_eq!(world.replicas("w-19ab"), Some(1), "ceil(10% of 4)");
+    assert_eq!(world.replicas("w-88c2"), Some(3));
+    assert_eq!(world.emitted(EventReason::CanaryReady), 1);
+}
+
+#[test]
+fn a_worker_only_change_runs_no_vllm_canary() {
+    let world = World::at_first_step(defaults(), new_worker());
+    let plan = &world.last.as_ref().unwrap().plan;
+    assert_eq!(plan.model.len(), 1, "{plan:?}");
+    assert_eq!(world.replicas("m-41aa"), Some(2));
+    assert_eq!(world.replicas("w-5d10"), Some(1));
+}
+
+#[test]
+fn a_canary_not_ready_and_warm_by_the_progress_deadline_is_rolled_back() {
+    let mut world = World::new(defaults());
+    world.ship(new_model());
+    world.decide();
+    world.wait(29 * 60);
+    world.decide();
+    assert_eq!(world.status().canary, Some(new_model()));
+    world.wait(60);
+    world.decide();
+    let rollback = world.status().last_rollback.clone().expect("rolled back");
+    assert_eq!(rollback.reason, RollbackReason::ProgressDeadlineExceeded);
+    assert!(
+        rollback.message.contains("vLLM 0/1 ready"),
+        "{}",
+        rollback.message
+    );
+    assert_eq!(world.phase(), Phase::Degraded);
+    assert_eq!(world.status().failed_revisions, vec![new_model()]);
+}
+
+#[test]
+fn gateway_routing_starts_canary_workers_before_any_weight() {
+    let routing = json!({"trafficRouting": {"gatewayAPI": {"httpRoute": {"name": "docs"}}}});
+    let mut world = World::new(routing);
+    world.ship(new_model());
+    world.decide();
+    assert_eq!(world.weight(), 0);
+    assert_eq!(world.replicas("w-19ab"), Some(1));
+    assert_eq!(world.replicas("w-88c2"), Some(4), "stable keeps full size");
+    world.converge();
+    world.input.observed.worker_ready.insert("w-19ab".into(), 0);
+    world.decide();
+    assert_eq!(world.weight(), 0, "canary workers not ready");
+    world.converge();
+    world.decide();
+    assert_eq!(world.weight(), 10);
+}
+
+#[test]
+fn replica_routing_gives_the_canary_ceil_weight_times_total_workers() {
+    // (step weights, workers) -> canary workers at each step
+    let cases = [
+        (vec![10, 50, 100], 4, vec![1, 2, 4]),
+        (vec![10, 50, 100], 10, vec![1, 5, 10]),
+        (vec![25, 100], 3, vec![1, 3]),
+        (vec![1, 100], 1, vec![1, 1]),
+    ];
+    for (weights, total, expected) in cases {
+        let steps: Vec<_> = weights.iter().map(|w| json!({"weight": w})).collect();
+        let mut world = World::new(json!({"steps": steps, "analysis": {"defaultCriteria": false}}));
+        world.input.sizes.worker_replicas = total;
+        world.decide();
+        world.converge();
+        world.ship(new_worker());
+        world.decide();
+        let mut seen = Vec::new();
+        for _ in &weights {
+            seen.push(world.replicas("w-5d10").unwrap());
+            let stable = world.replicas("w-88c2").unwrap();
+            assert_eq!(
+                stable + seen.last().unwrap(),
+                total,
+                "{weights:?} x {total}"
+            );
+            world.converge();
+            world.command(Command::PromoteStep);
+            world.decide();
+        }
+        assert_eq!(seen, expected, "{weights:?} x {total}");
+    }
+}
+
+// ---- steps, pauses, gates ----
+
+#[test]
+fn a_step_lasts_its_pause_even_when_gates_pass() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    for _ in 0..4 {
+        world.round(Answer::Pass);
+        assert_eq!(world.step_index(), Some(0), "{}", world.message());
+    }
+    world.round(Answer::Pass);
+    assert_eq!(world.step_index(), Some(1), "5m pause over");
+    assert_eq!(world.weight(), 50);
+}
+
+#[test]
+fn the_status_message_says_step_weight_canary_gates_and_time_left() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    world.round(Answer::Pass);
+    assert_eq!(
+        world.message(),
+        "step 1/3: 10% to canary m-7f3c/w-19ab, gates passing (5/5), 4m left"
+    );
+}
+
+#[test]
+fn gates_must_pass_within_the_step_being_left() {
+    let steps = json!({"steps": [{"weight": 10}, {"weight": 50}, {"weight": 100}]});
+    let mut world = World::at_first_step(steps, new_model());
+    world.round(Answer::Pass);
+    assert_eq!(
+        world.step_index(),
+        Some(1),
+        "no pause: leaves on the first pass"
+    );
+    world.converge();
+    world.decide();
+    assert_eq!(
+        world.step_index(),
+        Some(1),
+        "step 2's gates have not run yet"
+    );
+    world.round(Answer::Pass);
+    assert_eq!(world.step_index(), Some(2));
+}
+
+#[test]
+fn completing_a_step_emits_an_event_and_a_notification() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    world.wait(4 * 60);
+    world.decide();
+    let decision = world.round(Answer::Pass);
+    let notification = decision.notifications.first().expect("notified").clone();
+    assert_eq!(notification.kind, NotificationKind::StepCompleted);
+    assert_eq!(notification.step, Some(0));
+    assert_eq!(notification.weight, 50);
+    assert_eq!(notification.revisions, new_model());
+    assert_eq!(
+        notification.message,
+        "step 1/3 (10%) completed: gates passed; now 50% to canary m-7f3c/w-19ab"
+    );
+    assert_eq!(world.emitted(EventReason::StepCompleted), 1);
+}
+
+#[test]
+fn a_healthy_canary_walks_10_50_100_and_is_promoted() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    let mut notifications = Vec::new();
+    for _ in 0..40 {
+        let decision = world.round(Answer::Pass).clone();
+        notifications.extend(decision.notifications.iter().map(|n| n.kind));
+        world.converge();
+        world.decide();
+        if world.status().canary.is_none() {
+            break;
+        }
+    }
+    assert_eq!(world.status().stable, Some(new_model()));
+    assert_eq!(world.status().previous_stable, Some(old()));
+    assert_eq!(
+        notifications,
+        vec![
+            NotificationKind::StepCompleted,
+            NotificationKind::StepCompleted,
+            NotificationKind::Promoted
+        ]
+    );
+    assert_eq!(world.emitted(EventReason::StepCompleted), 2);
+    assert_eq!(world.emitted(EventReason::Promoted), 1);
+    assert_eq!(world.phase(), Phase::Progressing, "post-promotion window");
+    assert_eq!(world.replicas("m-7f3c"), Some(2));
+    assert_eq!(world.replicas("w-19ab"), Some(4));
+}
+
+#[test]
+fn the_previous_revision_is_scaled_down_after_the_delay_but_kept_during_the_window() {
+    let mut world = promoted();
+    assert_eq!(world.replicas("m-41aa"), Some(2), "kept for scaleDownDelay");
+    world.wait(30);
+    world.decide();
+    assert_eq!(
+        world.replicas("m-41aa"),
+        Some(0),
+        "scaled down, not deleted"
+    );
+    assert_eq!(world.replicas("w-88c2"), Some(0));
+    for _ in 0..10 {
+        world.round(Answer::Pass);
+    }
+    assert_eq!(world.phase(), Phase::Healthy, "{}", world.message());
+    assert_eq!(world.replicas("m-41aa"), None, "deleted after the window");
+    assert_eq!(world.status().previous_stable, None);
+    assert_eq!(world.emitted(EventReason::Verified), 1);
+}
+
+fn promoted() -> World {
+    let mut world = World::at_first_step(defaults(), new_model());
+    for _ in 0..40 {
+        world.round(Answer::Pass);
+        world.converge();
+        if world.status().canary.is_none() {
+            break;
+        }
+        world.decide();
+    }
+    assert!(world.status().promoted_at.is_some(), "{}", world.message());
+    world
+}
+
+// ---- approval, pause, manual commands ----
+
+#[test]
+fn a_step_that_requires_approval_waits_for_promote() {
+    let steps = json!({"steps": [{"weight": 10, "requireApproval": true}, {"weight": 100}]});
+    let mut world = World::at_first_step(steps, new_model());
+    let mut paused_notifications = 0;
+    for _ in 0..5 {
+        let decision = world.round(Answer::Pass);
+        paused_notifications += decision
+            .notifications
+            .iter()
+            .filter(|n| n.kind == NotificationKind::Paused)
+            .count();
+    }
+    assert_eq!(world.step_index(), Some(0));
+    assert_eq!(world.phase(), Phase::Paused);
+    assert!(
+        world.message().contains("waiting for approval"),
+        "{}",
+        world.message()
+    );
+    assert_eq!(paused_notifications, 1, "notified once, not every round");
+    world.command(Command::PromoteStep);
+    world.decide();
+    assert_eq!(world.step_index(), Some(1));
+    assert_eq!(world.phase(), Phase::Progressing);
+}
+
+#[test]
+fn promote_step_leaves_the_step_without_waiting_for_gates_or_pause() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    world.command(Command::PromoteStep);
+    world.decide();
+    assert_eq!(world.step_index(), Some(1));
+    assert_eq!(world.weight(), 50);
+}
+
+#[test]
+fn promote_full_promotes_now() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    world.command(Command::PromoteFull);
+    world.decide();
+    assert_eq!(world.status().stable, Some(new_model()));
+    assert_eq!(world.status().canary, None);
+    assert_eq!(world.emitted(EventReason::Promoted), 1);
+}
+
+#[test]
+fn promote_is_refused_while_the_canary_is_warming_up() {
+    let mut world = World::new(defaults());
+    world.ship(new_model());
+    world.decide();
+    world.command(Command::PromoteFull);
+    world.decide();
+    assert_eq!(world.weight(), 0);
+    assert_eq!(world.status().stable, Some(old()));
+    assert_eq!(world.emitted(EventReason::CommandIgnored), 1);
+}
+
+#[test]
+fn pause_stops_the_steps_and_resume_continues() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    world.command(Command::Pause);
+    world.decide();
+    assert_eq!(world.phase(), Phase::Paused);
+    for _ in 0..10 {
+        world.round(Answer::Pass);
+    }
+    assert_eq!(world.step_index(), Some(0), "paused");
+    world.command(Command::Resume);
+    world.decide();
+    assert_eq!(world.phase(), Phase::Progressing);
+    world.round(Answer::Pass);
+    assert_eq!(world.step_index(), Some(1));
+}
+
+#[test]
+fn a_paused_rollout_still_rolls_back_on_a_trigger() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    world.command(Command::Pause);
+    world.decide();
+    world
+        .input
+        .observed
+        .vllm_restarts
+        .insert("m-7f3c".into(), 4);
+    world.round(Answer::Pass);
+    let rollback = world.status().last_rollback.clone().expect("rolled back");
+    assert_eq!(rollback.reason, RollbackReason::TriggerFired);
+    assert_eq!(rollback.check.as_deref(), Some("vllm-crashloop"));
+}
+
+#[test]
+fn abort_rolls_back_at_once() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    world.command(Command::Abort);
+    world.decide();
+    assert_eq!(world.weight(), 0);
+    assert_eq!(world.status().canary, None);
+    assert_eq!(
+        world.status().last_rollback.as_ref().map(|r| r.reason),
+        Some(RollbackReason::Aborted)
+    );
+    assert_eq!(world.phase(), Phase::Degraded);
+    assert_eq!(
+        world.emitted(EventReason::RolledBack(RollbackReason::Aborted)),
+        1
+    );
+}
+
+#[test]
+fn commands_that_do_not_apply_are_reported_and_change_nothing() {
+    let cases = [
+        Command::Abort,
+        Command::PromoteStep,
+        Command::PromoteFull,
+        Command::Pause,
+        Command::Retry,
+        Command::Resume,
+    ];
+    for command in cases {
+        let mut world = World::new(defaults());
+        let before = world.status().clone();
+        world.command(command);
+        world.decide();
+        assert_eq!(world.emitted(EventReason::CommandIgnored), 1, "{command:?}");
+        assert_eq!(world.status().stable, before.stable, "{command:?}");
+        assert_eq!(world.phase(), Phase::Healthy, "{command:?}");
+    }
+}
+
+// ---- failed revisions and retry ----
+
+#[test]
+fn a_failed_revision_is_not_retried_until_asked() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    world.command(Command::Abort);
+    world.decide();
+    for _ in 0..5 {
+        world.wait(600);
+        world.decide();
+    }
+    assert_eq!(world.status().canary, None);
+    assert_eq!(world.phase(), Phase::Degraded);
+    world.command(Command::Retry);
+    world.decide();
+    assert_eq!(world.status().canary, Some(new_model()));
+    assert_eq!(world.status().failed_revisions, vec![]);
+    assert_eq!(world.emitted(EventReason::Retried), 1);
+}
+
+#[test]
+fn a_spec_change_after_a_failure_starts_the_new_revisions() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    world.command(Command::Abort);
+    world.decide();
+    world.ship(new_worker());
+    world.decide();
+    assert_eq!(world.status().canary, Some(new_worker()));
+    assert_eq!(
+        world.status().failed_revisions,
+        vec![],
+        "forgotten once the spec moved on"
+    );
+}
+
+#[test]
+fn a_rolled_back_canary_keeps_its_replicas_for_the_scale_down_delay_then_scales_to_zero() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    world.command(Command::Abort);
+    world.decide();
+    assert_eq!(world.replicas("w-19ab"), Some(1));
+    assert_eq!(
+        world.replicas("w-88c2"),
+        Some(4),
+        "stable back to full at once"
+    );
+    assert_eq!(world.replicas("m-7f3c"), Some(1));
+    world.converge();
+    world.wait(30);
+    world.decide();
+    assert_eq!(world.replicas("w-19ab"), Some(0));
+    assert_eq!(
+        world.replicas("m-7f3c"),
+        Some(0),
+        "kept at zero while the spec names it"
+    );
+}
+
+#[test]
+fn a_spec_change_mid_rollout_supersedes_the_canary() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    world.ship(new_worker());
+    world.decide();
+    assert_eq!(world.status().canary, Some(new_worker()));
+    assert_eq!(world.step_index(), Some(0));
+    assert_eq!(world.emitted(EventReason::RolloutSuperseded), 1);
+    assert_eq!(
+        world.replicas("w-19ab"),
+        Some(1),
+        "old canary drains for the delay"
+    );
+    assert!(world.status().failed_revisions.is_empty());
+}
+
+#[test]
+fn reverting_the_spec_mid_rollout_cancels_without_a_failure() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    world.ship(old());
+    world.decide();
+    assert_eq!(world.status().canary, None);
+    assert_eq!(world.emitted(EventReason::RolloutCancelled), 1);
+    assert_eq!(world.status().last_rollback, None);
+    world.converge();
+    world.decide();
+    assert_eq!(world.phase(), Phase::Healthy);
+}
+
+// ---- promotion criteria ----
+
+#[test]
+fn a_failed_criterion_leaving_the_first_step_rolls_back_with_evidence() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    world.wait(60);
+    world.answer(Answer::Pass, &[("error-ratio", Answer::Fail)]);
+    world.decide();
+    let rollback = world.status().last_rollback.clone().expect("rolled back");
+    assert_eq!(rollback.reason, RollbackReason::CriterionFailed);
+    assert_eq!(rollback.check.as_deref(), Some("error-ratio"));
+    assert!(
+        rollback
+            .query
+            .unwrap()
+            .contains("mineru_worker_requests_total")
+    );
+    assert!(rollback.value.is_some());
+    assert_eq!(
+        rollback.threshold.as_deref(),
+        Some("<= 1.05 x max(stable, 0.01)")
+    );
+    assert_eq!(world.weight(), 0);
+}
+
+#[test]
+fn a_failed_criterion_leaving_the_second_step_holds_there() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    world.pass_step(10);
+    for _ in 0..15 {
+        world.wait(60);
+        world.answer(Answer::Pass, &[("latency-p95", Answer::Fail)]);
+        world.decide();
+    }
+    assert_eq!(world.step_index(), Some(1));
+    assert_eq!(world.status().last_rollback, None);
+    assert_eq!(world.emitted(EventReason::Holding), 1, "said once");
+    assert!(
+        world.message().contains("waiting on latency-p95 Fail"),
+        "{}",
+        world.message()
+    );
+    world.round(Answer::Pass);
+    assert_eq!(world.step_index(), Some(2), "moves on once it passes");
+}
+
+#[test]
+fn failure_limit_tolerates_that_many_failures_per_step() {
+    let mut world = World::at_first_step(json!({"analysis": {"failureLimit": 2}}), new_model());
+    for _ in 0..2 {
+        world.wait(60);
+        world.answer(Answer::Pass, &[("error-ratio", Answer::Fail)]);
+        world.decide();
+    }
+    assert_eq!(world.status().canary, Some(new_model()));
+    assert_eq!(
+        world
+            .check("error-ratio", CheckKind::Promotion)
+            .unwrap()
+            .failures,
+        2
+    );
+    world.wait(60);
+    world.answer(Answer::Pass, &[("error-ratio", Answer::Fail)]);
+    world.decide();
+    assert_eq!(
+        world.status().last_rollback.as_ref().map(|r| r.reason),
+        Some(RollbackReason::CriterionFailed)
+    );
+}
+
+#[test]
+fn failures_are_counted_per_step() {
+    let mut world = World::at_first_step(json!({"analysis": {"failureLimit": 1}}), new_model());
+    world.wait(60);
+    world.answer(Answer::Pass, &[("vllm-queue-depth", Answer::Fail)]);
+    world.decide();
+    world.pass_step(10);
+    assert_eq!(
+        world
+            .check("vllm-queue-depth", CheckKind::Promotion)
+            .unwrap()
+            .failures,
+        0
+    );
+}
+
+#[test]
+fn a_criterion_limited_to_other_steps_is_not_run() {
+    let world = World::at_first_step(defaults(), new_model());
+    let request = analysis_request(&world.input).unwrap();
+    let names: Vec<_> = request
+        .checks
+        .iter()
+        .filter(|c| c.kind == CheckKind::Promotion)
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "error-ratio",
+            "latency-p95",
+            "breaker-opens",
+            "vllm-queue-depth"
+        ]
+    );
+}
+
+#[test]
+fn without_criteria_a_step_ends_with_its_pause() {
+    let mut world =
+        World::at_first_step(json!({"analysis": {"defaultCriteria": false}}), new_model());
+    world.wait(5 * 60);
+    world.decide();
+    assert_eq!(world.step_index(), Some(1));
+}
+
+// ---- rollback triggers ----
+
+#[test]
+fn a_trigger_breach_shorter_than_its_for_does_not_roll_back() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    for _ in 0..14 {
+        world.wait(60);
+        world.answer(Answer::Pass, &[("latency-spike", Answer::Fail)]);
+        world.decide();
+    }
+    assert_eq!(world.status().canary, Some(new_model()));
+    assert_eq!(
+        world.step_index(),
+        Some(0),
+        "a breaching trigger also blocks the step"
+    );
+    assert!(
+        world.message().contains("latency-spike in breach"),
+        "{}",
+        world.message()
+    );
+}
+
+#[test]
+fn a_trigger_breach_sustained_for_its_duration_rolls_back() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    for _ in 0..16 {
+        world.wait(60);
+        world.answer(Answer::Pass, &[("latency-spike", Answer::Fail)]);
+        world.decide();
+    }
+    let rollback = world.status().last_rollback.clone().expect("rolled back");
+    assert_eq!(rollback.reason, RollbackReason::TriggerFired);
+    assert_eq!(rollback.check.as_deref(), Some("latency-spike"));
+    assert_eq!(rollback.threshold.as_deref(), Some("<= 120"));
+}
+
+#[test]
+fn a_passing_round_restarts_a_trigger_breach() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    for minute in 0..20 {
+        world.wait(60);
+        let answer = if minute == 10 {
+            Answer::Pass
+        } else {
+            Answer::Fail
+        };
+        world.answer(Answer::Pass, &[("latency-spike", answer)]);
+        world.decide();
+    }
+    assert_eq!(
+        world.status().canary,
+        Some(new_model()),
+        "9 + 9 minutes, never 15 in a row"
+    );
+}
+
+#[test]
+fn a_crash_looping_canary_vllm_rolls_back_at_once() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    world
+        .input
+        .observed
+        .vllm_restarts
+        .insert("m-7f3c".into(), 4);
+    world.round(Answer::Pass);
+    assert_eq!(
+        world
+            .status()
+            .last_rollback
+            .as_ref()
+            .and_then(|r| r.check.clone())
+            .as_deref(),
+        Some("vllm-crashloop")
+    );
+}
+
+#[test]
+fn any_canary_vllm_restart_fails_the_step() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    world
+        .input
+        .observed
+        .vllm_restarts
+        .insert("m-7f3c".into(), 1);
+    world.round(Answer::Pass);
+    let rollback = world.status().last_rollback.clone().expect("rolled back");
+    assert_eq!(rollback.check.as_deref(), Some("vllm-restarts"));
+    assert_eq!(rollback.value, Some(1.0));
+}
+
+// ---- errors and inconclusive ----
+
+#[test]
+fn a_dead_prometheus_never_promotes() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    for _ in 0..120 {
+        world.round(Answer::Error);
+    }
+    assert_eq!(world.step_index(), Some(0));
+    assert_eq!(world.status().canary, Some(new_model()));
+    assert_eq!(
+        world.emitted(EventReason::Holding),
+        1,
+        "onError: Hold, said once"
+    );
+}
+
+#[test]
+fn query_errors_beyond_the_limit_roll_back_when_on_error_is_rollback() {
+    let mut world = World::at_first_step(json!({"analysis": {"onError": "Rollback"}}), new_model());
+    for _ in 0..4 {
+        world.round(Answer::Error);
+    }
+    assert_eq!(world.status().consecutive_errors, 4);
+    assert_eq!(
+        world.status().canary,
+        Some(new_model()),
+        "4 errors are tolerated"
+    );
+    world.round(Answer::Error);
+    assert_eq!(
+        world.status().last_rollback.as_ref().map(|r| r.reason),
+        Some(RollbackReason::AnalysisError)
+    );
+}
+
+#[test]
+fn a_clean_round_resets_the_error_count() {
+    let mut world = World::at_first_step(json!({"analysis": {"onError": "Rollback"}}), new_model());
+    for _ in 0..4 {
+        world.round(Answer::Error);
+    }
+    world.round(Answer::Pass);
+    for _ in 0..4 {
+        world.round(Answer::Error);
+    }
+    assert_eq!(world.status().canary, Some(new_model()));
+}
+
+#[test]
+fn inconclusive_holds_and_never_promotes() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    for _ in 0..30 {
+        world.round(Answer::Inconclusive);
+    }
+    assert_eq!(world.step_index(), Some(0));
+    assert_eq!(world.status().canary, Some(new_model()));
+    let check = world.check("error-ratio", CheckKind::Promotion).unwrap();
+    assert_eq!(check.value, None, "NaN is written as absent");
+    assert!(check.message.as_deref().unwrap().contains("NaN"));
+}
+
+#[test]
+fn inconclusive_beyond_the_limit_rolls_back_when_on_inconclusive_is_rollback() {
+    let spec = json!({"analysis": {"onInconclusive": "Rollback", "inconclusiveLimit": 3}});
+    let mut world = World::at_first_step(spec, new_model());
+    for _ in 0..3 {
+        world.round(Answer::Inconclusive);
+    }
+    assert_eq!(world.status().canary, Some(new_model()));
+    world.round(Answer::Inconclusive);
+    assert_eq!(
+        world.status().last_rollback.as_ref().map(|r| r.reason),
+        Some(RollbackReason::Inconclusive)
+    );
+}
+
+#[test]
+fn a_round_is_counted_once_per_interval() {
+    let mut world = World::at_first_step(json!({"analysis": {"onError": "Rollback"}}), new_model());
+    for _ in 0..10 {
+        world.wait(10);
+        world.answer(Answer::Error, &[]);
+        world.decide();
+    }
+    assert!(
+        world.status().consecutive_errors <= 2,
+        "{}",
+        world.status().consecutive_errors
+    );
+    assert_eq!(world.status().canary, Some(new_model()));
+}
+
+// ---- post-promotion window ----
+
+#[test]
+fn a_breach_after_promotion_rolls_back_to_the_previous_revision() {
+    let mut world = promoted();
+    world.wait(30);
+    world.decide();
+    world.converge();
+    world
+        .input
+        .observed
+        .vllm_restarts
+        .insert("m-7f3c".into(), 5);
+    world.round(Answer::Pass);
+    assert_eq!(world.status().stable, Some(old()));
+    assert_eq!(world.status().failed_revisions, vec![new_model()]);
+    assert_eq!(world.replicas("m-41aa"), Some(2), "previous scaled back up");
+    assert_eq!(world.replicas("w-88c2"), Some(4));
+    assert_eq!(
+        world.replicas("w-19ab"),
+        Some(4),
+        "promoted keeps serving until previous is ready"
+    );
+    assert_eq!(world.phase(), Phase::Degraded);
+    world.wait(60);
+    world.converge();
+    world.decide();
+    assert_eq!(world.replicas("w-19ab"), Some(0));
+}
+
+#[test]
+fn after_promotion_only_checks_that_need_no_stable_run() {
+    let mut world = promoted();
+    world.wait(60);
+    let request = analysis_request(&world.input).unwrap();
+    assert_eq!(request.baseline, None);
+    let names: Vec<_> = request.checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["breaker-opens", "latency-spike"]);
+}
+
+// ---- GPU-aware surge ----
+
+#[test]
+fn max_surge_gpus_zero_replaces_stable_vllm_in_place() {
+    let mut world = World::new(json!({"maxSurgeGPUs": 0}));
+    world.ship(new_model());
+    world.decide();
+    assert_eq!(world.replicas("m-41aa"), Some(1));
+    assert_eq!(world.replicas("m-7f3c"), Some(1));
+    assert_eq!(world.status().in_place_model_replicas, Some(1));
+    assert_eq!(world.emitted(EventReason::InPlaceReplacement), 1);
+}
+
+#[test]
+fn no_free_gpus_replaces_stable_vllm_in_place() {
+    let mut world = World::new(defaults());
+    world.input.observed.free_gpus = Some(0);
+    world.ship(new_model());
+    world.decide();
+    assert_eq!(world.replicas("m-41aa"), Some(1));
+}
+
+#[test]
+fn an_unschedulable_canary_vllm_switches_to_in_place_instead_of_deadlocking() {
+    let mut world = World::new(defaults());
+    world.ship(new_model());
+    world.decide();
+    assert_eq!(world.replicas("m-41aa"), Some(2));
+    world.input.observed.unschedulable.insert("m-7f3c".into());
+    world.decide();
+    assert_eq!(world.replicas("m-41aa"), Some(1));
+    assert_eq!(world.emitted(EventReason::InPlaceReplacement), 1);
+    world.decide();
+    assert_eq!(
+        world.emitted(EventReason::InPlaceReplacement),
+        1,
+        "said once"
+    );
+}
+
+#[test]
+fn in_place_replicas_come_back_on_promotion() {
+    let mut world = World::at_first_step(json!({"maxSurgeGPUs": 0}), new_model());
+    world.command(Command::PromoteFull);
+    world.decide();
+    assert_eq!(world.replicas("m-7f3c"), Some(2));
+    assert_eq!(world.status().in_place_model_replicas, None);
+}
+
+// ---- quality gate ----
+
+#[test]
+fn the_golden_documents_run_once_per_gated_step_and_a_regression_rolls_back() {
+    let quality =
+        json!({"analysis": {"quality": {"goldenDocuments": {"configMapRef": {"name": "golden"}}}}});
+    let mut world = World::at_first_step(quality, new_model());
+    world.wait(60);
+    let request = analysis_request(&world.input).unwrap();
+    assert!(request.quality);
+    world.answer(Answer::Pass, &[("quality", Answer::Fail)]);
+    world.decide();
+    let rollback = world.status().last_rollback.clone().expect("rolled back");
+    assert_eq!(rollback.reason, RollbackReason::QualityRegressed);
+}
+
+#[test]
+fn a_passing_quality_run_is_not_repeated_within_the_step() {
+    let quality =
+        json!({"analysis": {"quality": {"goldenDocuments": {"configMapRef": {"name": "golden"}}}}});
+    let mut world = World::at_first_step(quality, new_model());
+    world.round(Answer::Pass);
+    world.wait(60);
+    assert!(!analysis_request(&world.input).unwrap().quality);
+}
+
+// ---- requeue ----
+
+#[test]
+fn the_engine_asks_to_look_again_at_the_next_round_or_deadline() {
+    let mut world = World::new(defaults());
+    world.ship(new_model());
+    let warming = world.decide().requeue_at.unwrap();
+    assert_eq!(
+        warming.as_second() - world.input.now.as_second(),
+        30 * 60,
+        "progress deadline"
+    );
+    world.converge();
+    world.decide();
+    world.converge();
+    world.round(Answer::Pass);
+    let stepping = world.last.as_ref().unwrap().requeue_at.unwrap();
+    assert_eq!(
+        stepping.as_second() - world.input.now.as_second(),
+        60,
+        "next round"
+    );
+}
