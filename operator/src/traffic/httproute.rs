@@ -1,0 +1,296 @@
+//! Gateway API routing: the operator sets the backendRef weights of a user-owned HTTPRoute.
+//!
+//! The route stays the user's (hostnames, matches, filters, other rules): only the backendRefs of
+//! rules that already route to this MineruDeployment — its worker Services or the legacy
+//! Service being migrated — are rewritten. Writing happens only when the weights change, and
+//! with the route's resourceVersion, so a concurrent edit is retried rather than overwritten.
+
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ApiResource, DynamicObject, GroupVersionKind, PostParams},
+};
+use serde_json::{Value, json};
+use thiserror::Error;
+
+/// The backends a route should send traffic to, and their weights (summing to 100).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backends {
+    /// `(Service name, port, weight)`, in the order they are written.
+    pub weighted: Vec<(String, i32, i32)>,
+    /// Service names this MineruDeployment has routed to before (old revisions, the legacy
+    /// Service): rules pointing at any of them are ours to rewrite.
+    pub known: Vec<String>,
+}
+
+impl Backends {
+    /// Stable and canary worker Services split by `canary_weight`; `legacy` (a pre-existing
+    /// Service being migrated) takes stable's share when given.
+    pub fn split(
+        stable: (&str, i32),
+        canary: Option<(&str, i32)>,
+        canary_weight: i32,
+        legacy: Option<(&str, i32)>,
+        known: Vec<String>,
+    ) -> Self {
+        let canary_weight = if canary.is_some() {
+            canary_weight.clamp(0, 100)
+        } else {
+            0
+        };
+        let (primary, primary_port) = legacy.unwrap_or(stable);
+        let mut weighted = vec![(primary.to_owned(), primary_port, 100 - canary_weight)];
+        if let Some((name, port)) = canary {
+            weighted.push((name.to_owned(), port, canary_weight));
+        }
+        Backends { weighted, known }
+    }
+}
+
+/// Why the route could not be routed.
+#[derive(Debug, Error)]
+pub enum RouteError {
+    #[error("HTTPRoute {namespace}/{name} not found; create it (gateway mode routes through it)")]
+    Missing { namespace: String, name: String },
+    #[error(
+        "HTTPRoute {namespace}/{name} has no rule whose backendRefs point at this MineruDeployment's Services ({known}); add one"
+    )]
+    NoManagedRule {
+        namespace: String,
+        name: String,
+        known: String,
+    },
+    #[error("HTTPRoute {namespace}/{name}: {source}")]
+    Api {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// The rules with our backendRefs rewritten, or `None` when they already carry these weights.
+/// `Err(())` when no rule routes to us.
+pub fn rewrite_rules(rules: &Value, backends: &Backends) -> Result<Option<Value>, ()> {
+    let Some(rules) = rules.as_array() else {
+        return Err(());
+    };
+    let ours = |reference: &Value| {
+        let kind_is_service = reference
+            .get("kind")
+            .and_then(Value::as_str)
+            .is_none_or(|kind| kind == "Service");
+        let name = reference.get("name").and_then(Value::as_str).unwrap_or("");
+        kind_is_service
+            && (backends.known.iter().any(|known| known == name)
+                || backends
+                    .weighted
+                    .iter()
+                    .any(|(weighted, _, _)| weighted == name))
+    };
+    let desired_refs: Vec<Value> = backends
+        .weighted
+        .iter()
+        .map(|(name, port, weight)| json!({"kind": "Service", "name": name, "port": port, "weight": weight}))
+        .collect();
+
+    let mut managed = 0;
+    let rewritten: Vec<Value> = rules
+        .iter()
+        .map(|rule| {
+            let refs = rule.get("backendRefs").and_then(Value::as_array);
+            if !refs.is_some_and(|refs| refs.iter().any(ours)) {
+                return rule.clone();
+            }
+            managed += 1;
+            let mut rule = rule.clone();
+            rule["backendRefs"] = Value::Array(desired_refs.clone());
+            rule
+        })
+        .collect();
+    if managed == 0 {
+        return Err(());
+    }
+    let unchanged = rules.iter().zip(&rewritten).all(|(old, new)| {
+        normalized_refs(old.get("backendRefs")) == normalized_refs(new.get("backendRefs"))
+    });
+    Ok((!unchanged).then_some(Value::Array(rewritten)))
+}
+
+/// backendRefs compared by what matters (the apiserver fills `group`, `kind` defaults).
+fn normalized_refs(refs: Option<&Value>) -> Vec<(String, i64, i64)> {
+    refs.and_then(Value::as_array)
+        .map(|refs| {
+            refs.iter()
+                .map(|r| {
+                    (
+                        r.get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned(),
+                        r.get("port").and_then(Value::as_i64).unwrap_or(0),
+                        r.get("weight").and_then(Value::as_i64).unwrap_or(1),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn http_route_api(client: Client, namespace: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
+    Api::namespaced_with(client, namespace, &ApiResource::from_gvk(&gvk))
+}
+
+/// Sets the weights on the route; returns whether it wrote.
+pub async fn apply(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    backends: &Backends,
+) -> Result<bool, RouteError> {
+    let api = http_route_api(client, namespace);
+    let api_error = |source| RouteError::Api {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        source,
+    };
+    let Some(mut route) = api.get_opt(name).await.map_err(api_error)? else {
+        return Err(RouteError::Missing {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        });
+    };
+    let rules = route.data["spec"]["rules"].clone();
+    let rewritten = rewrite_rules(&rules, backends).map_err(|()| RouteError::NoManagedRule {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        known: backends.known.join(", "),
+    })?;
+    let Some(rules) = rewritten else {
+        return Ok(false);
+    };
+    route.data["spec"]["rules"] = rules;
+    // Replace carries the resourceVersion read above: a concurrent edit fails with 409 and the
+    // reconcile retries on fresh data instead of overwriting it.
+    api.replace(&route.name_any(), &PostParams::default(), &route)
+        .await
+        .map_err(api_error)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route_rules() -> Value {
+        json!([
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/docs"}}],
+             "backendRefs": [{"group": "", "kind": "Service", "name": "docs", "port": 8000, "weight": 1}]},
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/other"}}],
+             "backendRefs": [{"name": "someone-else", "port": 80}]}
+        ])
+    }
+
+    fn known() -> Vec<String> {
+        vec![
+            "docs".into(),
+            "docs-worker-w-old".into(),
+            "docs-worker-w-new".into(),
+        ]
+    }
+
+    #[test]
+    fn rewrites_only_rules_routing_to_us_and_keeps_their_matches() {
+        let backends = Backends::split(
+            ("docs-worker-w-old", 8000),
+            Some(("docs-worker-w-new", 8000)),
+            10,
+            None,
+            known(),
+        );
+        let rules = rewrite_rules(&route_rules(), &backends).unwrap().unwrap();
+        assert_eq!(
+            rules[0]["backendRefs"],
+            json!([
+                {"kind": "Service", "name": "docs-worker-w-old", "port": 8000, "weight": 90},
+                {"kind": "Service", "name": "docs-worker-w-new", "port": 8000, "weight": 10}
+            ])
+        );
+        assert_eq!(rules[0]["matches"], route_rules()[0]["matches"]);
+        assert_eq!(rules[1], route_rules()[1]);
+    }
+
+    #[test]
+    fn no_write_when_weights_already_match() {
+        let backends = Backends::split(
+            ("docs-worker-w-old", 8000),
+            Some(("docs-worker-w-new", 8000)),
+            50,
+            None,
+            known(),
+        );
+        let once = rewrite_rules(&route_rules(), &backends).unwrap().unwrap();
+        // The apiserver adds defaults (group) to what we wrote; that is not a change.
+        let mut stored = once.clone();
+        for reference in stored[0]["backendRefs"].as_array_mut().unwrap() {
+            reference["group"] = json!("");
+        }
+        assert_eq!(rewrite_rules(&stored, &backends).unwrap(), None);
+    }
+
+    #[test]
+    fn a_route_without_our_services_is_an_error() {
+        let backends = Backends::split(
+            ("docs-worker-w-old", 8000),
+            None,
+            0,
+            None,
+            vec!["docs".into()],
+        );
+        let rules = json!([{"backendRefs": [{"name": "someone-else", "port": 80}]}]);
+        assert_eq!(rewrite_rules(&rules, &backends), Err(()));
+        assert_eq!(rewrite_rules(&json!(null), &backends), Err(()));
+    }
+
+    #[test]
+    fn legacy_service_takes_stables_share_during_migration() {
+        let mut known = known();
+        known.push("mineru-api".into());
+        let backends = Backends::split(
+            ("docs-worker-w-old", 8000),
+            Some(("docs-worker-w-new", 8000)),
+            10,
+            Some(("mineru-api", 8000)),
+            known,
+        );
+        let rules = json!([{"backendRefs": [{"name": "mineru-api", "port": 8000}]}]);
+        let rewritten = rewrite_rules(&rules, &backends).unwrap().unwrap();
+        let names: Vec<_> = rewritten[0]["backendRefs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["name"].as_str().unwrap().to_owned(),
+                    r["weight"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("mineru-api".to_owned(), 90),
+                ("docs-worker-w-new".to_owned(), 10)
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_canary_stable_takes_everything() {
+        let backends = Backends::split(("docs-worker-w-old", 8000), None, 40, None, known());
+        assert_eq!(
+            backends.weighted,
+            [("docs-worker-w-old".to_owned(), 8000, 100)]
+        );
+    }
+}
