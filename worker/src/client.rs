@@ -6,7 +6,7 @@
 //! `Retry-After`; everything else fails at once with the server's own message.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng as _;
 use reqwest::StatusCode;
@@ -39,6 +39,14 @@ pub struct ClientConfig {
     /// Backoff before the first retry; doubles per retry up to `backoff_max`.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Told about every HTTP attempt (a server's metrics and circuit breaker).
+    pub observer: Option<Arc<dyn CallObserver>>,
+}
+
+/// Sees every HTTP attempt the client makes, as it ends.
+pub trait CallObserver: Send + Sync + std::fmt::Debug {
+    /// `outcome` is `Ok` for a usable 200; `retrying` is true when another attempt follows.
+    fn attempt(&self, outcome: Result<(), &CallError>, elapsed: Duration, retrying: bool);
 }
 
 impl ClientConfig {
@@ -54,6 +62,7 @@ impl ClientConfig {
             max_retries: 3,
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
+            observer: None,
         }
     }
 }
@@ -288,9 +297,16 @@ where
     let mut attempts = 0;
     loop {
         attempts += 1;
-        match attempt().await {
+        let started = Instant::now();
+        let result = attempt().await;
+        let retrying =
+            matches!(&result, Err(e) if e.is_retryable() && attempts <= config.max_retries);
+        if let Some(observer) = &config.observer {
+            observer.attempt(result.as_ref().map(|_| ()), started.elapsed(), retrying);
+        }
+        match result {
             Ok(value) => return Ok(value),
-            Err(err) if err.is_retryable() && attempts <= config.max_retries => {
+            Err(err) if retrying => {
                 let wait = backoff(config, attempts, &err);
                 tracing::debug!(step, attempts, ?wait, error = %err, "retrying");
                 tokio::time::sleep(wait).await;

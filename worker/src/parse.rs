@@ -36,6 +36,17 @@ impl PageRange {
         last: None,
     };
 
+    /// The range from MinerU's 0-based, inclusive `start_page_id`/`end_page_id`.
+    pub fn from_zero_based(start: usize, end: Option<usize>) -> Result<Self, String> {
+        if let Some(end) = end.filter(|&e| e < start) {
+            return Err(format!("end page {end} is before start page {start}"));
+        }
+        Ok(Self {
+            first: start + 1,
+            last: end.map(|e| e.saturating_add(1)),
+        })
+    }
+
     /// The 0-based page indices selected in a document of `count` pages; the end is clamped to the
     /// document, a start past its end is an error.
     pub fn resolve(&self, count: usize) -> Result<std::ops::Range<usize>, ParseError> {
@@ -117,8 +128,25 @@ pub async fn parse_document(
     extractor: &Extractor,
     progress: ProgressFn,
 ) -> Result<(Document, Vec<PageResult>), ParseError> {
+    let doc = open_document(bytes).await?;
+    let results = parse_pages(&doc, range, extractor, progress).await?;
+    Ok((doc, results))
+}
+
+/// Opens `bytes` with pdfium, so a caller can look at the document (its page count) before
+/// extracting it.
+pub async fn open_document(bytes: Vec<u8>) -> Result<Document, ParseError> {
     // pdfium calls block (and serialise on one lock): keep them off the async threads.
-    let doc = blocking(move || Document::open(bytes).map_err(ParseError::from)).await?;
+    blocking(move || Document::open(bytes).map_err(ParseError::from)).await
+}
+
+/// Extracts the selected pages of an open document, in page order.
+pub async fn parse_pages(
+    doc: &Document,
+    range: PageRange,
+    extractor: &Extractor,
+    progress: ProgressFn,
+) -> Result<Vec<PageResult>, ParseError> {
     let pages = range.resolve(doc.page_count())?;
     progress(Progress::Started { pages: pages.len() });
     let results = match extractor {
@@ -145,7 +173,7 @@ pub async fn parse_document(
             results
         }
     };
-    Ok((doc, results))
+    Ok(results)
 }
 
 async fn blocking<T: Send + 'static>(
