@@ -42,6 +42,8 @@ pub struct ApiServer {
     failures: VecDeque<(Method, String, u16)>,
     /// The object whose status subresource is patched.
     parent: Value,
+    /// Objects answered to a GET of their exact path.
+    objects: BTreeMap<String, Value>,
 }
 
 impl ApiServer {
@@ -51,6 +53,12 @@ impl ApiServer {
             .entry(plural.to_owned())
             .or_default()
             .extend(objects);
+        self
+    }
+
+    /// Answers a GET of `path` with `object`.
+    pub fn with_object(mut self, path: &str, object: Value) -> Self {
+        self.objects.insert(path.to_owned(), object);
         self
     }
 
@@ -126,6 +134,9 @@ impl ApiServer {
         }
         let ok = StatusCode::OK;
         match call.method {
+            Method::GET if self.objects.contains_key(&call.path) => {
+                (ok, self.objects[&call.path].clone())
+            }
             Method::GET => {
                 let plural = call.path.rsplit('/').next().unwrap_or_default();
                 let items = self.lists.get(plural).cloned().unwrap_or_default();
@@ -143,7 +154,7 @@ impl ApiServer {
                 parent["status"] = call.body["status"].clone();
                 (ok, parent)
             }
-            // Apply and Event creation answer with what was sent.
+            // Apply, create and replace answer with what was sent.
             _ => (ok, call.body.clone()),
         }
     }

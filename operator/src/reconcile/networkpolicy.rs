@@ -14,7 +14,7 @@ use super::Owner;
 use crate::{VLLM_PORT, labels};
 
 /// The NetworkPolicy `<name>-vllm`. `extra_peers` come from the operator's
-/// `--scraper-namespace-selector` / `--scraper-pod-selector` flags.
+/// `--metrics-scraper-namespace` / `--metrics-scraper-pod-selector` flags.
 pub fn desired(owner: &Owner, extra_peers: &[NetworkPolicyPeer]) -> NetworkPolicy {
     let instance = &owner.instance;
     let mut from = vec![NetworkPolicyPeer {

@@ -1,0 +1,320 @@
+//! The mineru-operator process: leader election, the controller, and its HTTP endpoints.
+
+use std::{collections::BTreeMap, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
+
+use clap::{Parser, ValueEnum};
+use k8s_openapi::{
+    api::networking::v1::NetworkPolicyPeer, apimachinery::pkg::apis::meta::v1::LabelSelector,
+    jiff::Timestamp,
+};
+use kube::Client;
+use mineru_operator::{
+    context::{self, Context},
+    controller,
+    http::{self, Readiness},
+    leader::Elector,
+    metrics::Metrics,
+    reconcile::Settings,
+};
+use tokio::sync::watch;
+use tracing_subscriber::EnvFilter;
+
+/// Runs MineruDeployments: vLLM (GPU tier) and mineru-worker (CPU tier) per revision.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "MINERU_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+
+    /// Log format.
+    #[arg(long, env = "MINERU_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    /// This replica's identity in the Lease and in Events; the pod name.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+
+    /// Namespace of the leader-election Lease; the operator's own namespace.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "mineru-operator")]
+    lease_name: String,
+
+    /// Seconds a leader holds the Lease without renewing it; a standby takes over after that.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
+
+    /// Reconcile without leader election (a single replica, or local development).
+    #[arg(long)]
+    no_leader_election: bool,
+
+    /// Namespace of the Prometheus that scrapes vLLM metrics on port 8000; the NetworkPolicy
+    /// admits its pods beside the workers. Empty: no scraper is admitted.
+    #[arg(
+        long,
+        env = "MINERU_OPERATOR_METRICS_SCRAPER_NAMESPACE",
+        default_value = "monitoring"
+    )]
+    metrics_scraper_namespace: String,
+
+    /// Narrows the admitted scraper to pods with these labels (`k=v,...`); empty: every pod of
+    /// the scraper namespace.
+    #[arg(long, value_parser = parse_labels, default_value = "")]
+    metrics_scraper_pod_selector: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "mineru-operator stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let client = Client::try_default().await?;
+    let metrics = Arc::new(Metrics::default());
+    let readiness = Readiness::default();
+    let (stop, stopping) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+    let server = tokio::spawn(http::serve(
+        args.listen,
+        http::router(metrics.clone(), readiness.clone()),
+        stopped(stopping.clone()),
+    ));
+
+    controller::ensure_crd(&client).await?;
+    readiness.set(true);
+
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("mineru-operator-{}", std::process::id()));
+    let settings = Settings {
+        vllm_peers: scraper_peer(
+            &args.metrics_scraper_namespace,
+            &args.metrics_scraper_pod_selector,
+        )
+        .into_iter()
+        .collect(),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Some(identity.clone()),
+        metrics,
+        settings,
+        context::now,
+    ));
+
+    if args.no_leader_election {
+        controller::run(ctx, stopped(stopping.clone())).await?;
+    } else {
+        let duration = Duration::from_secs(args.lease_duration_seconds.max(3));
+        let elector = Elector::new(
+            client,
+            &args.lease_namespace,
+            &args.lease_name,
+            &identity,
+            duration,
+        );
+        if !acquire(&elector, duration / 5, stopping.clone()).await {
+            return Ok(());
+        }
+        tracing::info!(identity, "leading; reconciling");
+        let controller = tokio::spawn(controller::run(ctx, stopped(stopping.clone())));
+        if let Err(lost) = elector.keep(duration / 3, stopped(stopping.clone())).await {
+            // Another replica may be acting already: stop writing at once.
+            controller.abort();
+            return Err(lost.into());
+        }
+        controller.await??;
+        elector.release().await?;
+    }
+    server.await??;
+    Ok(())
+}
+
+/// Waits until this replica holds the Lease; false when asked to stop first.
+async fn acquire(elector: &Elector, retry: Duration, stopping: watch::Receiver<bool>) -> bool {
+    let mut ticks = tokio::time::interval(retry);
+    let stop = stopped(stopping);
+    tokio::pin!(stop);
+    let mut follows = String::new();
+    loop {
+        tokio::select! {
+            () = &mut stop => return false,
+            _ = ticks.tick() => {}
+        }
+        match elector.round(Timestamp::now()).await {
+            Ok(holder) if holder == elector.identity() => return true,
+            Ok(holder) if holder != follows => {
+                tracing::info!(leader = %holder, "standing by");
+                follows = holder;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "leader election round failed"),
+        }
+    }
+}
+
+/// Resolves once shutdown was asked for.
+async fn stopped(mut stopping: watch::Receiver<bool>) {
+    // An error means the sender is gone, which only happens after it sent `true`.
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        // The reconcile span (namespace, name, generation) rides along on every line.
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
+/// `k=v,k2=v2` into labels; an empty string is no labels.
+fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    text.split(',')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                Ok((key.trim().to_owned(), value.trim().to_owned()))
+            }
+            _ => Err(format!("{pair:?} is not key=value")),
+        })
+        .collect()
+}
+
+/// The scraper as a NetworkPolicy peer: pods (matching `pods`) of the namespace `namespace`.
+fn scraper_peer(namespace: &str, pods: &BTreeMap<String, String>) -> Option<NetworkPolicyPeer> {
+    (!namespace.is_empty()).then(|| NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_owned(),
+                namespace.to_owned(),
+            )])),
+            ..LabelSelector::default()
+        }),
+        pod_selector: (!pods.is_empty()).then(|| LabelSelector {
+            match_labels: Some(pods.clone()),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_parse_from_key_value_pairs() {
+        let labels = parse_labels("a=1, b = two").unwrap();
+        assert_eq!(
+            labels,
+            BTreeMap::from([("a".into(), "1".into()), ("b".into(), "two".into())])
+        );
+        assert!(parse_labels("").unwrap().is_empty());
+        assert!(parse_labels("novalue").is_err());
+    }
+
+    #[test]
+    fn default_scraper_is_every_pod_of_the_monitoring_namespace() {
+        let args = Args::parse_from(["mineru-operator"]);
+        let peer = scraper_peer(
+            &args.metrics_scraper_namespace,
+            &args.metrics_scraper_pod_selector,
+        )
+        .unwrap();
+        let namespaces = peer.namespace_selector.unwrap().match_labels.unwrap();
+        assert_eq!(namespaces["kubernetes.io/metadata.name"], "monitoring");
+        assert_eq!(peer.pod_selector, None);
+    }
+
+    #[test]
+    fn scraper_pods_can_be_narrowed() {
+        let args = Args::parse_from([
+            "mineru-operator",
+            "--metrics-scraper-namespace=observability",
+            "--metrics-scraper-pod-selector=app.kubernetes.io/name=prometheus",
+        ]);
+        let peer = scraper_peer(
+            &args.metrics_scraper_namespace,
+            &args.metrics_scraper_pod_selector,
+        )
+        .unwrap();
+        assert_eq!(
+            peer.namespace_selector.unwrap().match_labels.unwrap()["kubernetes.io/metadata.name"],
+            "observability"
+        );
+        assert_eq!(
+            peer.pod_selector.unwrap().match_labels.unwrap()["app.kubernetes.io/name"],
+            "prometheus"
+        );
+    }
+
+    #[test]
+    fn an_empty_scraper_namespace_admits_no_scraper() {
+        let args = Args::parse_from(["mineru-operator", "--metrics-scraper-namespace="]);
+        assert_eq!(
+            scraper_peer(
+                &args.metrics_scraper_namespace,
+                &args.metrics_scraper_pod_selector
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn the_charts_arguments_are_accepted() {
+        Args::try_parse_from([
+            "mineru-operator",
+            "--log-format=json",
+            "--metrics-scraper-namespace=monitoring",
+        ])
+        .unwrap();
+    }
+}
