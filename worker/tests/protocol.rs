@@ -292,6 +292,26 @@ async fn strict_simulator_rejects_each_deviation() {
             "undecodable_image",
         ),
         (
+            "image URL not a string",
+            set(valid_body(Step::Text, &block), image_url, json!(42)),
+            400,
+            "messages",
+        ),
+        (
+            "two images",
+            {
+                let mut body = valid_body(Step::Text, &block);
+                let parts = body
+                    .pointer_mut("/messages/1/content")
+                    .and_then(Value::as_array_mut)
+                    .expect("parts");
+                parts.insert(0, parts[0].clone());
+                body
+            },
+            400,
+            "messages",
+        ),
+        (
             "base64 garbage",
             set(
                 valid_body(Step::Text, &block),
