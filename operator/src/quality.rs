@@ -1,0 +1,233 @@
+//! The output-quality gate: golden documents parsed by the stable and the canary workers, their
+//! answers compared. Rollout controllers judge latency and errors; a model that answers fast
+//! and wrong passes those. This compares what users actually get.
+//!
+//! Similarity combines structure (the sequence of block types — headings, paragraphs, tables,
+//! equations, figures — by count and order) and text (a diff ratio over the normalised words),
+//! weighted 1 : 3: a reordered or lost table matters, but most of a document is its text.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use mineru_crds::{QualityResult, Verdict};
+use serde_json::Value;
+use similar::TextDiff;
+use thiserror::Error;
+
+const STRUCTURE_WEIGHT: f64 = 0.25;
+
+/// What one worker answered for one document, in MinerU's shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Parsed {
+    /// `md_content`.
+    pub markdown: String,
+    /// `content_list`: one item per block, in reading order.
+    pub content_list: Vec<Value>,
+}
+
+/// Similarity of two parses, from 0 (nothing alike) to 1 (identical).
+pub fn similarity(stable: &Parsed, canary: &Parsed) -> f64 {
+    let structure = ratio(
+        &block_types(&stable.content_list),
+        &block_types(&canary.content_list),
+    );
+    let text = ratio(&normalised_words(stable), &normalised_words(canary));
+    STRUCTURE_WEIGHT * structure + (1.0 - STRUCTURE_WEIGHT) * text
+}
+
+/// Judges every document: Pass at or above `min_similarity`.
+pub fn judge(similarities: &BTreeMap<String, f64>, min_similarity: f64) -> Vec<QualityResult> {
+    similarities
+        .iter()
+        .map(|(document, similarity)| QualityResult {
+            document: document.clone(),
+            // Rounded down, so a failing score never displays as the threshold it missed.
+            similarity: (similarity * 10_000.0).floor() / 10_000.0,
+            verdict: if *similarity >= min_similarity {
+                Verdict::Pass
+            } else {
+                Verdict::Fail
+            },
+        })
+        .collect()
+}
+
+fn block_types(items: &[Value]) -> String {
+    items
+        .iter()
+        .map(|item| {
+            let kind = item
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown");
+            let level = item.get("text_level").and_then(Value::as_i64).unwrap_or(0);
+            format!("{kind}{level}\n")
+        })
+        .collect()
+}
+
+fn normalised_words(parsed: &Parsed) -> String {
+    parsed
+        .markdown
+        .split_whitespace()
+        .map(|word| format!("{}\n", word.to_lowercase()))
+        .collect()
+}
+
+/// Line-diff ratio; lines here are block types or words, so it is an order-aware token ratio.
+fn ratio(a: &str, b: &str) -> f64 {
+    if a.is_empty() && b.is_empty() {
+        return 1.0;
+    }
+    f64::from(TextDiff::from_lines(a, b).ratio())
+}
+
+/// Why a golden document could not be compared.
+#[derive(Debug, Error)]
+pub enum QualityError {
+    #[error("{worker} worker at {url} failed on {document}: {reason}")]
+    Parse {
+        worker: &'static str,
+        url: String,
+        document: String,
+        reason: String,
+    },
+}
+
+/// Sends a document to a worker's `/file_parse` (MinerU's API) and reads its answer.
+pub async fn parse_with(
+    http: &reqwest::Client,
+    worker: &'static str,
+    url: &str,
+    document: &str,
+    pdf: &[u8],
+    timeout: Duration,
+) -> Result<Parsed, QualityError> {
+    let failed = |reason: String| QualityError::Parse {
+        worker,
+        url: url.to_owned(),
+        document: document.to_owned(),
+        reason,
+    };
+    let part = reqwest::multipart::Part::bytes(pdf.to_vec())
+        .file_name(document.to_owned())
+        .mime_str("application/pdf")
+        .map_err(|error| failed(error.to_string()))?;
+    let form = reqwest::multipart::Form::new()
+        .part("files", part)
+        .text("return_md", "true")
+        .text("return_content_list", "true");
+    let response = http
+        .post(format!("{}/file_parse", url.trim_end_matches('/')))
+        .multipart(form)
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|error| failed(error.to_string()))?;
+    let status = response.status();
+    let body: Value = response
+        .json()
+        .await
+        .map_err(|error| failed(format!("HTTP {status}, unreadable answer: {error}")))?;
+    if !status.is_success() {
+        return Err(failed(format!("HTTP {status}: {body}")));
+    }
+    let result = body["results"]
+        .as_object()
+        .and_then(|results| results.values().next())
+        .ok_or_else(|| failed(format!("answer has no results: {body}")))?;
+    let markdown = result["md_content"].as_str().unwrap_or_default().to_owned();
+    // mineru-api returns content_list as a JSON string; accept an array too.
+    let content_list = match &result["content_list"] {
+        Value::String(text) => serde_json::from_str(text)
+            .map_err(|error| failed(format!("content_list is not JSON: {error}")))?,
+        Value::Array(items) => items.clone(),
+        _ => Vec::new(),
+    };
+    Ok(Parsed {
+        markdown,
+        content_list,
+    })
+}
+
+/// Parses every golden document with both workers and judges the similarity.
+pub async fn compare(
+    http: &reqwest::Client,
+    stable_url: &str,
+    canary_url: &str,
+    documents: &BTreeMap<String, Vec<u8>>,
+    min_similarity: f64,
+    timeout: Duration,
+) -> Result<Vec<QualityResult>, QualityError> {
+    let mut similarities = BTreeMap::new();
+    for (name, pdf) in documents {
+        let (stable, canary) = futures::try_join!(
+            parse_with(http, "stable", stable_url, name, pdf, timeout),
+            parse_with(http, "canary", canary_url, name, pdf, timeout),
+        )?;
+        similarities.insert(name.clone(), similarity(&stable, &canary));
+    }
+    Ok(judge(&similarities, min_similarity))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parsed(markdown: &str, types: &[&str]) -> Parsed {
+        Parsed {
+            markdown: markdown.to_owned(),
+            content_list: types.iter().map(|t| json!({"type": t})).collect(),
+        }
+    }
+
+    const TEXT: &str = "# Report\n\nRevenue grew in every region this quarter, led by the north.\n\n<table><tr><td>1</td></tr></table>";
+
+    #[test]
+    fn identical_output_is_fully_similar() {
+        let a = parsed(TEXT, &["text", "text", "table"]);
+        assert_eq!(similarity(&a, &a.clone()), 1.0);
+    }
+
+    #[test]
+    fn whitespace_and_case_do_not_count() {
+        let a = parsed(TEXT, &["text", "text", "table"]);
+        let b = parsed(
+            &TEXT.to_uppercase().replace(' ', "  \n"),
+            &["text", "text", "table"],
+        );
+        assert_eq!(similarity(&a, &b), 1.0);
+    }
+
+    #[test]
+    fn a_lost_table_costs_structure_and_text() {
+        let a = parsed(TEXT, &["text", "text", "table"]);
+        let b = parsed(TEXT.split("<table>").next().unwrap(), &["text", "text"]);
+        let score = similarity(&a, &b);
+        assert!(score < 0.95 && score > 0.5, "{score}");
+    }
+
+    #[test]
+    fn unrelated_output_is_dissimilar() {
+        let a = parsed(TEXT, &["text", "text", "table"]);
+        let b = parsed("completely different words here", &["image"]);
+        assert!(similarity(&a, &b) < 0.2);
+    }
+
+    #[test]
+    fn empty_outputs_match_each_other_only() {
+        let empty = parsed("", &[]);
+        assert_eq!(similarity(&empty, &empty.clone()), 1.0);
+        assert!(similarity(&empty, &parsed(TEXT, &["text"])) < 0.01);
+    }
+
+    #[test]
+    fn judge_passes_at_the_threshold_and_rounds_down_for_status() {
+        let similarities =
+            BTreeMap::from([("a.pdf".to_owned(), 0.95), ("b.pdf".to_owned(), 0.949_99)]);
+        let results = judge(&similarities, 0.95);
+        assert_eq!(results[0].verdict, Verdict::Pass);
+        assert_eq!(results[1].verdict, Verdict::Fail);
+        assert_eq!(results[1].similarity, 0.9499);
+    }
+}
