@@ -456,6 +456,18 @@ async fn strict_simulator_rejects_each_deviation() {
         );
     }
     assert_eq!(sim.deviations(), total);
+    assert_eq!(sim.deviation_log().len() as u64, total);
+
+    let before = sim.deviations();
+    let response = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{\"model\": ")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status().as_u16(), 400, "truncated JSON");
+    assert_eq!(sim.deviations(), before + 1);
 
     // A request exactly as the protocol says is still accepted.
     let ok = http
@@ -465,4 +477,41 @@ async fn strict_simulator_rejects_each_deviation() {
         .await
         .expect("send");
     assert_eq!(ok.status().as_u16(), 200);
+}
+
+#[test]
+fn every_deviation_kind_is_listed_for_the_metrics() {
+    use mineru_worker::simulator::Deviation;
+    let all = [
+        Deviation::Unauthorized,
+        Deviation::MalformedBody(String::new()),
+        Deviation::UnknownModel(String::new()),
+        Deviation::Messages(String::new()),
+        Deviation::MissingImage,
+        Deviation::ImageNotPng(String::new()),
+        Deviation::UndecodableImage(String::new()),
+        Deviation::LayoutImageSize {
+            width: 1,
+            height: 1,
+        },
+        Deviation::BlockImageSize {
+            width: 1,
+            height: 1,
+        },
+        Deviation::UnknownPrompt(String::new()),
+        Deviation::SkipSpecialTokens(String::new()),
+        Deviation::Sampling {
+            field: String::new(),
+            actual: String::new(),
+            expected: String::new(),
+        },
+        Deviation::MaxTokens {
+            field: String::new(),
+            value: String::new(),
+            max_model_len: 1,
+        },
+        Deviation::UnexpectedField(String::new()),
+    ];
+    let kinds: Vec<&str> = all.iter().map(Deviation::kind).collect();
+    assert_eq!(kinds, Deviation::KINDS);
 }
