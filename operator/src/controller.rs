@@ -117,13 +117,10 @@ pub async fn ensure_crd(client: &Client) -> Result<()> {
     }
 }
 
-/// Runs the controller until `shutdown` resolves; in-flight reconciles finish first.
-pub async fn run(
-    ctx: Arc<Context>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) -> Result<()> {
+/// Runs the controller until `shutdown` resolves; in-flight reconciles finish first. Call
+/// [`ensure_crd`] before, so a missing CRD is one clear error instead of a retrying watch.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
-    ensure_crd(&client).await?;
     // Only our objects are watched, which keeps the caches small in busy clusters.
     let owned = || {
         watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER))
@@ -151,15 +148,13 @@ pub async fn run(
                         &object.name,
                     );
                 }
-                Err(controller::Error::ReconcilerFailed(error, object)) => {
-                    tracing::warn!(object = %object, %error, "reconcile failed");
-                }
+                // error_policy already logged it with its retry delay.
+                Err(controller::Error::ReconcilerFailed(..)) => {}
                 Err(error) => tracing::warn!(%error, "controller stream error"),
             }
         }
     })
     .await;
-    Ok(())
 }
 
 /// Reconciles one MineruDeployment: its objects, then its status and Events.
@@ -227,7 +222,7 @@ async fn reconcile_objects(md: &MineruDeployment, ctx: &Context) -> Result<Phase
     children.delete_orphans(&pdbs).await?;
 
     let old = md.status.clone().unwrap_or_default();
-    let readiness = status::Readiness::observe(&statefulsets, &deployments);
+    let readiness = status::ReadyReplicas::observe(&statefulsets, &deployments);
     let new = status::desired(md, &topology, &readiness, &(ctx.clock)());
     if new != old {
         patch_status(ctx, md, &new).await?;

@@ -126,7 +126,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     ));
 
     if args.no_leader_election {
-        controller::run(ctx, stopped(stopping.clone())).await?;
+        controller::run(ctx, stopped(stopping.clone())).await;
     } else {
         let duration = Duration::from_secs(args.lease_duration_seconds.max(3));
         let elector = Elector::new(
@@ -146,7 +146,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             controller.abort();
             return Err(lost.into());
         }
-        controller.await??;
+        controller.await?;
         elector.release().await?;
     }
     server.await??;

@@ -30,20 +30,20 @@ pub const DEGRADED: &str = "Degraded";
 
 /// Ready replicas per revision, from the workloads' own status.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Readiness {
+pub struct ReadyReplicas {
     /// Ready vLLM replicas per model revision.
     pub models: BTreeMap<String, i32>,
     /// Ready workers per worker revision.
     pub workers: BTreeMap<String, i32>,
 }
 
-impl Readiness {
+impl ReadyReplicas {
     /// Reads `readyReplicas` of the observed StatefulSets and Deployments.
     pub fn observe(statefulsets: &[StatefulSet], deployments: &[Deployment]) -> Self {
         fn revision(meta: &ObjectMeta) -> Option<String> {
             meta.labels.as_ref()?.get(labels::REVISION).cloned()
         }
-        Readiness {
+        ReadyReplicas {
             models: statefulsets
                 .iter()
                 .filter_map(|s| {
@@ -66,7 +66,7 @@ impl Readiness {
 pub fn desired(
     md: &MineruDeployment,
     topology: &Topology,
-    readiness: &Readiness,
+    readiness: &ReadyReplicas,
     now: &Time,
 ) -> MineruDeploymentStatus {
     let old = md.status.clone().unwrap_or_default();
@@ -273,8 +273,8 @@ mod tests {
     }
 
     /// Every running revision with all its replicas ready.
-    fn all_ready(topology: &Topology) -> Readiness {
-        Readiness {
+    fn all_ready(topology: &Topology) -> ReadyReplicas {
+        ReadyReplicas {
             models: topology
                 .models
                 .iter()
@@ -302,7 +302,7 @@ mod tests {
     fn first_reconcile_is_progressing_not_degraded() {
         let md = MineruDeployment::test();
         let t = topology(&md);
-        let status = desired(&md, &t, &Readiness::default(), &at(100));
+        let status = desired(&md, &t, &ReadyReplicas::default(), &at(100));
         assert_eq!(status.phase, Some(Phase::Progressing));
         assert_eq!(status.observed_generation, Some(1));
         assert_eq!(status.stable, Some(t.stable.clone()));
@@ -344,7 +344,7 @@ mod tests {
     fn transition_time_moves_only_when_a_condition_flips() {
         let md = MineruDeployment::test();
         let t = topology(&md);
-        let first = desired(&md, &t, &Readiness::default(), &at(100));
+        let first = desired(&md, &t, &ReadyReplicas::default(), &at(100));
         let md = with_status(md, first);
         let second = desired(&md, &t, &all_ready(&t), &at(200));
         assert_eq!(condition(&second, AVAILABLE).last_transition_time, at(200));
@@ -386,7 +386,7 @@ mod tests {
             &SpecRevisions::of("docs", &md.spec).unwrap(),
             &recorded,
         );
-        let mut readiness = Readiness::default();
+        let mut readiness = ReadyReplicas::default();
         readiness.models.insert(stable.model_revision.clone(), 1);
         readiness.workers.insert(stable.worker_revision.clone(), 2);
         let status = desired(&md, &t, &readiness, &at(100));
@@ -417,7 +417,7 @@ mod tests {
             ..MineruDeploymentStatus::default()
         });
         let t = topology(&md);
-        let status = desired(&md, &t, &Readiness::default(), &at(100));
+        let status = desired(&md, &t, &ReadyReplicas::default(), &at(100));
         assert_eq!(status.current_step, Some(1));
         assert_eq!(status.canary_weight, Some(50));
         assert_eq!(condition(&status, "RolledBack").last_transition_time, at(5));
