@@ -954,3 +954,114 @@ fn the_engine_asks_to_look_again_at_the_next_round_or_deadline() {
         "next round"
     );
 }
+
+#[test]
+fn without_checks_the_engine_looks_again_only_when_a_pause_ends() {
+    let spec = json!({"analysis": {"defaultCriteria": false}});
+    let world = World::at_first_step(spec, new_model());
+    let requeue = world.last.as_ref().unwrap().requeue_at.unwrap();
+    assert_eq!(requeue.as_second() - world.input.now.as_second(), 5 * 60);
+}
+
+#[test]
+fn an_overdue_round_is_asked_for_again_an_interval_later_not_in_a_busy_loop() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    world.wait(10 * 60);
+    let requeue = world.decide().requeue_at.unwrap();
+    assert_eq!(requeue.as_second() - world.input.now.as_second(), 60);
+}
+
+// ---- more rollback paths ----
+
+#[test]
+fn a_canary_vllm_crash_looping_while_warming_up_is_rolled_back_before_the_deadline() {
+    let mut world = World::new(defaults());
+    world.ship(new_model());
+    world.decide();
+    world
+        .input
+        .observed
+        .vllm_restarts
+        .insert("m-7f3c".into(), 4);
+    world.wait(60);
+    world.decide();
+    let rollback = world.status().last_rollback.clone().expect("rolled back");
+    assert_eq!(rollback.reason, RollbackReason::TriggerFired);
+    assert_eq!(rollback.check.as_deref(), Some("vllm-crashloop"));
+    assert_eq!(rollback.value, Some(4.0));
+}
+
+#[test]
+fn abort_during_the_post_promotion_window_restores_the_previous_revision() {
+    let mut world = promoted();
+    world.command(Command::Abort);
+    world.decide();
+    assert_eq!(world.status().stable, Some(old()));
+    assert_eq!(world.status().failed_revisions, vec![new_model()]);
+    assert_eq!(
+        world.status().last_rollback.as_ref().map(|r| r.reason),
+        Some(RollbackReason::Aborted)
+    );
+}
+
+#[test]
+fn the_post_promotion_window_stays_open_while_prometheus_is_down() {
+    let mut world = promoted();
+    for _ in 0..15 {
+        world.round(Answer::Error);
+    }
+    assert_eq!(
+        world.status().previous_stable,
+        Some(old()),
+        "{}",
+        world.message()
+    );
+    world.round(Answer::Pass);
+    assert_eq!(world.status().previous_stable, None);
+    assert_eq!(world.phase(), Phase::Healthy);
+}
+
+#[test]
+fn short_of_gpus_a_promotion_frees_the_old_vllm_at_once() {
+    let mut world = World::at_first_step(json!({"maxSurgeGPUs": 0}), new_model());
+    world.command(Command::PromoteFull);
+    world.decide();
+    assert_eq!(
+        world.replicas("m-41aa"),
+        Some(0),
+        "its GPU is needed by the new stable"
+    );
+    assert_eq!(world.replicas("m-7f3c"), Some(2));
+}
+
+#[test]
+fn short_of_gpus_a_rollback_frees_the_canary_vllm_at_once() {
+    let mut world = World::at_first_step(json!({"maxSurgeGPUs": 0}), new_model());
+    world.command(Command::Abort);
+    world.decide();
+    assert_eq!(world.replicas("m-7f3c"), Some(0));
+    assert_eq!(world.replicas("m-41aa"), Some(2));
+    assert_eq!(
+        world.replicas("w-19ab"),
+        Some(1),
+        "canary workers still drain"
+    );
+}
+
+#[test]
+fn a_retired_revision_is_scaled_down_after_the_progress_deadline_even_if_stable_never_gets_ready() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    world.command(Command::Abort);
+    world.decide();
+    world.input.observed.model_ready.insert("m-41aa".into(), 1);
+    world.wait(60);
+    world.decide();
+    assert_eq!(
+        world.replicas("w-19ab"),
+        Some(1),
+        "stable not ready: canary keeps serving"
+    );
+    world.wait(30 * 60);
+    world.decide();
+    assert_eq!(world.replicas("w-19ab"), Some(0));
+}

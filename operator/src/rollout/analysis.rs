@@ -32,7 +32,11 @@ fn judged(status: &MineruDeploymentStatus, stage: Stage) -> Option<(Revisions, O
 
 /// The checks that run in this stage. After promotion there is no stable traffic left to
 /// compare with, so ratio checks (and the golden-document comparison) stop there.
-fn applicable(input: &Input, status: &MineruDeploymentStatus, checks: &[Check]) -> Vec<Check> {
+pub(super) fn applicable(
+    input: &Input,
+    status: &MineruDeploymentStatus,
+    checks: &[Check],
+) -> Vec<Check> {
     let stage = stage(input, status);
     let Some((judged, baseline)) = judged(status, stage) else {
         return Vec::new();

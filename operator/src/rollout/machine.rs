@@ -4,13 +4,17 @@ use std::time::Duration;
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use mineru_crds::{
-    MineruDeploymentStatus, RetiredRevision, Revisions, RollbackReason, RollbackRecord, Step,
+    CheckKind, MineruDeploymentStatus, RetiredRevision, Revisions, RollbackReason, RollbackRecord,
+    Step, Verdict,
 };
 
 use super::{
     Command, Decision, Event, EventReason, Input, Notification, NotificationKind, plan, report,
 };
-use crate::gates::{self, Check};
+use crate::gates::{
+    self, Check, Source,
+    verdict::{self, Reading, Readings},
+};
 
 /// Where a rollout stands, derived from status alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -293,7 +297,11 @@ impl Machine<'_> {
             Stage::Steady => false,
             Stage::Verifying => {
                 let window = self.input.rollout.post_promotion_window.get();
-                if !reached(self.now, self.s.promoted_at.as_ref(), window) {
+                // A window in which every query failed verified nothing: keep the way back
+                // until a round answers.
+                if !reached(self.now, self.s.promoted_at.as_ref(), window)
+                    || self.s.consecutive_errors > 0
+                {
                     return false;
                 }
                 let message = format!(
@@ -328,6 +336,10 @@ impl Machine<'_> {
             self.event(EventReason::InPlaceReplacement, message);
             return true;
         }
+        if let Some(evidence) = self.crash_loop_while_warming() {
+            self.rollback(evidence);
+            return true;
+        }
         if self.s.paused {
             return false;
         }
@@ -344,6 +356,45 @@ impl Machine<'_> {
             return true;
         }
         self.deadline_passed()
+    }
+
+    /// Pod-status triggers need no traffic, so they watch the warm-up too: a canary vLLM that
+    /// crash-loops while loading is rolled back at once rather than at the progress deadline.
+    fn crash_loop_while_warming(&self) -> Option<Evidence> {
+        if !self.model_changed() {
+            return None;
+        }
+        let revision = &self.s.canary.as_ref()?.model_revision;
+        let restarts = self
+            .input
+            .observed
+            .vllm_restarts
+            .get(revision)
+            .copied()
+            .unwrap_or(0);
+        let readings = Readings {
+            value: Reading::Value(f64::from(restarts)),
+            stable: None,
+            samples: None,
+        };
+        self.checks
+            .iter()
+            .filter(|c| c.kind == CheckKind::Trigger && c.source == Source::CanaryVllmRestarts)
+            .find_map(|check| {
+                let evaluation = verdict::evaluate(&check.threshold, None, &readings);
+                (evaluation.verdict == Verdict::Fail).then(|| Evidence {
+                    reason: RollbackReason::TriggerFired,
+                    check: Some(check.name.clone()),
+                    query: None,
+                    value: evaluation.value,
+                    threshold: Some(check.threshold.describe()),
+                    message: format!(
+                        "rollback trigger {} breached while the canary vLLM was warming up ({})",
+                        check.name,
+                        evaluation.message.unwrap_or_default()
+                    ),
+                })
+            })
     }
 
     /// Rolls back when the canary has not been ready for a whole `progressDeadline`.
@@ -500,9 +551,16 @@ impl Machine<'_> {
     /// `scaleDownDelay` so that in-flight documents finish.
     fn retire_active(&mut self, revisions: &Revisions) {
         let plan = plan::compute(self.input, &self.s, self.now);
+        // Short of GPUs (in-place mode), the revision taking over needs the retiring vLLM's
+        // GPUs to start: keeping it for the delay would deadlock both.
+        let model_replicas = if self.s.in_place_model_replicas.is_some() {
+            0
+        } else {
+            plan::replicas_of(&plan.model, &revisions.model_revision)
+        };
         let retired = RetiredRevision {
             revisions: revisions.clone(),
-            model_replicas: plan::replicas_of(&plan.model, &revisions.model_revision),
+            model_replicas,
             worker_replicas: plan::replicas_of(&plan.worker, &revisions.worker_revision),
             since: Time(self.now),
         };
@@ -519,12 +577,11 @@ impl Machine<'_> {
             .retired
             .retain(|r| !active.contains(&Some(r.revisions.clone())));
         let stable_ready = plan::stable_ready(self.input, &self.s, self.now);
-        let delay = self.input.rollout.scale_down_delay.get();
-        let now = self.now;
+        let (input, now) = (self.input, self.now);
         let previous = self.s.previous_stable.clone();
         let failed = self.s.failed_revisions.clone();
         self.s.retired.retain(|r| {
-            let scaled_down = stable_ready && now >= later(r.since.0, delay);
+            let scaled_down = !plan::keeps_replicas(input, r, stable_ready, now);
             !scaled_down || previous.as_ref() == Some(&r.revisions) || failed.contains(&r.revisions)
         });
     }

@@ -7,7 +7,7 @@
 //! (a rollback needs no scale-up) and the canary workers start before any weight reaches them.
 
 use k8s_openapi::jiff::Timestamp;
-use mineru_crds::MineruDeploymentStatus;
+use mineru_crds::{MineruDeploymentStatus, RetiredRevision};
 
 use super::{
     Input, Plan, Scale,
@@ -105,9 +105,8 @@ pub(super) fn compute(input: &Input, status: &MineruDeploymentStatus, now: Times
         &model,
         &worker,
     );
-    let delay = input.rollout.scale_down_delay.get();
     for retired in &status.retired {
-        let keep = !stable_ready || now < later(retired.since.0, delay);
+        let keep = keeps_replicas(input, retired, stable_ready, now);
         let replicas = |n: i32| if keep { n } else { 0 };
         push(
             &mut model,
@@ -127,6 +126,20 @@ pub(super) fn compute(input: &Input, status: &MineruDeploymentStatus, now: Times
         model,
         worker,
     }
+}
+
+/// Whether a retired revision still runs its replicas: for `scaleDownDelay`, and longer while
+/// stable is not ready — but not forever: a stable that cannot start because the retired pods
+/// hold its GPUs gets them after the progress deadline.
+pub(super) fn keeps_replicas(
+    input: &Input,
+    retired: &RetiredRevision,
+    stable_ready: bool,
+    now: Timestamp,
+) -> bool {
+    let since = retired.since.0;
+    now < later(since, input.rollout.scale_down_delay.get())
+        || (!stable_ready && now < later(since, input.rollout.progress_deadline.get()))
 }
 
 /// Planned replicas of a revision in a plan's list.

@@ -9,7 +9,7 @@ use mineru_crds::{CheckKind, Phase, TierStatus, TierStatuses, Verdict};
 
 use super::{
     Decision, Notification, NotificationKind, Plan,
-    analysis::human,
+    analysis::{self, human},
     machine::{Machine, Stage, later, show},
     plan,
 };
@@ -281,12 +281,13 @@ fn requeue_at(m: &Machine<'_>, plan: &Plan) -> Option<Timestamp> {
     let rollout = &m.input.rollout;
     let mut at = Vec::new();
     let stage = m.stage();
-    if matches!(stage, Stage::Stepping(_) | Stage::Verifying) {
+    if !analysis::applicable(m.input, &m.s, &m.checks).is_empty() {
+        // The next round; when one is overdue (the controller sent none), a full interval on.
         let interval = rollout.analysis.interval.get();
+        let next = m.s.last_analysis_at.as_ref().map(|t| later(t.0, interval));
         at.push(
-            m.s.last_analysis_at
-                .as_ref()
-                .map_or(m.now, |t| later(t.0, interval)),
+            next.filter(|t| *t > m.now)
+                .unwrap_or(later(m.now, interval)),
         );
     }
     let started = m.s.step_started_at.as_ref();
@@ -317,11 +318,7 @@ fn requeue_at(m: &Machine<'_>, plan: &Plan) -> Option<Timestamp> {
             .filter(retired_running)
             .map(|r| later(r.since.0, delay)),
     );
-    at.into_iter().filter(|t| *t > m.now).min().or_else(|| {
-        // Something is due now (a round not delivered yet): look again shortly.
-        matches!(stage, Stage::Stepping(_) | Stage::Verifying)
-            .then(|| later(m.now, std::time::Duration::from_secs(1)))
-    })
+    at.into_iter().filter(|t| *t > m.now).min()
 }
 
 pub(super) fn finish(mut m: Machine<'_>) -> Decision {
