@@ -1,0 +1,200 @@
+//! Scenarios 2 and 8 on the real control plane: the operator runs as its own process with the
+//! chart's RBAC (the ServiceAccount identity, nothing more), turns a MineruDeployment into both
+//! tiers' objects, kwok makes the pods Ready (GPU pods only on GPU nodes), status reaches
+//! Healthy, and in steady state the operator writes nothing.
+
+use std::{process::Command, time::Duration};
+
+use mineru_e2e::{
+    controlplane::{ControlPlane, Nodes, OPERATOR_NAMESPACE},
+    process::{Supervised, free_port},
+    repo_path, wait_until, workspace_binary,
+};
+use serde_json::Value;
+
+const NAMESPACE: &str = "parsing";
+
+fn install_operator_rbac(plane: &ControlPlane) {
+    plane
+        .kubectl(&["create", "namespace", OPERATOR_NAMESPACE])
+        .unwrap();
+    let chart = repo_path("charts/mineru-operator");
+    let output = Command::new(plane.bin().join("helm"))
+        .args([
+            "template",
+            "mineru-operator",
+            chart.to_str().unwrap(),
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--kube-version",
+            "1.37.2",
+        ])
+        .args(["--show-only", "templates/serviceaccount.yaml"])
+        .args(["--show-only", "templates/clusterrole.yaml"])
+        .args(["--show-only", "templates/clusterrolebinding.yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    plane
+        .apply(&String::from_utf8(output.stdout).unwrap())
+        .unwrap();
+}
+
+fn start_operator(plane: &ControlPlane) -> Supervised {
+    let mut operator = Command::new(workspace_binary("mineru-operator").unwrap());
+    operator
+        .env("KUBECONFIG", plane.operator_kubeconfig())
+        .env("RUST_LOG", "info,mineru_operator=debug")
+        .args([
+            "--identity",
+            "e2e-operator-0",
+            "--lease-namespace",
+            OPERATOR_NAMESPACE,
+        ])
+        .arg(format!("--listen=127.0.0.1:{}", free_port().unwrap()));
+    Supervised::spawn("mineru-operator", operator, &plane.dir().join("logs")).unwrap()
+}
+
+fn get_json(plane: &ControlPlane, args: &[&str]) -> Value {
+    let mut full = args.to_vec();
+    full.extend(["-o", "json"]);
+    serde_json::from_str(&plane.kubectl(&full).unwrap()).unwrap()
+}
+
+/// Writes (anything but get/list/watch) by the operator's identity, leader election excluded.
+fn operator_writes(plane: &ControlPlane) -> Vec<String> {
+    let log = std::fs::read_to_string(plane.audit_log()).unwrap_or_default();
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| event["stage"] == "ResponseComplete")
+        .filter(|event| !matches!(event["verb"].as_str(), Some("get" | "list" | "watch")))
+        .filter(|event| event["objectRef"]["resource"] != "leases")
+        .map(|event| {
+            format!(
+                "{} {} {}",
+                event["verb"], event["objectRef"]["resource"], event["objectRef"]["name"]
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_mineru_deployment_becomes_both_tiers_and_settles_without_writes() {
+    let mut plane = ControlPlane::start("operator", &Nodes::default()).unwrap();
+    let crds = repo_path("crds/minerudeployments.yaml");
+    plane
+        .kubectl(&["apply", "--server-side", "-f", crds.to_str().unwrap()])
+        .unwrap();
+    plane
+        .kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/minerudeployments.mineru.dev",
+            "--timeout=60s",
+        ])
+        .unwrap();
+    install_operator_rbac(&plane);
+    plane.kubectl(&["create", "namespace", NAMESPACE]).unwrap();
+    let mut operator = start_operator(&plane);
+
+    let example = repo_path("examples/minimal.yaml");
+    plane
+        .kubectl(&["apply", "-f", example.to_str().unwrap()])
+        .unwrap();
+
+    let status = wait_until("status Healthy", Duration::from_secs(120), || {
+        operator.ensure_running()?;
+        let object = get_json(&plane, &["get", "mdep", "docs", "-n", NAMESPACE]);
+        Ok((object["status"]["phase"] == "Healthy").then(|| object["status"].clone()))
+    })
+    .unwrap();
+    assert_eq!(status["observedGeneration"], 1);
+    let model_revision = status["stable"]["modelRevision"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let worker_revision = status["stable"]["workerRevision"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        model_revision.starts_with("m-") && worker_revision.starts_with("w-"),
+        "{status}"
+    );
+
+    // Both tiers' objects, named by revision and owned by the MineruDeployment.
+    let statefulset = get_json(
+        &plane,
+        &[
+            "get",
+            "statefulset",
+            &format!("docs-vllm-{model_revision}"),
+            "-n",
+            NAMESPACE,
+        ],
+    );
+    assert_eq!(
+        statefulset["metadata"]["ownerReferences"][0]["kind"],
+        "MineruDeployment"
+    );
+    assert_eq!(statefulset["status"]["readyReplicas"], 1);
+    let deployment = get_json(
+        &plane,
+        &[
+            "get",
+            "deployment",
+            &format!("docs-worker-{worker_revision}"),
+            "-n",
+            NAMESPACE,
+        ],
+    );
+    assert_eq!(deployment["status"]["readyReplicas"], 2);
+    for kind in ["service", "networkpolicy", "poddisruptionbudget"] {
+        let items = get_json(
+            &plane,
+            &[
+                "get",
+                kind,
+                "-n",
+                NAMESPACE,
+                "-l",
+                "app.kubernetes.io/instance=docs",
+            ],
+        );
+        assert!(!items["items"].as_array().unwrap().is_empty(), "no {kind}");
+    }
+
+    // vLLM pods land only on GPU nodes.
+    let pods = get_json(
+        &plane,
+        &[
+            "get",
+            "pods",
+            "-n",
+            NAMESPACE,
+            "-l",
+            "mineru.dev/tier=model",
+        ],
+    );
+    for pod in pods["items"].as_array().unwrap() {
+        let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
+        assert!(node.starts_with("gpu-node-"), "vLLM pod on {node:?}");
+    }
+
+    // Steady state: nothing changes, so the operator writes nothing (leader election aside).
+    std::thread::sleep(Duration::from_secs(3));
+    let settled = operator_writes(&plane).len();
+    std::thread::sleep(Duration::from_secs(20));
+    let writes = operator_writes(&plane);
+    assert_eq!(
+        writes.len(),
+        settled,
+        "steady-state writes: {:?}",
+        &writes[settled..]
+    );
+    operator.ensure_running().unwrap();
+}
