@@ -35,9 +35,10 @@ struct Args {
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
 
-    /// Namespace of the leader-election Lease; the operator's own namespace.
+    /// The operator's own namespace: home of the leader-election Lease, and where the pods
+    /// admitted to vLLM for the warm-up gate run.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-    lease_namespace: String,
+    namespace: String,
 
     /// Name of the leader-election Lease.
     #[arg(long, default_value = "mineru-operator")]
@@ -131,7 +132,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let duration = Duration::from_secs(args.lease_duration_seconds.max(3));
         let elector = Elector::new(
             client,
-            &args.lease_namespace,
+            &args.namespace,
             &args.lease_name,
             &identity,
             duration,
@@ -228,16 +229,41 @@ fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
         .collect()
 }
 
-/// The scraper as a NetworkPolicy peer: pods (matching `pods`) of the namespace `namespace`.
-fn scraper_peer(namespace: &str, pods: &BTreeMap<String, String>) -> Option<NetworkPolicyPeer> {
-    (!namespace.is_empty()).then(|| NetworkPolicyPeer {
-        namespace_selector: Some(LabelSelector {
+/// Who besides the workers may reach vLLM: the operator itself (the warm-up gate asks the
+/// model before any traffic) and the metrics scraper.
+fn vllm_peers(args: &Args) -> Vec<NetworkPolicyPeer> {
+    let operator = NetworkPolicyPeer {
+        namespace_selector: Some(namespace_selector(&args.namespace)),
+        pod_selector: Some(LabelSelector {
             match_labels: Some(BTreeMap::from([(
-                "kubernetes.io/metadata.name".to_owned(),
-                namespace.to_owned(),
+                "app.kubernetes.io/name".to_owned(),
+                "mineru-operator".to_owned(),
             )])),
             ..LabelSelector::default()
         }),
+        ..NetworkPolicyPeer::default()
+    };
+    let scraper = scraper_peer(
+        &args.metrics_scraper_namespace,
+        &args.metrics_scraper_pod_selector,
+    );
+    std::iter::once(operator).chain(scraper).collect()
+}
+
+fn namespace_selector(namespace: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(BTreeMap::from([(
+            "kubernetes.io/metadata.name".to_owned(),
+            namespace.to_owned(),
+        )])),
+        ..LabelSelector::default()
+    }
+}
+
+/// The scraper as a NetworkPolicy peer: pods (matching `pods`) of the namespace `namespace`.
+fn scraper_peer(namespace: &str, pods: &BTreeMap<String, String>) -> Option<NetworkPolicyPeer> {
+    (!namespace.is_empty()).then(|| NetworkPolicyPeer {
+        namespace_selector: Some(namespace_selector(namespace)),
         pod_selector: (!pods.is_empty()).then(|| LabelSelector {
             match_labels: Some(pods.clone()),
             ..LabelSelector::default()
@@ -306,6 +332,26 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn the_operator_itself_is_admitted_to_vllm_for_the_warm_up_gate() {
+        let args = Args::parse_from([
+            "mineru-operator",
+            "--namespace=ops",
+            "--metrics-scraper-namespace=",
+        ]);
+        let peers = vllm_peers(&args);
+        assert_eq!(peers.len(), 1);
+        let namespaces = peers[0]
+            .namespace_selector
+            .clone()
+            .unwrap()
+            .match_labels
+            .unwrap();
+        assert_eq!(namespaces["kubernetes.io/metadata.name"], "ops");
+        let pods = peers[0].pod_selector.clone().unwrap().match_labels.unwrap();
+        assert_eq!(pods["app.kubernetes.io/name"], "mineru-operator");
     }
 
     #[test]

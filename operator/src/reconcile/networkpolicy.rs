@@ -1,5 +1,6 @@
 //! The NetworkPolicy fencing the GPU tier: only this deployment's workers, and the peers the
-//! operator is configured with (the metrics scraper), may reach vLLM.
+//! operator is configured with (the operator itself for the warm-up gate, the metrics
+//! scraper), may reach vLLM.
 
 use k8s_openapi::{
     api::networking::v1::{
@@ -13,8 +14,8 @@ use mineru_crds::Tier;
 use super::Owner;
 use crate::{VLLM_PORT, labels};
 
-/// The NetworkPolicy `<name>-vllm`. `extra_peers` come from the operator's
-/// `--metrics-scraper-namespace` / `--metrics-scraper-pod-selector` flags.
+/// The NetworkPolicy `<name>-vllm`. `extra_peers` are the operator's own pods and the scraper
+/// of the `--metrics-scraper-namespace` / `--metrics-scraper-pod-selector` flags.
 pub fn desired(owner: &Owner, extra_peers: &[NetworkPolicyPeer]) -> NetworkPolicy {
     let instance = &owner.instance;
     let mut from = vec![NetworkPolicyPeer {
