@@ -535,26 +535,48 @@ impl DisplayTransform {
 }
 
 impl Graphics {
+    /// Form XObjects nest at most this deep here; deeper content still renders, it just does not
+    /// count towards the scan decision.
+    const MAX_FORM_DEPTH: usize = 8;
+
     fn of(page: &PdfPage, display: &DisplayTransform) -> Self {
         let mut g = Graphics::default();
         let mut image_area = 0.0f32;
         for object in page.objects().iter() {
             g.objects += 1;
-            match object.object_type() {
-                PdfPageObjectType::Image => {
-                    g.images += 1;
-                    if let Ok(bounds) = object.bounds() {
-                        let r = display.rect(&bounds.to_rect());
-                        image_area += r.width().max(0.0) * r.height().max(0.0);
-                    }
-                }
-                PdfPageObjectType::Path | PdfPageObjectType::Shading => g.paths += 1,
-                _ => {}
+            let images = g.count(&object, 0);
+            // Scanners often wrap the page image in a form XObject; the form's bounds are in page
+            // space, its children's are not, so the form stands in for the images it holds.
+            if images > 0
+                && let Ok(bounds) = object.bounds()
+            {
+                let r = display.rect(&bounds.to_rect());
+                image_area += r.width().max(0.0) * r.height().max(0.0);
             }
         }
         let page_area = (display.width * display.height).max(1.0);
         g.image_coverage = (image_area / page_area).clamp(0.0, 1.0);
         g
+    }
+
+    /// Counts the object's images and paths (inside forms too); returns its number of images.
+    fn count(&mut self, object: &PdfPageObject, depth: usize) -> usize {
+        match object.object_type() {
+            PdfPageObjectType::Image => {
+                self.images += 1;
+                1
+            }
+            PdfPageObjectType::Path | PdfPageObjectType::Shading => {
+                self.paths += 1;
+                0
+            }
+            PdfPageObjectType::XObjectForm if depth < Self::MAX_FORM_DEPTH => {
+                object.as_x_object_form_object().map_or(0, |form| {
+                    form.iter().map(|child| self.count(&child, depth + 1)).sum()
+                })
+            }
+            _ => 0,
+        }
     }
 }
 

@@ -326,6 +326,24 @@ fn an_image_only_page_is_reported_as_needing_ocr() {
 }
 
 #[test]
+fn a_scan_wrapped_in_a_form_xobject_needs_ocr() {
+    let pages = parse(&[PageSpec::letter().image_in_form(0.0, 0.0, 612.0, 792.0)]);
+    assert!(pages[0].needs_ocr, "{:?}", pages[0].notes);
+}
+
+#[test]
+fn a_page_with_a_small_image_and_a_short_caption_is_not_a_scan() {
+    let pages = parse(&[PageSpec::letter().image(200.0, 200.0, 60.0, 60.0).lines(
+        200.0,
+        280.0,
+        10.0,
+        12.0,
+        &["Figure 1: a logo."],
+    )]);
+    assert!(!pages[0].needs_ocr, "{:?}", pages[0].notes);
+}
+
+#[test]
 fn cyrillic_and_greek_text_is_extracted() {
     let page = PageSpec::letter()
         .text(72.0, 90.0, 20.0, Font::DejaVu, "Введение")

@@ -41,6 +41,8 @@ pub struct PageSpec {
     pub images: Vec<(f32, f32, f32, f32)>,
     /// Filled red rectangles (x, y from the top, width, height).
     pub red_boxes: Vec<(f32, f32, f32, f32)>,
+    /// Images wrapped in a form XObject, as many scanners write pages.
+    pub form_images: Vec<(f32, f32, f32, f32)>,
 }
 
 impl PageSpec {
@@ -88,6 +90,11 @@ impl PageSpec {
         self
     }
 
+    pub fn image_in_form(mut self, x: f32, y: f32, w: f32, h: f32) -> Self {
+        self.form_images.push((x, y, w, h));
+        self
+    }
+
     pub fn red_box(mut self, x: f32, y: f32, w: f32, h: f32) -> Self {
         self.red_boxes.push((x, y, w, h));
         self
@@ -127,6 +134,23 @@ pub fn build_pdf(pages: &[PageSpec]) -> Vec<u8> {
     });
     for spec in pages {
         let (w, h) = spec.size;
+        let form = (!spec.form_images.is_empty()).then(|| {
+            let mut source = pdfium.create_new_pdf().expect("form source document");
+            let mut page = source
+                .pages_mut()
+                .create_page_at_end(PdfPagePaperSize::Custom(
+                    PdfPoints::new(w),
+                    PdfPoints::new(h),
+                ))
+                .expect("form source page");
+            for &rect in &spec.form_images {
+                add_image(&mut page, h, rect);
+            }
+            // objects_mut() carries the page's own lifetime, which the form outlives.
+            page.objects_mut()
+                .copy_into_x_object_form_object(&mut doc)
+                .expect("form XObject")
+        });
         let mut page = doc
             .pages_mut()
             .create_page_at_end(PdfPagePaperSize::Custom(
@@ -150,18 +174,11 @@ pub fn build_pdf(pages: &[PageSpec]) -> Vec<u8> {
                 .add_text_object(object)
                 .expect("add text");
         }
-        for &(x, y, iw, ih) in &spec.images {
-            let pixels =
-                RgbImage::from_fn(64, 64, |px, py| Rgb([(px * 4) as u8, (py * 4) as u8, 128]));
-            page.objects_mut()
-                .create_image_object(
-                    PdfPoints::new(x),
-                    PdfPoints::new(h - y - ih),
-                    &DynamicImage::ImageRgb8(pixels),
-                    Some(PdfPoints::new(iw)),
-                    Some(PdfPoints::new(ih)),
-                )
-                .expect("add image");
+        for &rect in &spec.images {
+            add_image(&mut page, h, rect);
+        }
+        if let Some(form) = form {
+            page.objects_mut().add_object(form).expect("add form");
         }
         for &(x, y, bw, bh) in &spec.red_boxes {
             page.objects_mut()
@@ -181,6 +198,19 @@ pub fn build_pdf(pages: &[PageSpec]) -> Vec<u8> {
         });
     }
     doc.save_to_bytes().expect("save")
+}
+
+fn add_image(page: &mut PdfPage, page_height: f32, (x, y, w, h): (f32, f32, f32, f32)) {
+    let pixels = RgbImage::from_fn(64, 64, |px, py| Rgb([(px * 4) as u8, (py * 4) as u8, 128]));
+    page.objects_mut()
+        .create_image_object(
+            PdfPoints::new(x),
+            PdfPoints::new(page_height - y - h),
+            &DynamicImage::ImageRgb8(pixels),
+            Some(PdfPoints::new(w)),
+            Some(PdfPoints::new(h)),
+        )
+        .expect("add image");
 }
 
 /// A document with no pages, as pdfium writes it.
