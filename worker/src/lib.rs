@@ -7,6 +7,7 @@ pub mod output;
 pub mod parse;
 pub mod pdf;
 pub mod protocol;
+pub mod server;
 pub mod simulator;
 pub mod text;
 pub mod tokens;

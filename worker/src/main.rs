@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// Extract PDFs to Markdown, content_list.json and a per-page summary.
     Parse(ParseArgs),
+    /// Serve the MinerU-compatible HTTP API (`POST /file_parse`) with health, readiness and metrics.
+    Serve(mineru_worker::server::ServeArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Parse(args) => runtime.block_on(parse(args)),
+        Command::Serve(args) => runtime.block_on(mineru_worker::server::main(args)),
     }
 }
 

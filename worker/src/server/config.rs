@@ -1,0 +1,154 @@
+//! `mineru-worker serve` flags, with the units operators write: byte sizes as Kubernetes
+//! quantities (`100Mi`) and durations with a suffix (`30s`, `500ms`, `2m`).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::output::Backend;
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "serve")]
+pub struct ServeArgs {
+    #[arg(long, default_value = "0.0.0.0")]
+    pub host: IpAddr,
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Backend for requests that do not name one.
+    #[arg(long, value_enum, default_value_t = Backend::Vlm)]
+    pub backend: Backend,
+    /// The vLLM tier's base URL (needed by backend vlm).
+    #[arg(long, env = "MINERU_SERVER_URL")]
+    pub server_url: Option<String>,
+    /// The model the vLLM tier must serve; when absent it must serve exactly one.
+    #[arg(long)]
+    pub model_name: Option<String>,
+    /// File holding the vLLM API key (a mounted Secret); re-read when it changes.
+    #[arg(long)]
+    pub api_key_file: Option<PathBuf>,
+    /// How often the API key file is checked for a new key.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub api_key_poll: Duration,
+    /// Honour a caller-supplied `server_url` (off: it would let callers aim the worker anywhere).
+    #[arg(long)]
+    pub allow_server_url: bool,
+    /// Documents processed at once; further requests are answered 429.
+    #[arg(long, default_value_t = 4)]
+    pub max_concurrent_documents: usize,
+    /// Largest uploaded file (`100Mi`, `20M`, `1048576`); a request carries at most this much.
+    #[arg(long, default_value = "100Mi")]
+    pub max_file_bytes: ByteSize,
+    /// Most pages extracted from one document.
+    #[arg(long, default_value_t = 500)]
+    pub max_pages: usize,
+    /// Deadline of one request, upload included.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Time in-flight requests get to finish after SIGTERM.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Consecutive failed vLLM calls that open the circuit breaker.
+    #[arg(long, default_value_t = 5)]
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before one probe is let through.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub breaker_cool_down: Duration,
+    /// vLLM calls in flight at once, across all documents.
+    #[arg(long, default_value_t = 100)]
+    pub vllm_max_in_flight: usize,
+    /// Retries of a failed vLLM call.
+    #[arg(long, default_value_t = 3)]
+    pub vllm_retries: u32,
+    /// Backoff before the first retry (doubles per retry, with jitter).
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    pub vllm_backoff: Duration,
+    /// Timeout of one vLLM call.
+    #[arg(long, default_value = "600s", value_parser = parse_duration)]
+    pub vllm_timeout: Duration,
+    /// How long a readiness verdict about the vLLM tier is reused.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub ready_cache: Duration,
+    /// The `revision` label on every metric (the operator sets it from the pod label).
+    #[arg(long, env = "MINERU_REVISION", default_value = "unknown")]
+    pub revision: String,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A byte count written as a plain number or a Kubernetes quantity (`Ki`, `Mi`, `Gi`, `k`, `M`,
+/// `G`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (digits, unit) = s.split_at(split);
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("{s:?} is not a byte size (e.g. 1048576, 100Mi, 20M)"))?;
+        let factor: u64 = match unit {
+            "" => 1,
+            "k" => 1_000,
+            "M" => 1_000_000,
+            "G" => 1_000_000_000,
+            "Ki" => 1 << 10,
+            "Mi" => 1 << 20,
+            "Gi" => 1 << 30,
+            other => return Err(format!("unknown byte unit {other:?} in {s:?}")),
+        };
+        n.checked_mul(factor)
+            .map(ByteSize)
+            .ok_or_else(|| format!("{s:?} is too large"))
+    }
+}
+
+/// `500ms`, `30s`, `2m`, `1h`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 30s, 2m)"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
+        other => Err(format!("unknown duration unit {other:?} in {s:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes_read_as_kubernetes_quantities() {
+        assert_eq!("100Mi".parse(), Ok(ByteSize(100 << 20)));
+        assert_eq!("20M".parse(), Ok(ByteSize(20_000_000)));
+        assert_eq!("4096".parse(), Ok(ByteSize(4096)));
+        assert!("1.5Gi".parse::<ByteSize>().is_err());
+        assert!("10Qi".parse::<ByteSize>().is_err());
+    }
+
+    #[test]
+    fn durations_take_a_unit_suffix() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("soon").is_err());
+    }
+}

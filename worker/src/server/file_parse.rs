@@ -1,0 +1,188 @@
+//! `POST /file_parse`: admission, the form, one document after another, a MinerU-shaped answer.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, State};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::output::{self, Backend};
+use crate::parse::{Extractor, PageRange, open_document, parse_pages};
+use crate::vlm::VlmOptions;
+
+use super::App;
+use super::breaker::Pass;
+use super::error::ApiError;
+use super::form::{self, ParseForm, Upload};
+use super::metrics::Outcome;
+
+/// The answer, as `mineru-api` shapes it.
+#[derive(Debug, Serialize)]
+pub struct ParseResponse {
+    pub backend: String,
+    pub version: &'static str,
+    pub results: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One document's result. `content_list` is a JSON-encoded string, as `mineru-api` returns the
+/// file it wrote.
+#[derive(Debug, Serialize)]
+struct DocumentResult {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    md_content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_list: Option<String>,
+}
+
+pub async fn file_parse(
+    State(app): State<Arc<App>>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Response {
+    let started = Instant::now();
+    let mut backend = None;
+    let result = match tokio::time::timeout(
+        app.config.request_timeout,
+        handle(&app, multipart, &mut backend),
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(ApiError::Timeout(app.config.request_timeout)),
+    };
+    let outcome = match &result {
+        Ok(_) => Outcome::Success,
+        Err(e) => e.outcome(),
+    };
+    app.metrics.request(backend, outcome, started.elapsed());
+    match result {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e) => {
+            if outcome == Outcome::Error {
+                tracing::warn!(error = %e, "request failed");
+            } else {
+                tracing::info!(error = %e, status = e.status().as_u16(), "request refused");
+            }
+            e.into_response()
+        }
+    }
+}
+
+async fn handle(
+    app: &App,
+    multipart: Result<Multipart, MultipartRejection>,
+    backend_label: &mut Option<Backend>,
+) -> Result<ParseResponse, ApiError> {
+    let multipart = multipart.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    // Admission before the upload is read: an overloaded worker does not buffer what it refuses.
+    let _ticket = app.admission.enter()?;
+    let mut form = form::read(multipart, app.config.max_file_bytes.0).await?;
+    let backend = form.backend.unwrap_or(app.config.backend);
+    *backend_label = Some(backend);
+    let (extractor, _pass) = extractor(app, backend, &form).await?;
+    let range = PageRange::from_zero_based(form.start_page_id, form.end_page_id)
+        .map_err(ApiError::BadRequest)?;
+    let mut results = serde_json::Map::new();
+    for Upload { stem, bytes } in std::mem::take(&mut form.files) {
+        let result = document(app, &extractor, backend, range, (&stem, bytes), &form).await?;
+        let value = serde_json::to_value(result).map_err(|e| ApiError::Internal(e.to_string()))?;
+        results.insert(stem, value);
+    }
+    Ok(ParseResponse {
+        backend: backend_name(backend, &form),
+        version: env!("CARGO_PKG_VERSION"),
+        results,
+    })
+}
+
+/// The backend name echoed back: MinerU echoes what the caller asked for.
+fn backend_name(backend: Backend, form: &ParseForm) -> String {
+    match (backend, &form.server_url) {
+        (Backend::Vlm, Some(_)) => "vlm-http-client".to_owned(),
+        (Backend::Vlm, None) => "vlm".to_owned(),
+        (Backend::Text, _) => "text".to_owned(),
+    }
+}
+
+/// The extractor for this request and, for the configured vLLM tier, the breaker's leave.
+async fn extractor(
+    app: &App,
+    backend: Backend,
+    form: &ParseForm,
+) -> Result<(Extractor, Option<Pass>), ApiError> {
+    if backend == Backend::Text {
+        return Ok((Extractor::Text, None));
+    }
+    let vlm = |client| Extractor::Vlm {
+        client,
+        options: VlmOptions::default(),
+    };
+    if let Some(url) = &form.server_url {
+        if !app.config.allow_server_url {
+            return Err(ApiError::BadRequest(
+                "server_url is refused: this worker only talks to its configured vLLM tier \
+                 (start it with --allow-server-url to accept caller-supplied servers)"
+                    .into(),
+            ));
+        }
+        let client = app
+            .upstream_for_caller(url)
+            .await
+            .map_err(|e| ApiError::from_client(&e, app.retry_after()))?;
+        return Ok((vlm(client), None));
+    }
+    let upstream = app.upstream.as_ref().ok_or_else(|| {
+        ApiError::BadRequest(
+            "backend vlm needs a vLLM tier and this worker has none (--server-url); use \
+             backend text"
+                .into(),
+        )
+    })?;
+    let pass = app
+        .breaker
+        .admit(Instant::now())
+        .map_err(|retry_after| ApiError::BreakerOpen { retry_after })?;
+    let client = upstream
+        .client()
+        .await
+        .map_err(|e| ApiError::from_client(&e, app.retry_after()))?;
+    Ok((vlm(client), Some(pass)))
+}
+
+async fn document(
+    app: &App,
+    extractor: &Extractor,
+    backend: Backend,
+    range: PageRange,
+    (file, bytes): (&str, Vec<u8>),
+    form: &ParseForm,
+) -> Result<DocumentResult, ApiError> {
+    let fail = |e| ApiError::from_parse(file, e, app.retry_after());
+    let doc = open_document(bytes).await.map_err(fail)?;
+    let selected = range.resolve(doc.page_count()).map_err(fail)?.len();
+    if selected > app.config.max_pages {
+        return Err(ApiError::TooManyPages {
+            file: file.to_owned(),
+            selected,
+            limit: app.config.max_pages,
+        });
+    }
+    let pages = parse_pages(&doc, range, extractor, Arc::new(|_| ()))
+        .await
+        .map_err(fail)?;
+    app.metrics.pages(backend, pages.len());
+    let out = output::build(&pages);
+    let content_list = if form.return_content_list {
+        let json = serde_json::to_string_pretty(&out.content_list)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        Some(json)
+    } else {
+        None
+    };
+    Ok(DocumentResult {
+        md_content: form.return_md.then_some(out.markdown),
+        content_list,
+    })
+}

@@ -1,0 +1,249 @@
+//! The worker's Prometheus metrics. Every series carries `revision`, so the operator's gates can
+//! compare a canary with the stable revision; names and labels are documented in
+//! docs/worker-metrics.md and queried verbatim by the operator's built-in gates.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::client::CallError;
+use crate::output::Backend;
+
+/// How a `/file_parse` request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// The request itself was wrong (bad form, not a PDF, too large).
+    ClientError,
+    /// Turned away before any work: at capacity, breaker open, shutting down.
+    Rejected,
+    /// The worker or the vLLM tier failed.
+    Error,
+    /// The request deadline passed.
+    Timeout,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Success,
+        Outcome::ClientError,
+        Outcome::Rejected,
+        Outcome::Error,
+        Outcome::Timeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::ClientError => "client_error",
+            Outcome::Rejected => "rejected",
+            Outcome::Error => "error",
+            Outcome::Timeout => "timeout",
+        }
+    }
+}
+
+/// The `backend` label: the request's backend, or `unknown` when it was refused before its form
+/// was read.
+pub fn backend_label(backend: Option<Backend>) -> &'static str {
+    match backend {
+        Some(Backend::Vlm) => "vlm",
+        Some(Backend::Text) => "text",
+        None => "unknown",
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    backend: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    backend: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: Cow<'static, str>,
+}
+
+/// Breaker state as exported: 0 closed, 1 half-open, 2 open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerGauge {
+    Closed = 0,
+    HalfOpen = 1,
+    Open = 2,
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<BackendLabels, Histogram>,
+    pages: Family<BackendLabels, Counter>,
+    vllm_requests: Family<StatusLabels, Counter>,
+    vllm_duration: Histogram,
+    vllm_retries: Counter,
+    breaker_state: Gauge,
+    breaker_opens: Counter,
+    inflight: Gauge,
+}
+
+fn document_histogram() -> Histogram {
+    Histogram::new([
+        0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    ])
+}
+
+impl Metrics {
+    pub fn new(revision: &str) -> Self {
+        let mut registry = Registry::with_prefix_and_labels(
+            "mineru_worker",
+            [(Cow::Borrowed("revision"), Cow::Owned(revision.to_owned()))].into_iter(),
+        );
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_duration =
+            Family::<BackendLabels, Histogram>::new_with_constructor(document_histogram);
+        let pages = Family::<BackendLabels, Counter>::default();
+        let vllm_requests = Family::<StatusLabels, Counter>::default();
+        let vllm_duration = Histogram::new([
+            0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        ]);
+        let vllm_retries = Counter::default();
+        let breaker_state = Gauge::default();
+        let breaker_opens = Counter::default();
+        let inflight = Gauge::default();
+        registry.register(
+            "requests",
+            "/file_parse requests by backend and outcome",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "/file_parse request duration",
+            request_duration.clone(),
+        );
+        registry.register("pages", "Pages extracted", pages.clone());
+        registry.register(
+            "vllm_requests",
+            "HTTP calls to the vLLM tier by status (HTTP code, timeout, transport, invalid_answer)",
+            vllm_requests.clone(),
+        );
+        registry.register(
+            "vllm_request_duration_seconds",
+            "Duration of one HTTP call to the vLLM tier",
+            vllm_duration.clone(),
+        );
+        registry.register(
+            "vllm_retries",
+            "Failed vLLM calls that were retried",
+            vllm_retries.clone(),
+        );
+        registry.register(
+            "breaker_state",
+            "Circuit breaker toward the vLLM tier: 0 closed, 1 half-open, 2 open",
+            breaker_state.clone(),
+        );
+        registry.register(
+            "breaker_opens",
+            "Times the circuit breaker opened",
+            breaker_opens.clone(),
+        );
+        registry.register(
+            "inflight_documents",
+            "Documents being processed",
+            inflight.clone(),
+        );
+        // Zero-valued series from the start, so rates and ratios exist before the first failure.
+        for backend in [Backend::Text, Backend::Vlm] {
+            let backend = backend_label(Some(backend));
+            for outcome in Outcome::ALL {
+                requests
+                    .get_or_create(&RequestLabels {
+                        backend,
+                        outcome: outcome.as_str(),
+                    })
+                    .inc_by(0);
+            }
+            pages.get_or_create(&BackendLabels { backend }).inc_by(0);
+        }
+        Self {
+            registry,
+            requests,
+            request_duration,
+            pages,
+            vllm_requests,
+            vllm_duration,
+            vllm_retries,
+            breaker_state,
+            breaker_opens,
+            inflight,
+        }
+    }
+
+    pub fn request(&self, backend: Option<Backend>, outcome: Outcome, elapsed: Duration) {
+        let backend = backend_label(backend);
+        self.requests
+            .get_or_create(&RequestLabels {
+                backend,
+                outcome: outcome.as_str(),
+            })
+            .inc();
+        self.request_duration
+            .get_or_create(&BackendLabels { backend })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn pages(&self, backend: Backend, pages: usize) {
+        self.pages
+            .get_or_create(&BackendLabels {
+                backend: backend_label(Some(backend)),
+            })
+            .inc_by(pages as u64);
+    }
+
+    pub fn vllm_call(&self, outcome: Result<(), &CallError>, elapsed: Duration, retrying: bool) {
+        let status: Cow<'static, str> = match outcome {
+            Ok(()) => Cow::Borrowed("200"),
+            Err(CallError::Status { status, .. }) => Cow::Owned(status.as_u16().to_string()),
+            Err(CallError::Timeout(_)) => Cow::Borrowed("timeout"),
+            Err(CallError::Transport(_)) => Cow::Borrowed("transport"),
+            Err(CallError::Answer(_)) => Cow::Borrowed("invalid_answer"),
+        };
+        self.vllm_requests
+            .get_or_create(&StatusLabels { status })
+            .inc();
+        self.vllm_duration.observe(elapsed.as_secs_f64());
+        if retrying {
+            self.vllm_retries.inc();
+        }
+    }
+
+    pub fn breaker(&self, state: BreakerGauge) {
+        self.breaker_state.set(state as i64);
+    }
+
+    pub fn breaker_opened(&self) {
+        self.breaker_opens.inc();
+    }
+
+    pub fn inflight(&self) -> &Gauge {
+        &self.inflight
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

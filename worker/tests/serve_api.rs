@@ -1,0 +1,446 @@
+//! `mineru-worker serve` as MinerU clients see it: the `/file_parse` contract, health, readiness,
+//! limits, refusals, metrics and the committed OpenAPI document.
+
+mod serve_common;
+
+use mineru_worker::simulator::{Faults, SimConfig};
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serve_common::{MODEL, REVISION, Worker, form, mineru_form, pdf, retry_after, sim, sim_config};
+
+#[tokio::test]
+async fn a_mineru_client_request_gets_a_mineru_shaped_answer() {
+    let sim = sim(sim_config()).await;
+    let worker = Worker::vlm(&sim, &["--model-name", MODEL]).await;
+    let response = worker
+        .http
+        .post(worker.url("/file_parse"))
+        .header("x-request-id", "req-42")
+        .multipart(mineru_form(
+            "reports/q3.pdf",
+            pdf(&["First page", "Second page"]),
+            "vlm-http-client",
+        ))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-request-id"], "req-42");
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["backend"], "vlm");
+    assert!(body["version"].is_string());
+    let result = &body["results"]["q3"];
+    assert!(
+        result["md_content"]
+            .as_str()
+            .is_some_and(|md| !md.is_empty()),
+        "{body}"
+    );
+    // mineru-api returns the content list as the text of the file it wrote.
+    let list: serde_json::Value =
+        serde_json::from_str(result["content_list"].as_str().expect("a JSON string"))
+            .expect("content list JSON");
+    let items = list.as_array().expect("a list");
+    assert!(items.iter().any(|i| i["page_idx"] == 1), "{list}");
+    assert_eq!(sim.deviations(), 0, "{:?}", sim.deviation_log());
+}
+
+#[tokio::test]
+async fn the_text_backend_needs_no_vllm_tier() {
+    let worker = Worker::start(&["--backend", "text"]).await;
+    let response = worker
+        .parse(form("notes.pdf", pdf(&["Plain words on a page"]), "text"))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["backend"], "text");
+    assert_eq!(
+        body["results"]["notes"]["md_content"],
+        "Plain words on a page\n"
+    );
+    assert!(
+        body["results"]["notes"].get("content_list").is_none(),
+        "not asked for"
+    );
+    assert_eq!(worker.get("/ready").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn page_ids_count_from_zero_and_end_inclusive() {
+    let worker = Worker::start(&["--backend", "text"]).await;
+    let form = form("p.pdf", pdf(&["zero", "one", "two", "three"]), "text")
+        .text("start_page_id", "1")
+        .text("end_page_id", "2");
+    let body: serde_json::Value = worker.parse(form).await.json().await.expect("json");
+    let md = body["results"]["p"]["md_content"]
+        .as_str()
+        .expect("markdown");
+    assert!(md.contains("one") && md.contains("two"), "{md}");
+    assert!(!md.contains("zero") && !md.contains("three"), "{md}");
+}
+
+#[tokio::test]
+async fn several_files_answer_under_their_stems() {
+    let worker = Worker::start(&["--backend", "text"]).await;
+    let form = Form::new()
+        .part("files", Part::bytes(pdf(&["alpha"])).file_name("a.pdf"))
+        .part("files", Part::bytes(pdf(&["beta"])).file_name("b.pdf"));
+    let body: serde_json::Value = worker.parse(form).await.json().await.expect("json");
+    assert_eq!(body["results"]["a"]["md_content"], "alpha\n");
+    assert_eq!(body["results"]["b"]["md_content"], "beta\n");
+}
+
+#[tokio::test]
+async fn health_is_liveness_and_ready_checks_the_served_model() {
+    let sim = sim(sim_config()).await;
+    let right = Worker::vlm(&sim, &["--model-name", MODEL]).await;
+    assert_eq!(right.get("/health").await.status(), StatusCode::OK);
+    assert_eq!(right.get("/ready").await.status(), StatusCode::OK);
+
+    let wrong = Worker::vlm(&sim, &["--model-name", "another-model"]).await;
+    assert_eq!(wrong.get("/health").await.status(), StatusCode::OK);
+    let ready = wrong.get("/ready").await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = ready.json().await.expect("json");
+    assert_eq!(body["ready"], false);
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("another-model"),
+        "{body}"
+    );
+
+    sim.shutdown().await;
+    assert_eq!(
+        right.get("/ready").await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(right.get("/health").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn pipeline_and_unknown_backends_are_refused_clearly() {
+    let worker = Worker::start(&["--backend", "text"]).await;
+    for (backend, says) in [("pipeline", "pipeline"), ("hybrid", "unknown backend")] {
+        let response = worker.parse(form("a.pdf", pdf(&["x"]), backend)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body: serde_json::Value = response.json().await.expect("json");
+        assert!(
+            body["error"].as_str().unwrap_or_default().contains(says),
+            "{body}"
+        );
+    }
+    let response = worker.parse(form("a.pdf", pdf(&["x"]), "vlm")).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST, "no vLLM tier");
+}
+
+#[tokio::test]
+async fn a_caller_supplied_server_url_is_refused_unless_allowed() {
+    let sim = sim(sim_config()).await;
+    let guarded = Worker::start(&["--backend", "text"]).await;
+    let request = || form("a.pdf", pdf(&["x"]), "vlm-http-client").text("server_url", sim.url());
+    let response = guarded.parse(request()).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--allow-server-url"),
+        "{body}"
+    );
+    assert_eq!(sim.stats().requests, 0, "nothing reached the server");
+
+    let open = Worker::start(&["--backend", "text", "--allow-server-url"]).await;
+    let response = open.parse(request()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["backend"], "vlm-http-client");
+    assert!(sim.stats().requests > 0);
+}
+
+#[tokio::test]
+async fn an_upload_over_the_limit_is_413() {
+    let worker = Worker::start(&["--backend", "text", "--max-file-bytes", "2Ki"]).await;
+    let big = pdf(&["a"; 40]);
+    assert!(big.len() > 2048);
+    let response = worker.parse(form("big.pdf", big, "text")).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("2048 bytes"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn too_many_pages_is_413_and_a_page_range_gets_under_the_limit() {
+    let worker = Worker::start(&["--backend", "text", "--max-pages", "2"]).await;
+    let doc = pdf(&["1", "2", "3"]);
+    let response = worker.parse(form("long.pdf", doc.clone(), "text")).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: serde_json::Value = response.json().await.expect("json");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("3 pages selected") && error.contains("at most 2"),
+        "{error}"
+    );
+
+    let ranged = form("long.pdf", doc, "text").text("end_page_id", "1");
+    assert_eq!(worker.parse(ranged).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn malformed_requests_and_hostile_pdfs_are_4xx_and_the_worker_stays_up() {
+    let worker = Worker::start(&["--backend", "text"]).await;
+    let raw = |content_type: &'static str, body: &'static [u8]| {
+        worker
+            .http
+            .post(worker.url("/file_parse"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let cases = [
+        raw("application/json", b"{}").await.expect("answered"),
+        raw("multipart/form-data; boundary=X", b"--X\r\ngarbage")
+            .await
+            .expect("answered"),
+        worker.parse(Form::new().text("backend", "text")).await,
+        worker
+            .parse(form("a.pdf", b"hello, not a pdf".to_vec(), "text"))
+            .await,
+        worker
+            .parse(form("a.pdf", pdf(&["cut"])[..300].to_vec(), "text"))
+            .await,
+        worker
+            .parse(form(
+                "a.pdf",
+                b"%PDF-1.7\n1 0 obj <<>>\n%%EOF".to_vec(),
+                "text",
+            ))
+            .await,
+        worker
+            .parse(form("a.pdf", pdf(&["x"]), "text").text("return_md", "maybe"))
+            .await,
+        worker
+            .parse(form("a.pdf", pdf(&["x"]), "text").text("start_page_id", "7"))
+            .await,
+    ];
+    for response in cases {
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.expect("a JSON error");
+        assert!(status.is_client_error(), "{status}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{body}"
+        );
+    }
+    assert_eq!(worker.get("/health").await.status(), StatusCode::OK);
+    let ok = worker
+        .parse(form("a.pdf", pdf(&["still here"]), "text"))
+        .await;
+    assert_eq!(ok.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn beyond_capacity_requests_get_429_with_retry_after() {
+    let sim = sim(SimConfig {
+        faults: Faults {
+            latency_ms: 300,
+            ..Faults::default()
+        },
+        ..sim_config()
+    })
+    .await;
+    let worker = Worker::vlm(&sim, &["--max-concurrent-documents", "1"]).await;
+    let first = tokio::spawn({
+        let (http, url) = (worker.http.clone(), worker.url("/file_parse"));
+        async move {
+            http.post(url)
+                .multipart(form("a.pdf", pdf(&["x"]), "vlm"))
+                .send()
+                .await
+                .expect("answered")
+                .status()
+        }
+    });
+    worker
+        .wait_for_metric("mineru_worker_inflight_documents", &[], 1.0)
+        .await;
+    let refused = worker.parse(form("b.pdf", pdf(&["y"]), "vlm")).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(retry_after(&refused).is_some_and(|s| s >= 1));
+    assert_eq!(first.await.expect("first request"), StatusCode::OK);
+    let metrics = worker.metrics().await;
+    assert_eq!(
+        metrics.value(
+            "mineru_worker_requests_total",
+            &[("backend", "unknown"), ("outcome", "rejected")]
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn concurrent_uploads_are_all_answered() {
+    let sim = sim(SimConfig {
+        faults: Faults {
+            latency_ms: 20,
+            latency_jitter_ms: 20,
+            ..Faults::default()
+        },
+        ..sim_config()
+    })
+    .await;
+    let worker = Worker::vlm(&sim, &["--max-concurrent-documents", "6"]).await;
+    let doc = pdf(&["one", "two"]);
+    let requests = (0..6).map(|i| {
+        let (http, url, doc) = (worker.http.clone(), worker.url("/file_parse"), doc.clone());
+        tokio::spawn(async move {
+            let response = http
+                .post(url)
+                .multipart(form(&format!("d{i}.pdf"), doc, "vlm"))
+                .send()
+                .await
+                .expect("answered");
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.expect("json");
+            (
+                status,
+                body["results"][format!("d{i}")]["md_content"].is_string(),
+            )
+        })
+    });
+    for request in requests {
+        assert_eq!(request.await.expect("task"), (StatusCode::OK, true));
+    }
+    assert_eq!(sim.deviations(), 0);
+    let metrics = worker.metrics().await;
+    let labels = [("revision", REVISION), ("backend", "vlm")];
+    assert_eq!(
+        metrics.value("mineru_worker_pages_total", &labels),
+        Some(12.0)
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_known_traffic_with_the_revision_label() {
+    let worker = Worker::start(&["--backend", "text"]).await;
+    for _ in 0..2 {
+        let ok = worker
+            .parse(form("a.pdf", pdf(&["x", "y", "z"]), "text"))
+            .await;
+        assert_eq!(ok.status(), StatusCode::OK);
+    }
+    let bad = worker.parse(form("a.pdf", b"nope".to_vec(), "text")).await;
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    let metrics = worker.metrics().await;
+    let count = |outcome: &str| {
+        metrics.value(
+            "mineru_worker_requests_total",
+            &[
+                ("revision", REVISION),
+                ("backend", "text"),
+                ("outcome", outcome),
+            ],
+        )
+    };
+    assert_eq!(count("success"), Some(2.0));
+    assert_eq!(count("client_error"), Some(1.0));
+    assert_eq!(
+        count("error"),
+        Some(0.0),
+        "zero series exist from the start"
+    );
+    assert_eq!(
+        metrics.value(
+            "mineru_worker_pages_total",
+            &[("revision", REVISION), ("backend", "text")]
+        ),
+        Some(6.0)
+    );
+    assert_eq!(
+        metrics.value(
+            "mineru_worker_request_duration_seconds_count",
+            &[("revision", REVISION), ("backend", "text")]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        metrics.value(
+            "mineru_worker_request_duration_seconds_bucket",
+            &[("revision", REVISION), ("backend", "text"), ("le", "+Inf")]
+        ),
+        Some(3.0)
+    );
+    for name in [
+        "mineru_worker_inflight_documents",
+        "mineru_worker_breaker_state",
+        "mineru_worker_breaker_opens_total",
+        "mineru_worker_vllm_retries_total",
+    ] {
+        assert_eq!(
+            metrics.value(name, &[("revision", REVISION)]),
+            Some(0.0),
+            "{name}"
+        );
+    }
+    for line in metrics.0.lines().filter(|l| !l.starts_with('#')) {
+        assert!(line.contains("revision=\"w-test\""), "unlabelled: {line}");
+    }
+}
+
+#[tokio::test]
+async fn a_request_past_its_deadline_is_504() {
+    let sim = sim(SimConfig {
+        faults: Faults {
+            latency_ms: 2_000,
+            ..Faults::default()
+        },
+        ..sim_config()
+    })
+    .await;
+    let worker = Worker::vlm(&sim, &["--request-timeout", "300ms"]).await;
+    let response = worker.parse(form("slow.pdf", pdf(&["x"]), "vlm")).await;
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    worker
+        .wait_for_metric("mineru_worker_inflight_documents", &[], 0.0)
+        .await;
+    let metrics = worker.metrics().await;
+    assert_eq!(
+        metrics.value(
+            "mineru_worker_requests_total",
+            &[("backend", "vlm"), ("outcome", "timeout")]
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn the_served_openapi_document_is_the_committed_one() {
+    let worker = Worker::start(&["--backend", "text"]).await;
+    let served: serde_json::Value = worker
+        .get("/openapi.json")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi/worker.yaml");
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        let yaml = serde_yaml::to_string(&served).expect("yaml");
+        std::fs::write(&path, yaml).expect("write docs/openapi/worker.yaml");
+    }
+    let committed: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&path).expect("docs/openapi/worker.yaml"))
+            .expect("yaml");
+    assert_eq!(
+        served, committed,
+        "docs/openapi/worker.yaml is stale: rerun this test with UPDATE_OPENAPI=1"
+    );
+}

@@ -1,0 +1,211 @@
+//! A worker served in-process on an ephemeral port, the strict vLLM simulator behind it, PDFs
+//! written by pdfium, MinerU-style multipart requests and a reader for the metrics text.
+#![allow(dead_code)] // Each test binary uses its own subset.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser as _;
+use mineru_worker::pdf;
+use mineru_worker::server::{self, ServeArgs, ServeError};
+use mineru_worker::simulator::{self, SimConfig, SimHandle};
+use pdfium_render::prelude::*;
+use reqwest::multipart::{Form, Part};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const MODEL: &str = "mineru2.5";
+pub const REVISION: &str = "w-test";
+
+/// A worker running in this process.
+pub struct Worker {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl Worker {
+    /// Starts `serve` with `args` (as on the command line) plus a revision label and quick
+    /// retries, so tests do not wait for production backoffs.
+    pub async fn start(args: &[&str]) -> Worker {
+        let mut argv = vec![
+            "serve",
+            "--revision",
+            REVISION,
+            "--vllm-backoff",
+            "20ms",
+            "--ready-cache",
+            "0s",
+        ];
+        argv.extend_from_slice(args);
+        let config = ServeArgs::try_parse_from(&argv).expect("serve flags");
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::run(config, listener, async {
+            let _ = stopped.await;
+        }));
+        Worker {
+            addr,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// A worker using the vlm backend against `sim`.
+    pub async fn vlm(sim: &SimHandle, args: &[&str]) -> Worker {
+        let url = sim.url();
+        let mut argv = vec!["--backend", "vlm", "--server-url", url.as_str()];
+        argv.extend_from_slice(args);
+        Worker::start(&argv).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET answered")
+    }
+
+    /// `POST /file_parse` with `form`.
+    pub async fn parse(&self, form: Form) -> reqwest::Response {
+        self.http
+            .post(self.url("/file_parse"))
+            .multipart(form)
+            .send()
+            .await
+            .expect("POST answered")
+    }
+
+    pub async fn metrics(&self) -> Metrics {
+        Metrics(
+            self.get("/metrics")
+                .await
+                .text()
+                .await
+                .expect("metrics text"),
+        )
+    }
+
+    /// Waits until a metric reaches `value` (the server's own view, so no sleeps are guessed).
+    pub async fn wait_for_metric(&self, name: &str, labels: &[(&str, &str)], value: f64) {
+        for _ in 0..500 {
+            if self.metrics().await.value(name, labels) == Some(value) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{name}{labels:?} never reached {value}");
+    }
+
+    /// Signals shutdown and waits for the server to return.
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.expect("server task")
+    }
+}
+
+/// The simulator with its defaults, plus `faults` latency.
+pub async fn sim(config: SimConfig) -> SimHandle {
+    simulator::start_local(config)
+        .await
+        .expect("start simulator")
+}
+
+pub fn sim_config() -> SimConfig {
+    SimConfig::new(MODEL)
+}
+
+/// A PDF written by pdfium: one line of Helvetica per page.
+pub fn pdf(pages: &[&str]) -> Vec<u8> {
+    let pdfium = pdf::library().expect("pdfium: run worker/scripts/install-pdfium.sh");
+    let mut doc = pdfium.create_new_pdf().expect("new document");
+    let font = doc.fonts_mut().helvetica();
+    for line in pages {
+        let mut page = doc
+            .pages_mut()
+            .create_page_at_end(PdfPagePaperSize::a4())
+            .expect("new page");
+        page.objects_mut()
+            .create_text_object(
+                PdfPoints::new(72.0),
+                PdfPoints::new(700.0),
+                line,
+                font,
+                PdfPoints::new(12.0),
+            )
+            .expect("text");
+    }
+    doc.save_to_bytes().expect("save")
+}
+
+/// The form MinerU's clients send: every option as a text field, the file as `files`.
+pub fn mineru_form(file_name: &str, pdf: Vec<u8>, backend: &str) -> Form {
+    Form::new()
+        .part(
+            "files",
+            Part::bytes(pdf)
+                .file_name(file_name.to_owned())
+                .mime_str("application/pdf")
+                .expect("mime"),
+        )
+        .text("backend", backend.to_owned())
+        .text("return_md", "true")
+        .text("return_content_list", "true")
+        .text("return_middle_json", "false")
+        .text("return_model_output", "false")
+        .text("return_images", "false")
+        .text("formula_enable", "true")
+        .text("table_enable", "true")
+        .text("start_page_id", "0")
+        .text("end_page_id", "99999")
+}
+
+/// A bare form: one file and a backend.
+pub fn form(file_name: &str, pdf: Vec<u8>, backend: &str) -> Form {
+    Form::new()
+        .part("files", Part::bytes(pdf).file_name(file_name.to_owned()))
+        .text("backend", backend.to_owned())
+}
+
+/// The `Retry-After` header in seconds.
+pub fn retry_after(response: &reqwest::Response) -> Option<u64> {
+    response
+        .headers()
+        .get("retry-after")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The OpenMetrics text of `/metrics`.
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The sample `name` whose labels include all of `labels`.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.0.lines().find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            if metric != name {
+                return None;
+            }
+            let all = labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            all.then(|| value.parse().ok()).flatten()
+        })
+    }
+}
