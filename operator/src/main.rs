@@ -111,12 +111,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("mineru-operator-{}", std::process::id()));
     let settings = Settings {
-        vllm_peers: scraper_peer(
-            &args.metrics_scraper_namespace,
-            &args.metrics_scraper_pod_selector,
-        )
-        .into_iter()
-        .collect(),
+        vllm_peers: vllm_peers(&args),
     };
     let ctx = Arc::new(Context::new(
         client.clone(),
