@@ -81,6 +81,11 @@ pub struct MineruDeploymentStatus {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub consecutive_inconclusive: i32,
 
+    /// When the canary stopped being ready during a step; it is rolled back if it stays so
+    /// for `progressDeadline`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_unready_since: Option<Time>,
+
     /// Stable vLLM replicas stopped to make room for the canary because its GPUs did not fit
     /// (`maxSurgeGPUs` too small, or canary pods unschedulable); restored on promotion or rollback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
