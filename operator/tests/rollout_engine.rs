@@ -1065,3 +1065,77 @@ fn a_retired_revision_is_scaled_down_after_the_progress_deadline_even_if_stable_
     world.decide();
     assert_eq!(world.replicas("w-19ab"), Some(0));
 }
+
+#[test]
+fn a_canary_pod_lost_late_in_a_long_step_gets_the_progress_deadline_from_that_moment() {
+    let steps = json!({"steps": [{"weight": 10, "pause": "2h"}, {"weight": 100}]});
+    let mut world = World::at_first_step(steps, new_model());
+    world.wait(90 * 60);
+    world.decide();
+    world.input.observed.worker_ready.insert("w-19ab".into(), 0);
+    world.decide();
+    assert_eq!(
+        world.status().canary,
+        Some(new_model()),
+        "not rolled back at once"
+    );
+    assert!(
+        world
+            .message()
+            .contains("canary not ready: workers 0/1 ready"),
+        "{}",
+        world.message()
+    );
+    world.wait(29 * 60);
+    world.decide();
+    assert_eq!(world.status().canary, Some(new_model()));
+    world.wait(60);
+    world.decide();
+    assert_eq!(
+        world.status().last_rollback.as_ref().map(|r| r.reason),
+        Some(RollbackReason::ProgressDeadlineExceeded)
+    );
+}
+
+#[test]
+fn a_canary_that_recovers_within_the_deadline_carries_on() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    world.input.observed.worker_ready.insert("w-19ab".into(), 0);
+    world.decide();
+    world.wait(20 * 60);
+    world.decide();
+    world.converge();
+    world.decide();
+    assert_eq!(world.status().canary_unready_since, None);
+    world.wait(20 * 60);
+    world.decide();
+    assert_eq!(world.status().canary, Some(new_model()));
+}
+
+#[test]
+fn time_spent_paused_does_not_count_toward_the_progress_deadline() {
+    let mut world = World::new(defaults());
+    world.ship(new_model());
+    world.decide();
+    world.command(Command::Pause);
+    world.decide();
+    world.wait(60 * 60);
+    world.decide();
+    world.command(Command::Resume);
+    world.decide();
+    assert_eq!(
+        world.status().canary,
+        Some(new_model()),
+        "{}",
+        world.message()
+    );
+    world.wait(29 * 60);
+    world.decide();
+    assert_eq!(world.status().canary, Some(new_model()));
+    world.wait(60);
+    world.decide();
+    assert_eq!(
+        world.status().last_rollback.as_ref().map(|r| r.reason),
+        Some(RollbackReason::ProgressDeadlineExceeded)
+    );
+}

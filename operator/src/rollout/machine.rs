@@ -193,6 +193,11 @@ impl Machine<'_> {
             }
             (Command::Resume, _) if self.s.paused => {
                 self.s.paused = false;
+                // Time spent paused does not count toward the progress deadline.
+                match stage {
+                    Stage::Warming => self.s.step_started_at = Some(Time(self.now)),
+                    _ => self.s.canary_unready_since = None,
+                }
                 self.event(EventReason::Resumed, "resumed by a person".into());
             }
             (Command::PromoteStep, Stage::Stepping(index)) => {
@@ -355,7 +360,7 @@ impl Machine<'_> {
             self.event(EventReason::CanaryReady, message);
             return true;
         }
-        self.deadline_passed()
+        self.deadline_passed(self.s.step_started_at.clone())
     }
 
     /// Pod-status triggers need no traffic, so they watch the warm-up too: a canary vLLM that
@@ -398,9 +403,9 @@ impl Machine<'_> {
     }
 
     /// Rolls back when the canary has not been ready for a whole `progressDeadline`.
-    fn deadline_passed(&mut self) -> bool {
+    fn deadline_passed(&mut self, since: Option<Time>) -> bool {
         let deadline = self.input.rollout.progress_deadline.get();
-        if self.s.paused || !reached(self.now, self.s.step_started_at.as_ref(), deadline) {
+        if self.s.paused || !reached(self.now, since.as_ref(), deadline) {
             return false;
         }
         let missing = report::canary_ready(self).err().unwrap_or_default();
@@ -415,8 +420,16 @@ impl Machine<'_> {
     }
 
     fn advance_step(&mut self, index: i32) -> bool {
-        if report::canary_ready(self).is_err() {
-            return self.deadline_passed();
+        // A canary pod lost mid-step is given the progress deadline from that moment, not
+        // from the step's start.
+        match (report::canary_ready(self), &self.s.canary_unready_since) {
+            (Err(_), None) => {
+                self.s.canary_unready_since = Some(Time(self.now));
+                return true;
+            }
+            (Err(_), since) => return self.deadline_passed(since.clone()),
+            (Ok(()), Some(_)) => self.s.canary_unready_since = None,
+            (Ok(()), None) => {}
         }
         let step = &self.steps()[index as usize];
         let pause_over = step
@@ -451,6 +464,7 @@ impl Machine<'_> {
         self.s.current_step = Some(next);
         self.s.canary_weight = Some(self.weight_of(next));
         self.s.step_started_at = Some(Time(self.now));
+        self.s.canary_unready_since = None;
         self.s.paused = false;
         for check in &mut self.s.checks {
             check.failures = 0;
@@ -544,6 +558,7 @@ impl Machine<'_> {
         self.s.canary_weight = None;
         self.s.step_started_at = None;
         self.s.in_place_model_replicas = None;
+        self.s.canary_unready_since = None;
         self.s.paused = false;
     }
 

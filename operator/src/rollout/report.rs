@@ -149,9 +149,16 @@ fn message(m: &Machine<'_>, failed: bool) -> String {
                 m,
                 m.s.promoted_at.as_ref(),
                 m.input.rollout.post_promotion_window.get(),
-            )
-            .unwrap_or_default();
-            format!("promoted {stable}; post-promotion verification, {left} left")
+            );
+            match left {
+                Some(left) => {
+                    format!("promoted {stable}; post-promotion verification, {left} left")
+                }
+                None => format!(
+                    "promoted {stable}; post-promotion window over, waiting for a round of checks that answers before letting {} go",
+                    m.s.previous_stable.as_ref().map(show).unwrap_or_default()
+                ),
+            }
         }
         Stage::Warming => {
             let canary = show(m.s.canary.as_ref().unwrap_or(&m.input.desired));
@@ -294,9 +301,8 @@ fn requeue_at(m: &Machine<'_>, plan: &Plan) -> Option<Timestamp> {
     match stage {
         Stage::Warming => at.extend(started.map(|t| later(t.0, rollout.progress_deadline.get()))),
         Stage::Stepping(index) => {
-            if canary_ready(m).is_err() {
-                at.extend(started.map(|t| later(t.0, rollout.progress_deadline.get())));
-            }
+            let unready = m.s.canary_unready_since.as_ref();
+            at.extend(unready.map(|t| later(t.0, rollout.progress_deadline.get())));
             let pause = rollout.steps[index as usize].pause.as_ref();
             at.extend(started.zip(pause).map(|(t, p)| later(t.0, p.get())));
         }
