@@ -739,6 +739,10 @@ fn paragraphs(lines: &[Line], body_size: f32, body_bold: bool) -> Vec<Paragraph>
     let is_heading_line = |l: &Line| {
         !l.tabular && (l.size >= HEADING_SIZE_RATIO * body_size || (l.bold && !body_bold))
     };
+    // The region's right edge: a line ending well short of it closes its paragraph.
+    let right = lines.iter().map(|l| l.rect.x1).fold(f32::MIN, f32::max);
+    let left = lines.iter().map(|l| l.rect.x0).fold(f32::MAX, f32::min);
+    let short_of_edge = 0.25 * (right - left);
     let mut groups: Vec<Vec<&Line>> = Vec::new();
     for line in lines {
         let joins = groups.last().and_then(|g| g.last()).is_some_and(|prev| {
@@ -747,9 +751,12 @@ fn paragraphs(lines: &[Line], body_size: f32, body_bold: bool) -> Vec<Paragraph>
             let same_style = (prev.size - line.size).abs() <= 0.1 * em
                 && is_heading_line(prev) == is_heading_line(line)
                 && prev.bold == line.bold;
+            let prev_closes = prev.rect.x1 < right - short_of_edge && ends_sentence(&prev.text);
             !prev.tabular
                 && !line.tabular
                 && same_style
+                && !prev_closes
+                && !starts_list_item(&line.text)
                 && gap >= -0.5 * em
                 && gap <= 0.7 * prev.rect.height().max(line.rect.height())
                 && line.rect.x0 <= prev.rect.x0 + em
@@ -787,6 +794,40 @@ fn paragraphs(lines: &[Line], body_size: f32, body_bold: bool) -> Vec<Paragraph>
             }
         })
         .collect()
+}
+
+/// A bullet or an enumeration label (`•`, `-`, `1.`, `(a)`, `iv)`) opens a list item.
+fn starts_list_item(text: &str) -> bool {
+    let text = text.trim_start();
+    let Some((label, rest)) = text.split_once(' ') else {
+        return false;
+    };
+    if rest.trim().is_empty() {
+        return false;
+    }
+    let mut chars = label.chars();
+    if let (Some(c), None) = (chars.next(), chars.next()) {
+        return "•◦▪▫‣⁃●○■□–-*".contains(c);
+    }
+    let inner = label
+        .strip_prefix('(')
+        .and_then(|l| l.strip_suffix(')'))
+        .or_else(|| label.strip_suffix('.'))
+        .or_else(|| label.strip_suffix(')'));
+    inner.is_some_and(|i| {
+        !i.is_empty()
+            && (i.len() <= 3 && i.chars().all(|c| c.is_ascii_digit())
+                || i.len() == 1 && i.chars().all(|c| c.is_ascii_lowercase())
+                || i.len() <= 4 && i.chars().all(|c| matches!(c, 'i' | 'v' | 'x')))
+    })
+}
+
+fn ends_sentence(text: &str) -> bool {
+    text.trim_end()
+        .trim_end_matches(['"', '\'', ')', ']', '”', '’'])
+        .chars()
+        .last()
+        .is_some_and(|c| ".!?:;。！？…".contains(c))
 }
 
 /// Appends a line (or the next paragraph of a continued one) to text, undoing end-of-line
@@ -861,13 +902,8 @@ fn continues(prev: &Block, next: &Block) -> bool {
     let (Some(a), Some(b)) = (&prev.content, &next.content) else {
         return false;
     };
-    let ends_open = a
-        .trim_end()
-        .trim_end_matches(['"', '\'', ')', ']', '”', '’'])
-        .chars()
-        .last()
-        .is_some_and(|c| !".!?:;。！？…".contains(c));
-    ends_open
+    !a.trim().is_empty()
+        && !ends_sentence(a)
         && b.trim_start()
             .chars()
             .next()
@@ -983,6 +1019,60 @@ mod tests {
         let result = analyze_page(&page(chars), 0);
         assert!(result.page.discarded.is_empty());
         assert_eq!(result.page.blocks.len(), 1);
+    }
+
+    #[test]
+    fn list_items_and_short_closing_lines_start_new_paragraphs() {
+        let mut chars = line(
+            72.0,
+            100.0,
+            10.0,
+            false,
+            "A paragraph line that runs across the column",
+        );
+        chars.extend(line(72.0, 113.0, 10.0, false, "and ends early."));
+        chars.extend(line(
+            72.0,
+            126.0,
+            10.0,
+            false,
+            "The next paragraph has no gap or indent",
+        ));
+        chars.extend(line(72.0, 139.0, 10.0, false, "• first item of a list"));
+        chars.extend(line(72.0, 152.0, 10.0, false, "• second item of a list"));
+        chars.extend(line(72.0, 165.0, 10.0, false, "2. a numbered item"));
+        let got: Vec<String> = texts(&analyze_page(&page(chars), 0))
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "A paragraph line that runs across the column and ends early.",
+                "The next paragraph has no gap or indent",
+                "• first item of a list",
+                "• second item of a list",
+                "2. a numbered item",
+            ]
+        );
+    }
+
+    #[test]
+    fn list_labels_are_recognised() {
+        for t in [
+            "• item", "- item", "1. item", "12) item", "(a) item", "iv. item",
+        ] {
+            assert!(starts_list_item(t), "{t}");
+        }
+        for t in [
+            "1999 was a year",
+            "A sentence.",
+            "-",
+            "e.g. this",
+            "Mr. Smith",
+        ] {
+            assert!(!starts_list_item(t), "{t}");
+        }
     }
 
     #[test]
