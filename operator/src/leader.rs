@@ -21,12 +21,8 @@ use crate::error::{Error, Result};
 /// What one election round does with the Lease as read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// No Lease yet: create it, holding it.
-    Create,
-    /// Free or expired: take it.
-    Acquire,
-    /// Ours: extend it.
-    Renew,
+    /// Write the Lease, holding it.
+    Claim(Claim),
     /// Someone else holds a live Lease.
     Follow {
         /// The holder's identity.
@@ -34,14 +30,25 @@ pub enum Decision {
     },
 }
 
+/// How the Lease is claimed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// No Lease yet: create it.
+    Create,
+    /// Free or expired: take it over.
+    Acquire,
+    /// Ours: extend it.
+    Renew,
+}
+
 /// Decides from the Lease's spec (`None`: no Lease object) at `now`.
 pub fn decide(lease: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Decision {
     let Some(spec) = lease else {
-        return Decision::Create;
+        return Decision::Claim(Claim::Create);
     };
     let holder = spec.holder_identity.as_deref().unwrap_or_default();
     if holder == identity {
-        return Decision::Renew;
+        return Decision::Claim(Claim::Renew);
     }
     let expires = spec.renew_time.as_ref().map(|renewed| {
         let seconds = i64::from(spec.lease_duration_seconds.unwrap_or(0));
@@ -51,18 +58,18 @@ pub fn decide(lease: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Deci
         Some(expires) if !holder.is_empty() && expires > now => Decision::Follow {
             holder: holder.to_owned(),
         },
-        _ => Decision::Acquire,
+        _ => Decision::Claim(Claim::Acquire),
     }
 }
 
-/// The Lease spec to write for `decision`; `None` when following.
+/// The Lease spec to write for `claim`.
 pub fn next_spec(
     old: Option<&LeaseSpec>,
-    decision: &Decision,
+    claim: Claim,
     identity: &str,
     duration: Duration,
     now: Timestamp,
-) -> Option<LeaseSpec> {
+) -> LeaseSpec {
     let seconds = i32::try_from(duration.as_secs()).unwrap_or(i32::MAX);
     let transitions = old.and_then(|s| s.lease_transitions).unwrap_or(0);
     let taken = |lease_transitions| LeaseSpec {
@@ -73,15 +80,14 @@ pub fn next_spec(
         lease_transitions: Some(lease_transitions),
         ..LeaseSpec::default()
     };
-    match decision {
-        Decision::Create => Some(taken(0)),
-        Decision::Acquire => Some(taken(transitions + 1)),
-        Decision::Renew => Some(LeaseSpec {
+    match claim {
+        Claim::Create => taken(0),
+        Claim::Acquire => taken(transitions + 1),
+        Claim::Renew => LeaseSpec {
             renew_time: Some(MicroTime(now)),
             lease_duration_seconds: Some(seconds),
             ..old.cloned().unwrap_or_default()
-        }),
-        Decision::Follow { .. } => None,
+        },
     }
 }
 
@@ -123,13 +129,11 @@ impl Elector {
             .await
             .map_err(|e| self.error(e))?;
         let spec = lease.as_ref().and_then(|l| l.spec.as_ref());
-        let decision = decide(spec, &self.identity, now);
-        let Some(next) = next_spec(spec, &decision, &self.identity, self.duration, now) else {
-            let Decision::Follow { holder } = decision else {
-                unreachable!("only following writes nothing")
-            };
-            return Ok(holder);
+        let claim = match decide(spec, &self.identity, now) {
+            Decision::Claim(claim) => claim,
+            Decision::Follow { holder } => return Ok(holder),
         };
+        let next = next_spec(spec, claim, &self.identity, self.duration, now);
         let written = match lease {
             None => {
                 let lease = Lease {
@@ -255,14 +259,14 @@ mod tests {
 
     #[test]
     fn no_lease_is_created() {
-        assert_eq!(decide(None, "a", at(100)), Decision::Create);
+        assert_eq!(decide(None, "a", at(100)), Decision::Claim(Claim::Create));
     }
 
     #[test]
     fn own_lease_is_renewed() {
         assert_eq!(
             decide(Some(&held_by("a", 0)), "a", at(100)),
-            Decision::Renew
+            Decision::Claim(Claim::Renew)
         );
     }
 
@@ -276,7 +280,7 @@ mod tests {
     fn an_expired_lease_is_acquired() {
         assert_eq!(
             decide(Some(&held_by("b", 80)), "a", at(100)),
-            Decision::Acquire
+            Decision::Claim(Claim::Acquire)
         );
     }
 
@@ -284,7 +288,10 @@ mod tests {
     fn a_released_lease_is_acquired() {
         let mut released = held_by("b", 99);
         released.holder_identity = None;
-        assert_eq!(decide(Some(&released), "a", at(100)), Decision::Acquire);
+        assert_eq!(
+            decide(Some(&released), "a", at(100)),
+            Decision::Claim(Claim::Acquire)
+        );
     }
 
     #[test]
@@ -292,12 +299,11 @@ mod tests {
         let old = held_by("b", 80);
         let next = next_spec(
             Some(&old),
-            &Decision::Acquire,
+            Claim::Acquire,
             "a",
             Duration::from_secs(15),
             at(100),
-        )
-        .unwrap();
+        );
         assert_eq!(next.holder_identity.as_deref(), Some("a"));
         assert_eq!(next.lease_transitions, Some(3));
         assert_eq!(next.acquire_time, Some(MicroTime(at(100))));
@@ -309,24 +315,22 @@ mod tests {
         let old = held_by("a", 80);
         let next = next_spec(
             Some(&old),
-            &Decision::Renew,
+            Claim::Renew,
             "a",
             Duration::from_secs(15),
             at(100),
-        )
-        .unwrap();
+        );
         assert_eq!(next.acquire_time, Some(MicroTime(at(80))));
         assert_eq!(next.renew_time, Some(MicroTime(at(100))));
         assert_eq!(next.lease_transitions, Some(2));
     }
 
     #[test]
-    fn following_writes_nothing() {
-        let follow = Decision::Follow { holder: "b".into() };
-        assert_eq!(
-            next_spec(None, &follow, "a", Duration::from_secs(15), at(100)),
-            None
-        );
+    fn creating_holds_the_lease_with_no_transition_yet() {
+        let next = next_spec(None, Claim::Create, "a", Duration::from_secs(15), at(100));
+        assert_eq!(next.holder_identity.as_deref(), Some("a"));
+        assert_eq!(next.lease_duration_seconds, Some(15));
+        assert_eq!(next.lease_transitions, Some(0));
     }
 
     fn lease_json(spec: &LeaseSpec) -> serde_json::Value {
