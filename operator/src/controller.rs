@@ -199,36 +199,50 @@ async fn reconcile_objects(md: &MineruDeployment, ctx: &Context) -> Result<Phase
     let topology = Topology::derive(md, &spec_revisions, &recorded);
     let desired = DesiredObjects::build(&owner, &md.spec, &topology, &ctx.settings)?;
 
-    // New objects first, then deletions, so a replaced revision is never the only one gone.
-    for object in desired.statefulsets {
-        children.apply(object, &statefulsets).await?;
-    }
-    for object in desired.services {
-        children.apply(object, &services).await?;
-    }
-    for object in desired.deployments {
-        children.apply(object, &deployments).await?;
-    }
-    for object in desired.network_policies {
-        children.apply(object, &network_policies).await?;
-    }
-    for object in desired.pdbs {
-        children.apply(object, &pdbs).await?;
-    }
-    children.delete_orphans(&deployments).await?;
-    children.delete_orphans(&statefulsets).await?;
-    children.delete_orphans(&services).await?;
-    children.delete_orphans(&network_policies).await?;
-    children.delete_orphans(&pdbs).await?;
-
     let old = md.status.clone().unwrap_or_default();
+    let written = async {
+        // New objects first, then deletions, so a replaced revision is never the only one gone.
+        for object in desired.statefulsets {
+            children.apply(object, &statefulsets).await?;
+        }
+        for object in desired.services {
+            children.apply(object, &services).await?;
+        }
+        for object in desired.deployments {
+            children.apply(object, &deployments).await?;
+        }
+        for object in desired.network_policies {
+            children.apply(object, &network_policies).await?;
+        }
+        for object in desired.pdbs {
+            children.apply(object, &pdbs).await?;
+        }
+        children.delete_orphans(&deployments).await?;
+        children.delete_orphans(&statefulsets).await?;
+        children.delete_orphans(&services).await?;
+        children.delete_orphans(&network_policies).await?;
+        children.delete_orphans(&pdbs).await
+    }
+    .await;
+    if let Err(error) = written {
+        // What was written before the failure is announced all the same; the next round
+        // finds it applied and would not announce it again.
+        publish(ctx, md, events::notices(&old, &old, children.report())).await;
+        return Err(error);
+    }
+
     let readiness = status::ReadyReplicas::observe(&statefulsets, &deployments);
     let new = status::desired(md, &topology, &readiness, &(ctx.clock)());
     if new != old {
         patch_status(ctx, md, &new).await?;
     }
+    publish(ctx, md, events::notices(&old, &new, children.report())).await;
+    Ok(new.phase.unwrap_or(Phase::Progressing))
+}
+
+async fn publish(ctx: &Context, md: &MineruDeployment, notices: Vec<events::Notice>) {
     let reference = md.object_ref(&());
-    for notice in events::notices(&old, &new, children.report()) {
+    for notice in notices {
         let event = Event {
             type_: notice.type_,
             reason: notice.reason.into(),
@@ -241,7 +255,6 @@ async fn reconcile_objects(md: &MineruDeployment, ctx: &Context) -> Result<Phase
             tracing::warn!(reason = notice.reason, %error, "publishing event failed");
         }
     }
-    Ok(new.phase.unwrap_or(Phase::Progressing))
 }
 
 async fn patch_status(
@@ -615,6 +628,26 @@ mod tests {
         let (result, _) = run(server, &md).await;
         let error = result.unwrap_err();
         assert_eq!(error.metric_label(), "patch_status_422");
+    }
+
+    #[tokio::test]
+    async fn objects_written_before_a_failure_are_announced() {
+        let md = MineruDeployment::test();
+        let (m, _) = revisions(&md);
+        let headless = format!("{SVC}/docs-vllm-{m}-pods");
+        let server = ApiServer::default().failing_once(Method::PATCH, &headless, 500);
+        let (result, calls) = run(server, &md).await;
+        assert!(result.is_err());
+        let mut expected = lists();
+        expected.extend([
+            format!("PATCH {STS}/docs-vllm-{m}"),
+            format!("PATCH {headless}"),
+            format!("POST {EVENTS}"),
+        ]);
+        assert_eq!(lines(&calls), expected);
+        let event = &calls.last().unwrap().body;
+        assert_eq!(event["reason"], "Created");
+        assert_eq!(event["note"], format!("created StatefulSet/docs-vllm-{m}"));
     }
 
     #[tokio::test]
