@@ -232,18 +232,37 @@ impl Document {
     pub fn render_page(&self, page: usize) -> Result<RgbImage, PdfError> {
         let pdf_page = self.page(page)?;
         let (width, height) = render_size(pdf_page.width().value, pdf_page.height().value);
-        // BGR with reversed byte order makes pdfium write RGB directly: no per-pixel swizzle.
+        let (w, h) = (width as usize, height as usize);
+        // pdfium renders straight into the image's own buffer: BGR with reversed byte order is
+        // RGB, and rows are padded to 4 bytes (pdfium's pitch), squeezed out afterwards.
+        let row = w * 3;
+        let stride = row.next_multiple_of(4);
+        let mut pixels = vec![0u8; stride * h];
         let config = PdfRenderConfig::new()
             .set_target_size(width as Pixels, height as Pixels)
-            .set_format(PdfBitmapFormat::BGR)
             .set_reverse_byte_order(true);
-        let bitmap = pdf_page
-            .render_with_config(&config)
+        {
+            let mut bitmap = PdfBitmap::from_bytes(
+                width as Pixels,
+                height as Pixels,
+                PdfBitmapFormat::BGR,
+                &mut pixels,
+            )
             .map_err(|e| page_error(page, "render", e))?;
-        rgb_from_bitmap(&bitmap).ok_or_else(|| PdfError::Page {
+            pdf_page
+                .render_into_bitmap_with_config(&mut bitmap, &config)
+                .map_err(|e| page_error(page, "render", e))?;
+        }
+        if stride != row {
+            for y in 1..h {
+                pixels.copy_within(y * stride..y * stride + row, y * row);
+            }
+            pixels.truncate(row * h);
+        }
+        RgbImage::from_raw(width, height, pixels).ok_or_else(|| PdfError::Page {
             page,
             operation: "render",
-            detail: "bitmap buffer is smaller than its dimensions".into(),
+            detail: "bitmap buffer does not match its dimensions".into(),
         })
     }
 
@@ -301,26 +320,6 @@ pub fn render_size(width: f32, height: f32) -> (u32, u32) {
     }
     let side = |v: f32| ((v * scale).ceil() as u32).clamp(1, MAX_RENDER_SIDE);
     (side(width), side(height))
-}
-
-fn rgb_from_bitmap(bitmap: &PdfBitmap) -> Option<RgbImage> {
-    let width = usize::try_from(bitmap.width()).ok()?;
-    let height = usize::try_from(bitmap.height()).ok()?;
-    let raw = bitmap.as_raw_bytes();
-    let row = width * 3;
-    let stride = raw.len().checked_div(height)?;
-    if stride < row {
-        return None;
-    }
-    let mut pixels = Vec::with_capacity(row * height);
-    for line in raw.chunks_exact(stride).take(height) {
-        pixels.extend_from_slice(&line[..row]);
-    }
-    RgbImage::from_raw(
-        u32::try_from(width).ok()?,
-        u32::try_from(height).ok()?,
-        pixels,
-    )
 }
 
 fn check_envelope(bytes: &[u8]) -> Result<(), PdfError> {

@@ -128,6 +128,22 @@ fn letter_pages_render_at_200_dpi_as_rgb() {
 }
 
 #[test]
+fn rows_of_an_unaligned_width_do_not_shear() {
+    // 100 pt renders 278 px wide: 834 bytes a row, which pdfium pads to 836.
+    let mut page = PageSpec::letter().red_box(0.0, 0.0, 50.0, 100.0);
+    page.size = (100.0, 100.0);
+    let image = open(build_pdf(&[page]))
+        .expect("open")
+        .render_page(0)
+        .expect("render");
+    assert_eq!(image.dimensions(), (278, 278));
+    for y in [0, 100, 200, 277] {
+        assert_eq!(image.get_pixel(100, y).0, [255, 0, 0], "row {y}");
+        assert_eq!(image.get_pixel(200, y).0, [255, 255, 255], "row {y}");
+    }
+}
+
+#[test]
 fn large_pages_are_capped_at_3500_pixels() {
     let mut page = PageSpec::letter().text(10.0, 20.0, 12.0, Font::Helvetica, "big");
     page.size = (1224.0, 1584.0);
