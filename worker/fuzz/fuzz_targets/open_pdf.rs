@@ -1,6 +1,9 @@
 //! Fuzzes the PDF entry point: any bytes must open or fail with a typed error, and an opened
 //! document's text layer, text-backend analysis and first-page render must never panic.
 //! libpdfium is found as at run time (run worker/scripts/install-pdfium.sh first).
+//!
+//! Run from `worker/`: `cargo +nightly fuzz run open_pdf` (seed the corpus with any PDFs, e.g.
+//! `cargo +nightly fuzz run open_pdf fuzz/corpus/open_pdf /usr/share/doc`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
