@@ -4,8 +4,10 @@
 
 mod rollout_support;
 
-use mineru_crds::{CheckKind, Phase, RollbackReason};
-use mineru_operator::rollout::{Command, EventReason, NotificationKind, analysis_request};
+use mineru_crds::{CheckKind, Phase, QualityResult, RollbackReason, Verdict};
+use mineru_operator::rollout::{
+    Command, EventReason, NotificationKind, analysis_request, quality_results,
+};
 use rollout_support::{Answer, World, new_model, new_worker, old};
 use serde_json::json;
 
@@ -919,6 +921,60 @@ fn the_golden_documents_run_once_per_gated_step_and_a_regression_rolls_back() {
     world.decide();
     let rollback = world.status().last_rollback.clone().expect("rolled back");
     assert_eq!(rollback.reason, RollbackReason::QualityRegressed);
+}
+
+#[test]
+fn golden_document_results_become_the_quality_checks_of_the_round() {
+    let quality =
+        json!({"analysis": {"quality": {"goldenDocuments": {"configMapRef": {"name": "golden"}}}}});
+    let mut world = World::at_first_step(quality, new_model());
+    world.wait(60);
+    let request = analysis_request(&world.input).unwrap();
+    let documents: Vec<_> = (0..20)
+        .map(|i| QualityResult {
+            document: format!("doc-{i}.pdf"),
+            similarity: if i < 2 { 0.5 } else { 0.99 },
+            verdict: if i < 2 { Verdict::Fail } else { Verdict::Pass },
+        })
+        .collect();
+    let results = quality_results(&request, &documents);
+    let verdicts: Vec<_> = results
+        .iter()
+        .map(|r| {
+            (
+                r.name.as_str(),
+                r.kind,
+                r.evaluation.verdict,
+                r.evaluation.value,
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("quality", CheckKind::Promotion, Verdict::Fail, Some(0.1)),
+            (
+                "quality-collapse",
+                CheckKind::Trigger,
+                Verdict::Fail,
+                Some(0.1)
+            ),
+        ]
+    );
+    world.answer(Answer::Pass, &[]);
+    let round = world.input.analysis.as_mut().unwrap();
+    round.results.retain(|r| !r.name.starts_with("quality"));
+    round.results.extend(results);
+    round.quality = documents;
+    world.decide();
+    assert_eq!(world.status().quality.len(), 20, "documents kept in status");
+    let rollback = world.status().last_rollback.clone().expect("rolled back");
+    assert_eq!(rollback.reason, RollbackReason::QualityRegressed);
+    assert_eq!(
+        rollback.check.as_deref(),
+        Some("quality-collapse"),
+        "the trigger acts first"
+    );
 }
 
 #[test]

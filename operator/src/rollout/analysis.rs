@@ -7,8 +7,8 @@
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use mineru_crds::{
-    CheckKind, CheckStatus, MineruDeploymentStatus, Policy, Revisions, RollbackReason, Tier,
-    Verdict,
+    CheckKind, CheckStatus, MineruDeploymentStatus, Policy, QualityResult, Revisions,
+    RollbackReason, Tier, Verdict,
 };
 
 use super::{
@@ -108,6 +108,24 @@ pub fn analysis_request(input: &Input) -> Option<AnalysisRequest> {
         baseline,
         quality,
     })
+}
+
+/// The results of the quality checks of `request` from one golden-document comparison: the
+/// share of documents that regressed, judged by each quality check's threshold. Pass them in
+/// [`AnalysisRound::results`] with the documents in [`AnalysisRound::quality`].
+pub fn quality_results(request: &AnalysisRequest, documents: &[QualityResult]) -> Vec<CheckResult> {
+    request
+        .checks
+        .iter()
+        .filter(|check| check.source == Source::Quality)
+        .map(|check| CheckResult {
+            name: check.name.clone(),
+            kind: check.kind,
+            revision: revision_of(&request.judged, check.tier).to_owned(),
+            query: None,
+            evaluation: verdict::evaluate_quality(&check.threshold, documents),
+        })
+        .collect()
 }
 
 fn revision_of(revisions: &Revisions, tier: Tier) -> &str {

@@ -9,8 +9,9 @@
 //!
 //! The controller's side of the contract:
 //! 1. Ask [`analysis_request`] whether a round of checks is due; if so render and run the
-//!    queries (and the golden documents when `quality` is set) and pass the results as
-//!    [`Input::analysis`]. A check that could not even be rendered is reported as an Error.
+//!    queries (and, when `quality` is set, compare the golden documents and turn them into
+//!    results with [`quality_results`]) and pass the results as [`Input::analysis`]. A check
+//!    that could not even be rendered is reported as an Error.
 //! 2. Remove consumed command annotations before writing status, so a command is applied at
 //!    most once even across a crash.
 //! 3. Apply [`Decision::plan`] (every revision listed is kept at the given replicas; owned
@@ -32,7 +33,7 @@ use mineru_crds::{
 
 use crate::gates::{Check, verdict::Evaluation};
 
-pub use analysis::analysis_request;
+pub use analysis::{analysis_request, quality_results};
 
 /// Everything a decision depends on.
 #[derive(Clone, Debug, PartialEq)]
