@@ -84,7 +84,7 @@ fn operator_writes(plane: &ControlPlane) -> Vec<String> {
 
 #[test]
 fn a_mineru_deployment_becomes_both_tiers_and_settles_without_writes() {
-    let mut plane = ControlPlane::start("operator", &Nodes::default()).unwrap();
+    let plane = ControlPlane::start("operator", &Nodes::default()).unwrap();
     let crds = repo_path("crds/minerudeployments.yaml");
     plane
         .kubectl(&["apply", "--server-side", "-f", crds.to_str().unwrap()])
@@ -186,8 +186,16 @@ fn a_mineru_deployment_becomes_both_tiers_and_settles_without_writes() {
     }
 
     // `kubectl mineru status`, found by kubectl as a plugin on PATH.
-    let plugin_dir = workspace_binary("kubectl-mineru").unwrap().parent().unwrap().to_owned();
-    let path = format!("{}:{}", plugin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let plugin_dir = workspace_binary("kubectl-mineru")
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = format!(
+        "{}:{}",
+        plugin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let output = Command::new(plane.bin().join("kubectl"))
         .env("PATH", path)
         .env("KUBECONFIG", plane.admin_kubeconfig())
@@ -195,9 +203,16 @@ fn a_mineru_deployment_becomes_both_tiers_and_settles_without_writes() {
         .output()
         .unwrap();
     let shown = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(shown.starts_with("docs: Healthy"), "{shown}");
-    assert!(shown.contains(&format!("stable:  {model_revision}/{worker_revision}")), "{shown}");
+    assert!(
+        shown.contains(&format!("stable:  {model_revision}/{worker_revision}")),
+        "{shown}"
+    );
 
     // Steady state: nothing changes, so the operator writes nothing (leader election aside).
     std::thread::sleep(Duration::from_secs(3));

@@ -134,9 +134,12 @@ mod tests {
         );
     }
 
+    /// What the test receiver saw: the Authorization header and the body of each POST.
+    type Received = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+
     #[tokio::test]
     async fn delivers_with_the_token_and_reports_refusals() {
-        let received: Arc<Mutex<Vec<(Option<String>, Value)>>> = Arc::default();
+        let received: Received = Arc::default();
         let sink = received.clone();
         let app = axum::Router::new().route(
             "/hook",

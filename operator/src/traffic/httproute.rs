@@ -68,11 +68,21 @@ pub enum RouteError {
     },
 }
 
-/// The rules with our backendRefs rewritten, or `None` when they already carry these weights.
-/// `Err(())` when no rule routes to us.
-pub fn rewrite_rules(rules: &Value, backends: &Backends) -> Result<Option<Value>, ()> {
+/// What rewriting a route's rules came to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Rewrite {
+    /// The rules with our backendRefs set to the new weights.
+    Changed(Value),
+    /// Our rules already carry these weights: nothing to write.
+    Unchanged,
+    /// No rule routes to this MineruDeployment.
+    NotOurs,
+}
+
+/// Rewrites the backendRefs of the rules that route to us.
+pub fn rewrite_rules(rules: &Value, backends: &Backends) -> Rewrite {
     let Some(rules) = rules.as_array() else {
-        return Err(());
+        return Rewrite::NotOurs;
     };
     let ours = |reference: &Value| {
         let kind_is_service = reference
@@ -108,12 +118,16 @@ pub fn rewrite_rules(rules: &Value, backends: &Backends) -> Result<Option<Value>
         })
         .collect();
     if managed == 0 {
-        return Err(());
+        return Rewrite::NotOurs;
     }
     let unchanged = rules.iter().zip(&rewritten).all(|(old, new)| {
         normalized_refs(old.get("backendRefs")) == normalized_refs(new.get("backendRefs"))
     });
-    Ok((!unchanged).then_some(Value::Array(rewritten)))
+    if unchanged {
+        Rewrite::Unchanged
+    } else {
+        Rewrite::Changed(Value::Array(rewritten))
+    }
 }
 
 /// backendRefs compared by what matters (the apiserver fills `group`, `kind` defaults).
@@ -161,13 +175,16 @@ pub async fn apply(
         });
     };
     let rules = route.data["spec"]["rules"].clone();
-    let rewritten = rewrite_rules(&rules, backends).map_err(|()| RouteError::NoManagedRule {
-        namespace: namespace.to_owned(),
-        name: name.to_owned(),
-        known: backends.known.join(", "),
-    })?;
-    let Some(rules) = rewritten else {
-        return Ok(false);
+    let rules = match rewrite_rules(&rules, backends) {
+        Rewrite::Changed(rules) => rules,
+        Rewrite::Unchanged => return Ok(false),
+        Rewrite::NotOurs => {
+            return Err(RouteError::NoManagedRule {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                known: backends.known.join(", "),
+            });
+        }
     };
     route.data["spec"]["rules"] = rules;
     // Replace carries the resourceVersion read above: a concurrent edit fails with 409 and the
@@ -208,7 +225,9 @@ mod tests {
             None,
             known(),
         );
-        let rules = rewrite_rules(&route_rules(), &backends).unwrap().unwrap();
+        let Rewrite::Changed(rules) = rewrite_rules(&route_rules(), &backends) else {
+            panic!("expected a change");
+        };
         assert_eq!(
             rules[0]["backendRefs"],
             json!([
@@ -229,13 +248,15 @@ mod tests {
             None,
             known(),
         );
-        let once = rewrite_rules(&route_rules(), &backends).unwrap().unwrap();
+        let Rewrite::Changed(once) = rewrite_rules(&route_rules(), &backends) else {
+            panic!("expected a change");
+        };
         // The apiserver adds defaults (group) to what we wrote; that is not a change.
         let mut stored = once.clone();
         for reference in stored[0]["backendRefs"].as_array_mut().unwrap() {
             reference["group"] = json!("");
         }
-        assert_eq!(rewrite_rules(&stored, &backends).unwrap(), None);
+        assert_eq!(rewrite_rules(&stored, &backends), Rewrite::Unchanged);
     }
 
     #[test]
@@ -248,8 +269,8 @@ mod tests {
             vec!["docs".into()],
         );
         let rules = json!([{"backendRefs": [{"name": "someone-else", "port": 80}]}]);
-        assert_eq!(rewrite_rules(&rules, &backends), Err(()));
-        assert_eq!(rewrite_rules(&json!(null), &backends), Err(()));
+        assert_eq!(rewrite_rules(&rules, &backends), Rewrite::NotOurs);
+        assert_eq!(rewrite_rules(&json!(null), &backends), Rewrite::NotOurs);
     }
 
     #[test]
@@ -264,7 +285,9 @@ mod tests {
             known,
         );
         let rules = json!([{"backendRefs": [{"name": "mineru-api", "port": 8000}]}]);
-        let rewritten = rewrite_rules(&rules, &backends).unwrap().unwrap();
+        let Rewrite::Changed(rewritten) = rewrite_rules(&rules, &backends) else {
+            panic!("expected a change");
+        };
         let names: Vec<_> = rewritten[0]["backendRefs"]
             .as_array()
             .unwrap()
