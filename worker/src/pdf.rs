@@ -43,7 +43,8 @@ pub enum LibraryError {
 }
 
 /// Why a document or page could not be processed. Every variant is a property of the input (or of
-/// the pdfium installation), never a panic.
+/// the pdfium installation), never a panic. `page` fields are 0-based indices; messages count
+/// pages from 1, as readers do.
 #[derive(Debug, thiserror::Error)]
 pub enum PdfError {
     #[error(transparent)]
@@ -60,15 +61,15 @@ pub enum PdfError {
     UnsupportedSecurity,
     #[error("PDF has no pages")]
     NoPages,
-    #[error("page {page}: size {width}x{height} pt is outside 1..=14400 pt")]
+    #[error("page {}: size {width}x{height} pt is outside 1..=14400 pt", page + 1)]
     AbsurdPageSize {
         page: usize,
         width: f32,
         height: f32,
     },
-    #[error("page {page} does not exist (the document has {count} pages)")]
+    #[error("page {} does not exist (the document has {count} pages)", page + 1)]
     PageOutOfRange { page: usize, count: usize },
-    #[error("page {page}: {operation} failed in pdfium: {detail}")]
+    #[error("page {}: {operation} failed in pdfium: {detail}", page + 1)]
     Page {
         page: usize,
         operation: &'static str,

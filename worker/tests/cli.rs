@@ -122,7 +122,7 @@ fn bad_inputs() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         (
             "huge.pdf",
             build_pdf(&[huge]),
-            "page 0: size 100x50000 pt is outside 1..=14400 pt",
+            "page 1: size 100x50000 pt is outside 1..=14400 pt",
         ),
     ]
 }
