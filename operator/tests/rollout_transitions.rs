@@ -40,6 +40,9 @@ fn state(world: &World) -> String {
     }
 }
 
+/// Builds a world in one state.
+type Setup = fn() -> World;
+
 fn steady() -> World {
     World::new(json!({}))
 }
@@ -96,7 +99,6 @@ const DEGRADED: &str = "Degraded: m-41aa/w-88c2, m-7f3c/w-19ab failed";
 #[test]
 fn every_command_in_every_state() {
     use Command::*;
-    type Setup = fn() -> World;
     // (state, command, resulting state, ignored)
     let table: [(&str, Setup, Command, &str, bool); 42] = [
         ("steady", steady, PromoteStep, STEADY, true),
@@ -194,7 +196,7 @@ fn every_command_in_every_state() {
 
 #[test]
 fn states_read_as_expected_before_any_command() {
-    let cases: [(&str, fn() -> World, &str); 7] = [
+    let cases: [(&str, Setup, &str); 7] = [
         ("steady", steady, STEADY),
         ("warming", warming, WARMING),
         ("stepping", stepping, STEP_1),
