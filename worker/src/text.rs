@@ -90,9 +90,9 @@ pub struct OcrVerdict {
 }
 
 /// Classifies a page. MinerU's rule (fewer than 50 clean characters) is applied to pages that
-/// also carry images, because a short text-only page (a title page, a closing line) is fully
-/// readable from its text layer; a page whose characters are mostly unmapped glyphs needs OCR
-/// whatever its length.
+/// also carry images or only drawings, because a short text-only page (a title page, a closing
+/// line) is fully readable from its text layer; a page whose characters are mostly unmapped
+/// glyphs needs OCR whatever its length.
 pub fn classify(text: &PageText) -> OcrVerdict {
     let visible: Vec<&TextChar> = text
         .chars
@@ -125,8 +125,12 @@ pub fn classify(text: &PageText) -> OcrVerdict {
             (false, Some("blank page".to_string()))
         } else if clean_chars == 0 {
             (
-                false,
-                Some("no text layer: the page holds only vector graphics".to_string()),
+                true,
+                Some(
+                    "needs OCR: no text layer, the page is drawn with vector graphics only (its \
+                     text may be outlined); use the vlm backend"
+                        .to_string(),
+                ),
             )
         } else {
             (false, None)
