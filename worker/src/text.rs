@@ -323,6 +323,7 @@ fn fragments(chars: &[TextChar]) -> Vec<Fragment> {
         text: String,
         rect: Rect,
         last: Rect,
+        last_size: f32,
         sizes: Vec<(f32, usize)>,
         bold: usize,
         count: usize,
@@ -333,16 +334,14 @@ fn fragments(chars: &[TextChar]) -> Vec<Fragment> {
                 text: c.ch.to_string(),
                 rect: c.rect,
                 last: c.rect,
+                last_size: c.font_size,
                 sizes: vec![(c.font_size, 1)],
                 bold: usize::from(c.bold),
                 count: 1,
             }
         }
-        fn size(&self) -> f32 {
-            self.sizes.last().map_or(1.0, |s| s.0)
-        }
         fn gap(&self, c: &TextChar) -> Option<f32> {
-            let em = self.size().max(c.font_size).max(1.0);
+            let em = self.last_size.max(c.font_size).max(1.0);
             let overlap = self.last.y1.min(c.rect.y1) - self.last.y0.max(c.rect.y0);
             let min_h = self.last.height().min(c.rect.height()).max(0.1);
             let dx = c.rect.x0 - self.last.x1;
@@ -358,6 +357,7 @@ fn fragments(chars: &[TextChar]) -> Vec<Fragment> {
             self.text.push(c.ch);
             self.rect = self.rect.union(&c.rect);
             self.last = c.rect;
+            self.last_size = c.font_size;
             match self
                 .sizes
                 .iter_mut()
@@ -391,7 +391,7 @@ fn fragments(chars: &[TextChar]) -> Vec<Fragment> {
         if let Some(b) = current.as_mut()
             && let Some(gap) = b.gap(c)
         {
-            let space = (pending_space || gap > WORD_GAP_EM) && !is_cjk_pair(&b.text, c.ch);
+            let space = pending_space || (gap > WORD_GAP_EM && !is_cjk_pair(&b.text, c.ch));
             b.push(c, space);
             pending_space = false;
             continue;
