@@ -7,6 +7,9 @@ use mineru_crds::{MineruDeploymentStatus, Revisions};
 use super::apply::ApplyReport;
 use super::status::DEGRADED;
 
+/// Longest note the Events API accepts, in bytes.
+const MAX_NOTE: usize = 1024;
+
 /// One Event about the MineruDeployment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Notice {
@@ -85,7 +88,7 @@ pub fn notices(
             type_: EventType::Warning,
             reason: "TierUnavailable",
             action: "Observe",
-            note: new.message.clone().unwrap_or_default(),
+            note: fit(new.message.clone().unwrap_or_default()),
         });
     }
     notices
@@ -96,8 +99,21 @@ fn normal(reason: &'static str, action: &'static str, note: String) -> Notice {
         type_: EventType::Normal,
         reason,
         action,
-        note,
+        note: fit(note),
     }
+}
+
+/// Cuts `note` to what the Events API accepts, at a character boundary, marking the cut.
+fn fit(mut note: String) -> String {
+    if note.len() > MAX_NOTE {
+        let mut end = MAX_NOTE - '…'.len_utf8();
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push('…');
+    }
+    note
 }
 
 #[cfg(test)]
@@ -185,6 +201,17 @@ mod tests {
             reasons(&notices(&stable(), &stable(), &report)),
             ["OrphanDeleted"]
         );
+    }
+
+    #[test]
+    fn long_notes_are_cut_to_what_the_api_accepts() {
+        let report = ApplyReport {
+            created: (0..200).map(|i| format!("Service/docs-é-{i}")).collect(),
+            ..ApplyReport::default()
+        };
+        let note = &notices(&stable(), &stable(), &report)[0].note;
+        assert!(note.len() <= MAX_NOTE, "{}", note.len());
+        assert!(note.ends_with('…'));
     }
 
     #[test]
