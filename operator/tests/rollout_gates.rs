@@ -589,3 +589,25 @@ fn a_criterion_gates_only_its_steps() {
     assert_eq!(gating(0), ["first", "every"]);
     assert_eq!(gating(1), ["every"]);
 }
+
+#[test]
+fn the_built_in_error_ratio_reads_worker_requests_of_the_judged_revision() {
+    let checks = gates::checks(&analysis(json!({})));
+    let error_ratio = checks.iter().find(|c| c.name == "error-ratio").unwrap();
+    let Source::Query(query) = &error_ratio.source else {
+        panic!("error-ratio is a Prometheus check");
+    };
+    assert_eq!(
+        render(query, &context()).unwrap(),
+        concat!(
+            r#"sum(rate(mineru_worker_requests_total{namespace="parsing",revision="w-19ab",outcome="error"}[60s]))"#,
+            r#" / sum(rate(mineru_worker_requests_total{namespace="parsing",revision="w-19ab"}[60s]))"#
+        )
+    );
+    let samples = error_ratio.samples.as_ref().unwrap();
+    assert_eq!(
+        render(&samples.query, &context()).unwrap(),
+        r#"sum(increase(mineru_worker_requests_total{namespace="parsing",revision="w-19ab"}[60s]))"#
+    );
+    assert_eq!(samples.min, 20.0);
+}

@@ -14,50 +14,59 @@ use mineru_crds::{CheckKind, Policy, QualitySpec, Tier};
 
 use super::{Check, Samples, Source, Threshold};
 
-const WORKER_SELECTOR: &str = r#"namespace="{{namespace}}",revision="{{revision}}""#;
+/// Every built-in query selects the object's namespace and the judged revision: `$SEL` below.
+fn query(template: &str) -> String {
+    template.replace(
+        "$SEL",
+        r#"namespace="{{namespace}}",revision="{{revision}}""#,
+    )
+}
 
 /// Worker requests finished in the window: the samples behind every worker ratio.
 fn worker_requests() -> String {
-    format!("sum(increase(mineru_worker_requests_total{{{WORKER_SELECTOR}}}[{{{{interval}}}}]))")
+    query("sum(increase(mineru_worker_requests_total{$SEL}[{{interval}}]))")
 }
 
 fn worker_error_ratio() -> String {
-    format!(
-        "sum(rate(mineru_worker_requests_total{{{WORKER_SELECTOR},outcome=\"error\"}}[{{{{interval}}}}])) / sum(rate(mineru_worker_requests_total{{{WORKER_SELECTOR}}}[{{{{interval}}}}]))"
-    )
+    query(concat!(
+        r#"sum(rate(mineru_worker_requests_total{$SEL,outcome="error"}[{{interval}}]))"#,
+        " / sum(rate(mineru_worker_requests_total{$SEL}[{{interval}}]))"
+    ))
 }
 
 fn worker_latency_p95() -> String {
-    format!(
-        "histogram_quantile(0.95, sum by (le) (rate(mineru_worker_request_duration_seconds_bucket{{{WORKER_SELECTOR}}}[{{{{interval}}}}])))"
-    )
+    query(concat!(
+        "histogram_quantile(0.95, sum by (le) ",
+        "(rate(mineru_worker_request_duration_seconds_bucket{$SEL}[{{interval}}])))"
+    ))
 }
 
 /// Worker-seconds per page (pods / pages per second): throughput per worker, inverted so that
 /// "at least 0.95 × stable" becomes a `maxRatioToStable` of 1 / 0.95.
 fn worker_seconds_per_page() -> String {
-    format!(
-        "count(count by (pod) (mineru_worker_pages_total{{{WORKER_SELECTOR}}})) / sum(rate(mineru_worker_pages_total{{{WORKER_SELECTOR}}}[{{{{interval}}}}]))"
-    )
+    query(concat!(
+        "count(count by (pod) (mineru_worker_pages_total{$SEL}))",
+        " / sum(rate(mineru_worker_pages_total{$SEL}[{{interval}}]))"
+    ))
 }
 
 fn worker_pages() -> String {
-    format!("sum(increase(mineru_worker_pages_total{{{WORKER_SELECTOR}}}[{{{{interval}}}}]))")
+    query("sum(increase(mineru_worker_pages_total{$SEL}[{{interval}}]))")
 }
 
 /// Breaker openings of the canary over the last day. Canary series exist only since the rollout
 /// began, so for rollouts shorter than a day this is the count during the rollout — stricter
 /// than the daily rate it approximates.
 fn worker_breaker_opens_per_day() -> String {
-    format!("sum(increase(mineru_worker_breaker_opens_total{{{WORKER_SELECTOR}}}[1d]))")
+    query("sum(increase(mineru_worker_breaker_opens_total{$SEL}[1d]))")
 }
 
 fn vllm_queue_waiting() -> String {
-    r#"avg(vllm:num_requests_waiting{namespace="{{namespace}}",revision="{{revision}}"})"#.into()
+    query("avg(vllm:num_requests_waiting{$SEL})")
 }
 
 fn vllm_requests() -> String {
-    r#"sum(increase(vllm:request_success_total{namespace="{{namespace}}",revision="{{revision}}"}[{{interval}}]))"#.into()
+    query("sum(increase(vllm:request_success_total{$SEL}[{{interval}}]))")
 }
 
 /// Fewer requests than this in one interval say nothing about a ratio or a percentile.

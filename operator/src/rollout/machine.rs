@@ -174,10 +174,9 @@ impl Machine<'_> {
     fn command(&mut self, command: Command) {
         let stage = self.stage();
         match (command, stage) {
-            (Command::Abort, Stage::Warming | Stage::Stepping(_)) => self.rollback(Evidence::plain(
-                RollbackReason::Aborted,
-                "aborted by a person".into(),
-            )),
+            (Command::Abort, Stage::Warming | Stage::Stepping(_)) => self.rollback(
+                Evidence::plain(RollbackReason::Aborted, "aborted by a person".into()),
+            ),
             (Command::Abort, Stage::Verifying) => self.rollback(Evidence::plain(
                 RollbackReason::Aborted,
                 "aborted by a person during the post-promotion window".into(),
@@ -203,11 +202,13 @@ impl Machine<'_> {
             (Command::PromoteStep, Stage::Stepping(index)) => {
                 self.complete_step(index, "promoted by a person")
             }
-            (Command::PromoteFull, Stage::Stepping(_)) => self.promote("promoted in full by a person"),
-            (Command::PromoteStep | Command::PromoteFull, Stage::Warming) => self.event(
-                EventReason::CommandIgnored,
-                "promote ignored: the canary is not ready and warmed up yet, so it cannot take traffic".into(),
-            ),
+            (Command::PromoteFull, Stage::Stepping(_)) => {
+                self.promote("promoted in full by a person")
+            }
+            (Command::PromoteStep | Command::PromoteFull, Stage::Warming) => {
+                let message = "promote ignored: the canary is not ready and warmed up yet";
+                self.event(EventReason::CommandIgnored, message.into())
+            }
             (command, _) => self.event(
                 EventReason::CommandIgnored,
                 format!("{command:?} ignored: it does not apply in the current state"),
