@@ -1,0 +1,322 @@
+//! Everything around the pure rollout engine for one reconcile: probe the canary vLLM's
+//! warm-up, run the analysis round the engine asks for (Prometheus checks, golden documents),
+//! and call [`rollout::step`]. The engine decides; this module only fetches what it needs.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use k8s_openapi::{
+    api::core::v1::{ConfigMap, Secret},
+    jiff::Timestamp,
+};
+use kube::{Api, Client, ResourceExt};
+use mineru_crds::{MineruDeployment, Revisions, Tier, Verdict};
+
+use crate::{
+    VLLM_PORT, WORKER_PORT,
+    gates::{
+        Source,
+        prometheus::{Credentials, PrometheusSource},
+        round::{self, Subject},
+        verdict::Evaluation,
+    },
+    labels, quality,
+    rollout::{
+        self, AnalysisRequest, AnalysisRound, CheckResult, Command, Decision, Input, Observed,
+        Sizes,
+    },
+    warmup::{self, ServiceResolver},
+};
+
+/// The clients and settings the driver reaches the outside world with.
+#[derive(Clone)]
+pub struct RolloutIo {
+    /// HTTP client for worker, vLLM and webhook calls.
+    pub http: reqwest::Client,
+    /// Where in-cluster Services are reached.
+    pub resolver: ServiceResolver,
+    /// Budget of one warm-up request.
+    pub warmup_timeout: Duration,
+    /// Budget of one golden document on one worker.
+    pub quality_timeout: Duration,
+}
+
+impl Default for RolloutIo {
+    fn default() -> Self {
+        RolloutIo {
+            http: reqwest::Client::new(),
+            resolver: ServiceResolver::default(),
+            warmup_timeout: Duration::from_secs(60),
+            quality_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Gathers what the engine needs and asks it what to do now.
+pub async fn decide(
+    client: &Client,
+    io: &RolloutIo,
+    md: &MineruDeployment,
+    desired: Revisions,
+    mut observed: Observed,
+    commands: Vec<Command>,
+    now: Timestamp,
+) -> Decision {
+    let namespace = md.namespace().unwrap_or_default();
+    let status = md.status.clone().unwrap_or_default();
+    if let Some(revision) = warmup_candidate(&status.stable, &desired, &observed) {
+        let url = io.resolver.url(
+            &namespace,
+            &labels::names::vllm(&md.name_any(), &revision),
+            VLLM_PORT,
+        );
+        let api_key = match &md.spec.model.api_key_secret_ref {
+            Some(reference) => secret_value(client, &namespace, &reference.name, &reference.key)
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        let model = md.spec.model.served_model_name();
+        match warmup::probe(&url, model, api_key, io.warmup_timeout).await {
+            Ok(()) => {
+                observed.warmed_up.insert(revision);
+            }
+            Err(error) => tracing::info!(%error, "canary vLLM not warm yet"),
+        }
+    }
+
+    let mut input = Input {
+        generation: md.metadata.generation,
+        rollout: md.spec.rollout.clone(),
+        sizes: Sizes::of(&md.spec),
+        desired,
+        status,
+        observed,
+        analysis: None,
+        commands,
+        now,
+    };
+    if let Some(request) = rollout::analysis_request(&input) {
+        input.analysis = Some(analyse(client, io, md, &request, now).await);
+    }
+    rollout::step(&input)
+}
+
+/// The model revision that needs its warm-up checked: a canary vLLM that has ready replicas.
+fn warmup_candidate(
+    stable: &Option<Revisions>,
+    desired: &Revisions,
+    observed: &Observed,
+) -> Option<String> {
+    let stable = stable.as_ref()?;
+    let revision = &desired.model_revision;
+    let ready = observed.model_ready.get(revision).copied().unwrap_or(0);
+    (revision != &stable.model_revision && ready > 0).then(|| revision.clone())
+}
+
+async fn analyse(
+    client: &Client,
+    io: &RolloutIo,
+    md: &MineruDeployment,
+    request: &AnalysisRequest,
+    now: Timestamp,
+) -> AnalysisRound {
+    let namespace = md.namespace().unwrap_or_default();
+    let name = md.name_any();
+    let analysis = &md.spec.rollout.analysis;
+    let needs_prometheus = request
+        .checks
+        .iter()
+        .any(|check| matches!(check.source, Source::Query(_)));
+    let results = match (&analysis.prometheus, needs_prometheus) {
+        (_, false) => Vec::new(),
+        (None, true) => error_results(request, "analysis.prometheus is not set"),
+        (Some(spec), true) => {
+            let credentials = match &spec.auth_secret_ref {
+                Some(reference) => {
+                    prometheus_credentials(client, &namespace, &reference.name).await
+                }
+                None => Ok(None),
+            };
+            match credentials.and_then(|credentials| {
+                PrometheusSource::new(spec, credentials.as_ref()).map_err(|error| error.to_string())
+            }) {
+                Ok(source) => {
+                    let subject = Subject {
+                        namespace: &namespace,
+                        name: &name,
+                        interval: analysis.interval.get(),
+                    };
+                    round::run(request, subject, &source).await
+                }
+                Err(error) => error_results(request, &error),
+            }
+        }
+    };
+    let quality = match (&analysis.quality, &request.baseline, request.quality) {
+        (Some(spec), Some(baseline), true) => {
+            let urls =
+                [&baseline.worker_revision, &request.judged.worker_revision].map(|revision| {
+                    io.resolver.url(
+                        &namespace,
+                        &labels::names::worker(&name, revision),
+                        WORKER_PORT,
+                    )
+                });
+            let documents = golden_documents(
+                client,
+                &namespace,
+                &spec.golden_documents.config_map_ref.name,
+            )
+            .await;
+            let compared = match documents {
+                Ok(documents) => quality::compare(
+                    &io.http,
+                    &urls[0],
+                    &urls[1],
+                    &documents,
+                    spec.min_similarity,
+                    io.quality_timeout,
+                )
+                .await
+                .map_err(|error| error.to_string()),
+                Err(error) => Err(error),
+            };
+            compared.unwrap_or_else(|error| {
+                // Not comparing is not a regression: the quality check stays unanswered and the
+                // step holds until the next round.
+                tracing::warn!(%error, "golden documents could not be compared");
+                Vec::new()
+            })
+        }
+        _ => Vec::new(),
+    };
+    AnalysisRound {
+        at: now,
+        results,
+        quality,
+    }
+}
+
+fn error_results(request: &AnalysisRequest, message: &str) -> Vec<CheckResult> {
+    request
+        .checks
+        .iter()
+        .filter(|check| matches!(check.source, Source::Query(_)))
+        .map(|check| CheckResult {
+            name: check.name.clone(),
+            kind: check.kind,
+            revision: match check.tier {
+                Tier::Model => request.judged.model_revision.clone(),
+                Tier::Worker => request.judged.worker_revision.clone(),
+            },
+            query: None,
+            evaluation: Evaluation {
+                verdict: Verdict::Error,
+                value: None,
+                stable_value: None,
+                samples: None,
+                message: Some(message.to_owned()),
+            },
+        })
+        .collect()
+}
+
+/// One key of a Secret, `None` when the Secret or key is missing.
+pub async fn secret_value(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    key: &str,
+) -> Result<Option<String>, String> {
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(|error| format!("Secret {namespace}/{name}: {error}"))?;
+    Ok(secret
+        .and_then(|secret| secret.data)
+        .and_then(|data| data.get(key).cloned())
+        .map(|bytes| String::from_utf8_lossy(&bytes.0).trim().to_owned()))
+}
+
+async fn prometheus_credentials(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Credentials>, String> {
+    if let Some(token) = secret_value(client, namespace, name, "token").await? {
+        return Ok(Some(Credentials::Bearer(token)));
+    }
+    let username = secret_value(client, namespace, name, "username").await?;
+    let password = secret_value(client, namespace, name, "password").await?;
+    match (username, password) {
+        (Some(username), Some(password)) => Ok(Some(Credentials::Basic { username, password })),
+        _ => Err(format!(
+            "Secret {namespace}/{name} needs a `token` key, or `username` and `password`"
+        )),
+    }
+}
+
+/// The golden documents: every binaryData entry of the ConfigMap.
+async fn golden_documents(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let config_map = Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(|error| format!("ConfigMap {namespace}/{name}: {error}"))?
+        .ok_or_else(|| format!("golden-document ConfigMap {namespace}/{name} not found"))?;
+    let documents: BTreeMap<String, Vec<u8>> = config_map
+        .binary_data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(key, bytes)| (key, bytes.0))
+        .collect();
+    if documents.is_empty() {
+        return Err(format!(
+            "golden-document ConfigMap {namespace}/{name} has no binaryData documents"
+        ));
+    }
+    Ok(documents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn revisions(model: &str, worker: &str) -> Revisions {
+        Revisions {
+            model_revision: model.into(),
+            worker_revision: worker.into(),
+        }
+    }
+
+    #[test]
+    fn only_a_ready_canary_vllm_is_probed() {
+        let stable = Some(revisions("m-1", "w-1"));
+        let mut observed = Observed::default();
+        observed.model_ready.insert("m-2".into(), 0);
+        assert_eq!(
+            warmup_candidate(&stable, &revisions("m-2", "w-2"), &observed),
+            None
+        );
+        observed.model_ready.insert("m-2".into(), 1);
+        assert_eq!(
+            warmup_candidate(&stable, &revisions("m-2", "w-2"), &observed),
+            Some("m-2".into())
+        );
+        // A worker-only change keeps the stable vLLM: nothing to warm up.
+        observed.model_ready.insert("m-1".into(), 1);
+        assert_eq!(
+            warmup_candidate(&stable, &revisions("m-1", "w-2"), &observed),
+            None
+        );
+        // The first deployment has no traffic to protect.
+        assert_eq!(
+            warmup_candidate(&None, &revisions("m-2", "w-2"), &observed),
+            None
+        );
+    }
+}
