@@ -571,6 +571,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn steady_state_beside_a_canary_issues_no_write_calls() {
+        let (first, md) = settled().await;
+        let changed = md.with_worker_image("registry.example/mineru-worker:0.2.0");
+        let (result, second) = run(holding(&first), &changed).await;
+        result.unwrap();
+        let changed = with_written_status(changed, &second);
+        let both: Vec<Call> = first.into_iter().chain(second).collect();
+        let (result, calls) = run(holding(&both), &changed).await;
+        result.unwrap();
+        assert_eq!(writes(&calls), Vec::<String>::new());
+    }
+
+    #[tokio::test]
     async fn owned_objects_of_a_stale_revision_are_deleted_and_announced() {
         let (first, md) = settled().await;
         let (_, w) = revisions(&md);
