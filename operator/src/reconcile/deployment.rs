@@ -26,6 +26,9 @@ const SECRET_DIR: &str = "/var/run/secrets/mineru";
 const API_KEY_FILE: &str = "api-key";
 /// The unprivileged user the worker runs as (distroless `nonroot`).
 const NONROOT_UID: i64 = 65532;
+/// Longer than the worker's own 30 s shutdown grace, so in-flight documents finish before the
+/// kubelet kills the container.
+const TERMINATION_GRACE_SECONDS: i64 = 45;
 
 /// The Deployment `<name>-worker-<revision>` running `replicas` workers.
 pub fn desired(
@@ -85,6 +88,7 @@ pub fn pod_template(instance: &str, template: &WorkerTemplate) -> PodTemplateSpe
         spec: Some(PodSpec {
             containers: vec![container(instance, template)],
             volumes: Some(volumes),
+            termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
             security_context: Some(PodSecurityContext {
                 run_as_non_root: Some(true),
                 run_as_user: Some(NONROOT_UID),
@@ -389,6 +393,12 @@ mod tests {
                 .iter()
                 .any(|v| v.name == tmp.name && v.empty_dir.is_some())
         );
+    }
+
+    #[test]
+    fn termination_grace_outlasts_the_workers_own_shutdown_grace() {
+        let deployment = build(&template());
+        assert!(pod(&deployment).termination_grace_period_seconds.unwrap() > 30);
     }
 
     #[test]
