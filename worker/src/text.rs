@@ -508,7 +508,7 @@ fn is_page_number(text: &str) -> bool {
         && words.len() <= 2
         && words.iter().all(|w| {
             w.chars().all(|c| c.is_ascii_digit())
-                || w.chars().all(|c| matches!(c, 'i' | 'v' | 'x' | 'l' | 'c'))
+                || (w.len() <= 6 && w.chars().all(|c| matches!(c, 'i' | 'v' | 'x')))
         })
 }
 
@@ -521,11 +521,17 @@ fn reading_regions(body: Vec<Fragment>, width: f32) -> Vec<Vec<Fragment>> {
     let (mut spanning, rest): (Vec<Fragment>, Vec<Fragment>) = body
         .into_iter()
         .partition(|f| f.rect.x0 < gutter && f.rect.x1 > gutter);
-    spanning.sort_by(|a, b| a.rect.y0.total_cmp(&b.rect.y0));
-    let (mut left, mut right): (Vec<Fragment>, Vec<Fragment>) =
+    let (left, mut right): (Vec<Fragment>, Vec<Fragment>) =
         rest.into_iter().partition(|f| f.rect.x1 <= gutter);
+    // Short lines above where the right column starts (the last line of a full-width abstract, a
+    // left-aligned title) belong to the page above the columns, not to the left column.
+    let right_top = right.iter().map(|f| f.rect.y0).fold(f32::MAX, f32::min);
+    let (above, mut left): (Vec<Fragment>, Vec<Fragment>) =
+        left.into_iter().partition(|f| f.rect.y1 <= right_top);
+    spanning.extend(above);
+    spanning.sort_by(|a, b| a.rect.y0.total_cmp(&b.rect.y0));
 
-    let mut regions = Vec::new();
+    let mut regions: Vec<Vec<Fragment>> = Vec::new();
     let take_above = |column: &mut Vec<Fragment>, y: f32| {
         let (above, below): (Vec<Fragment>, Vec<Fragment>) = std::mem::take(column)
             .into_iter()
@@ -533,11 +539,22 @@ fn reading_regions(body: Vec<Fragment>, width: f32) -> Vec<Vec<Fragment>> {
         *column = below;
         above
     };
+    // Consecutive full-width lines (an abstract, a wide paragraph) share one region.
+    let mut spanning_open = false;
     for s in spanning {
         let y = center_y(&s.rect);
         let l = take_above(&mut left, y);
         let r = take_above(&mut right, y);
+        if spanning_open
+            && l.is_empty()
+            && r.is_empty()
+            && let Some(region) = regions.last_mut()
+        {
+            region.push(s);
+            continue;
+        }
         regions.extend([l, r, vec![s]]);
+        spanning_open = true;
     }
     regions.extend([left, right]);
     regions.retain(|r| !r.is_empty());
@@ -1094,7 +1111,7 @@ mod tests {
         for t in ["3", "- 12 -", "Page 4", "page 2 of 9", "iv", "7 / 20"] {
             assert!(is_page_number(t), "{t}");
         }
-        for t in ["Chapter 3", "Results", "3.2 Methods"] {
+        for t in ["Chapter 3", "Results", "3.2 Methods", "civil", "xi xi xi"] {
             assert!(!is_page_number(t), "{t}");
         }
     }

@@ -201,6 +201,32 @@ fn a_journal_page_reads_header_title_columns_and_drops_furniture() {
 }
 
 #[test]
+fn a_full_width_abstract_above_two_columns_stays_one_paragraph() {
+    let page = PageSpec::letter()
+        .lines(
+            72.0,
+            100.0,
+            10.0,
+            13.0,
+            &[
+                "This abstract spans the whole width of the page above both of the columns and",
+                "its lines must stay together as one paragraph before the columns are read in",
+                "their own order.",
+            ],
+        )
+        .lines(72.0, 160.0, 10.0, 13.0, &LEFT)
+        .lines(320.0, 160.0, 10.0, 13.0, &RIGHT);
+    let got: Vec<String> = blocks(&parse(&[page])[0])
+        .into_iter()
+        .map(|b| b.1)
+        .collect();
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(got[0].starts_with("This abstract") && got[0].ends_with("their own order."));
+    assert_eq!(got[1], LEFT.join(" "));
+    assert_eq!(got[2], RIGHT.join(" "));
+}
+
+#[test]
 fn two_columns_written_line_by_line_are_still_read_column_by_column() {
     // Content streams that interleave the columns row by row must not interleave the text.
     let mut page = PageSpec::letter();
