@@ -9,7 +9,8 @@ use std::time::Duration;
 use crate::output::Backend;
 
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "serve")]
+// A later flag wins over an earlier one, so wrappers can append overrides.
+#[command(name = "serve", args_override_self = true)]
 pub struct ServeArgs {
     #[arg(long, default_value = "0.0.0.0")]
     pub host: IpAddr,

@@ -127,6 +127,9 @@ pub fn sim_config() -> SimConfig {
     SimConfig::new(MODEL)
 }
 
+/// Small pages keep the vlm backend's rendering and image work cheap.
+const PAGE_SIDE: f32 = 200.0;
+
 /// A PDF written by pdfium: one line of Helvetica per page.
 pub fn pdf(pages: &[&str]) -> Vec<u8> {
     let pdfium = pdf::library().expect("pdfium: run worker/scripts/install-pdfium.sh");
@@ -135,12 +138,15 @@ pub fn pdf(pages: &[&str]) -> Vec<u8> {
     for line in pages {
         let mut page = doc
             .pages_mut()
-            .create_page_at_end(PdfPagePaperSize::a4())
+            .create_page_at_end(PdfPagePaperSize::Custom(
+                PdfPoints::new(PAGE_SIDE),
+                PdfPoints::new(PAGE_SIDE),
+            ))
             .expect("new page");
         page.objects_mut()
             .create_text_object(
-                PdfPoints::new(72.0),
-                PdfPoints::new(700.0),
+                PdfPoints::new(20.0),
+                PdfPoints::new(PAGE_SIDE / 2.0),
                 line,
                 font,
                 PdfPoints::new(12.0),
