@@ -17,7 +17,7 @@ use super::{
 };
 use crate::gates::{
     self, Check, Source,
-    verdict::{self, Reading, Readings},
+    verdict::{self, Evaluation, Reading, Readings},
 };
 
 /// The revisions judged and the ones compared with, when analysis runs at all: during steps
@@ -180,24 +180,13 @@ impl Machine<'_> {
     }
 
     fn restarts(&self, check: &Check, revision: &str) -> CheckResult {
-        let restarts = self
-            .input
-            .observed
-            .vllm_restarts
-            .get(revision)
-            .copied()
-            .unwrap_or(0);
-        let readings = Readings {
-            value: Reading::Value(f64::from(restarts)),
-            stable: None,
-            samples: None,
-        };
+        let restarts = self.input.observed.restarts(revision);
         CheckResult {
             name: check.name.clone(),
             kind: check.kind,
             revision: revision.to_owned(),
             query: None,
-            evaluation: verdict::evaluate(&check.threshold, None, &readings),
+            evaluation: judge_restarts(check, restarts),
         }
     }
 
@@ -341,6 +330,16 @@ impl Machine<'_> {
             }
         }
     }
+}
+
+/// A pod-status check: the restart count judged like any other value.
+pub(super) fn judge_restarts(check: &Check, restarts: i32) -> Evaluation {
+    let readings = Readings {
+        value: Reading::Value(f64::from(restarts)),
+        stable: None,
+        samples: None,
+    };
+    verdict::evaluate(&check.threshold, None, &readings)
 }
 
 fn bump(count: i32, this_round: bool) -> i32 {

@@ -9,12 +9,10 @@ use mineru_crds::{
 };
 
 use super::{
-    Command, Decision, Event, EventReason, Input, Notification, NotificationKind, plan, report,
+    Command, Decision, Event, EventReason, Input, Notification, NotificationKind, analysis, plan,
+    report,
 };
-use crate::gates::{
-    self, Check, Source,
-    verdict::{self, Reading, Readings},
-};
+use crate::gates::{self, Check, Source};
 
 /// Where a rollout stands, derived from status alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,8 +134,8 @@ impl Machine<'_> {
         &self.input.rollout.steps
     }
 
-    pub fn weight_of(&self, index: i32) -> i32 {
-        self.steps().get(index as usize).map_or(100, |s| s.weight)
+    fn weight_of(&self, index: i32) -> i32 {
+        plan::weight_of(self.input, index)
     }
 
     pub fn stable(&self) -> &Revisions {
@@ -370,24 +368,15 @@ impl Machine<'_> {
         if !self.model_changed() {
             return None;
         }
-        let revision = &self.s.canary.as_ref()?.model_revision;
         let restarts = self
             .input
             .observed
-            .vllm_restarts
-            .get(revision)
-            .copied()
-            .unwrap_or(0);
-        let readings = Readings {
-            value: Reading::Value(f64::from(restarts)),
-            stable: None,
-            samples: None,
-        };
+            .restarts(&self.s.canary.as_ref()?.model_revision);
         self.checks
             .iter()
             .filter(|c| c.kind == CheckKind::Trigger && c.source == Source::CanaryVllmRestarts)
             .find_map(|check| {
-                let evaluation = verdict::evaluate(&check.threshold, None, &readings);
+                let evaluation = analysis::judge_restarts(check, restarts);
                 (evaluation.verdict == Verdict::Fail).then(|| Evidence {
                     reason: RollbackReason::TriggerFired,
                     check: Some(check.name.clone()),
@@ -437,7 +426,7 @@ impl Machine<'_> {
             .pause
             .as_ref()
             .is_none_or(|p| reached(self.now, self.s.step_started_at.as_ref(), p.get()));
-        let gates = report::gates(self, index);
+        let gates = report::gates(self);
         if self.s.paused
             || !pause_over
             || !gates.passing()

@@ -98,6 +98,23 @@ pub struct Observed {
     pub free_gpus: Option<i32>,
 }
 
+impl Observed {
+    /// Ready vLLM replicas of a model revision (0 when it has none).
+    pub fn models_ready(&self, revision: &str) -> i32 {
+        self.model_ready.get(revision).copied().unwrap_or(0)
+    }
+
+    /// Ready worker replicas of a worker revision (0 when it has none).
+    pub fn workers_ready(&self, revision: &str) -> i32 {
+        self.worker_ready.get(revision).copied().unwrap_or(0)
+    }
+
+    /// vLLM container restarts of a model revision (0 when unknown).
+    pub fn restarts(&self, revision: &str) -> i32 {
+        self.vllm_restarts.get(revision).copied().unwrap_or(0)
+    }
+}
+
 /// A manual command, read from a `mineru.dev/*` annotation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command {

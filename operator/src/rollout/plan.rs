@@ -27,7 +27,8 @@ fn gateway(input: &Input) -> bool {
     input.rollout.traffic_routing.gateway_api.is_some()
 }
 
-fn weight_of(input: &Input, index: i32) -> i32 {
+/// The weight of step `index`; 100 past the last step.
+pub(super) fn weight_of(input: &Input, index: i32) -> i32 {
     input
         .rollout
         .steps
@@ -157,18 +158,8 @@ fn ready(
     worker: &[Scale],
 ) -> bool {
     let observed = &input.observed;
-    observed
-        .model_ready
-        .get(model_revision)
-        .copied()
-        .unwrap_or(0)
-        >= replicas_of(model, model_revision)
-        && observed
-            .worker_ready
-            .get(worker_revision)
-            .copied()
-            .unwrap_or(0)
-            >= replicas_of(worker, worker_revision)
+    observed.models_ready(model_revision) >= replicas_of(model, model_revision)
+        && observed.workers_ready(worker_revision) >= replicas_of(worker, worker_revision)
 }
 
 /// Whether the stable revisions run all their planned replicas, ready; until then nothing

@@ -22,11 +22,7 @@ pub(super) fn canary_ready(m: &Machine<'_>) -> Result<(), String> {
     let observed = &m.input.observed;
     let mut missing = Vec::new();
     if m.model_changed() {
-        let ready = observed
-            .model_ready
-            .get(&canary.model_revision)
-            .copied()
-            .unwrap_or(0);
+        let ready = observed.models_ready(&canary.model_revision);
         let wanted = m.input.rollout.canary_model_replicas;
         if ready < wanted {
             missing.push(format!("vLLM {ready}/{wanted} ready"));
@@ -39,11 +35,7 @@ pub(super) fn canary_ready(m: &Machine<'_>) -> Result<(), String> {
         }
     }
     let wanted = plan::canary_workers(m.input, &m.s);
-    let ready = observed
-        .worker_ready
-        .get(&canary.worker_revision)
-        .copied()
-        .unwrap_or(0);
+    let ready = observed.workers_ready(&canary.worker_revision);
     if ready < wanted {
         missing.push(format!("workers {ready}/{wanted} ready"));
     }
@@ -68,19 +60,16 @@ impl Gates {
     }
 }
 
-pub(super) fn gates(m: &Machine<'_>, index: i32) -> Gates {
+/// The current step's criteria: the applicable checks that are not triggers.
+pub(super) fn gates(m: &Machine<'_>) -> Gates {
     let since = m.s.step_started_at.as_ref();
-    let model_changed = m.model_changed();
     let mut gates = Gates {
         total: 0,
         passing: 0,
         blocking: None,
     };
-    let criteria = m
-        .checks
-        .iter()
-        .filter(|c| c.gates_step(index))
-        .filter(|c| model_changed || c.source != crate::gates::Source::CanaryVllmRestarts);
+    let checks = analysis::applicable(m.input, &m.s, &m.checks);
+    let criteria = checks.iter().filter(|c| c.kind == CheckKind::Promotion);
     for check in criteria {
         gates.total += 1;
         let status = m.s.checks.iter().find(|s| {
@@ -116,10 +105,7 @@ pub(super) fn trigger_breaching(m: &Machine<'_>) -> Option<String> {
 
 fn awaiting_approval(m: &Machine<'_>, index: i32) -> bool {
     let step = &m.input.rollout.steps[index as usize];
-    step.require_approval
-        && canary_ready(m).is_ok()
-        && gates(m, index).passing()
-        && step.pause.is_none()
+    step.require_approval && canary_ready(m).is_ok() && gates(m).passing()
 }
 
 fn remaining(m: &Machine<'_>, since: Option<&Time>, length: std::time::Duration) -> Option<String> {
@@ -172,16 +158,16 @@ fn message(m: &Machine<'_>, failed: bool) -> String {
                 m.s.step_started_at.as_ref(),
                 m.input.rollout.progress_deadline.get(),
             )
-            .unwrap_or_default();
-            format!(
-                "{paused}starting canary {canary} before any traffic: {state}; {deadline} to the progress deadline"
-            )
+            .map_or("progress deadline reached".to_owned(), |left| {
+                format!("{left} to the progress deadline")
+            });
+            format!("{paused}starting canary {canary} before any traffic: {state}; {deadline}")
         }
         Stage::Stepping(index) => {
             let canary = show(m.s.canary.as_ref().unwrap_or(&m.input.desired));
             let total = m.input.rollout.steps.len();
             let weight = plan::canary_weight(m.input, &m.s);
-            let gates = gates(m, index);
+            let gates = gates(m);
             let gate_text = if gates.total == 0 {
                 "no gates".to_owned()
             } else if gates.passing() {
@@ -230,34 +216,22 @@ fn tier(ready: i32, desired: i32, canary_ready: Option<i32>) -> TierStatus {
 
 fn tiers(m: &Machine<'_>, plan: &Plan) -> TierStatuses {
     let observed = &m.input.observed;
-    let sum = |list: &[super::Scale], ready: &std::collections::BTreeMap<String, i32>| {
+    let sum = |list: &[super::Scale], ready: &dyn Fn(&str) -> i32| {
         list.iter().fold((0, 0), |(r, d), s| {
-            (
-                r + ready.get(&s.revision).copied().unwrap_or(0).min(s.replicas),
-                d + s.replicas,
-            )
+            (r + ready(&s.revision).min(s.replicas), d + s.replicas)
         })
     };
-    let (model_ready, model_desired) = sum(&plan.model, &observed.model_ready);
-    let (worker_ready, worker_desired) = sum(&plan.worker, &observed.worker_ready);
+    let (model_ready, model_desired) = sum(&plan.model, &|r| observed.models_ready(r));
+    let (worker_ready, worker_desired) = sum(&plan.worker, &|r| observed.workers_ready(r));
     let canary_model = plan
         .canary
         .as_ref()
         .filter(|c| c.model_revision != plan.stable.model_revision)
-        .map(|c| {
-            observed
-                .model_ready
-                .get(&c.model_revision)
-                .copied()
-                .unwrap_or(0)
-        });
-    let canary_worker = plan.canary.as_ref().map(|c| {
-        observed
-            .worker_ready
-            .get(&c.worker_revision)
-            .copied()
-            .unwrap_or(0)
-    });
+        .map(|c| observed.models_ready(&c.model_revision));
+    let canary_worker = plan
+        .canary
+        .as_ref()
+        .map(|c| observed.workers_ready(&c.worker_revision));
     TierStatuses {
         model: tier(model_ready, model_desired, canary_model),
         worker: tier(worker_ready, worker_desired, canary_worker),
