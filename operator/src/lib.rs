@@ -1,16 +1,23 @@
 //! The mineru-operator controller.
 
+pub mod commands;
 pub mod context;
 pub mod controller;
+pub mod drive;
 pub mod error;
 pub mod gates;
 pub mod http;
 pub mod labels;
 pub mod leader;
 pub mod metrics;
+pub mod notify;
+pub mod observe;
+pub mod quality;
 pub mod reconcile;
 pub mod revision;
 pub mod rollout;
+pub mod traffic;
+pub mod warmup;
 
 /// Port of the vLLM OpenAI server in every model pod.
 pub const VLLM_PORT: i32 = 8000;
