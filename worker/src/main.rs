@@ -26,6 +26,7 @@ enum Command {
     /// Extract PDFs to Markdown, content_list.json and a per-page summary.
     Parse(ParseArgs),
     /// Serve the MinerU-compatible HTTP API (`POST /file_parse`) with health, readiness and metrics.
+    #[command(args_override_self = true)]
     Serve(mineru_worker::server::ServeArgs),
 }
 

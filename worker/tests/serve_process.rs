@@ -1,0 +1,225 @@
+//! The `mineru-worker` binary run the way the container image runs it: `serve` with the arguments
+//! the operator's Deployment passes, configuration only from the environment the pod gets, libpdfium
+//! through `PDFIUM_DYNAMIC_LIB_PATH`, a working directory that must stay empty (the image's root
+//! filesystem is read-only), JSON logs, and SIGTERM with a request in flight.
+
+mod serve_common;
+
+use std::io::{BufRead as _, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use mineru_worker::pdf;
+use mineru_worker::simulator::{Faults, SimConfig};
+use reqwest::StatusCode;
+use serve_common::{MODEL, form, pdf, sim, sim_config};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_mineru-worker");
+
+/// libpdfium as the worker itself would find it here; the image sets the variable instead.
+fn pdfium_path() -> PathBuf {
+    pdf::library_candidates(
+        std::env::var_os(pdf::PDFIUM_PATH_ENV).map(PathBuf::from),
+        Some(PathBuf::from(BINARY)),
+        pdf::cache_dir(),
+    )
+    .into_iter()
+    .find(|p| p.is_file())
+    .expect("libpdfium: run worker/scripts/install-pdfium.sh")
+}
+
+struct Process {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Process {
+    /// The next stderr line, within a generous bound so a broken start fails instead of hanging.
+    fn next_line(&mut self) -> Option<String> {
+        let line = self.lines.recv_timeout(Duration::from_secs(60)).ok()?;
+        self.log.push(line.clone());
+        Some(line)
+    }
+
+    /// Reads the log up to the "serving" line and returns the bound port.
+    fn port(&mut self) -> u16 {
+        while let Some(line) = self.next_line() {
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+                panic!("not a JSON log line: {line}");
+            };
+            if entry["fields"]["message"] == "serving" {
+                let addr = entry["fields"]["addr"].as_str().expect("addr field");
+                return addr
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .expect("port");
+            }
+        }
+        panic!("the worker never said it was serving: {:?}", self.log);
+    }
+
+    /// The rest of the log, once the process has exited.
+    fn drain(&mut self) -> &[String] {
+        while self.next_line().is_some() {}
+        &self.log
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_as_the_image_runs_it_and_drains_on_sigterm() {
+    let sim = sim(SimConfig {
+        api_key: Some("s3cret".into()),
+        ..sim_config()
+    })
+    .await;
+    let secret = tempfile::tempdir().expect("tempdir");
+    let key_file = secret.path().join("api-key");
+    std::fs::write(&key_file, "s3cret\n").expect("write key");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cwd = tempfile::tempdir().expect("tempdir");
+
+    let mut command = Command::new(BINARY);
+    command
+        // The operator's arguments (operator/src/reconcile/deployment.rs), then overrides that
+        // let the test pick a free loopback port and log as JSON.
+        .args([
+            "serve",
+            "--port",
+            "8000",
+            "--backend",
+            "vlm",
+            "--server-url",
+        ])
+        .arg(sim.url())
+        .args(["--model-name", MODEL, "--max-concurrent-documents", "8"])
+        .args([
+            "--max-file-bytes",
+            "100Mi",
+            "--max-pages",
+            "50",
+            "--api-key-file",
+        ])
+        .arg(&key_file)
+        .args(["--port", "0", "--host", "127.0.0.1", "--log-format", "json"])
+        .env_clear()
+        .env("MINERU_REVISION", "w-image")
+        .env("TMPDIR", tmp.path())
+        .env(pdf::PDFIUM_PATH_ENV, pdfium_path())
+        .current_dir(cwd.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("start mineru-worker serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut process = Process {
+        child,
+        lines,
+        log: Vec::new(),
+    };
+    let base = format!("http://127.0.0.1:{}", process.port());
+    let http = reqwest::Client::new();
+
+    let ready = http
+        .get(format!("{base}/ready"))
+        .send()
+        .await
+        .expect("ready");
+    assert_eq!(
+        ready.status(),
+        StatusCode::OK,
+        "{}",
+        ready.text().await.unwrap_or_default()
+    );
+    let response = http
+        .post(format!("{base}/file_parse"))
+        .header("x-request-id", "img-1")
+        .multipart(form("doc.pdf", pdf(&["x"]), "vlm"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), StatusCode::OK);
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(
+            "mineru_worker_requests_total{revision=\"w-image\",backend=\"vlm\",outcome=\"success\"} 1"
+        ),
+        "{metrics}"
+    );
+
+    // SIGTERM with a document in flight: it completes, then the process exits cleanly.
+    sim.set_faults(Faults {
+        latency_ms: 500,
+        ..Faults::default()
+    });
+    let in_flight = tokio::spawn({
+        let (http, url) = (http.clone(), format!("{base}/file_parse"));
+        async move {
+            http.post(url)
+                .multipart(form("late.pdf", pdf(&["y"]), "vlm"))
+                .send()
+                .await
+                .map(|r| r.status())
+        }
+    });
+    while sim.stats().in_flight == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let pid = process.child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    assert_eq!(
+        in_flight.await.expect("task").expect("answered"),
+        StatusCode::OK
+    );
+    let status = tokio::task::spawn_blocking(move || {
+        let status = process.child.wait().expect("wait");
+        (status, process)
+    })
+    .await
+    .expect("wait task");
+    let (status, mut process) = status;
+    assert!(status.success(), "exit status {status}");
+
+    let log = process.drain();
+    let request_lines: Vec<serde_json::Value> = log
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["span"]["request_id"] == "img-1")
+        .collect();
+    assert!(
+        request_lines
+            .iter()
+            .any(|e| e["fields"]["message"] == "request done"),
+        "{log:?}"
+    );
+    assert!(log.iter().any(|l| l.contains("shutting down")), "{log:?}");
+    for dir in [cwd.path(), tmp.path()] {
+        let written: Vec<_> = std::fs::read_dir(dir).expect("read dir").collect();
+        assert!(
+            written.is_empty(),
+            "{} was written to: {written:?}",
+            dir.display()
+        );
+    }
+}
