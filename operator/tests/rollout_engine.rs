@@ -1195,3 +1195,41 @@ fn time_spent_paused_does_not_count_toward_the_progress_deadline() {
         Some(RollbackReason::ProgressDeadlineExceeded)
     );
 }
+
+// ---- what people read ----
+
+#[test]
+fn messages_say_where_the_rollout_stands() {
+    let mut world = World::new(defaults());
+    world.input.observed = Default::default();
+    world.decide();
+    assert_eq!(
+        world.message(),
+        "m-41aa/w-88c2 starting: vLLM 0/2, workers 0/4 ready"
+    );
+    assert_eq!(world.phase(), Phase::Progressing);
+
+    let mut world = World::new(defaults());
+    world.ship(new_model());
+    world.decide();
+    assert_eq!(
+        world.message(),
+        "starting canary m-7f3c/w-19ab before any traffic: vLLM 0/1 ready, vLLM not warmed up; 30m to the progress deadline"
+    );
+
+    let mut world = promoted();
+    world.wait(150);
+    world.decide();
+    assert_eq!(
+        world.message(),
+        "promoted m-7f3c/w-19ab; post-promotion verification, 7m30s left"
+    );
+
+    let mut world = World::at_first_step(defaults(), new_model());
+    world.command(Command::Abort);
+    world.decide();
+    assert_eq!(
+        world.message(),
+        "rolled back m-7f3c/w-19ab (aborted by a person); m-41aa/w-88c2 serves all traffic; change the spec or run `kubectl mineru retry`"
+    );
+}

@@ -116,7 +116,7 @@ fn remaining(m: &Machine<'_>, since: Option<&Time>, length: std::time::Duration)
     })
 }
 
-fn message(m: &Machine<'_>, failed: bool) -> String {
+fn message(m: &Machine<'_>, failed: bool, plan: &Plan) -> String {
     let stable = show(m.stable());
     match m.stage() {
         Stage::Steady if failed => {
@@ -129,7 +129,23 @@ fn message(m: &Machine<'_>, failed: bool) -> String {
                 show(&m.input.desired)
             )
         }
-        Stage::Steady => format!("{stable} serves all traffic"),
+        Stage::Steady => {
+            let observed = &m.input.observed;
+            let (model, worker) = (&plan.stable.model_revision, &plan.stable.worker_revision);
+            let (models, workers) = (
+                plan::replicas_of(&plan.model, model),
+                plan::replicas_of(&plan.worker, worker),
+            );
+            if observed.models_ready(model) >= models && observed.workers_ready(worker) >= workers {
+                format!("{stable} serves all traffic")
+            } else {
+                format!(
+                    "{stable} starting: vLLM {}/{models}, workers {}/{workers} ready",
+                    observed.models_ready(model),
+                    observed.workers_ready(worker)
+                )
+            }
+        }
         Stage::Verifying => {
             let left = remaining(
                 m,
@@ -324,7 +340,7 @@ pub(super) fn finish(mut m: Machine<'_>) -> Decision {
     } else {
         Phase::Healthy
     };
-    let text = message(&m, failed);
+    let text = message(&m, failed, &plan);
     if phase == Phase::Paused && m.input.status.phase != Some(Phase::Paused) {
         let revisions =
             m.s.canary
