@@ -120,6 +120,12 @@ async fn health_is_liveness_and_ready_checks_the_served_model() {
 }
 
 #[tokio::test]
+async fn a_text_tier_worker_is_ready_without_its_vllm_tier() {
+    let worker = Worker::start(&["--backend", "text", "--server-url", "http://127.0.0.1:9"]).await;
+    assert_eq!(worker.get("/ready").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
 async fn pipeline_and_unknown_backends_are_refused_clearly() {
     let worker = Worker::start(&["--backend", "text"]).await;
     for (backend, says) in [("pipeline", "pipeline"), ("hybrid", "unknown backend")] {

@@ -189,9 +189,10 @@ async fn readiness(app: &App) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    match &app.upstream {
-        Some(upstream) => upstream.ready().await,
-        None => Ok(()),
+    // A text-tier worker serves without the vLLM tier, so only a vlm worker waits for it.
+    match (&app.upstream, app.config.backend) {
+        (Some(upstream), Backend::Vlm) => upstream.ready().await,
+        _ => Ok(()),
     }
 }
 
