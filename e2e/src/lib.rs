@@ -4,6 +4,7 @@
 pub mod controlplane;
 pub mod process;
 pub mod prometheus;
+pub mod stack;
 
 /// Path of a file in the repository, from the e2e crate.
 pub fn repo_path(relative: &str) -> std::path::PathBuf {
