@@ -164,7 +164,11 @@ fn scrape_config(targets: &[Target], interval: Duration) -> String {
     for job in jobs {
         let _ = write!(config, "- job_name: {job:?}\n  static_configs:\n");
         for target in targets.iter().filter(|t| t.job == job) {
-            let _ = write!(config, "  - targets: [\"{}\"]\n    labels: {{", target.address);
+            let _ = write!(
+                config,
+                "  - targets: [\"{}\"]\n    labels: {{",
+                target.address
+            );
             let labels: Vec<String> = target
                 .labels
                 .iter()

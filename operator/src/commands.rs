@@ -116,7 +116,11 @@ mod tests {
             let requested = read(&annotations(&[(PROMOTE, value)]));
             assert_eq!(requested.commands.first().copied(), expected, "{value:?}");
             assert_eq!(requested.consumed, [PROMOTE], "{value:?} must be consumed");
-            assert_eq!(requested.refused.is_empty(), expected.is_some(), "{value:?}");
+            assert_eq!(
+                requested.refused.is_empty(),
+                expected.is_some(),
+                "{value:?}"
+            );
         }
     }
 

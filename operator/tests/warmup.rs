@@ -18,7 +18,9 @@ async fn a_serving_vllm_is_warm_and_the_probe_speaks_the_protocol_exactly() {
 
 #[tokio::test]
 async fn another_model_is_not_warm() {
-    let sim = start_local(SimConfig::new("some/other-model")).await.unwrap();
+    let sim = start_local(SimConfig::new("some/other-model"))
+        .await
+        .unwrap();
     let error = probe(&sim.url(), MODEL, None, TIMEOUT).await.unwrap_err();
     assert!(matches!(error, WarmupError::NotServing { .. }), "{error}");
 }
@@ -38,11 +40,15 @@ async fn the_api_key_is_required_and_used() {
     config.api_key = Some("secret".into());
     let sim = start_local(config).await.unwrap();
     assert!(probe(&sim.url(), MODEL, None, TIMEOUT).await.is_err());
-    probe(&sim.url(), MODEL, Some("secret".into()), TIMEOUT).await.unwrap();
+    probe(&sim.url(), MODEL, Some("secret".into()), TIMEOUT)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn nothing_listening_is_not_warm() {
-    let error = probe("http://127.0.0.1:9", MODEL, None, TIMEOUT).await.unwrap_err();
+    let error = probe("http://127.0.0.1:9", MODEL, None, TIMEOUT)
+        .await
+        .unwrap_err();
     assert!(matches!(error, WarmupError::NotServing { .. }), "{error}");
 }
