@@ -1233,3 +1233,72 @@ fn messages_say_where_the_rollout_stands() {
         "rolled back m-7f3c/w-19ab (aborted by a person); m-41aa/w-88c2 serves all traffic; change the spec or run `kubectl mineru retry`"
     );
 }
+
+fn condition(world: &World, kind: &str) -> (String, String, String) {
+    let c = world
+        .status()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
+        .unwrap_or_else(|| panic!("{kind} missing"));
+    (
+        c.status.clone(),
+        c.reason.clone(),
+        c.last_transition_time.0.to_string(),
+    )
+}
+
+#[test]
+fn conditions_follow_the_rollout_and_keep_their_transition_time() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    let progressing = condition(&world, "Progressing");
+    assert_eq!(
+        (progressing.0.as_str(), progressing.1.as_str()),
+        ("True", "RolloutInProgress")
+    );
+    world.wait(120);
+    world.decide();
+    assert_eq!(
+        condition(&world, "Progressing").2,
+        progressing.2,
+        "no transition, same time"
+    );
+    assert_eq!(condition(&world, "RolledBack").0, "False");
+
+    world.command(Command::Abort);
+    world.decide();
+    let rolled_back = condition(&world, "RolledBack");
+    assert_eq!(
+        (rolled_back.0.as_str(), rolled_back.1.as_str()),
+        ("True", "Aborted")
+    );
+    assert_eq!(condition(&world, "Degraded").0, "True");
+    assert_eq!(condition(&world, "Progressing").0, "False");
+    assert_eq!(condition(&world, "Available").0, "True");
+    assert_ne!(rolled_back.2, progressing.2, "a transition gets a new time");
+}
+
+#[test]
+fn conditions_written_by_others_are_kept() {
+    let mut world = World::new(defaults());
+    world
+        .input
+        .status
+        .conditions
+        .push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "PreflightFailed".into(),
+            status: "True".into(),
+            reason: "PrometheusUnreachable".into(),
+            message: "connection refused".into(),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                world.input.now,
+            ),
+            observed_generation: Some(1),
+        });
+    world.decide();
+    assert_eq!(
+        condition(&world, "PreflightFailed").1,
+        "PrometheusUnreachable"
+    );
+    assert_eq!(world.status().conditions.len(), 5);
+}

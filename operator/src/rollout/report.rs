@@ -317,11 +317,23 @@ fn requeue_at(m: &Machine<'_>, plan: &Plan) -> Option<Timestamp> {
     at.into_iter().filter(|t| *t > m.now).min()
 }
 
+/// Available: the stable revisions can answer, i.e. each tier the spec sizes above zero has a
+/// ready replica (all of them being ready is `stable_ready`, which a scale-up briefly is not;
+/// a stable vLLM stopped in place for the canary is not available).
+fn serving(m: &Machine<'_>, plan: &Plan) -> bool {
+    let (observed, sizes) = (&m.input.observed, m.input.sizes);
+    let tier = |size: i32, ready: i32| size == 0 || ready > 0;
+    let model = observed.models_ready(&plan.stable.model_revision);
+    let worker = observed.workers_ready(&plan.stable.worker_revision);
+    tier(sizes.model_replicas, model) && tier(sizes.worker_replicas, worker)
+}
+
 pub(super) fn finish(mut m: Machine<'_>) -> Decision {
     let plan = plan::compute(m.input, &m.s, m.now);
     let failed = m.s.failed_revisions.contains(&m.input.desired);
     let stage = m.stage();
     let stable_ready = plan::stable_ready(m.input, &m.s, m.now);
+    let serving = serving(&m, &plan);
     let waiting_for_person = match stage {
         Stage::Stepping(index) => m.s.paused || awaiting_approval(&m, index),
         Stage::Warming => m.s.paused,
@@ -362,11 +374,11 @@ pub(super) fn finish(mut m: Machine<'_>) -> Decision {
         condition(
             &m,
             "Available",
-            stable_ready,
-            if stable_ready {
-                "StableReady"
+            serving,
+            if serving {
+                "StableServing"
             } else {
-                "StableNotReady"
+                "StableNotServing"
             },
             &format!("stable {}", show(m.stable())),
         ),
