@@ -257,7 +257,7 @@ async fn malformed_requests_and_hostile_pdfs_are_4xx_and_the_worker_stays_up() {
 async fn beyond_capacity_requests_get_429_with_retry_after() {
     let sim = sim(SimConfig {
         faults: Faults {
-            latency_ms: 300,
+            latency_ms: 1_000,
             ..Faults::default()
         },
         ..sim_config()

@@ -153,8 +153,10 @@ async fn a_probe_document_closes_a_half_open_breaker() {
     assert_eq!(metrics.value("mineru_worker_breaker_state", &[]), Some(0.0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_request_is_lost_when_vllm_restarts_under_load() {
+/// Sends ten one-page documents, restarting the simulator for `down` once the first are in
+/// flight, and checks that every request is answered with success or an explicit retryable
+/// failure. Returns the statuses.
+async fn restart_under_load(down: Duration, worker_args: &[&str]) -> Vec<StatusCode> {
     let sim = sim(SimConfig {
         faults: Faults {
             latency_ms: 100,
@@ -164,18 +166,9 @@ async fn no_request_is_lost_when_vllm_restarts_under_load() {
         ..sim_config()
     })
     .await;
-    let worker = Worker::vlm(
-        &sim,
-        &[
-            "--max-concurrent-documents",
-            "10",
-            "--vllm-retries",
-            "3",
-            "--vllm-backoff",
-            "100ms",
-        ],
-    )
-    .await;
+    let mut args = vec!["--max-concurrent-documents", "10"];
+    args.extend_from_slice(worker_args);
+    let worker = Worker::vlm(&sim, &args).await;
     let doc = pdf(&["one"]);
     let send = |i: usize| {
         let (http, url, doc) = (worker.http.clone(), worker.url("/file_parse"), doc.clone());
@@ -192,23 +185,23 @@ async fn no_request_is_lost_when_vllm_restarts_under_load() {
     while sim.stats().in_flight == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    sim.restart(Duration::from_millis(400));
+    sim.restart(down);
     tasks.extend((5..10).map(send));
 
-    let mut answered = 0;
+    let mut statuses = Vec::new();
     for task in tasks {
         let (status, retry) = task
             .await
             .expect("task")
             .expect("the worker answered (no dropped connection)");
-        answered += 1;
         assert!(
             status == StatusCode::OK
                 || (status == StatusCode::SERVICE_UNAVAILABLE && retry.is_some()),
             "neither success nor an explicit retryable failure: {status} {retry:?}"
         );
+        statuses.push(status);
     }
-    assert_eq!(answered, 10);
+    assert_eq!(statuses.len(), 10);
     let metrics = worker.metrics().await;
     let total: f64 = ["success", "client_error", "rejected", "error", "timeout"]
         .iter()
@@ -232,6 +225,36 @@ async fn no_request_is_lost_when_vllm_restarts_under_load() {
     wait_ready(&worker, StatusCode::OK).await;
     let after = worker.parse(form("after.pdf", pdf(&["x"]), "vlm")).await;
     assert_eq!(after.status(), StatusCode::OK);
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_is_lost_when_vllm_restarts_under_load() {
+    restart_under_load(
+        Duration::from_millis(400),
+        &["--vllm-retries", "3", "--vllm-backoff", "100ms"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_retries_is_answered_503_with_retry_after() {
+    let statuses = restart_under_load(
+        Duration::from_secs(3),
+        &[
+            "--vllm-retries",
+            "1",
+            "--vllm-backoff",
+            "20ms",
+            "--breaker-cool-down",
+            "500ms",
+        ],
+    )
+    .await;
+    assert!(
+        statuses.contains(&StatusCode::SERVICE_UNAVAILABLE),
+        "the documents cut by the restart could not be retried through it: {statuses:?}"
+    );
 }
 
 #[tokio::test]
