@@ -27,7 +27,10 @@ async fn a_mineru_client_request_gets_a_mineru_shaped_answer() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["x-request-id"], "req-42");
     let body: serde_json::Value = response.json().await.expect("json");
-    assert_eq!(body["backend"], "vlm");
+    assert_eq!(
+        body["backend"], "vlm-http-client",
+        "echoed as the caller named it"
+    );
     assert!(body["version"].is_string());
     let result = &body["results"]["q3"];
     assert!(

@@ -17,7 +17,7 @@ use super::App;
 use super::breaker::Pass;
 use super::error::ApiError;
 use super::form::{self, ParseForm, Upload};
-use super::metrics::Outcome;
+use super::metrics::{Outcome, backend_label};
 
 /// The answer, as `mineru-api` shapes it.
 #[derive(Debug, Serialize)]
@@ -73,17 +73,17 @@ pub async fn file_parse(
 async fn handle(
     app: &App,
     multipart: Result<Multipart, MultipartRejection>,
-    backend_label: &mut Option<Backend>,
+    used_backend: &mut Option<Backend>,
 ) -> Result<ParseResponse, ApiError> {
     let multipart = multipart.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     // Admission before the upload is read: an overloaded worker does not buffer what it refuses.
     let _ticket = app.admission.enter()?;
     let mut form = form::read(multipart, app.config.max_file_bytes.0).await?;
     let backend = form.backend.unwrap_or(app.config.backend);
-    *backend_label = Some(backend);
-    let (extractor, _pass) = extractor(app, backend, &form).await?;
+    *used_backend = Some(backend);
     let range = PageRange::from_zero_based(form.start_page_id, form.end_page_id)
         .map_err(ApiError::BadRequest)?;
+    let (extractor, _pass) = extractor(app, backend, &form).await?;
     let mut results = serde_json::Map::new();
     for Upload { stem, bytes } in std::mem::take(&mut form.files) {
         let result = document(app, &extractor, backend, range, (&stem, bytes), &form).await?;
@@ -91,19 +91,13 @@ async fn handle(
         results.insert(stem, value);
     }
     Ok(ParseResponse {
-        backend: backend_name(backend, &form),
+        // MinerU echoes the backend as the caller named it.
+        backend: form
+            .backend_name
+            .unwrap_or_else(|| backend_label(Some(backend)).to_owned()),
         version: env!("CARGO_PKG_VERSION"),
         results,
     })
-}
-
-/// The backend name echoed back: MinerU echoes what the caller asked for.
-fn backend_name(backend: Backend, form: &ParseForm) -> String {
-    match (backend, &form.server_url) {
-        (Backend::Vlm, Some(_)) => "vlm-http-client".to_owned(),
-        (Backend::Vlm, None) => "vlm".to_owned(),
-        (Backend::Text, _) => "text".to_owned(),
-    }
 }
 
 /// The extractor for this request and, for the configured vLLM tier, the breaker's leave.

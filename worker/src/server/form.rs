@@ -22,6 +22,8 @@ pub struct Upload {
 pub struct ParseForm {
     pub files: Vec<Upload>,
     pub backend: Option<Backend>,
+    /// The backend as the caller wrote it, echoed in the answer.
+    pub backend_name: Option<String>,
     pub return_md: bool,
     pub return_content_list: bool,
     pub start_page_id: usize,
@@ -34,6 +36,7 @@ pub async fn read(mut multipart: Multipart, max_file_bytes: u64) -> Result<Parse
     let mut form = ParseForm {
         files: Vec::new(),
         backend: None,
+        backend_name: None,
         return_md: true,
         return_content_list: false,
         start_page_id: 0,
@@ -49,7 +52,10 @@ pub async fn read(mut multipart: Multipart, max_file_bytes: u64) -> Result<Parse
         let value = field.text().await.map_err(multipart_error)?;
         let value = value.trim();
         match name.as_str() {
-            "backend" => form.backend = backend(value)?,
+            "backend" => {
+                form.backend = backend(value)?;
+                form.backend_name = form.backend.map(|_| value.to_owned());
+            }
             "return_md" => form.return_md = flag(&name, value)?,
             "return_content_list" => form.return_content_list = flag(&name, value)?,
             "start_page_id" => form.start_page_id = number(&name, value)?,
