@@ -159,3 +159,100 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(7);
+
+    fn upstream(retryable: bool) -> ApiError {
+        ApiError::Upstream {
+            file: "a".into(),
+            reason: "HTTP 503".into(),
+            retryable,
+            retry_after: WAIT,
+        }
+    }
+
+    #[test]
+    fn each_failure_has_one_status_retry_advice_and_outcome() {
+        let cases = [
+            (
+                ApiError::BadRequest("x".into()),
+                400,
+                None,
+                Outcome::ClientError,
+            ),
+            (
+                ApiError::TooLarge("x".into()),
+                413,
+                None,
+                Outcome::ClientError,
+            ),
+            (
+                ApiError::TooManyPages {
+                    file: "a".into(),
+                    selected: 9,
+                    limit: 2,
+                },
+                413,
+                None,
+                Outcome::ClientError,
+            ),
+            (
+                ApiError::Document {
+                    file: "a".into(),
+                    source: ParseError::Pdf(PdfError::NotPdf),
+                },
+                422,
+                None,
+                Outcome::ClientError,
+            ),
+            (
+                ApiError::Busy {
+                    limit: 4,
+                    retry_after: WAIT,
+                },
+                429,
+                Some(WAIT),
+                Outcome::Rejected,
+            ),
+            (
+                ApiError::BreakerOpen { retry_after: WAIT },
+                503,
+                Some(WAIT),
+                Outcome::Rejected,
+            ),
+            (
+                ApiError::ShuttingDown,
+                503,
+                Some(Duration::from_secs(1)),
+                Outcome::Rejected,
+            ),
+            (upstream(true), 503, Some(WAIT), Outcome::Error),
+            (upstream(false), 502, None, Outcome::Error),
+            (ApiError::Timeout(WAIT), 504, None, Outcome::Timeout),
+            (ApiError::Internal("x".into()), 500, None, Outcome::Error),
+        ];
+        for (error, status, retry_after, outcome) in cases {
+            assert_eq!(error.status().as_u16(), status, "{error:?}");
+            assert_eq!(error.retry_after(), retry_after, "{error:?}");
+            assert_eq!(error.outcome(), outcome, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_and_never_zero() {
+        let response = ApiError::BreakerOpen {
+            retry_after: Duration::from_millis(200),
+        }
+        .into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let response = ApiError::BreakerOpen {
+            retry_after: Duration::from_millis(2_100),
+        }
+        .into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+    }
+}
