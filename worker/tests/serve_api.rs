@@ -6,7 +6,9 @@ mod serve_common;
 use mineru_worker::simulator::{Faults, SimConfig};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
-use serve_common::{MODEL, REVISION, Worker, form, mineru_form, pdf, retry_after, sim, sim_config};
+use serve_common::{
+    MODEL, REVISION, Worker, form, huge_page, mineru_form, pdf, retry_after, sim, sim_config,
+};
 
 #[tokio::test]
 async fn a_mineru_client_request_gets_a_mineru_shaped_answer() {
@@ -206,6 +208,10 @@ async fn too_many_pages_is_413_and_a_page_range_gets_under_the_limit() {
 #[tokio::test]
 async fn malformed_requests_and_hostile_pdfs_are_4xx_and_the_worker_stays_up() {
     let worker = Worker::start(&["--backend", "text"]).await;
+    let encrypted = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encrypted.pdf"),
+    )
+    .expect("fixture");
     let raw = |content_type: &'static str, body: &'static [u8]| {
         worker
             .http
@@ -239,6 +245,8 @@ async fn malformed_requests_and_hostile_pdfs_are_4xx_and_the_worker_stays_up() {
         worker
             .parse(form("a.pdf", pdf(&["x"]), "text").text("start_page_id", "7"))
             .await,
+        worker.parse(form("a.pdf", encrypted, "text")).await,
+        worker.parse(form("a.pdf", huge_page(), "text")).await,
     ];
     for response in cases {
         let status = response.status();

@@ -156,6 +156,19 @@ pub fn pdf(pages: &[&str]) -> Vec<u8> {
     doc.save_to_bytes().expect("save")
 }
 
+/// A PDF whose one page is 30 000 pt wide: rendering it at 200 DPI would take gigabytes.
+pub fn huge_page() -> Vec<u8> {
+    let pdfium = pdf::library().expect("pdfium: run worker/scripts/install-pdfium.sh");
+    let mut doc = pdfium.create_new_pdf().expect("new document");
+    doc.pages_mut()
+        .create_page_at_end(PdfPagePaperSize::Custom(
+            PdfPoints::new(30_000.0),
+            PdfPoints::new(30_000.0),
+        ))
+        .expect("new page");
+    doc.save_to_bytes().expect("save")
+}
+
 /// The form MinerU's clients send: every option as a text field, the file as `files`.
 pub fn mineru_form(file_name: &str, pdf: Vec<u8>, backend: &str) -> Form {
     Form::new()
