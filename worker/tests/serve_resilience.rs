@@ -330,25 +330,37 @@ async fn the_api_key_file_is_read_and_reloaded_when_it_changes() {
     assert_eq!(response.status(), StatusCode::OK);
 }
 
+/// The error `serve` stops with at start-up.
+async fn start_error(args: &[&str]) -> String {
+    let mut argv = vec!["serve"];
+    argv.extend_from_slice(args);
+    let config =
+        <mineru_worker::server::ServeArgs as clap::Parser>::try_parse_from(argv).expect("flags");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .expect("bind");
+    mineru_worker::server::run(config, listener, std::future::pending())
+        .await
+        .expect_err("refuses to start")
+        .to_string()
+}
+
 #[tokio::test]
 async fn a_missing_key_file_stops_the_worker_at_start() {
-    let config = <mineru_worker::server::ServeArgs as clap::Parser>::try_parse_from([
-        "serve",
-        "--backend",
-        "vlm",
+    let err = start_error(&[
         "--server-url",
         "http://127.0.0.1:9",
         "--api-key-file",
         "/nonexistent/api-key",
     ])
-    .expect("flags");
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .expect("bind");
-    let err = mineru_worker::server::run(config, listener, std::future::pending())
-        .await
-        .expect_err("no key file");
-    assert!(err.to_string().contains("/nonexistent/api-key"), "{err}");
+    .await;
+    assert!(err.contains("/nonexistent/api-key"), "{err}");
+}
+
+#[tokio::test]
+async fn a_vlm_worker_without_a_tier_stops_at_start() {
+    let err = start_error(&["--backend", "vlm"]).await;
+    assert!(err.contains("--server-url"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,7 +61,7 @@ pub enum ServeError {
 }
 
 /// Everything the handlers share.
-pub struct App {
+struct App {
     config: ServeArgs,
     metrics: Arc<Metrics>,
     breaker: Arc<Breaker>,
@@ -145,7 +145,7 @@ impl App {
     }
 }
 
-pub fn router(app: Arc<App>) -> Router {
+fn router(app: Arc<App>) -> Router {
     let body_limit = app
         .config
         .max_file_bytes
