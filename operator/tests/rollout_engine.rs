@@ -1302,3 +1302,20 @@ fn conditions_written_by_others_are_kept() {
     );
     assert_eq!(world.status().conditions.len(), 5);
 }
+
+#[test]
+fn a_trigger_without_data_is_not_in_breach_and_not_inconclusive() {
+    let spec = json!({"analysis": {"onInconclusive": "Rollback", "inconclusiveLimit": 2}});
+    let mut world = World::at_first_step(spec, new_model());
+    for _ in 0..6 {
+        world.wait(60);
+        world.answer(Answer::Pass, &[("error-spike", Answer::Inconclusive)]);
+        world.decide();
+    }
+    assert_eq!(world.status().consecutive_inconclusive, 0);
+    assert_eq!(
+        world.step_index(),
+        Some(1),
+        "criteria passed, the step completed"
+    );
+}

@@ -1,8 +1,8 @@
 //! Analysis rounds: which checks run when, and what their verdicts do.
 //!
 //! A round counts once: only when it is due (`interval` after the last counted one), so that a
-//! replay of the same round changes no counter. Query errors and inconclusive verdicts have
-//! their own counters and never count as a pass; a failed criterion counts toward
+//! replay of the same round changes no counter. Query errors (of any check) and inconclusive
+//! criteria have their own counters and never count as a pass; a failed criterion counts toward
 //! `failureLimit` for the current step; a trigger breach must last its `for` before it rolls back.
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
@@ -164,18 +164,16 @@ impl Machine<'_> {
                     .cloned(),
             };
             if let Some(result) = result {
-                verdicts.push(result.evaluation.verdict);
+                verdicts.push((check.kind, result.evaluation.verdict));
                 self.record(check, result, at);
             }
         }
-        self.s.consecutive_errors = bump(
-            self.s.consecutive_errors,
-            verdicts.contains(&Verdict::Error),
-        );
-        self.s.consecutive_inconclusive = bump(
-            self.s.consecutive_inconclusive,
-            verdicts.contains(&Verdict::Inconclusive),
-        );
+        let any = |verdict| verdicts.iter().any(|(_, v)| *v == verdict);
+        self.s.consecutive_errors = bump(self.s.consecutive_errors, any(Verdict::Error));
+        // Too little data only matters to a decision to promote: a trigger without data is
+        // simply not in breach.
+        let undecided = verdicts.contains(&(CheckKind::Promotion, Verdict::Inconclusive));
+        self.s.consecutive_inconclusive = bump(self.s.consecutive_inconclusive, undecided);
         self.judge(&checks, at);
     }
 
