@@ -46,14 +46,18 @@ pub async fn request_span(request: Request, next: Next) -> Response {
         method = %request.method(),
         path = %request.uri().path(),
     );
+    // Probes and scrapes arrive every few seconds; at info they would drown the documents.
+    let routine = matches!(request.uri().path(), "/health" | "/ready" | "/metrics");
     let started = std::time::Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     span.in_scope(|| {
-        tracing::info!(
-            status = response.status().as_u16(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "request done"
-        );
+        let status = response.status().as_u16();
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if routine {
+            tracing::debug!(status, elapsed_ms, "request done");
+        } else {
+            tracing::info!(status, elapsed_ms, "request done");
+        }
     });
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
