@@ -7,6 +7,23 @@
 //! so calling it again with the status it returned, at the same time and with nothing new
 //! observed, changes nothing: that is what makes a restart at any moment safe.
 //!
+//! How a rollout goes:
+//! - A new desired revision pair (not failed) starts a rollout at step 0 with no traffic. When
+//!   the model changed, the canary vLLM (`canaryModelReplicas`) must be ready and warmed up
+//!   before any traffic; canary workers talk only to it. Not ready by `progressDeadline`:
+//!   rollback. GPUs short (`maxSurgeGPUs`, free capacity, or canary pods unschedulable): stable
+//!   vLLM replicas are stopped in place instead of waiting forever.
+//! - A step is left when its pause is over, the canary is fully ready, every criterion gating
+//!   it has passed in a round evaluated during the step, no trigger is in breach, the rollout is
+//!   not paused, and — with `requireApproval` — a person promoted. Leaving the last step
+//!   promotes; the previous revisions stay, scaled down, for `postPromotionWindow`, while the
+//!   checks that need no stable keep running and can still roll back.
+//! - Rollback (trigger sustained for its `for`; criterion failed beyond `failureLimit` with
+//!   `onFail: Rollback`; errors or inconclusive criteria beyond their limits with a Rollback
+//!   policy; progress deadline; `abort`) sends all traffic back at once, keeps the canary's
+//!   replicas for `scaleDownDelay`, and remembers the revisions as failed until the spec moves
+//!   on or a person runs `retry`. Errors and inconclusive verdicts never pass a gate.
+//!
 //! The controller's side of the contract:
 //! 1. Ask [`analysis_request`] whether a round of checks is due; if so render and run the
 //!    queries (and, when `quality` is set, compare the golden documents and turn them into
