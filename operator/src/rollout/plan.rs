@@ -2,7 +2,8 @@
 //!
 //! Replica-ratio routing (the default, no mesh): the entry Service selects stable and canary
 //! workers alike, so the canary's share is its share of workers — `ceil(weight × total)` canary
-//! workers, the rest stable — and canary workers exist only once the canary may take traffic.
+//! workers, the rest stable (at least one before the last step) — and canary workers exist
+//! only once the canary may take traffic.
 //! Gateway API routing: the HTTPRoute weights split the traffic, so stable keeps its full size
 //! (a rollback needs no scale-up) and the canary workers start before any weight reaches them.
 
@@ -90,10 +91,15 @@ pub(super) fn compute(input: &Input, status: &MineruDeploymentStatus, now: Times
                 push(&mut model, &stable.model_revision, sizes.model_replicas);
             }
             let canary_workers = canary_workers(input, status);
+            let total = sizes.worker_replicas;
             let stable_workers = if gateway(input) {
-                sizes.worker_replicas
+                total
+            } else if canary_weight(input, status) < 100 && total > 0 {
+                // Before the last step stable keeps a worker even when the canary's share
+                // rounds up to all of them (one worker at 10%): 50% beats 100%.
+                (total - canary_workers).max(1)
             } else {
-                (sizes.worker_replicas - canary_workers).max(0)
+                (total - canary_workers).max(0)
             };
             push(&mut worker, &stable.worker_revision, stable_workers);
             push(&mut worker, &canary.worker_revision, canary_workers);
