@@ -289,7 +289,9 @@ async fn beyond_capacity_requests_get_429_with_retry_after() {
     worker
         .wait_for_metric("mineru_worker_inflight_documents", &[], 1.0)
         .await;
-    let refused = worker.parse(form("b.pdf", pdf(&["y"]), "vlm")).await;
+    // A large upload: the refusal must reach a client still sending it.
+    let large = vec![b'%'; 16 << 20];
+    let refused = worker.parse(form("b.pdf", large, "vlm")).await;
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(retry_after(&refused).is_some_and(|s| s >= 1));
     assert_eq!(first.await.expect("first request"), StatusCode::OK);
