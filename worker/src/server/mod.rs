@@ -8,14 +8,14 @@
 //! closes and requests in progress get `--shutdown-grace` to finish.
 
 mod admission;
-pub mod breaker;
-pub mod config;
+mod breaker;
+mod config;
 mod error;
 mod file_parse;
 mod form;
 mod logging;
-pub mod metrics;
-pub mod openapi;
+mod metrics;
+mod openapi;
 mod upstream;
 
 use std::future::Future;
