@@ -166,9 +166,20 @@ fn walk(seed: u64) -> (usize, usize) {
                 world.answer(default, &[(name, odd)]);
                 "a round"
             }
-            4 | 5 => {
+            4 => {
                 world.converge();
                 "the cluster catching up"
+            }
+            5 => {
+                world.converge();
+                if let Some(canary) = world.status().canary.clone() {
+                    world
+                        .input
+                        .observed
+                        .warmed_up
+                        .remove(&canary.model_revision);
+                }
+                "the cluster catching up with a cold canary vLLM"
             }
             6 => {
                 if let Some(canary) = world.status().canary.clone() {
