@@ -1318,3 +1318,25 @@ fn a_trigger_without_data_is_not_in_breach_and_not_inconclusive() {
         "criteria passed, the step completed"
     );
 }
+
+#[test]
+fn a_promoted_vllm_short_of_gpus_gets_the_old_ones_after_the_scale_down_delay() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    world.command(Command::PromoteFull);
+    world.decide();
+    world.input.observed.unschedulable.insert("m-7f3c".into());
+    world.input.observed.model_ready.insert("m-7f3c".into(), 1);
+    world.decide();
+    assert_eq!(
+        world.replicas("m-41aa"),
+        Some(2),
+        "in-flight work drains first"
+    );
+    world.wait(30);
+    world.decide();
+    assert_eq!(
+        world.replicas("m-41aa"),
+        Some(0),
+        "not held until the progress deadline"
+    );
+}

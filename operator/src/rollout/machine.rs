@@ -581,12 +581,12 @@ impl Machine<'_> {
         self.s
             .retired
             .retain(|r| !active.contains(&Some(r.revisions.clone())));
-        let stable_ready = plan::stable_ready(self.input, &self.s, self.now);
+        let waiting = plan::retired_wait(self.input, &self.s, self.now);
         let (input, now) = (self.input, self.now);
         let previous = self.s.previous_stable.clone();
         let failed = self.s.failed_revisions.clone();
         self.s.retired.retain(|r| {
-            let scaled_down = !plan::keeps_replicas(input, r, stable_ready, now);
+            let scaled_down = !plan::keeps_replicas(input, r, waiting, now);
             !scaled_down || previous.as_ref() == Some(&r.revisions) || failed.contains(&r.revisions)
         });
     }

@@ -105,15 +105,19 @@ pub(super) fn compute(input: &Input, status: &MineruDeploymentStatus, now: Times
             push(&mut worker, &canary.worker_revision, canary_workers);
         }
     }
-    let stable_ready = ready(
+    let waiting = waits_for_stable(
         input,
         &stable.model_revision,
-        &stable.worker_revision,
-        &model,
-        &worker,
+        ready(
+            input,
+            &stable.model_revision,
+            &stable.worker_revision,
+            &model,
+            &worker,
+        ),
     );
     for retired in &status.retired {
-        let keep = keeps_replicas(input, retired, stable_ready, now);
+        let keep = keeps_replicas(input, retired, waiting, now);
         let replicas = |n: i32| if keep { n } else { 0 };
         push(
             &mut model,
@@ -136,17 +140,23 @@ pub(super) fn compute(input: &Input, status: &MineruDeploymentStatus, now: Times
 }
 
 /// Whether a retired revision still runs its replicas: for `scaleDownDelay`, and longer while
-/// stable is not ready — but not forever: a stable that cannot start because the retired pods
-/// hold its GPUs gets them after the progress deadline.
+/// retired revisions wait for stable — but not forever: a stable that cannot start because
+/// the retired pods hold its GPUs gets them after the progress deadline at the latest.
 pub(super) fn keeps_replicas(
     input: &Input,
     retired: &RetiredRevision,
-    stable_ready: bool,
+    waiting_for_stable: bool,
     now: Timestamp,
 ) -> bool {
     let since = retired.since.0;
     now < later(since, input.rollout.scale_down_delay.get())
-        || (!stable_ready && now < later(since, input.rollout.progress_deadline.get()))
+        || (waiting_for_stable && now < later(since, input.rollout.progress_deadline.get()))
+}
+
+/// Retired revisions keep serving until stable is ready, unless stable's vLLM pods cannot be
+/// scheduled for lack of GPUs: then the retired ones are what holds those GPUs.
+fn waits_for_stable(input: &Input, stable_model: &str, stable_ready: bool) -> bool {
+    !stable_ready && !input.observed.unschedulable.contains(stable_model)
 }
 
 /// Planned replicas of a revision in a plan's list.
@@ -168,8 +178,7 @@ fn ready(
         && observed.workers_ready(worker_revision) >= replicas_of(worker, worker_revision)
 }
 
-/// Whether the stable revisions run all their planned replicas, ready; until then nothing
-/// retired is scaled down.
+/// Whether the stable revisions run all their planned replicas, ready.
 pub(super) fn stable_ready(input: &Input, status: &MineruDeploymentStatus, now: Timestamp) -> bool {
     let plan = compute(input, status, now);
     ready(
@@ -178,5 +187,15 @@ pub(super) fn stable_ready(input: &Input, status: &MineruDeploymentStatus, now: 
         &plan.stable.worker_revision,
         &plan.model,
         &plan.worker,
+    )
+}
+
+/// Whether retired revisions keep their replicas for stable's sake in this status.
+pub(super) fn retired_wait(input: &Input, status: &MineruDeploymentStatus, now: Timestamp) -> bool {
+    let stable = status.stable.as_ref().unwrap_or(&input.desired);
+    waits_for_stable(
+        input,
+        &stable.model_revision,
+        stable_ready(input, status, now),
     )
 }
