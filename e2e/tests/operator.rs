@@ -52,7 +52,7 @@ fn start_operator(plane: &ControlPlane) -> Supervised {
         .args([
             "--identity",
             "e2e-operator-0",
-            "--lease-namespace",
+            "--namespace",
             OPERATOR_NAMESPACE,
         ])
         .arg(format!("--listen=127.0.0.1:{}", free_port().unwrap()));
@@ -107,7 +107,7 @@ fn a_mineru_deployment_becomes_both_tiers_and_settles_without_writes() {
         .unwrap();
 
     let status = wait_until("status Healthy", Duration::from_secs(120), || {
-        operator.ensure_running()?;
+        operator.ensure_running().expect("the operator stopped");
         let object = get_json(&plane, &["get", "mdep", "docs", "-n", NAMESPACE]);
         Ok((object["status"]["phase"] == "Healthy").then(|| object["status"].clone()))
     })

@@ -13,7 +13,7 @@ use kube::{
     runtime::events::{Recorder, Reporter},
 };
 
-use crate::{labels, metrics::Metrics, reconcile::Settings};
+use crate::{drive::RolloutIo, labels, metrics::Metrics, reconcile::Settings};
 
 /// First retry delay after a failed reconcile.
 const BACKOFF_BASE: Duration = Duration::from_secs(5);
@@ -30,6 +30,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Operator-wide settings for the object builders.
     pub settings: Settings,
+    /// How the rollout driver reaches vLLM, workers, Prometheus and webhooks.
+    pub rollout_io: RolloutIo,
     /// The current time, whole seconds (what a status timestamp stores), passed in so tests
     /// are deterministic.
     pub clock: fn() -> Time,
@@ -43,6 +45,7 @@ impl Context {
         instance: Option<String>,
         metrics: Arc<Metrics>,
         settings: Settings,
+        rollout_io: RolloutIo,
         clock: fn() -> Time,
     ) -> Self {
         let reporter = Reporter {
@@ -54,6 +57,7 @@ impl Context {
             client,
             metrics,
             settings,
+            rollout_io,
             clock,
             failures: Mutex::new(HashMap::new()),
         }

@@ -4,11 +4,15 @@
 use std::{future::Future, sync::Arc, time::Duration, time::Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::{
-    apps::v1::{Deployment, StatefulSet},
-    core::v1::Service,
-    networking::v1::NetworkPolicy,
-    policy::v1::PodDisruptionBudget,
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        core::v1::{Pod, Service},
+        networking::v1::NetworkPolicy,
+        policy::v1::PodDisruptionBudget,
+    },
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::Timestamp,
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -25,13 +29,17 @@ use serde_json::json;
 use tracing::{Instrument, field};
 
 use crate::{
+    WORKER_PORT, commands,
     context::Context,
+    drive,
     error::{Error, Result},
-    labels,
+    labels, notify, observe,
     reconcile::{
         DesiredObjects, Owner, SpecRevisions, Topology, apply::ChildSet, apply::retry_on_conflict,
-        events, recorded_templates, status,
+        events, recorded_templates,
     },
+    rollout::{EventReason, Notification, Plan},
+    traffic::httproute::{self, Backends},
 };
 
 /// How often an unchanged object is looked at again; changes of owned objects trigger sooner.
@@ -54,10 +62,11 @@ const OWNED_VERBS: &[&str] = &["create", "delete", "list", "patch", "watch"];
 
 /// Every API call the operator makes, by resource.
 pub const API_ACCESS: &[ApiAccess] = &[
+    // Watched and reconciled; patched to consume manual-control annotations.
     ApiAccess {
         group: "mineru.dev",
         resource: "minerudeployments",
-        verbs: &["list", "watch"],
+        verbs: &["list", "patch", "watch"],
     },
     ApiAccess {
         group: "mineru.dev",
@@ -88,6 +97,30 @@ pub const API_ACCESS: &[ApiAccess] = &[
         group: "policy",
         resource: "poddisruptionbudgets",
         verbs: OWNED_VERBS,
+    },
+    // vLLM pods: restarts and GPU scheduling, for the rollout engine.
+    ApiAccess {
+        group: "",
+        resource: "pods",
+        verbs: &["list"],
+    },
+    // The API key (warm-up), Prometheus credentials and the webhook token.
+    ApiAccess {
+        group: "",
+        resource: "secrets",
+        verbs: &["get"],
+    },
+    // Golden documents of the quality gate.
+    ApiAccess {
+        group: "",
+        resource: "configmaps",
+        verbs: &["get"],
+    },
+    // Gateway API mode: the user's HTTPRoute, whose backendRef weights follow the rollout.
+    ApiAccess {
+        group: "gateway.networking.k8s.io",
+        resource: "httproutes",
+        verbs: &["get", "update"],
     },
     // The Recorder creates an Event, then patches it when the same Event repeats.
     ApiAccess {
@@ -168,10 +201,22 @@ pub async fn reconcile(md: Arc<MineruDeployment>, ctx: Arc<Context>) -> Result<A
     let started = Instant::now();
     let result = reconcile_objects(&md, &ctx).instrument(span).await;
     ctx.metrics.reconciled(started.elapsed());
-    let phase = result?;
-    ctx.metrics.set_phase(&namespace, &name, phase);
+    let decided = result?;
+    ctx.metrics.set_phase(&namespace, &name, decided.phase);
     ctx.succeeded(&namespace, &name);
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(next_look(
+        decided.requeue_at,
+        (ctx.clock)().0,
+    )))
+}
+
+/// When to reconcile again: when the engine asked (a pause ending, an analysis round due), and
+/// at the latest after [`RESYNC`].
+fn next_look(requeue_at: Option<Timestamp>, now: Timestamp) -> Duration {
+    let wanted = requeue_at
+        .and_then(|at| Duration::try_from(at.duration_since(now)).ok())
+        .unwrap_or(RESYNC);
+    wanted.clamp(Duration::from_secs(1), RESYNC)
 }
 
 /// Counts the failure and retries the object after its own growing backoff.
@@ -184,7 +229,7 @@ pub fn error_policy(md: Arc<MineruDeployment>, error: &Error, ctx: Arc<Context>)
     Action::requeue(delay)
 }
 
-async fn reconcile_objects(md: &MineruDeployment, ctx: &Context) -> Result<Phase> {
+async fn reconcile_objects(md: &MineruDeployment, ctx: &Context) -> Result<Decided> {
     let owner = Owner::of(md)?;
     let mut children = ChildSet::new(ctx.client.clone(), &owner);
 
@@ -193,10 +238,29 @@ async fn reconcile_objects(md: &MineruDeployment, ctx: &Context) -> Result<Phase
     let services = children.list::<Service>().await?;
     let network_policies = children.list::<NetworkPolicy>().await?;
     let pdbs = children.list::<PodDisruptionBudget>().await?;
+    let model_pods = list_model_pods(ctx, &owner).await?;
 
     let spec_revisions = SpecRevisions::of(&owner.instance, &md.spec)?;
     let recorded = recorded_templates(&statefulsets, &deployments);
-    let topology = Topology::derive(md, &spec_revisions, &recorded);
+    let requested = commands::read(md.annotations());
+    let observed = observe::observe(
+        &statefulsets,
+        &deployments,
+        &model_pods,
+        &md.spec.model.gpu_resource_name,
+    );
+    let now = (ctx.clock)();
+    let decision = drive::decide(
+        &ctx.client,
+        &ctx.rollout_io,
+        md,
+        spec_revisions.revisions.clone(),
+        observed,
+        requested.commands.clone(),
+        now.0,
+    )
+    .await;
+    let topology = Topology::from_plan(md, &spec_revisions, &recorded, &decision.plan);
     let desired = DesiredObjects::build(&owner, &md.spec, &topology, &ctx.settings)?;
 
     let old = md.status.clone().unwrap_or_default();
@@ -217,6 +281,7 @@ async fn reconcile_objects(md: &MineruDeployment, ctx: &Context) -> Result<Phase
         for object in desired.pdbs {
             children.apply(object, &pdbs).await?;
         }
+        route_traffic(ctx, md, &owner, &decision.plan).await?;
         children.delete_orphans(&deployments).await?;
         children.delete_orphans(&statefulsets).await?;
         children.delete_orphans(&services).await?;
@@ -231,13 +296,29 @@ async fn reconcile_objects(md: &MineruDeployment, ctx: &Context) -> Result<Phase
         return Err(error);
     }
 
-    let readiness = status::ReadyReplicas::observe(&statefulsets, &deployments);
-    let new = status::desired(md, &topology, &readiness, &(ctx.clock)());
+    // Commands are consumed before the status that acts on them is written: a crash in between
+    // loses a command rather than applying it twice.
+    if !requested.is_empty() {
+        consume_commands(ctx, md, &requested.consumed).await?;
+    }
+    let new = decision.status;
     if new != old {
         patch_status(ctx, md, &new).await?;
     }
-    publish(ctx, md, events::notices(&old, &new, children.report())).await;
-    Ok(new.phase.unwrap_or(Phase::Progressing))
+    let mut notices = events::notices(&old, &new, children.report());
+    notices.extend(events::from_rollout(&decision.events));
+    notices.extend(requested.refused.into_iter().map(events::refused_command));
+    publish(ctx, md, notices).await;
+    notify(ctx, md, &decision.notifications, &now).await;
+    for event in &decision.events {
+        if let EventReason::RolledBack(reason) = event.reason {
+            ctx.metrics.rolled_back(reason);
+        }
+    }
+    Ok(Decided {
+        phase: new.phase.unwrap_or(Phase::Progressing),
+        requeue_at: decision.requeue_at,
+    })
 }
 
 async fn publish(ctx: &Context, md: &MineruDeployment, notices: Vec<events::Notice>) {
@@ -253,6 +334,126 @@ async fn publish(ctx: &Context, md: &MineruDeployment, notices: Vec<events::Noti
         // An Event is information, not state: failing to publish one must not fail the reconcile.
         if let Err(error) = ctx.recorder.publish(&event, &reference).await {
             tracing::warn!(reason = notice.reason, %error, "publishing event failed");
+        }
+    }
+}
+
+/// What a reconcile decided, for metrics and the next look.
+struct Decided {
+    phase: Phase,
+    requeue_at: Option<Timestamp>,
+}
+
+/// The vLLM pods of this MineruDeployment (restarts, scheduling); owned by their StatefulSets.
+async fn list_model_pods(ctx: &Context, owner: &Owner) -> Result<Vec<Pod>> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let selector = format!(
+        "{}={},{}=model",
+        labels::INSTANCE,
+        owner.instance,
+        labels::TIER
+    );
+    api.list(&ListParams::default().labels(&selector))
+        .await
+        .map(|list| list.items)
+        .map_err(|source| Error::kube("list", "Pod", owner.namespace.clone(), source))
+}
+
+/// Gateway API mode: the HTTPRoute's weights follow the plan. Replica-ratio mode needs nothing
+/// here: the plan's replica counts are the split.
+async fn route_traffic(
+    ctx: &Context,
+    md: &MineruDeployment,
+    owner: &Owner,
+    plan: &Plan,
+) -> Result<()> {
+    let Some(gateway) = &md.spec.rollout.traffic_routing.gateway_api else {
+        return Ok(());
+    };
+    let worker_service = |revision: &str| labels::names::worker(&owner.instance, revision);
+    let stable = worker_service(&plan.stable.worker_revision);
+    let canary = plan
+        .canary
+        .as_ref()
+        .map(|canary| worker_service(&canary.worker_revision));
+    let mut known: Vec<String> = plan
+        .worker
+        .iter()
+        .map(|scale| worker_service(&scale.revision))
+        .collect();
+    known.push(owner.instance.clone());
+    let legacy = gateway.legacy_backend.as_ref();
+    known.extend(legacy.map(|backend| backend.name.clone()));
+    // The legacy Service keeps stable's share until the stack has been promoted once.
+    let legacy = legacy
+        .filter(|_| {
+            md.status
+                .as_ref()
+                .is_none_or(|status| status.promoted_at.is_none())
+        })
+        .map(|backend| (backend.name.as_str(), backend.port));
+    let backends = Backends::split(
+        (&stable, WORKER_PORT),
+        canary.as_deref().map(|name| (name, WORKER_PORT)),
+        plan.canary_weight,
+        legacy,
+        known,
+    );
+    httproute::apply(
+        ctx.client.clone(),
+        &owner.namespace,
+        &gateway.http_route.name,
+        &backends,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|error| Error::Traffic(error.to_string()))
+}
+
+async fn consume_commands(ctx: &Context, md: &MineruDeployment, consumed: &[String]) -> Result<()> {
+    let api: Api<MineruDeployment> =
+        Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
+    let name = md.name_any();
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(commands::removal_patch(consumed)),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|source| Error::kube("patch", "MineruDeployment", name, source))
+}
+
+/// Best-effort webhook delivery; a receiver that is down never holds up a rollout.
+async fn notify(ctx: &Context, md: &MineruDeployment, notifications: &[Notification], now: &Time) {
+    let Some(webhook) = md.spec.rollout.notifications.as_ref().map(|n| &n.webhook) else {
+        return;
+    };
+    if notifications.is_empty() {
+        return;
+    }
+    let namespace = md.namespace().unwrap_or_default();
+    let token = match &webhook.secret_ref {
+        Some(secret) => drive::secret_value(&ctx.client, &namespace, &secret.name, "token")
+            .await
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "webhook token unreadable; sending without it");
+                None
+            }),
+        None => None,
+    };
+    let name = md.name_any();
+    for notification in notifications {
+        let payload = notify::payload(&namespace, &name, notification, now.0.to_string());
+        if let Err(error) = notify::deliver(
+            &ctx.rollout_io.http,
+            &webhook.url,
+            token.as_deref(),
+            &payload,
+        )
+        .await
+        {
+            tracing::warn!(%error, "notification not delivered");
         }
     }
 }
@@ -290,18 +491,19 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::metrics::Metrics;
     use crate::reconcile::{
         Settings,
         apiserver::{ApiServer, Call},
         fixtures::Fixture,
     };
+    use crate::{drive::RolloutIo, metrics::Metrics};
 
     const STS: &str = "/apis/apps/v1/namespaces/parsing/statefulsets";
     const DEPLOY: &str = "/apis/apps/v1/namespaces/parsing/deployments";
     const SVC: &str = "/api/v1/namespaces/parsing/services";
     const NETPOL: &str = "/apis/networking.k8s.io/v1/namespaces/parsing/networkpolicies";
     const PDB: &str = "/apis/policy/v1/namespaces/parsing/poddisruptionbudgets";
+    const PODS: &str = "/api/v1/namespaces/parsing/pods";
     const STATUS: &str =
         "/apis/mineru.dev/v1alpha1/namespaces/parsing/minerudeployments/docs/status";
     const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/parsing/events";
@@ -317,6 +519,7 @@ mod tests {
             Some("test".into()),
             metrics,
             Settings::default(),
+            RolloutIo::default(),
             clock,
         ))
     }
@@ -343,7 +546,7 @@ mod tests {
     }
 
     fn lists() -> Vec<String> {
-        [STS, DEPLOY, SVC, NETPOL, PDB]
+        [STS, DEPLOY, SVC, NETPOL, PDB, PODS]
             .iter()
             .map(|p| format!("GET {p}"))
             .collect()
@@ -482,7 +685,7 @@ mod tests {
         let (first, md) = settled().await;
         let (result, calls) = run(holding(&first), &md).await;
         result.unwrap();
-        assert_eq!(lines(&calls), lists(), "only the five lists");
+        assert_eq!(lines(&calls), lists(), "only the lists");
         assert_eq!(writes(&calls), Vec::<String>::new());
     }
 
@@ -545,17 +748,29 @@ mod tests {
             writes(&calls),
             [
                 format!("PATCH {SVC}/docs-worker-{w2}"),
+                format!("PATCH {DEPLOY}/docs-worker-{w}"),
                 format!("PATCH {DEPLOY}/docs-worker-{w2}"),
                 format!("PATCH {STATUS}"),
                 format!("POST {EVENTS}"),
                 format!("POST {EVENTS}"),
+                format!("POST {EVENTS}"),
+                format!("POST {EVENTS}"),
             ]
         );
+        // Replica-ratio mode: the first step moves one of the two workers to the canary.
+        let replicas = |revision: &str| {
+            calls
+                .iter()
+                .find(|c| c.path == format!("{DEPLOY}/docs-worker-{revision}"))
+                .unwrap()
+                .body["spec"]["replicas"]
+                .clone()
+        };
+        assert_eq!((replicas(&w), replicas(&w2)), (1.into(), 1.into()));
         let canary = calls
             .iter()
             .find(|c| c.path == format!("{DEPLOY}/docs-worker-{w2}"))
             .unwrap();
-        assert_eq!(canary.body["spec"]["replicas"], 1);
         let args = canary.body["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
         assert!(
             args.contains(&format!("http://docs-vllm-{m}:8000")),
@@ -564,9 +779,14 @@ mod tests {
         let status = &calls.iter().find(|c| c.path == STATUS).unwrap().body["status"];
         assert_eq!(status["stable"]["workerRevision"], w.as_str());
         assert_eq!(status["canary"]["workerRevision"], w2.as_str());
+        let reasons: Vec<_> = calls
+            .iter()
+            .filter(|c| c.path == EVENTS)
+            .map(|c| c.body["reason"].as_str().unwrap().to_owned())
+            .collect();
         assert_eq!(
-            calls.iter().find(|c| c.path == EVENTS).unwrap().body["reason"],
-            "NewRevision"
+            reasons,
+            ["Created", "Updated", "RolloutStarted", "CanaryReady"]
         );
     }
 
@@ -577,8 +797,14 @@ mod tests {
         let (result, second) = run(holding(&first), &changed).await;
         result.unwrap();
         let changed = with_written_status(changed, &second);
-        let both: Vec<Call> = first.into_iter().chain(second).collect();
-        let (result, calls) = run(holding(&both), &changed).await;
+        let mut history: Vec<Call> = first.into_iter().chain(second).collect();
+        // The canary's first analysis round (Prometheus unreachable here) is a change of its
+        // own; once recorded, the same moment holds nothing new.
+        let (result, third) = run(holding(&history), &changed).await;
+        result.unwrap();
+        let changed = with_written_status(changed, &third);
+        history.extend(third);
+        let (result, calls) = run(holding(&history), &changed).await;
         result.unwrap();
         assert_eq!(writes(&calls), Vec::<String>::new());
     }

@@ -28,7 +28,7 @@ use crate::{
 };
 
 /// The clients and settings the driver reaches the outside world with.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct RolloutIo {
     /// HTTP client for worker, vLLM and webhook calls.
     pub http: reqwest::Client,

@@ -42,6 +42,11 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// Traffic could not be routed (Gateway API mode): the HTTPRoute is missing, routes
+    /// elsewhere, or could not be written.
+    #[error("routing traffic: {0}")]
+    Traffic(String),
+
     /// Leader election could not read or write its Lease.
     #[error("leader election on Lease {lease}: {source}")]
     Lease {
@@ -76,6 +81,7 @@ impl Error {
             Error::CrdMissing => "crd_missing".to_owned(),
             Error::InvalidSpec { .. } => "invalid_spec".to_owned(),
             Error::Serialize { .. } => "serialize".to_owned(),
+            Error::Traffic(_) => "traffic".to_owned(),
             Error::Lease { .. } => "lease".to_owned(),
             Error::LeadershipLost { .. } => "leadership_lost".to_owned(),
         }

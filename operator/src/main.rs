@@ -11,10 +11,12 @@ use kube::Client;
 use mineru_operator::{
     context::{self, Context},
     controller,
+    drive::RolloutIo,
     http::{self, Readiness},
     leader::Elector,
     metrics::Metrics,
     reconcile::Settings,
+    warmup::ServiceResolver,
 };
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
@@ -65,6 +67,11 @@ struct Args {
     /// the scraper namespace.
     #[arg(long, value_parser = parse_labels, default_value = "")]
     metrics_scraper_pod_selector: BTreeMap<String, String>,
+
+    /// JSON file mapping `<namespace>/<service>` to a base URL, for an operator running outside
+    /// the cluster (development, the e2e suite); in-cluster DNS names are used otherwise.
+    #[arg(long, env = "MINERU_OPERATOR_SERVICE_MAP")]
+    service_map: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -113,11 +120,20 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings {
         vllm_peers: vllm_peers(&args),
     };
+    let resolver = match &args.service_map {
+        Some(path) => ServiceResolver::from_file(path)?,
+        None => ServiceResolver::default(),
+    };
+    let rollout_io = RolloutIo {
+        resolver,
+        ..RolloutIo::default()
+    };
     let ctx = Arc::new(Context::new(
         client.clone(),
         Some(identity.clone()),
         metrics,
         settings,
+        rollout_io,
         context::now,
     ));
 

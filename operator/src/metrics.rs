@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use mineru_crds::Phase;
+use mineru_crds::{Phase, RollbackReason};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{
@@ -19,6 +19,13 @@ use prometheus_client::{
 pub struct FailureLabels {
     /// The error kind.
     pub error: String,
+}
+
+/// Label of a rollback: its countable reason (TriggerFired, CriterionFailed, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RollbackLabels {
+    /// The reason.
+    pub reason: String,
 }
 
 /// Labels of the phase gauge: one series per object and phase, 1 for the current phase.
@@ -46,6 +53,7 @@ pub struct Metrics {
     failures: Family<FailureLabels, Counter>,
     duration: Histogram,
     phase: Family<PhaseLabels, Gauge>,
+    rollbacks: Family<RollbackLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -56,6 +64,7 @@ impl Default for Metrics {
         // 5 ms to ~20 s: a reconcile is a handful of API calls.
         let duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
         let phase = Family::<PhaseLabels, Gauge>::default();
+        let rollbacks = Family::<RollbackLabels, Counter>::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -72,17 +81,28 @@ impl Default for Metrics {
             "Phase of each MineruDeployment (1 for the current phase)",
             phase.clone(),
         );
+        registry.register("rollbacks", "Rollbacks, by reason", rollbacks.clone());
         Metrics {
             registry,
             reconciles,
             failures,
             duration,
             phase,
+            rollbacks,
         }
     }
 }
 
 impl Metrics {
+    /// Counts a rollback under its reason.
+    pub fn rolled_back(&self, reason: RollbackReason) {
+        self.rollbacks
+            .get_or_create(&RollbackLabels {
+                reason: format!("{reason:?}"),
+            })
+            .inc();
+    }
+
     /// Counts a finished reconcile and its duration.
     pub fn reconciled(&self, took: Duration) {
         self.reconciles.inc();

@@ -1,11 +1,12 @@
 //! Which Kubernetes Events a reconcile publishes. Events are writes too, so each one follows a
-//! change: an object written, a revision first seen, a condition flipped.
+//! change: an object written, the first revision seen, a rollout decision (the engine's own
+//! events: rollout started, step completed, promoted, rolled back, ...).
 
 use kube::runtime::events::EventType;
 use mineru_crds::{MineruDeploymentStatus, Revisions};
 
 use super::apply::ApplyReport;
-use super::status::DEGRADED;
+use crate::rollout;
 
 /// Longest note the Events API accepts, in bytes.
 const MAX_NOTE: usize = 1024;
@@ -38,21 +39,6 @@ pub fn notices(
             format!("deploying revision {}", pair(stable)),
         ));
     }
-    if let Some(canary) = new
-        .canary
-        .as_ref()
-        .filter(|c| old.canary.as_ref() != Some(*c))
-    {
-        let stable = new.stable.as_ref().map(pair).unwrap_or_default();
-        notices.push(normal(
-            "NewRevision",
-            "DeployCanary",
-            format!(
-                "canary revision {} deployed beside stable {stable}",
-                pair(canary)
-            ),
-        ));
-    }
     if !report.created.is_empty() {
         notices.push(normal(
             "Created",
@@ -77,21 +63,34 @@ pub fn notices(
             ),
         ));
     }
-    let degraded = |status: &MineruDeploymentStatus| {
-        status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == DEGRADED && c.status == "True")
-    };
-    if degraded(new) && !degraded(old) {
-        notices.push(Notice {
-            type_: EventType::Warning,
-            reason: "TierUnavailable",
-            action: "Observe",
-            note: fit(new.message.clone().unwrap_or_default()),
-        });
-    }
     notices
+}
+
+/// The rollout engine's decisions as Events; rollbacks and holds are warnings.
+pub fn from_rollout(events: &[rollout::Event]) -> Vec<Notice> {
+    events
+        .iter()
+        .map(|event| Notice {
+            type_: if event.reason.is_warning() {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: event.reason.as_str(),
+            action: "Rollout",
+            note: fit(event.message.clone()),
+        })
+        .collect()
+}
+
+/// A manual-control annotation whose value meant nothing; it was removed.
+pub fn refused_command(reason: String) -> Notice {
+    Notice {
+        type_: EventType::Warning,
+        reason: "CommandRefused",
+        action: "Consume",
+        note: fit(reason),
+    }
 }
 
 fn normal(reason: &'static str, action: &'static str, note: String) -> Notice {
@@ -118,11 +117,6 @@ fn fit(mut note: String) -> String {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::{
-        apimachinery::pkg::apis::meta::v1::{Condition, Time},
-        jiff::Timestamp,
-    };
-
     use super::*;
 
     fn revisions(model: &str, worker: &str) -> Revisions {
@@ -137,19 +131,6 @@ mod tests {
             stable: Some(revisions("m-1", "w-1")),
             ..MineruDeploymentStatus::default()
         }
-    }
-
-    fn degraded(mut status: MineruDeploymentStatus) -> MineruDeploymentStatus {
-        status.message = Some("model tier unavailable: stable m-1 has 0/1 ready".into());
-        status.conditions.push(Condition {
-            type_: DEGRADED.into(),
-            status: "True".into(),
-            reason: "TierUnavailable".into(),
-            message: String::new(),
-            observed_generation: Some(1),
-            last_transition_time: Time(Timestamp::UNIX_EPOCH),
-        });
-        status
     }
 
     fn reasons(notices: &[Notice]) -> Vec<&'static str> {
@@ -177,21 +158,6 @@ mod tests {
     }
 
     #[test]
-    fn a_new_canary_is_announced_once() {
-        let mut with_canary = stable();
-        with_canary.canary = Some(revisions("m-2", "w-2"));
-        let first = notices(&stable(), &with_canary, &ApplyReport::default());
-        assert_eq!(
-            first[0].note,
-            "canary revision m-2/w-2 deployed beside stable m-1/w-1"
-        );
-        assert_eq!(
-            notices(&with_canary, &with_canary, &ApplyReport::default()),
-            []
-        );
-    }
-
-    #[test]
     fn deleted_orphans_are_announced() {
         let report = ApplyReport {
             deleted: vec!["Deployment/docs-worker-w-0".into()],
@@ -215,18 +181,30 @@ mod tests {
     }
 
     #[test]
-    fn becoming_degraded_is_a_warning_once() {
-        let now_degraded = degraded(stable());
-        let first = notices(&stable(), &now_degraded, &ApplyReport::default());
-        assert_eq!(first.len(), 1);
-        assert_eq!(first[0].type_, EventType::Warning);
+    fn rollout_decisions_become_events_and_rollbacks_are_warnings() {
+        let decided = [
+            rollout::Event {
+                reason: rollout::EventReason::StepCompleted,
+                message: "step 1/3 completed".into(),
+            },
+            rollout::Event {
+                reason: rollout::EventReason::RolledBack(mineru_crds::RollbackReason::TriggerFired),
+                message: "error-spike breached".into(),
+            },
+        ];
+        let notices = from_rollout(&decided);
+        assert_eq!(reasons(&notices), ["StepCompleted", "RolledBack"]);
+        assert_eq!(notices[0].type_, EventType::Normal);
+        assert_eq!(notices[1].type_, EventType::Warning);
+        assert_eq!(notices[1].note, "error-spike breached");
+    }
+
+    #[test]
+    fn a_refused_command_is_a_warning() {
+        let notice = refused_command("mineru.dev/promote: \"x\" is not a promotion".into());
         assert_eq!(
-            first[0].note,
-            "model tier unavailable: stable m-1 has 0/1 ready"
-        );
-        assert_eq!(
-            notices(&now_degraded, &now_degraded, &ApplyReport::default()),
-            []
+            (notice.type_, notice.reason),
+            (EventType::Warning, "CommandRefused")
         );
     }
 }

@@ -1,10 +1,11 @@
 //! Test builders: a minimal MineruDeployment as a user would write it, and its parts.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::ObjectMeta, jiff::Timestamp};
 use mineru_crds::{MineruDeployment, MineruDeploymentStatus, ModelSpec, Revisions, WorkerSpec};
 use serde_json::json;
 
 use super::{DesiredObjects, Owner, RecordedTemplates, Settings, SpecRevisions, Topology};
+use crate::rollout::{self, Input, Observed, Plan, Sizes};
 
 /// `spec.model` of the minimal example, defaults filled in.
 pub fn model_spec() -> ModelSpec {
@@ -72,8 +73,25 @@ impl Fixture for MineruDeployment {
 /// What the workloads built for `md`'s current spec record, as a later reconcile reads it back.
 pub fn recorded(md: &MineruDeployment) -> RecordedTemplates {
     let spec = SpecRevisions::of("docs", &md.spec).unwrap();
-    let topology = Topology::derive(md, &spec, &RecordedTemplates::default());
+    let topology = Topology::from_plan(md, &spec, &RecordedTemplates::default(), &plan(md));
     let objects =
         DesiredObjects::build(&owner(), &md.spec, &topology, &Settings::default()).unwrap();
     super::recorded_templates(&objects.statefulsets, &objects.deployments)
+}
+
+/// What the rollout engine plans for `md` when nothing is ready yet, at a fixed time.
+pub fn plan(md: &MineruDeployment) -> Plan {
+    let spec = SpecRevisions::of("docs", &md.spec).unwrap();
+    let input = Input {
+        generation: md.metadata.generation,
+        rollout: md.spec.rollout.clone(),
+        sizes: Sizes::of(&md.spec),
+        desired: spec.revisions,
+        status: md.status.clone().unwrap_or_default(),
+        observed: Observed::default(),
+        analysis: None,
+        commands: Vec::new(),
+        now: Timestamp::from_second(1_800_000_000).unwrap(),
+    };
+    rollout::step(&input).plan
 }

@@ -12,7 +12,6 @@ pub mod networkpolicy;
 pub mod pdb;
 pub mod service;
 pub mod statefulset;
-pub mod status;
 
 #[cfg(test)]
 pub(crate) mod apiserver;
@@ -37,7 +36,7 @@ use mineru_crds::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::{labels, revision};
+use crate::{labels, revision, rollout::Plan};
 
 /// The MineruDeployment as the owner of the objects built for it.
 #[derive(Clone, Debug)]
@@ -176,9 +175,8 @@ pub struct WorkerWorkload {
     pub replicas: i32,
 }
 
-/// Which revisions run, and how many replicas each: the seam where the rollout engine decides.
-/// Builders only render it; every decision about revisions and replicas lives in whoever fills
-/// it in.
+/// Which revisions run, and how many replicas each, as the rollout engine decided. Builders only
+/// render it; every decision about revisions and replicas lives in the engine.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Topology {
     /// The pair serving traffic outside a rollout.
@@ -192,72 +190,52 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// The policy until the rollout engine decides traffic: the stable pair (from status, or the
-    /// spec on first sight) at the spec's replicas; when the spec's revisions differ from stable,
-    /// a canary pair beside it — `canaryModelReplicas` vLLM replicas when the model changed, one
-    /// worker. A stable revision whose template was not recorded cannot be rebuilt and is left
-    /// out; status then reports its tier unavailable.
-    pub fn derive(
+    /// Renders the rollout engine's plan: every revision it lists, at its replicas, built from
+    /// the current spec or, for older revisions, from the template their workload recorded. A
+    /// revision whose template was not recorded cannot be rebuilt and is left out; the engine
+    /// then sees its tier not ready.
+    pub fn from_plan(
         md: &MineruDeployment,
         spec: &SpecRevisions,
         recorded: &RecordedTemplates,
+        plan: &Plan,
     ) -> Topology {
         let current = &spec.revisions;
-        let stable = md
-            .status
-            .as_ref()
-            .and_then(|status| status.stable.clone())
-            .unwrap_or_else(|| current.clone());
-        let model_spec = |revision: &str| {
-            if revision == current.model_revision {
-                Some(md.spec.model.clone())
-            } else {
-                recorded.models.get(revision).cloned()
-            }
-        };
-        let worker_template = |revision: &str| {
-            if revision == current.worker_revision {
-                Some(spec.worker_template.clone())
-            } else {
-                recorded.workers.get(revision).cloned()
-            }
-        };
-        let model = |revision: &str, replicas| {
-            model_spec(revision).map(|spec| ModelWorkload {
-                revision: revision.to_owned(),
-                spec,
-                replicas,
+        let models = plan
+            .model
+            .iter()
+            .filter_map(|scale| {
+                let model_spec = if scale.revision == current.model_revision {
+                    Some(md.spec.model.clone())
+                } else {
+                    recorded.models.get(&scale.revision).cloned()
+                };
+                model_spec.map(|spec| ModelWorkload {
+                    revision: scale.revision.clone(),
+                    spec,
+                    replicas: scale.replicas,
+                })
             })
-        };
-        let worker = |revision: &str, replicas| {
-            worker_template(revision).map(|template| WorkerWorkload {
-                revision: revision.to_owned(),
-                template,
-                replicas,
+            .collect();
+        let workers = plan
+            .worker
+            .iter()
+            .filter_map(|scale| {
+                let template = if scale.revision == current.worker_revision {
+                    Some(spec.worker_template.clone())
+                } else {
+                    recorded.workers.get(&scale.revision).cloned()
+                };
+                template.map(|template| WorkerWorkload {
+                    revision: scale.revision.clone(),
+                    template,
+                    replicas: scale.replicas,
+                })
             })
-        };
-
-        let mut models: Vec<_> = model(&stable.model_revision, md.spec.model.replicas)
-            .into_iter()
             .collect();
-        let mut workers: Vec<_> = worker(&stable.worker_revision, md.spec.worker.replicas)
-            .into_iter()
-            .collect();
-        let canary = (stable != *current).then(|| current.clone());
-        if let Some(canary) = &canary {
-            if canary.model_revision != stable.model_revision {
-                models.extend(model(
-                    &canary.model_revision,
-                    md.spec.rollout.canary_model_replicas,
-                ));
-            }
-            if canary.worker_revision != stable.worker_revision {
-                workers.extend(worker(&canary.worker_revision, 1));
-            }
-        }
         Topology {
-            stable,
-            canary,
+            stable: plan.stable.clone(),
+            canary: plan.canary.clone(),
             models,
             workers,
         }
@@ -378,7 +356,7 @@ pub(crate) fn with_revision(mut template: PodTemplateSpec, revision: &str) -> Po
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::fixtures::{Fixture, owner, recorded};
+    use crate::reconcile::fixtures::{Fixture, owner, plan, recorded};
 
     fn revisions(md: &MineruDeployment) -> SpecRevisions {
         SpecRevisions::of("docs", &md.spec).unwrap()
@@ -392,7 +370,12 @@ mod tests {
     #[test]
     fn first_sight_runs_the_spec_as_stable_without_canary() {
         let md = MineruDeployment::test();
-        let topology = Topology::derive(&md, &revisions(&md), &RecordedTemplates::default());
+        let topology = Topology::from_plan(
+            &md,
+            &revisions(&md),
+            &RecordedTemplates::default(),
+            &plan(&md),
+        );
         assert_eq!(topology.stable, revisions(&md).revisions);
         assert_eq!(topology.canary, None);
         assert_eq!(topology.models.len(), 1);
@@ -404,7 +387,7 @@ mod tests {
     #[test]
     fn unchanged_spec_with_a_stable_status_runs_no_canary() {
         let md = promoted(MineruDeployment::test());
-        let topology = Topology::derive(&md, &revisions(&md), &recorded(&md));
+        let topology = Topology::from_plan(&md, &revisions(&md), &recorded(&md), &plan(&md));
         assert_eq!(topology.canary, None);
         assert_eq!(topology.models.len() + topology.workers.len(), 2);
     }
@@ -416,7 +399,7 @@ mod tests {
         let mut md = old.clone();
         md.spec.model.image = "vllm/vllm-openai:v0.11.1".into();
         md.spec.rollout.canary_model_replicas = 2;
-        let topology = Topology::derive(&md, &revisions(&md), &recorded);
+        let topology = Topology::from_plan(&md, &revisions(&md), &recorded, &plan(&md));
 
         let stable = old.status.unwrap().stable.unwrap();
         assert_eq!(topology.stable, stable);
@@ -438,7 +421,10 @@ mod tests {
             "stable is rebuilt from its record"
         );
         assert_eq!(topology.workers.len(), 2);
-        assert_eq!(topology.workers[1].replicas, 1);
+        assert_eq!(
+            topology.workers[1].replicas, 0,
+            "no canary worker takes traffic before its vLLM is warm"
+        );
         assert_eq!(
             topology.workers[1].template.model_revision, topology.models[1].revision,
             "canary workers call the canary vLLM"
@@ -456,7 +442,7 @@ mod tests {
         let md = old
             .clone()
             .with_worker_image("registry.example/mineru-worker:0.2.0");
-        let topology = Topology::derive(&md, &revisions(&md), &recorded);
+        let topology = Topology::from_plan(&md, &revisions(&md), &recorded, &plan(&md));
 
         let stable = old.status.unwrap().stable.unwrap();
         let canary = topology.canary.clone().unwrap();
@@ -478,7 +464,7 @@ mod tests {
     fn spec_replicas_scale_the_stable_tiers_without_a_new_revision() {
         let mut md = promoted(MineruDeployment::test());
         md.spec.worker.replicas = 5;
-        let topology = Topology::derive(&md, &revisions(&md), &recorded(&md));
+        let topology = Topology::from_plan(&md, &revisions(&md), &recorded(&md), &plan(&md));
         assert_eq!(topology.canary, None);
         assert_eq!(topology.workers[0].replicas, 5);
     }
@@ -487,7 +473,12 @@ mod tests {
     fn stable_revision_without_a_record_is_left_out() {
         let old = promoted(MineruDeployment::test());
         let md = old.with_worker_image("registry.example/mineru-worker:0.2.0");
-        let topology = Topology::derive(&md, &revisions(&md), &RecordedTemplates::default());
+        let topology = Topology::from_plan(
+            &md,
+            &revisions(&md),
+            &RecordedTemplates::default(),
+            &plan(&md),
+        );
         let workers: Vec<_> = topology
             .workers
             .iter()
@@ -499,7 +490,12 @@ mod tests {
     #[test]
     fn first_sight_objects_are_the_full_set_for_one_revision() {
         let md = MineruDeployment::test();
-        let topology = Topology::derive(&md, &revisions(&md), &RecordedTemplates::default());
+        let topology = Topology::from_plan(
+            &md,
+            &revisions(&md),
+            &RecordedTemplates::default(),
+            &plan(&md),
+        );
         let objects =
             DesiredObjects::build(&owner(), &md.spec, &topology, &Settings::default()).unwrap();
         let SpecRevisions { revisions: r, .. } = revisions(&md);
