@@ -868,6 +868,13 @@ fn max_surge_gpus_zero_replaces_stable_vllm_in_place() {
     assert_eq!(world.replicas("m-7f3c"), Some(1));
     assert_eq!(world.status().in_place_model_replicas, Some(1));
     assert_eq!(world.emitted(EventReason::InPlaceReplacement), 1);
+    assert!(
+        world
+            .message()
+            .ends_with("; 1 stable vLLM replica stopped in place for lack of GPUs"),
+        "{}",
+        world.message()
+    );
 }
 
 #[test]

@@ -116,6 +116,15 @@ fn remaining(m: &Machine<'_>, since: Option<&Time>, length: std::time::Duration)
     })
 }
 
+/// Says so when stable vLLM replicas were stopped to make room for the canary.
+fn in_place(m: &Machine<'_>) -> String {
+    match m.s.in_place_model_replicas {
+        Some(1) => "; 1 stable vLLM replica stopped in place for lack of GPUs".to_owned(),
+        Some(n) => format!("; {n} stable vLLM replicas stopped in place for lack of GPUs"),
+        None => String::new(),
+    }
+}
+
 fn message(m: &Machine<'_>, failed: bool, plan: &Plan) -> String {
     let stable = show(m.stable());
     match m.stage() {
@@ -177,7 +186,10 @@ fn message(m: &Machine<'_>, failed: bool, plan: &Plan) -> String {
             .map_or("progress deadline reached".to_owned(), |left| {
                 format!("{left} to the progress deadline")
             });
-            format!("{paused}starting canary {canary} before any traffic: {state}; {deadline}")
+            format!(
+                "{paused}starting canary {canary} before any traffic: {state}; {deadline}{}",
+                in_place(m)
+            )
         }
         Stage::Stepping(index) => {
             let canary = show(m.s.canary.as_ref().unwrap_or(&m.input.desired));
@@ -215,8 +227,9 @@ fn message(m: &Machine<'_>, failed: bool, plan: &Plan) -> String {
                 "waiting for gates".to_owned()
             };
             format!(
-                "step {}/{total}: {weight}% to canary {canary}, {gate_text}, {state}",
-                index + 1
+                "step {}/{total}: {weight}% to canary {canary}, {gate_text}, {state}{}",
+                index + 1,
+                in_place(m)
             )
         }
     }
