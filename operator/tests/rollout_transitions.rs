@@ -209,3 +209,95 @@ fn states_read_as_expected_before_any_command() {
         assert_eq!(state(&setup()), expected, "{name}");
     }
 }
+
+fn trigger_fires() -> World {
+    let mut world = stepping();
+    world
+        .input
+        .observed
+        .vllm_restarts
+        .insert("m-7f3c".into(), 4);
+    world.round(Answer::Pass);
+    world
+}
+
+fn criterion_fails() -> World {
+    let mut world = stepping();
+    world.wait(60);
+    world.answer(Answer::Pass, &[("latency-p95", Answer::Fail)]);
+    world.decide();
+    world
+}
+
+fn quality_regresses() -> World {
+    let quality =
+        json!({"analysis": {"quality": {"goldenDocuments": {"configMapRef": {"name": "golden"}}}}});
+    let mut world = World::at_first_step(quality, new_model());
+    world.wait(60);
+    world.answer(Answer::Pass, &[("quality", Answer::Fail)]);
+    world.decide();
+    world
+}
+
+fn prometheus_dies() -> World {
+    let mut world = World::at_first_step(json!({"analysis": {"onError": "Rollback"}}), new_model());
+    for _ in 0..5 {
+        world.round(Answer::Error);
+    }
+    world
+}
+
+fn data_never_comes() -> World {
+    let spec = json!({"analysis": {"onInconclusive": "Rollback", "inconclusiveLimit": 2}});
+    let mut world = World::at_first_step(spec, new_model());
+    for _ in 0..3 {
+        world.round(Answer::Inconclusive);
+    }
+    world
+}
+
+fn never_warms_up() -> World {
+    let mut world = warming();
+    world.wait(30 * 60);
+    world.decide();
+    world
+}
+
+fn aborted() -> World {
+    degraded()
+}
+
+#[test]
+fn every_rollback_reason_has_the_same_outcome_and_its_own_evidence() {
+    use mineru_crds::RollbackReason::*;
+    // (reason, how it happens, the check named in the evidence)
+    let table: [(mineru_crds::RollbackReason, Setup, Option<&str>); 7] = [
+        (TriggerFired, trigger_fires, Some("vllm-crashloop")),
+        (CriterionFailed, criterion_fails, Some("latency-p95")),
+        (QualityRegressed, quality_regresses, Some("quality")),
+        (AnalysisError, prometheus_dies, Some("error-ratio")),
+        (Inconclusive, data_never_comes, Some("error-ratio")),
+        (ProgressDeadlineExceeded, never_warms_up, None),
+        (Aborted, aborted, None),
+    ];
+    for (reason, setup, check) in table {
+        let world = setup();
+        let record = world.status().last_rollback.clone().expect("rolled back");
+        assert_eq!(record.reason, reason);
+        assert_eq!(record.check.as_deref(), check, "{reason:?}");
+        assert_eq!(record.canary, new_model(), "{reason:?}");
+        assert_eq!(state(&world), DEGRADED, "{reason:?}");
+        assert_eq!(world.weight(), 0, "{reason:?}");
+        assert_eq!(
+            world.emitted(EventReason::RolledBack(reason)),
+            1,
+            "{reason:?}"
+        );
+        let rolled_back_events = world
+            .events
+            .iter()
+            .filter(|(r, _)| matches!(r, EventReason::RolledBack(_)))
+            .count();
+        assert_eq!(rolled_back_events, 1, "{reason:?}");
+    }
+}
