@@ -7,6 +7,10 @@
 //!
 //! Two built-ins may share a name when they gate different steps with different thresholds
 //! (error-ratio leaving 10% and leaving 50%); a user entry of that name replaces both.
+//!
+//! Beyond the table, `vllm-queue-depth` watches the GPU tier itself (canary vLLM queue at most
+//! twice stable's, holding on failure): a canary model that serves as well per request but
+//! slower per token shows up there before it shows up in worker latency.
 
 use std::time::Duration;
 
