@@ -600,7 +600,7 @@ fn the_built_in_error_ratio_reads_worker_requests_of_the_judged_revision() {
     assert_eq!(
         render(query, &context()).unwrap(),
         concat!(
-            r#"sum(rate(mineru_worker_requests_total{namespace="parsing",revision="w-19ab",outcome="error"}[60s]))"#,
+            r#"sum(rate(mineru_worker_requests_total{namespace="parsing",revision="w-19ab",outcome=~"error|timeout|rejected"}[60s]))"#,
             r#" / sum(rate(mineru_worker_requests_total{namespace="parsing",revision="w-19ab"}[60s]))"#
         )
     );

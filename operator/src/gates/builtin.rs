@@ -1,8 +1,9 @@
 //! The built-in criteria and triggers: the quantified go/no-go table of API.md as data.
 //!
 //! Worker series are `mineru_worker_*{namespace, revision}` (`revision` set by the worker from
-//! its pod label, `namespace` by the PodMonitor); requests that failed on the server side carry
-//! `outcome="error"`. vLLM series get `revision` from the pod label `mineru.dev/revision` through
+//! its pod label, `namespace` by the PodMonitor). A request counts as an error when the canary
+//! is to blame — `outcome` `error`, `timeout` or `rejected` (at capacity, breaker open) — and
+//! not when the client sent a bad document (`client_error`). vLLM series get `revision` from the pod label `mineru.dev/revision` through
 //! scrape relabeling. Windows are one analysis `interval`, so every round judges fresh traffic.
 //!
 //! Two built-ins may share a name when they gate different steps with different thresholds
@@ -33,7 +34,7 @@ fn worker_requests() -> String {
 
 fn worker_error_ratio() -> String {
     query(concat!(
-        r#"sum(rate(mineru_worker_requests_total{$SEL,outcome="error"}[{{interval}}]))"#,
+        r#"sum(rate(mineru_worker_requests_total{$SEL,outcome=~"error|timeout|rejected"}[{{interval}}]))"#,
         " / sum(rate(mineru_worker_requests_total{$SEL}[{{interval}}]))"
     ))
 }
