@@ -1349,3 +1349,24 @@ fn a_promoted_vllm_short_of_gpus_gets_the_old_ones_after_the_scale_down_delay() 
         "not held until the progress deadline"
     );
 }
+
+#[test]
+fn a_held_quality_failure_is_announced_once_though_its_verdict_stays() {
+    let quality =
+        json!({"analysis": {"quality": {"goldenDocuments": {"configMapRef": {"name": "golden"}}}}});
+    let mut world = World::at_first_step(quality, new_model());
+    world.pass_step(10);
+    world.wait(60);
+    world.answer(Answer::Pass, &[("quality", Answer::Fail)]);
+    world.decide();
+    for _ in 0..5 {
+        world.round(Answer::Pass);
+    }
+    assert_eq!(world.step_index(), Some(1), "held at 50%");
+    assert_eq!(world.emitted(EventReason::Holding), 1);
+    assert!(
+        world.message().contains("waiting on quality Fail"),
+        "{}",
+        world.message()
+    );
+}

@@ -149,12 +149,12 @@ impl Machine<'_> {
         if !round.quality.is_empty() {
             self.s.quality = round.quality.clone();
         }
-        let checks = applicable(self.input, &self.s, &self.checks);
+        let mut answered = Vec::new();
         let mut verdicts = Vec::new();
-        for check in &checks {
+        for check in applicable(self.input, &self.s, &self.checks) {
             let revision = revision_of(&judged, check.tier);
             let result = match check.source {
-                Source::CanaryVllmRestarts => Some(self.restarts(check, revision)),
+                Source::CanaryVllmRestarts => Some(self.restarts(&check, revision)),
                 _ => round
                     .results
                     .iter()
@@ -165,7 +165,8 @@ impl Machine<'_> {
             };
             if let Some(result) = result {
                 verdicts.push((check.kind, result.evaluation.verdict));
-                self.record(check, result, at);
+                self.record(&check, result, at);
+                answered.push(check);
             }
         }
         let any = |verdict| verdicts.iter().any(|(_, v)| *v == verdict);
@@ -174,7 +175,9 @@ impl Machine<'_> {
         // simply not in breach.
         let undecided = verdicts.contains(&(CheckKind::Promotion, Verdict::Inconclusive));
         self.s.consecutive_inconclusive = bump(self.s.consecutive_inconclusive, undecided);
-        self.judge(&checks, at);
+        // Only what this round answered is acted on: a verdict kept from an earlier round (the
+        // golden documents run once a step) has had its effect already.
+        self.judge(&answered, at);
     }
 
     fn restarts(&self, check: &Check, revision: &str) -> CheckResult {
