@@ -5,8 +5,9 @@
 mod rollout_support;
 
 use mineru_crds::{CheckKind, Phase, QualityResult, RollbackReason, Verdict};
-use mineru_operator::rollout::{
-    Command, EventReason, NotificationKind, analysis_request, quality_results,
+use mineru_operator::{
+    gates::Source,
+    rollout::{Command, EventReason, NotificationKind, analysis_request},
 };
 use rollout_support::{Answer, World, new_model, new_worker, old};
 use serde_json::json;
@@ -932,12 +933,18 @@ fn the_golden_documents_run_once_per_gated_step_and_a_regression_rolls_back() {
 }
 
 #[test]
-fn golden_document_results_become_the_quality_checks_of_the_round() {
+fn the_engine_judges_the_quality_checks_from_the_golden_documents() {
     let quality =
         json!({"analysis": {"quality": {"goldenDocuments": {"configMapRef": {"name": "golden"}}}}});
     let mut world = World::at_first_step(quality, new_model());
     world.wait(60);
     let request = analysis_request(&world.input).unwrap();
+    assert!(request.quality);
+    assert!(
+        request.checks.iter().all(|c| c.source != Source::Quality),
+        "not a Prometheus check"
+    );
+    world.answer(Answer::Pass, &[]);
     let documents: Vec<_> = (0..20)
         .map(|i| QualityResult {
             document: format!("doc-{i}.pdf"),
@@ -945,43 +952,36 @@ fn golden_document_results_become_the_quality_checks_of_the_round() {
             verdict: if i < 2 { Verdict::Fail } else { Verdict::Pass },
         })
         .collect();
-    let results = quality_results(&request, &documents);
-    let verdicts: Vec<_> = results
-        .iter()
-        .map(|r| {
-            (
-                r.name.as_str(),
-                r.kind,
-                r.evaluation.verdict,
-                r.evaluation.value,
-            )
-        })
-        .collect();
-    assert_eq!(
-        verdicts,
-        [
-            ("quality", CheckKind::Promotion, Verdict::Fail, Some(0.1)),
-            (
-                "quality-collapse",
-                CheckKind::Trigger,
-                Verdict::Fail,
-                Some(0.1)
-            ),
-        ]
-    );
-    world.answer(Answer::Pass, &[]);
-    let round = world.input.analysis.as_mut().unwrap();
-    round.results.retain(|r| !r.name.starts_with("quality"));
-    round.results.extend(results);
-    round.quality = documents;
+    world.input.analysis.as_mut().unwrap().quality = documents;
     world.decide();
     assert_eq!(world.status().quality.len(), 20, "documents kept in status");
+    let collapse = world.check("quality-collapse", CheckKind::Trigger).unwrap();
+    assert_eq!((collapse.value, collapse.samples), (Some(0.1), Some(20.0)));
     let rollback = world.status().last_rollback.clone().expect("rolled back");
     assert_eq!(rollback.reason, RollbackReason::QualityRegressed);
     assert_eq!(
         rollback.check.as_deref(),
         Some("quality-collapse"),
         "the trigger acts first"
+    );
+}
+
+#[test]
+fn golden_documents_that_could_not_be_compared_leave_the_quality_check_unanswered() {
+    let quality =
+        json!({"analysis": {"quality": {"goldenDocuments": {"configMapRef": {"name": "golden"}}}}});
+    let mut world = World::at_first_step(quality, new_model());
+    for _ in 0..10 {
+        world.wait(60);
+        world.answer(Answer::Pass, &[("quality", Answer::Error)]);
+        world.decide();
+    }
+    assert_eq!(world.step_index(), Some(0), "{}", world.message());
+    assert_eq!(world.check("quality", CheckKind::Promotion), None);
+    world.wait(60);
+    assert!(
+        analysis_request(&world.input).unwrap().quality,
+        "asked again"
     );
 }
 

@@ -98,9 +98,7 @@ pub fn analysis_request(input: &Input) -> Option<AnalysisRequest> {
     let quality = quality_due(status, &checks);
     let checks = checks
         .into_iter()
-        .filter(|c| {
-            c.source != Source::CanaryVllmRestarts && (quality || c.source != Source::Quality)
-        })
+        .filter(|c| matches!(c.source, Source::Query(_)))
         .collect();
     Some(AnalysisRequest {
         checks,
@@ -108,24 +106,6 @@ pub fn analysis_request(input: &Input) -> Option<AnalysisRequest> {
         baseline,
         quality,
     })
-}
-
-/// The results of the quality checks of `request` from one golden-document comparison: the
-/// share of documents that regressed, judged by each quality check's threshold. Pass them in
-/// [`AnalysisRound::results`] with the documents in [`AnalysisRound::quality`].
-pub fn quality_results(request: &AnalysisRequest, documents: &[QualityResult]) -> Vec<CheckResult> {
-    request
-        .checks
-        .iter()
-        .filter(|check| check.source == Source::Quality)
-        .map(|check| CheckResult {
-            name: check.name.clone(),
-            kind: check.kind,
-            revision: revision_of(&request.judged, check.tier).to_owned(),
-            query: None,
-            evaluation: verdict::evaluate_quality(&check.threshold, documents),
-        })
-        .collect()
 }
 
 fn revision_of(revisions: &Revisions, tier: Tier) -> &str {
@@ -155,7 +135,10 @@ impl Machine<'_> {
             let revision = revision_of(&judged, check.tier);
             let result = match check.source {
                 Source::CanaryVllmRestarts => Some(self.restarts(&check, revision)),
-                _ => round
+                Source::Quality => {
+                    (!round.quality.is_empty()).then(|| quality(&check, revision, &round.quality))
+                }
+                Source::Query(_) => round
                     .results
                     .iter()
                     .find(|r| {
@@ -330,6 +313,18 @@ impl Machine<'_> {
                 Policy::Hold => {}
             }
         }
+    }
+}
+
+/// A quality check from one golden-document comparison: the share of documents that
+/// regressed, judged by the check's threshold.
+fn quality(check: &Check, revision: &str, documents: &[QualityResult]) -> CheckResult {
+    CheckResult {
+        name: check.name.clone(),
+        kind: check.kind,
+        revision: revision.to_owned(),
+        query: None,
+        evaluation: verdict::evaluate_quality(&check.threshold, documents),
     }
 }
 

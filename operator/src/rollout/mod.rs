@@ -25,10 +25,10 @@
 //!   on or a person runs `retry`. Errors and inconclusive verdicts never pass a gate.
 //!
 //! The controller's side of the contract:
-//! 1. Ask [`analysis_request`] whether a round of checks is due; if so render and run the
-//!    queries (and, when `quality` is set, compare the golden documents and turn them into
-//!    results with [`quality_results`]) and pass the results as [`Input::analysis`]. A check
-//!    that could not even be rendered is reported as an Error.
+//! 1. Ask [`analysis_request`] whether a round of checks is due; if so render and run its
+//!    queries (a check that cannot even be rendered is an Error result), and when `quality` is
+//!    set compare the golden documents; pass both as [`Input::analysis`]. The engine judges the
+//!    quality checks from the documents and the pod-status checks from [`Observed`] itself.
 //! 2. Remove consumed command annotations before writing status, so a command is applied at
 //!    most once even across a crash.
 //! 3. Apply [`Decision::plan`] (every revision listed is kept at the given replicas; owned
@@ -50,7 +50,7 @@ use mineru_crds::{
 
 use crate::gates::{Check, verdict::Evaluation};
 
-pub use analysis::{analysis_request, quality_results};
+pub use analysis::analysis_request;
 
 /// Everything a decision depends on.
 #[derive(Clone, Debug, PartialEq)]
@@ -156,7 +156,8 @@ pub struct AnalysisRound {
     pub at: Timestamp,
     /// One result per requested check.
     pub results: Vec<CheckResult>,
-    /// Per-document outcome of the golden-document comparison, when it ran this round.
+    /// Per-document outcome of the golden-document comparison, when it ran this round; the
+    /// engine judges the quality checks from it. Empty: not compared, the checks stay unanswered.
     pub quality: Vec<QualityResult>,
 }
 
@@ -178,7 +179,7 @@ pub struct CheckResult {
 /// What the controller asks Prometheus and the golden documents this round.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AnalysisRequest {
-    /// Checks to run (pod-status checks are the engine's own and not listed).
+    /// Prometheus checks to run (quality and pod-status checks are judged by the engine).
     pub checks: Vec<Check>,
     /// The revisions judged (`{{revision}}`, `{{canaryRevision}}`).
     pub judged: Revisions,

@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
-use mineru_crds::{CheckKind, MineruDeploymentStatus, Phase, Revisions, RolloutSpec, Verdict};
+use mineru_crds::{
+    CheckKind, MineruDeploymentStatus, Phase, QualityResult, Revisions, RolloutSpec, Verdict,
+};
 use mineru_operator::{
     gates::{
         Source,
@@ -219,10 +221,19 @@ impl World {
                 evaluation: reading(&answer, check.threshold.max.unwrap_or(1.0)),
             });
         }
+        let quality = if request.quality {
+            let answer = overrides
+                .iter()
+                .find(|(name, _)| *name == "quality")
+                .map_or(default, |(_, answer)| answer.clone());
+            golden_documents(&answer)
+        } else {
+            Vec::new()
+        };
         self.input.analysis = Some(AnalysisRound {
             at: self.input.now,
             results,
-            quality: Vec::new(),
+            quality,
         });
         true
     }
@@ -302,6 +313,28 @@ impl World {
         }
         panic!("step {before:?} never completed: {}", self.message());
     }
+}
+
+/// A golden-document comparison answering `answer`: 100 documents, 2 of them regressed for a
+/// failure (beyond the default 1%, short of the 5% collapse); none compared when the
+/// comparison could not run.
+pub fn golden_documents(answer: &Answer) -> Vec<QualityResult> {
+    let regressed = match answer {
+        Answer::Pass => 0,
+        Answer::Fail => 2,
+        Answer::Inconclusive | Answer::Error => return Vec::new(),
+    };
+    (0..100)
+        .map(|i| QualityResult {
+            document: format!("golden-{i}.pdf"),
+            similarity: if i < regressed { 0.5 } else { 0.99 },
+            verdict: if i < regressed {
+                Verdict::Fail
+            } else {
+                Verdict::Pass
+            },
+        })
+        .collect()
 }
 
 /// An evaluation as the gates module would produce it for an answer.
