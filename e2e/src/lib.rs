@@ -2,6 +2,7 @@
 //! kube-controller-manager, kube-scheduler, kwok) on loopback, built from the Go module proxy.
 
 pub mod controlplane;
+pub mod operator;
 pub mod process;
 pub mod prometheus;
 pub mod stack;

@@ -6,64 +6,13 @@
 use std::{process::Command, time::Duration};
 
 use mineru_e2e::{
-    controlplane::{ControlPlane, Nodes, OPERATOR_NAMESPACE},
-    process::{Supervised, free_port},
+    controlplane::{ControlPlane, Nodes},
+    operator::{self, get_json},
     repo_path, wait_until, workspace_binary,
 };
 use serde_json::Value;
 
 const NAMESPACE: &str = "parsing";
-
-fn install_operator_rbac(plane: &ControlPlane) {
-    plane
-        .kubectl(&["create", "namespace", OPERATOR_NAMESPACE])
-        .unwrap();
-    let chart = repo_path("charts/mineru-operator");
-    let output = Command::new(plane.bin().join("helm"))
-        .args([
-            "template",
-            "mineru-operator",
-            chart.to_str().unwrap(),
-            "--namespace",
-            OPERATOR_NAMESPACE,
-            "--kube-version",
-            "1.37.2",
-        ])
-        .args(["--show-only", "templates/serviceaccount.yaml"])
-        .args(["--show-only", "templates/clusterrole.yaml"])
-        .args(["--show-only", "templates/clusterrolebinding.yaml"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "helm template: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    plane
-        .apply(&String::from_utf8(output.stdout).unwrap())
-        .unwrap();
-}
-
-fn start_operator(plane: &ControlPlane) -> Supervised {
-    let mut operator = Command::new(workspace_binary("mineru-operator").unwrap());
-    operator
-        .env("KUBECONFIG", plane.operator_kubeconfig())
-        .env("RUST_LOG", "info,mineru_operator=debug")
-        .args([
-            "--identity",
-            "e2e-operator-0",
-            "--namespace",
-            OPERATOR_NAMESPACE,
-        ])
-        .arg(format!("--listen=127.0.0.1:{}", free_port().unwrap()));
-    Supervised::spawn("mineru-operator", operator, &plane.dir().join("logs")).unwrap()
-}
-
-fn get_json(plane: &ControlPlane, args: &[&str]) -> Value {
-    let mut full = args.to_vec();
-    full.extend(["-o", "json"]);
-    serde_json::from_str(&plane.kubectl(&full).unwrap()).unwrap()
-}
 
 /// Writes (anything but get/list/watch) by the operator's identity, leader election excluded.
 fn operator_writes(plane: &ControlPlane) -> Vec<String> {
@@ -85,21 +34,9 @@ fn operator_writes(plane: &ControlPlane) -> Vec<String> {
 #[test]
 fn a_mineru_deployment_becomes_both_tiers_and_settles_without_writes() {
     let plane = ControlPlane::start("operator", &Nodes::default()).unwrap();
-    let crds = repo_path("crds/minerudeployments.yaml");
-    plane
-        .kubectl(&["apply", "--server-side", "-f", crds.to_str().unwrap()])
-        .unwrap();
-    plane
-        .kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "crd/minerudeployments.mineru.dev",
-            "--timeout=60s",
-        ])
-        .unwrap();
-    install_operator_rbac(&plane);
+    operator::install(&plane).unwrap();
     plane.kubectl(&["create", "namespace", NAMESPACE]).unwrap();
-    let mut operator = start_operator(&plane);
+    let mut operator = operator::start(&plane, "e2e-operator-0", None).unwrap();
 
     let example = repo_path("examples/minimal.yaml");
     plane
@@ -108,7 +45,7 @@ fn a_mineru_deployment_becomes_both_tiers_and_settles_without_writes() {
 
     let status = wait_until("status Healthy", Duration::from_secs(120), || {
         operator.ensure_running().expect("the operator stopped");
-        let object = get_json(&plane, &["get", "mdep", "docs", "-n", NAMESPACE]);
+        let object = get_json(&plane, &["get", "mdep", "docs", "-n", NAMESPACE])?;
         Ok((object["status"]["phase"] == "Healthy").then(|| object["status"].clone()))
     })
     .unwrap();
@@ -136,7 +73,8 @@ fn a_mineru_deployment_becomes_both_tiers_and_settles_without_writes() {
             "-n",
             NAMESPACE,
         ],
-    );
+    )
+    .unwrap();
     assert_eq!(
         statefulset["metadata"]["ownerReferences"][0]["kind"],
         "MineruDeployment"
@@ -151,7 +89,8 @@ fn a_mineru_deployment_becomes_both_tiers_and_settles_without_writes() {
             "-n",
             NAMESPACE,
         ],
-    );
+    )
+    .unwrap();
     assert_eq!(deployment["status"]["readyReplicas"], 2);
     for kind in ["service", "networkpolicy", "poddisruptionbudget"] {
         let items = get_json(
@@ -164,7 +103,8 @@ fn a_mineru_deployment_becomes_both_tiers_and_settles_without_writes() {
                 "-l",
                 "app.kubernetes.io/instance=docs",
             ],
-        );
+        )
+        .unwrap();
         assert!(!items["items"].as_array().unwrap().is_empty(), "no {kind}");
     }
 
@@ -179,7 +119,8 @@ fn a_mineru_deployment_becomes_both_tiers_and_settles_without_writes() {
             "-l",
             "mineru.dev/tier=model",
         ],
-    );
+    )
+    .unwrap();
     for pod in pods["items"].as_array().unwrap() {
         let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
         assert!(node.starts_with("gpu-node-"), "vLLM pod on {node:?}");

@@ -9,7 +9,7 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use kube::{Api, Client, ResourceExt};
-use mineru_crds::{MineruDeployment, Revisions, Tier, Verdict};
+use mineru_crds::{MineruDeployment, MineruDeploymentStatus, Revisions, Tier, Verdict};
 
 use crate::{
     VLLM_PORT, WORKER_PORT,
@@ -63,25 +63,33 @@ pub async fn decide(
 ) -> Decision {
     let namespace = md.namespace().unwrap_or_default();
     let status = md.status.clone().unwrap_or_default();
-    if let Some(revision) = warmup_candidate(&status.stable, &desired, &observed) {
-        let url = io.resolver.url(
-            &namespace,
-            &labels::names::vllm(&md.name_any(), &revision),
-            VLLM_PORT,
-        );
-        let api_key = match &md.spec.model.api_key_secret_ref {
-            Some(reference) => secret_value(client, &namespace, &reference.name, &reference.key)
-                .await
-                .ok()
-                .flatten(),
-            None => None,
-        };
-        let model = md.spec.model.served_model_name();
-        match warmup::probe(&url, model, api_key, io.warmup_timeout).await {
-            Ok(()) => {
-                observed.warmed_up.insert(revision);
+    match warmup(&status, &desired, &observed) {
+        Warmup::NotApplicable => {}
+        Warmup::Passed(revision) => {
+            observed.warmed_up.insert(revision);
+        }
+        Warmup::Probe(revision) => {
+            let url = io.resolver.url(
+                &namespace,
+                &labels::names::vllm(&md.name_any(), &revision),
+                VLLM_PORT,
+            );
+            let api_key = match &md.spec.model.api_key_secret_ref {
+                Some(reference) => {
+                    secret_value(client, &namespace, &reference.name, &reference.key)
+                        .await
+                        .ok()
+                        .flatten()
+                }
+                None => None,
+            };
+            let model = md.spec.model.served_model_name();
+            match warmup::probe(&url, model, api_key, io.warmup_timeout).await {
+                Ok(()) => {
+                    observed.warmed_up.insert(revision);
+                }
+                Err(error) => tracing::info!(%error, "canary vLLM not warm yet"),
             }
-            Err(error) => tracing::info!(%error, "canary vLLM not warm yet"),
         }
     }
 
@@ -102,16 +110,36 @@ pub async fn decide(
     rollout::step(&input)
 }
 
-/// The model revision that needs its warm-up checked: a canary vLLM that has ready replicas.
-fn warmup_candidate(
-    stable: &Option<Revisions>,
-    desired: &Revisions,
-    observed: &Observed,
-) -> Option<String> {
-    let stable = stable.as_ref()?;
+/// What the canary vLLM's warm-up looks like this round.
+#[derive(Debug, PartialEq, Eq)]
+enum Warmup {
+    /// Nothing to warm: no rollout, a worker-only change, or no ready replica yet.
+    NotApplicable,
+    /// The canary already took traffic: warm-up gated its first traffic and is not asked again;
+    /// from here on the gates judge it.
+    Passed(String),
+    /// Probe this revision.
+    Probe(String),
+}
+
+fn warmup(status: &MineruDeploymentStatus, desired: &Revisions, observed: &Observed) -> Warmup {
+    let Some(stable) = &status.stable else {
+        return Warmup::NotApplicable;
+    };
     let revision = &desired.model_revision;
+    if revision == &stable.model_revision {
+        return Warmup::NotApplicable;
+    }
+    let serving = status.canary.as_ref() == Some(desired) && status.canary_weight.unwrap_or(0) > 0;
+    if serving {
+        return Warmup::Passed(revision.clone());
+    }
     let ready = observed.model_ready.get(revision).copied().unwrap_or(0);
-    (revision != &stable.model_revision && ready > 0).then(|| revision.clone())
+    if ready > 0 {
+        Warmup::Probe(revision.clone())
+    } else {
+        Warmup::NotApplicable
+    }
 }
 
 async fn analyse(
@@ -293,30 +321,47 @@ mod tests {
         }
     }
 
+    fn status(
+        stable: Option<Revisions>,
+        canary: Option<Revisions>,
+        weight: Option<i32>,
+    ) -> MineruDeploymentStatus {
+        MineruDeploymentStatus {
+            stable,
+            canary,
+            canary_weight: weight,
+            ..MineruDeploymentStatus::default()
+        }
+    }
+
     #[test]
-    fn only_a_ready_canary_vllm_is_probed() {
+    fn only_a_ready_canary_vllm_before_its_first_traffic_is_probed() {
         let stable = Some(revisions("m-1", "w-1"));
+        let canary = revisions("m-2", "w-2");
         let mut observed = Observed::default();
         observed.model_ready.insert("m-2".into(), 0);
-        assert_eq!(
-            warmup_candidate(&stable, &revisions("m-2", "w-2"), &observed),
-            None
-        );
+        let warming = status(stable.clone(), Some(canary.clone()), Some(0));
+        assert_eq!(warmup(&warming, &canary, &observed), Warmup::NotApplicable);
         observed.model_ready.insert("m-2".into(), 1);
         assert_eq!(
-            warmup_candidate(&stable, &revisions("m-2", "w-2"), &observed),
-            Some("m-2".into())
+            warmup(&warming, &canary, &observed),
+            Warmup::Probe("m-2".into())
+        );
+        // Once it took traffic, the gates judge it: a later failure is a breach, not "cold".
+        let serving = status(stable.clone(), Some(canary.clone()), Some(10));
+        assert_eq!(
+            warmup(&serving, &canary, &observed),
+            Warmup::Passed("m-2".into())
         );
         // A worker-only change keeps the stable vLLM: nothing to warm up.
-        observed.model_ready.insert("m-1".into(), 1);
         assert_eq!(
-            warmup_candidate(&stable, &revisions("m-1", "w-2"), &observed),
-            None
+            warmup(&warming, &revisions("m-1", "w-2"), &observed),
+            Warmup::NotApplicable
         );
         // The first deployment has no traffic to protect.
         assert_eq!(
-            warmup_candidate(&None, &revisions("m-2", "w-2"), &observed),
-            None
+            warmup(&status(None, None, None), &canary, &observed),
+            Warmup::NotApplicable
         );
     }
 }

@@ -1,0 +1,69 @@
+//! The operator as users install it: the CRD with kubectl, the chart's RBAC, and the binary
+//! running as its own process under the ServiceAccount identity the chart binds.
+
+use std::{path::Path, process::Command};
+
+use anyhow::{Result, bail};
+use serde_json::Value;
+
+use crate::{
+    controlplane::{ControlPlane, OPERATOR_NAMESPACE},
+    process::{Supervised, free_port},
+    repo_path, workspace_binary,
+};
+
+/// Applies the CRD (and waits until it is served) and the chart's ServiceAccount, ClusterRole
+/// and ClusterRoleBinding.
+pub fn install(plane: &ControlPlane) -> Result<()> {
+    let crds = repo_path("crds/minerudeployments.yaml");
+    plane.kubectl(&["apply", "--server-side", "-f", crds.to_str().unwrap()])?;
+    plane.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/minerudeployments.mineru.dev",
+        "--timeout=60s",
+    ])?;
+    plane.kubectl(&["create", "namespace", OPERATOR_NAMESPACE])?;
+    let chart = repo_path("charts/mineru-operator");
+    let output = Command::new(plane.bin().join("helm"))
+        .args(["template", "mineru-operator", chart.to_str().unwrap()])
+        .args([
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--kube-version",
+            "1.37.2",
+        ])
+        .args(["--show-only", "templates/serviceaccount.yaml"])
+        .args(["--show-only", "templates/clusterrole.yaml"])
+        .args(["--show-only", "templates/clusterrolebinding.yaml"])
+        .output()?;
+    if !output.status.success() {
+        bail!("helm template: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    plane.apply(&String::from_utf8(output.stdout)?)?;
+    Ok(())
+}
+
+/// Starts the operator with the ServiceAccount's credentials; `service_map` maps in-cluster
+/// Services to the local data-plane processes.
+pub fn start(plane: &ControlPlane, name: &str, service_map: Option<&Path>) -> Result<Supervised> {
+    let mut operator = Command::new(workspace_binary("mineru-operator")?);
+    operator
+        .env("KUBECONFIG", plane.operator_kubeconfig())
+        .env("RUST_LOG", "info,mineru_operator=debug")
+        .args(["--identity", name, "--namespace", OPERATOR_NAMESPACE])
+        // A killed leader's Lease must expire quickly for its successor in restart tests.
+        .args(["--lease-duration-seconds", "3"])
+        .arg(format!("--listen=127.0.0.1:{}", free_port()?));
+    if let Some(path) = service_map {
+        operator.arg("--service-map").arg(path);
+    }
+    Supervised::spawn(name, operator, &plane.dir().join("logs"))
+}
+
+/// `kubectl get ... -o json`, parsed.
+pub fn get_json(plane: &ControlPlane, args: &[&str]) -> Result<Value> {
+    let mut full = args.to_vec();
+    full.extend(["-o", "json"]);
+    Ok(serde_json::from_str(&plane.kubectl(&full)?)?)
+}
