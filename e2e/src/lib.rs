@@ -5,6 +5,7 @@ pub mod controlplane;
 pub mod operator;
 pub mod process;
 pub mod prometheus;
+pub mod scenario;
 pub mod stack;
 
 /// Path of a file in the repository, from the e2e crate.

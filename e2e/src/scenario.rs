@@ -1,0 +1,424 @@
+//! A rollout scenario as the e2e tests and the demo run it: the control plane with the operator
+//! installed as users install it, a Gateway API HTTPRoute, a real Prometheus, both revisions'
+//! data planes as local processes (vllm-sim and mineru-worker serve), and a load generator that
+//! sends documents in the proportions the HTTPRoute says.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::Duration,
+};
+
+use mineru_crds::{MineruDeployment, Revisions};
+use mineru_operator::reconcile::SpecRevisions;
+use serde_json::Value;
+
+use crate::{
+    controlplane::{ControlPlane, Nodes},
+    operator::{self, get_json},
+    process::Supervised,
+    prometheus::Prometheus,
+    repo_path,
+    stack::{Simulator, Worker, write_service_map},
+    wait_until,
+};
+
+/// Namespace of the scenario's MineruDeployment.
+pub const NAMESPACE: &str = "parsing";
+const STABLE_IMAGE: &str = "vllm/vllm-openai:v0.11.0";
+const CANARY_IMAGE: &str = "vllm/vllm-openai:v0.11.1";
+
+/// The share of a revision's requests that did not succeed, over the last 20 s.
+const ERROR_RATIO: &str = r#"sum(rate(mineru_worker_requests_total{namespace="{{namespace}}",revision="{{revision}}",outcome!="success"}[20s])) / sum(rate(mineru_worker_requests_total{namespace="{{namespace}}",revision="{{revision}}"}[20s]))"#;
+
+/// The scenario's MineruDeployment: fast steps, Gateway API routing, an error-ratio criterion
+/// against stable and an error-spike trigger.
+pub fn manifest(model_image: &str, prometheus: &str) -> String {
+    format!(
+        r#"apiVersion: mineru.dev/v1alpha1
+kind: MineruDeployment
+metadata: {{name: docs, namespace: {NAMESPACE}}}
+spec:
+  model: {{image: "{model_image}", model: opendatalab/MinerU2.5-2509-1.2B, servedModelName: mineru}}
+  worker: {{image: registry.example/mineru-worker:0.1.0, replicas: 1}}
+  rollout:
+    steps: [{{weight: 10, pause: 6s}}, {{weight: 50, pause: 6s}}, {{weight: 100}}]
+    trafficRouting: {{gatewayAPI: {{httpRoute: {{name: mineru}}}}}}
+    progressDeadline: 2m
+    scaleDownDelay: 2s
+    postPromotionWindow: 4s
+    analysis:
+      prometheus: {{address: "{prometheus}"}}
+      interval: 2s
+      defaultCriteria: false
+      promotionCriteria:
+      - name: error-ratio
+        query: '{ERROR_RATIO}'
+        samplesQuery: 'sum(increase(mineru_worker_requests_total{{namespace="{{{{namespace}}}}",revision="{{{{revision}}}}"}}[20s]))'
+        minSamples: 2
+        maxRatioToStable: 1.5
+        ratioFloor: 0.05
+      rollbackTriggers:
+      - name: error-spike
+        query: '{ERROR_RATIO}'
+        max: 0.5
+        for: 0s
+"#
+    )
+}
+
+/// The revisions a manifest makes (hashes of its pod templates).
+pub fn revisions_of(manifest: &str) -> Revisions {
+    let md: MineruDeployment = serde_yaml::from_str(manifest).unwrap();
+    SpecRevisions::of("docs", &md.spec).unwrap().revisions
+}
+
+const ROUTE: &str = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mineru, namespace: parsing}
+spec:
+  parentRefs: [{name: public}]
+  rules:
+  - backendRefs: [{name: docs, port: 8000}]
+";
+
+/// Everything one scenario runs: the cluster, Prometheus, both revisions' processes, the
+/// operator, and a load generator that follows the HTTPRoute's weights.
+pub struct Scenario {
+    pub plane: ControlPlane,
+    pub prometheus: Prometheus,
+    pub stable: Revisions,
+    pub canary: Revisions,
+    pub canary_manifest: String,
+    operator: Option<Supervised>,
+    service_map: std::path::PathBuf,
+    data_plane: Vec<(Simulator, Worker)>,
+    pub load: Load,
+}
+
+impl Scenario {
+    /// Brings everything up and the operator with it; `nodes` sizes the GPU pool.
+    pub fn start(test: &str, nodes: &Nodes) -> Scenario {
+        let plane = ControlPlane::start(test, nodes).unwrap();
+        operator::install(&plane).unwrap();
+        let gateway_crds = plane.gateway_api_crds().to_str().unwrap().to_owned();
+        plane
+            .kubectl(&["apply", "--server-side", "-f", &gateway_crds])
+            .unwrap();
+        plane
+            .kubectl(&[
+                "wait",
+                "--for=condition=Established",
+                "crd/httproutes.gateway.networking.k8s.io",
+                "--timeout=60s",
+            ])
+            .unwrap();
+        plane.kubectl(&["create", "namespace", NAMESPACE]).unwrap();
+        plane.apply(ROUTE).unwrap();
+
+        // Revisions are hashes of the pod templates, so the test knows them before applying.
+        let logs = plane.dir().join("logs");
+        let placeholder = "http://prometheus.invalid";
+        let stable = revisions_of(&manifest(STABLE_IMAGE, placeholder));
+        let canary = revisions_of(&manifest(CANARY_IMAGE, placeholder));
+        let mut data_plane = Vec::new();
+        let mut services = BTreeMap::new();
+        let mut targets = Vec::new();
+        for revisions in [&stable, &canary] {
+            let simulator =
+                Simulator::start(&revisions.model_revision, "mineru", &[], &logs).unwrap();
+            let worker = Worker::start(
+                &revisions.worker_revision,
+                &simulator.url(),
+                "mineru",
+                &logs,
+            )
+            .unwrap();
+            services.insert(
+                format!("{NAMESPACE}/docs-vllm-{}", revisions.model_revision),
+                simulator.url(),
+            );
+            services.insert(
+                format!("{NAMESPACE}/docs-worker-{}", revisions.worker_revision),
+                worker.url(),
+            );
+            targets.push(simulator.target(NAMESPACE));
+            targets.push(worker.target(NAMESPACE));
+            data_plane.push((simulator, worker));
+        }
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let prometheus = runtime
+            .block_on(Prometheus::start(
+                &plane.dir().join("prometheus"),
+                &targets,
+                Duration::from_secs(1),
+            ))
+            .unwrap();
+        let service_map = write_service_map(&plane.dir().join("services.json"), &services).unwrap();
+        let workers: BTreeMap<String, String> = services
+            .iter()
+            .filter_map(|(key, url)| {
+                key.strip_prefix(&format!("{NAMESPACE}/"))
+                    .map(|s| (s.to_owned(), url.clone()))
+            })
+            .filter(|(service, _)| service.starts_with("docs-worker-"))
+            .collect();
+        let load = Load::start(&plane, workers);
+        let canary_manifest = manifest(CANARY_IMAGE, prometheus.url());
+        let mut scenario = Scenario {
+            operator: None,
+            service_map,
+            prometheus,
+            stable,
+            canary,
+            canary_manifest,
+            data_plane,
+            load,
+            plane,
+        };
+        scenario.restart_operator("operator-0");
+        scenario
+    }
+
+    /// From now on the canary's vLLM answers every inference request with 503.
+    pub fn fail_canary_vllm(&self) {
+        let faults = serde_json::json!({"latency_ms": 0, "latency_jitter_ms": 0, "error_rate": 1.0, "drop_rate": 0.0});
+        self.data_plane[1].0.set_faults(faults).unwrap();
+    }
+
+    pub fn restart_operator(&mut self, name: &str) {
+        if let Some(mut old) = self.operator.take() {
+            old.kill();
+        }
+        self.operator = Some(operator::start(&self.plane, name, Some(&self.service_map)).unwrap());
+    }
+
+    pub fn apply(&self, manifest: &str) {
+        self.plane.apply(manifest).unwrap();
+    }
+
+    /// Panics with the operator's last log lines if it has died.
+    pub fn ensure_operator_running(&mut self) {
+        if let Some(operator) = &mut self.operator {
+            operator.ensure_running().expect("the operator stopped");
+        }
+    }
+
+    /// The MineruDeployment's status now.
+    pub fn status(&mut self) -> Value {
+        self.ensure_operator_running();
+        get_json(&self.plane, &["get", "mdep", "docs", "-n", NAMESPACE]).unwrap()["status"].clone()
+    }
+
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        budget: Duration,
+        mut done: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        wait_until(what, budget, || {
+            let status = self.status();
+            Ok(done(&status).then_some(status))
+        })
+        .unwrap_or_else(|error| panic!("{error}\nlast status: {}", self.status()))
+    }
+
+    pub fn settle_on_stable(&mut self) {
+        let stable = self.stable.clone();
+        let manifest = manifest(STABLE_IMAGE, self.prometheus.url());
+        self.apply(&manifest);
+        self.wait_for(
+            "the first revision to be Healthy",
+            Duration::from_secs(90),
+            |s| {
+                s["phase"] == "Healthy"
+                    && s["stable"]["modelRevision"] == stable.model_revision.as_str()
+            },
+        );
+    }
+}
+
+/// A status revision pair (`stable`, `canary`) as (model, worker).
+pub fn pair(status: &Value, key: &str) -> Option<(String, String)> {
+    let revisions = status.get(key)?;
+    Some((
+        revisions["modelRevision"].as_str()?.to_owned(),
+        revisions["workerRevision"].as_str()?.to_owned(),
+    ))
+}
+
+/// Sends `/file_parse` requests to the worker Services in the proportions the HTTPRoute says,
+/// as a Gateway would; counts the answers per revision.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    answers: Arc<Mutex<BTreeMap<String, (u32, u32)>>>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(plane: &ControlPlane, workers: BTreeMap<String, String>) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let weights: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
+        let answers: Arc<Mutex<BTreeMap<String, (u32, u32)>>> = Arc::default();
+        let kubeconfig = plane.admin_kubeconfig();
+        let kubectl = plane.bin().join("kubectl");
+        let route_reader = {
+            let (stop, weights) = (stop.clone(), weights.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let output = std::process::Command::new(&kubectl)
+                        .arg("--kubeconfig")
+                        .arg(&kubeconfig)
+                        .args([
+                            "get",
+                            "httproute",
+                            "mineru",
+                            "-n",
+                            NAMESPACE,
+                            "-o",
+                            "jsonpath={range .spec.rules[0].backendRefs[*]}{.name}={.weight} {end}",
+                        ])
+                        .output();
+                    if let Ok(output) = output {
+                        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+                        let parsed = text
+                            .split_whitespace()
+                            .filter_map(|pair| pair.split_once('='))
+                            .map(|(name, weight)| (name.to_owned(), weight.parse().unwrap_or(1)))
+                            .collect();
+                        *weights.lock().unwrap() = parsed;
+                    }
+                    thread::sleep(Duration::from_millis(500));
+                }
+            })
+        };
+        let sender = {
+            let (stop, weights, answers) = (stop.clone(), weights.clone(), answers.clone());
+            let pdf = std::fs::read(repo_path("examples/documents/sample.pdf")).unwrap();
+            thread::spawn(move || {
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .unwrap();
+                let mut tick: u32 = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    tick = tick.wrapping_add(1);
+                    let current = weights.lock().unwrap().clone();
+                    let total: u32 = current.iter().map(|(_, w)| w).sum();
+                    // Deterministic proportional choice: request n goes to the backend whose
+                    // cumulative weight first exceeds n mod total.
+                    let target = (total > 0).then(|| {
+                        let mut point = tick % total;
+                        current.iter().find(|(_, weight)| {
+                            if point < *weight {
+                                true
+                            } else {
+                                point -= weight;
+                                false
+                            }
+                        })
+                    });
+                    let Some(Some((service, _))) = target else {
+                        thread::sleep(Duration::from_millis(100));
+                        continue;
+                    };
+                    let Some(url) = workers.get(service) else {
+                        thread::sleep(Duration::from_millis(100));
+                        continue;
+                    };
+                    let form = reqwest::blocking::multipart::Form::new()
+                        .part(
+                            "files",
+                            reqwest::blocking::multipart::Part::bytes(pdf.clone())
+                                .file_name("sample.pdf"),
+                        )
+                        .text("backend", "vlm");
+                    let ok = client
+                        .post(format!("{url}/file_parse"))
+                        .multipart(form)
+                        .send()
+                        .is_ok_and(|response| response.status().is_success());
+                    let revision = service.trim_start_matches("docs-worker-").to_owned();
+                    let mut answers = answers.lock().unwrap();
+                    let entry = answers.entry(revision).or_default();
+                    if ok {
+                        entry.0 += 1;
+                    } else {
+                        entry.1 += 1;
+                    }
+                    drop(answers);
+                    thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        Load {
+            stop,
+            answers,
+            threads: vec![route_reader, sender],
+        }
+    }
+
+    /// (successes, failures) seen by a worker revision.
+    pub fn answers(&self, revision: &str) -> (u32, u32) {
+        self.answers
+            .lock()
+            .unwrap()
+            .get(revision)
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Scenario {
+    /// Follows the rollout until the canary is stable, recording (step, weight) each time a
+    /// step begins and killing the operator right then.
+    pub fn wait_for_steps(
+        &mut self,
+        seen: &mut Vec<(i64, i64)>,
+        restarts: &mut u32,
+        canary: &Revisions,
+    ) -> Value {
+        let budget = Duration::from_secs(240);
+        let deadline = std::time::Instant::now() + budget;
+        loop {
+            let status = self.status();
+            let promoted = pair(&status, "stable")
+                == Some((
+                    canary.model_revision.clone(),
+                    canary.worker_revision.clone(),
+                ));
+            if let (Some(step), Some(weight)) = (
+                status["currentStep"].as_i64(),
+                status["canaryWeight"].as_i64(),
+            ) && status["canary"].is_object()
+                && weight > 0
+                && seen.last().map(|(s, _)| *s) != Some(step)
+            {
+                seen.push((step, weight));
+                *restarts += 1;
+                self.restart_operator(&format!("operator-{restarts}"));
+            }
+            if promoted && status["phase"] == "Healthy" {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no promotion within {budget:?}; last status: {status}"
+            );
+            thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
