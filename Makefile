@@ -5,13 +5,17 @@ CARGO ?= cargo
 
 .PHONY: demo test deps lint crds
 
-## Parse the sample document with the worker on embedded defaults (text backend, no GPU).
+## The local demo on embedded defaults: the worker parses a sample document, then a real
+## control plane, Prometheus, workers and the vLLM simulator run a rollout that is promoted and
+## one that is rolled back.
 demo: deps
-	$(CARGO) build --release -p mineru-worker --bin mineru-worker
-	./target/release/mineru-worker parse examples/documents/sample.pdf -o target/demo
+	$(CARGO) build --workspace --bins
+	./target/debug/mineru-worker parse examples/documents/sample.pdf -o target/demo
 	@echo
-	@echo "=== target/demo/sample/sample.md ==="
+	@echo "=== target/demo/sample/sample.md (text backend, no GPU) ==="
 	@cat target/demo/sample/sample.md
+	@echo
+	./target/debug/mineru-demo
 
 ## Every check CI runs: formatting, lints, unit, component and end-to-end tests.
 test: deps lint

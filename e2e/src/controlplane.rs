@@ -150,6 +150,19 @@ impl ControlPlane {
         &self.toolchain.gateway_api_crds
     }
 
+    /// Installs the Gateway API CRDs and waits until HTTPRoutes are served.
+    pub fn install_gateway_api(&self) -> Result<()> {
+        let crds = self.gateway_api_crds().to_string_lossy().into_owned();
+        self.kubectl(&["apply", "--server-side", "-f", &crds])?;
+        self.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/httproutes.gateway.networking.k8s.io",
+            "--timeout=60s",
+        ])?;
+        Ok(())
+    }
+
     /// Runs kubectl as the administrator and returns its output, successful or not.
     pub fn kubectl_output(&self, args: &[&str]) -> Result<Output> {
         Command::new(self.toolchain.bin.join("kubectl"))

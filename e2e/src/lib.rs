@@ -15,21 +15,25 @@ pub fn repo_path(relative: &str) -> std::path::PathBuf {
         .join(relative)
 }
 
-/// A workspace binary built by `cargo test --workspace --all-targets` (or `cargo build`), found
-/// next to the test executable's directory.
+/// A workspace binary built by `cargo build --workspace --bins` (make test and make demo do),
+/// found beside the running executable or, for a test executable, one directory up.
 pub fn workspace_binary(name: &str) -> anyhow::Result<std::path::PathBuf> {
-    let test_executable = std::env::current_exe()?;
-    let profile_dir = test_executable
-        .parent()
-        .and_then(std::path::Path::parent)
-        .ok_or_else(|| anyhow::anyhow!("unexpected test executable path {test_executable:?}"))?;
-    let binary = profile_dir.join(name);
-    anyhow::ensure!(
-        binary.is_file(),
-        "{} is not built: run `cargo build --workspace --bins` (make test does)",
-        binary.display()
-    );
-    Ok(binary)
+    let executable = std::env::current_exe()?;
+    let candidates: Vec<std::path::PathBuf> = executable
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join(name))
+        .collect();
+    candidates
+        .iter()
+        .find(|binary| binary.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{name} is not built (looked at {candidates:?}): run `cargo build --workspace --bins`"
+            )
+        })
 }
 
 /// Polls `check` until it returns `Some`, or fails with `what` and the last error after `budget`.

@@ -105,18 +105,7 @@ impl Scenario {
     pub fn start(test: &str, nodes: &Nodes) -> Scenario {
         let plane = ControlPlane::start(test, nodes).unwrap();
         operator::install(&plane).unwrap();
-        let gateway_crds = plane.gateway_api_crds().to_str().unwrap().to_owned();
-        plane
-            .kubectl(&["apply", "--server-side", "-f", &gateway_crds])
-            .unwrap();
-        plane
-            .kubectl(&[
-                "wait",
-                "--for=condition=Established",
-                "crd/httproutes.gateway.networking.k8s.io",
-                "--timeout=60s",
-            ])
-            .unwrap();
+        plane.install_gateway_api().unwrap();
         plane.kubectl(&["create", "namespace", NAMESPACE]).unwrap();
         plane.apply(ROUTE).unwrap();
 
@@ -201,6 +190,28 @@ impl Scenario {
         self.plane.apply(manifest).unwrap();
     }
 
+    /// The HTTPRoute's weights now, as `service=weight ...`.
+    pub fn route_weights(&self) -> String {
+        self.plane
+            .kubectl(&ROUTE_WEIGHTS)
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// Applies the spec that changes the model: the canary's revisions.
+    pub fn apply_canary(&self) {
+        self.apply(&self.canary_manifest);
+    }
+
+    /// Applies the canary spec and waits until the canary takes its first traffic.
+    pub fn begin_canary(&mut self) {
+        self.apply_canary();
+        self.wait_for("the canary's first step", Duration::from_secs(120), |s| {
+            s["canaryWeight"].as_i64().is_some_and(|w| w > 0)
+        });
+    }
+
     /// Panics with the operator's last log lines if it has died.
     pub fn ensure_operator_running(&mut self) {
         if let Some(operator) = &mut self.operator {
@@ -251,6 +262,17 @@ pub fn pair(status: &Value, key: &str) -> Option<(String, String)> {
     ))
 }
 
+/// kubectl arguments printing the HTTPRoute's weights as `service=weight ...`.
+const ROUTE_WEIGHTS: [&str; 7] = [
+    "get",
+    "httproute",
+    "mineru",
+    "-n",
+    NAMESPACE,
+    "-o",
+    "jsonpath={range .spec.rules[0].backendRefs[*]}{.name}={.weight} {end}",
+];
+
 /// Sends `/file_parse` requests to the worker Services in the proportions the HTTPRoute says,
 /// as a Gateway would; counts the answers per revision.
 pub struct Load {
@@ -273,15 +295,7 @@ impl Load {
                     let output = std::process::Command::new(&kubectl)
                         .arg("--kubeconfig")
                         .arg(&kubeconfig)
-                        .args([
-                            "get",
-                            "httproute",
-                            "mineru",
-                            "-n",
-                            NAMESPACE,
-                            "-o",
-                            "jsonpath={range .spec.rules[0].backendRefs[*]}{.name}={.weight} {end}",
-                        ])
+                        .args(ROUTE_WEIGHTS)
                         .output();
                     if let Ok(output) = output {
                         let text = String::from_utf8_lossy(&output.stdout).into_owned();

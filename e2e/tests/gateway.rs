@@ -42,18 +42,7 @@ async fn httproute_weights_follow_the_rollout() {
         },
     )
     .unwrap();
-    let crds = plane.gateway_api_crds().to_str().unwrap().to_owned();
-    plane
-        .kubectl(&["apply", "--server-side", "-f", &crds])
-        .unwrap();
-    plane
-        .kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "crd/httproutes.gateway.networking.k8s.io",
-            "--timeout=60s",
-        ])
-        .unwrap();
+    plane.install_gateway_api().unwrap();
     plane.kubectl(&["create", "namespace", "parsing"]).unwrap();
     let client = plane.admin_client().await.unwrap();
 

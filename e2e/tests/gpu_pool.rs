@@ -20,8 +20,7 @@ fn a_full_gpu_pool_replaces_stable_in_place_and_still_promotes() {
     let mut scenario = Scenario::start("rollout-gpu-pool", &nodes);
     scenario.settle_on_stable();
     let canary = scenario.canary.clone();
-    let canary_manifest = scenario.canary_manifest.clone();
-    scenario.apply(&canary_manifest);
+    scenario.apply_canary();
 
     // The canary's pod waits for a GPU, and the engine makes room by stopping stable vLLM.
     let events = wait_until(

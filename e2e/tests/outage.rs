@@ -14,11 +14,7 @@ fn a_dead_prometheus_holds_the_rollout_and_never_promotes() {
     let mut scenario = Scenario::start("rollout-outage", &Nodes::default());
     scenario.settle_on_stable();
     let (stable, canary) = (scenario.stable.clone(), scenario.canary.clone());
-    let canary_manifest = scenario.canary_manifest.clone();
-    scenario.apply(&canary_manifest);
-    scenario.wait_for("the canary's first step", Duration::from_secs(120), |s| {
-        s["canaryWeight"].as_i64().is_some_and(|w| w > 0)
-    });
+    scenario.begin_canary();
 
     scenario.prometheus.stop();
     let holding = scenario.wait_for("query errors in status", Duration::from_secs(60), |s| {

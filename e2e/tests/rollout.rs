@@ -21,8 +21,7 @@ fn a_healthy_canary_walks_10_50_100_through_operator_crashes_and_is_promoted() {
             stable.worker_revision, canary.worker_revision,
             "a model change makes new workers too"
         );
-        let canary_manifest = scenario.canary_manifest.clone();
-        scenario.apply(&canary_manifest);
+        scenario.apply_canary();
 
         // Walk the steps; SIGKILL the operator whenever a new step begins and start another.
         let mut seen_steps: Vec<(i64, i64)> = Vec::new();
@@ -72,12 +71,8 @@ fn a_failing_canary_is_rolled_back_with_evidence_and_stays_out() {
     {
         scenario.settle_on_stable();
         let (stable, canary) = (scenario.stable.clone(), scenario.canary.clone());
-        let canary_manifest = scenario.canary_manifest.clone();
-        scenario.apply(&canary_manifest);
         // The canary warms up and takes its first traffic, then its vLLM starts failing.
-        scenario.wait_for("the canary's first step", Duration::from_secs(120), |s| {
-            s["canaryWeight"].as_i64().is_some_and(|w| w > 0)
-        });
+        scenario.begin_canary();
         scenario.fail_canary_vllm();
 
         let status = scenario.wait_for(
@@ -126,20 +121,8 @@ fn a_failing_canary_is_rolled_back_with_evidence_and_stays_out() {
         );
 
         // Traffic is back on stable and the failed revision is not retried while the spec stays.
-        let weights = scenario
-            .plane
-            .kubectl(&[
-                "get",
-                "httproute",
-                "mineru",
-                "-n",
-                NAMESPACE,
-                "-o",
-                "jsonpath={range .spec.rules[0].backendRefs[*]}{.name}={.weight} {end}",
-            ])
-            .unwrap();
         assert_eq!(
-            weights.trim(),
+            scenario.route_weights(),
             format!("docs-worker-{}=100", stable.worker_revision)
         );
         thread::sleep(Duration::from_secs(8));
