@@ -2,6 +2,7 @@
 # Both install what they need first (idempotent, cached outside the repository).
 
 CARGO ?= cargo
+BIN := $(or $(CARGO_TARGET_DIR),target)/debug
 
 .PHONY: demo test deps lint crds
 
@@ -10,12 +11,12 @@ CARGO ?= cargo
 ## one that is rolled back.
 demo: deps
 	$(CARGO) build --workspace --bins
-	./target/debug/mineru-worker parse examples/documents/sample.pdf -o target/demo
+	$(BIN)/mineru-worker parse examples/documents/sample.pdf -o target/demo
 	@echo
 	@echo "=== target/demo/sample/sample.md (text backend, no GPU) ==="
 	@cat target/demo/sample/sample.md
 	@echo
-	./target/debug/mineru-demo
+	$(BIN)/mineru-demo
 
 ## Every check CI runs: formatting, lints, unit, component and end-to-end tests.
 test: deps lint

@@ -32,8 +32,8 @@ pub const NAMESPACE: &str = "parsing";
 const STABLE_IMAGE: &str = "vllm/vllm-openai:v0.11.0";
 const CANARY_IMAGE: &str = "vllm/vllm-openai:v0.11.1";
 
-/// The share of a revision's requests that did not succeed, over the last 20 s.
-const ERROR_RATIO: &str = r#"sum(rate(mineru_worker_requests_total{namespace="{{namespace}}",revision="{{revision}}",outcome!="success"}[20s])) / sum(rate(mineru_worker_requests_total{namespace="{{namespace}}",revision="{{revision}}"}[20s]))"#;
+/// The share of a revision's requests that did not succeed, over the last minute.
+const ERROR_RATIO: &str = r#"sum(rate(mineru_worker_requests_total{namespace="{{namespace}}",revision="{{revision}}",outcome!="success"}[60s])) / sum(rate(mineru_worker_requests_total{namespace="{{namespace}}",revision="{{revision}}"}[60s]))"#;
 
 /// The scenario's MineruDeployment: fast steps, Gateway API routing, an error-ratio criterion
 /// against stable and an error-spike trigger.
@@ -58,7 +58,7 @@ spec:
       promotionCriteria:
       - name: error-ratio
         query: '{ERROR_RATIO}'
-        samplesQuery: 'sum(increase(mineru_worker_requests_total{{namespace="{{{{namespace}}}}",revision="{{{{revision}}}}"}}[20s]))'
+        samplesQuery: 'sum(increase(mineru_worker_requests_total{{namespace="{{{{namespace}}}}",revision="{{{{revision}}}}"}}[60s]))'
         minSamples: 2
         maxRatioToStable: 1.5
         ratioFloor: 0.05
@@ -262,6 +262,10 @@ pub fn pair(status: &Value, key: &str) -> Option<(String, String)> {
     ))
 }
 
+/// Concurrent clients: enough that a 10% canary sees requests in every analysis window even
+/// on a busy machine.
+const SENDERS: usize = 3;
+
 /// kubectl arguments printing the HTTPRoute's weights as `service=weight ...`.
 const ROUTE_WEIGHTS: [&str; 7] = [
     "get",
@@ -310,69 +314,72 @@ impl Load {
                 }
             })
         };
-        let sender = {
-            let (stop, weights, answers) = (stop.clone(), weights.clone(), answers.clone());
-            let pdf = std::fs::read(repo_path("examples/documents/sample.pdf")).unwrap();
-            thread::spawn(move || {
-                let client = reqwest::blocking::Client::builder()
-                    .timeout(Duration::from_secs(30))
-                    .build()
-                    .unwrap();
-                let mut tick: u32 = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    tick = tick.wrapping_add(1);
-                    let current = weights.lock().unwrap().clone();
-                    let total: u32 = current.iter().map(|(_, w)| w).sum();
-                    // Deterministic proportional choice: request n goes to the backend whose
-                    // cumulative weight first exceeds n mod total.
-                    let target = (total > 0).then(|| {
-                        let mut point = tick % total;
-                        current.iter().find(|(_, weight)| {
-                            if point < *weight {
-                                true
-                            } else {
-                                point -= weight;
-                                false
-                            }
-                        })
-                    });
-                    let Some(Some((service, _))) = target else {
+        let workers = Arc::new(workers);
+        let senders: Vec<_> = (0..SENDERS)
+            .map(|_| {
+                let (stop, weights, answers) = (stop.clone(), weights.clone(), answers.clone());
+                let workers = workers.clone();
+                let pdf = std::fs::read(repo_path("examples/documents/sample.pdf")).unwrap();
+                thread::spawn(move || {
+                    let client = reqwest::blocking::Client::builder()
+                        .timeout(Duration::from_secs(30))
+                        .build()
+                        .unwrap();
+                    // Smooth weighted round robin (as nginx balances): every backend gains its weight
+                    // each request and the one furthest ahead is picked, so a 10% canary gets every
+                    // tenth request rather than a burst after ninety stable ones.
+                    let mut credit: BTreeMap<String, i64> = BTreeMap::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let current = weights.lock().unwrap().clone();
+                        let total: i64 = current.iter().map(|(_, w)| i64::from(*w)).sum();
+                        if total == 0 {
+                            thread::sleep(Duration::from_millis(100));
+                            continue;
+                        }
+                        credit.retain(|name, _| current.iter().any(|(service, _)| service == name));
+                        for (service, weight) in &current {
+                            *credit.entry(service.clone()).or_default() += i64::from(*weight);
+                        }
+                        let service = credit
+                            .iter()
+                            .max_by_key(|(_, credit)| **credit)
+                            .map(|(service, _)| service.clone())
+                            .expect("weights are not empty");
+                        *credit.get_mut(&service).expect("picked from credit") -= total;
+                        let Some(url) = workers.get(&service) else {
+                            thread::sleep(Duration::from_millis(100));
+                            continue;
+                        };
+                        let form = reqwest::blocking::multipart::Form::new()
+                            .part(
+                                "files",
+                                reqwest::blocking::multipart::Part::bytes(pdf.clone())
+                                    .file_name("sample.pdf"),
+                            )
+                            .text("backend", "vlm");
+                        let ok = client
+                            .post(format!("{url}/file_parse"))
+                            .multipart(form)
+                            .send()
+                            .is_ok_and(|response| response.status().is_success());
+                        let revision = service.trim_start_matches("docs-worker-").to_owned();
+                        let mut answers = answers.lock().unwrap();
+                        let entry = answers.entry(revision).or_default();
+                        if ok {
+                            entry.0 += 1;
+                        } else {
+                            entry.1 += 1;
+                        }
+                        drop(answers);
                         thread::sleep(Duration::from_millis(100));
-                        continue;
-                    };
-                    let Some(url) = workers.get(service) else {
-                        thread::sleep(Duration::from_millis(100));
-                        continue;
-                    };
-                    let form = reqwest::blocking::multipart::Form::new()
-                        .part(
-                            "files",
-                            reqwest::blocking::multipart::Part::bytes(pdf.clone())
-                                .file_name("sample.pdf"),
-                        )
-                        .text("backend", "vlm");
-                    let ok = client
-                        .post(format!("{url}/file_parse"))
-                        .multipart(form)
-                        .send()
-                        .is_ok_and(|response| response.status().is_success());
-                    let revision = service.trim_start_matches("docs-worker-").to_owned();
-                    let mut answers = answers.lock().unwrap();
-                    let entry = answers.entry(revision).or_default();
-                    if ok {
-                        entry.0 += 1;
-                    } else {
-                        entry.1 += 1;
                     }
-                    drop(answers);
-                    thread::sleep(Duration::from_millis(100));
-                }
+                })
             })
-        };
+            .collect();
         Load {
             stop,
             answers,
-            threads: vec![route_reader, sender],
+            threads: std::iter::once(route_reader).chain(senders).collect(),
         }
     }
 
