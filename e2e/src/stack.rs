@@ -84,19 +84,33 @@ pub struct Worker {
 impl Worker {
     /// Starts a worker of `revision` calling the vLLM at `server_url`.
     pub fn start(revision: &str, server_url: &str, model: &str, logs: &Path) -> Result<Self> {
-        let port = free_port()?;
-        let mut command = Command::new(workspace_binary("mineru-worker")?);
-        command
-            .args(["serve", "--host", "127.0.0.1", "--backend", "vlm"])
-            .arg(format!("--port={port}"))
-            .args([
+        Self::spawn(
+            revision,
+            &[
+                "--backend",
+                "vlm",
                 "--server-url",
                 server_url,
                 "--model-name",
                 model,
-                "--revision",
-                revision,
-            ])
+            ],
+            logs,
+        )
+    }
+
+    /// Starts a worker of `revision` with the model-free text backend.
+    pub fn start_text(revision: &str, logs: &Path) -> Result<Self> {
+        Self::spawn(revision, &["--backend", "text"], logs)
+    }
+
+    fn spawn(revision: &str, backend: &[&str], logs: &Path) -> Result<Self> {
+        let port = free_port()?;
+        let mut command = Command::new(workspace_binary("mineru-worker")?);
+        command
+            .args(["serve", "--host", "127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .args(backend)
+            .args(["--revision", revision])
             .env("RUST_LOG", "info");
         let process = Supervised::spawn(&format!("worker-{revision}"), command, logs)?;
         let address: SocketAddr = format!("127.0.0.1:{port}").parse()?;
