@@ -45,7 +45,10 @@ fn main() -> ExitCode {
     let evidence = &rolled_back["lastRollback"];
     println!(
         "   rolled back: {} on {} (value {}, threshold {})",
-        evidence["reason"], evidence["check"], evidence["value"], evidence["threshold"]
+        evidence["reason"].as_str().unwrap_or("-"),
+        evidence["check"].as_str().unwrap_or("-"),
+        evidence["value"],
+        evidence["threshold"].as_str().unwrap_or("-")
     );
     println!("   query: {}", evidence["query"].as_str().unwrap_or("-"));
     println!();
@@ -80,7 +83,7 @@ fn follow(scenario: &mut Scenario, done: impl Fn(&Value) -> bool) -> Value {
 fn print_status(label: &str, status: &Value) {
     println!(
         "   {label}: {} — {}",
-        status["phase"],
+        status["phase"].as_str().unwrap_or("-"),
         status["message"].as_str().unwrap_or("")
     );
 }
