@@ -798,8 +798,8 @@ mod tests {
         result.unwrap();
         let changed = with_written_status(changed, &second);
         let mut history: Vec<Call> = first.into_iter().chain(second).collect();
-        // The canary's first analysis round (Prometheus unreachable here) is a change of its
-        // own; once recorded, the same moment holds nothing new.
+        // The canary's first analysis round is recorded (lastAnalysisAt) once; after that the
+        // same moment holds nothing new.
         let (result, third) = run(holding(&history), &changed).await;
         result.unwrap();
         let changed = with_written_status(changed, &third);

@@ -14,10 +14,11 @@ use mineru_crds::{MineruDeployment, MineruDeploymentStatus, Revisions, Tier, Ver
 use crate::{
     VLLM_PORT, WORKER_PORT,
     gates::{
-        Source,
+        self, Source,
         prometheus::{Credentials, PrometheusSource},
         round::{self, Subject},
-        verdict::Evaluation,
+        template,
+        verdict::{Evaluation, Reading},
     },
     labels, quality,
     rollout::{
@@ -93,6 +94,10 @@ pub async fn decide(
         }
     }
 
+    if before_first_traffic(&status, &desired) {
+        observed.preflight = preflight(client, md, &desired).await;
+    }
+
     let mut input = Input {
         generation: md.metadata.generation,
         rollout: md.spec.rollout.clone(),
@@ -108,6 +113,104 @@ pub async fn decide(
         input.analysis = Some(analyse(client, io, md, &request, now).await);
     }
     rollout::step(&input)
+}
+
+/// A rollout whose canary has not had traffic yet: the moment preflight runs.
+fn before_first_traffic(status: &MineruDeploymentStatus, desired: &Revisions) -> bool {
+    let rolling = status
+        .stable
+        .as_ref()
+        .is_some_and(|stable| stable != desired);
+    let serving = status.canary.as_ref() == Some(desired) && status.canary_weight.unwrap_or(0) > 0;
+    rolling && !serving && !status.failed_revisions.contains(desired)
+}
+
+/// What the canary needs before its first traffic: Prometheus answering and every gate query
+/// accepted, the API key Secret, the golden-document ConfigMap. Each problem is a sentence.
+async fn preflight(client: &Client, md: &MineruDeployment, canary: &Revisions) -> Vec<String> {
+    let namespace = md.namespace().unwrap_or_default();
+    let name = md.name_any();
+    let mut problems = Vec::new();
+    if let Some(reference) = &md.spec.model.api_key_secret_ref {
+        match secret_value(client, &namespace, &reference.name, &reference.key).await {
+            Ok(Some(_)) => {}
+            Ok(None) => problems.push(format!(
+                "API key Secret {namespace}/{} has no key {:?}",
+                reference.name, reference.key
+            )),
+            Err(error) => problems.push(error),
+        }
+    }
+    let analysis = &md.spec.rollout.analysis;
+    if let Some(quality) = &analysis.quality
+        && let Err(error) = golden_documents(
+            client,
+            &namespace,
+            &quality.golden_documents.config_map_ref.name,
+        )
+        .await
+    {
+        problems.push(error);
+    }
+    let queries: Vec<_> = gates::checks(analysis)
+        .into_iter()
+        .filter_map(|check| match &check.source {
+            Source::Query(template) => Some((check.clone(), template.clone())),
+            _ => None,
+        })
+        .collect();
+    if queries.is_empty() {
+        return problems;
+    }
+    let Some(spec) = &analysis.prometheus else {
+        problems.push("analysis.prometheus is not set but gates need it".to_owned());
+        return problems;
+    };
+    let credentials = match &spec.auth_secret_ref {
+        Some(reference) => prometheus_credentials(client, &namespace, &reference.name).await,
+        None => Ok(None),
+    };
+    let source = match credentials.and_then(|credentials| {
+        PrometheusSource::new(spec, credentials.as_ref()).map_err(|error| error.to_string())
+    }) {
+        Ok(source) => source,
+        Err(error) => {
+            problems.push(error);
+            return problems;
+        }
+    };
+    if let Reading::Error(error) = source.read("vector(1)").await {
+        problems.push(format!(
+            "Prometheus at {} does not answer: {error}",
+            spec.address
+        ));
+        return problems;
+    }
+    for (check, template) in queries {
+        let revision = match check.tier {
+            Tier::Model => &canary.model_revision,
+            Tier::Worker => &canary.worker_revision,
+        };
+        let context = template::Context {
+            namespace: &namespace,
+            name: &name,
+            revision,
+            canary_revision: revision,
+            stable_revision: revision,
+            tier: check.tier,
+            interval: analysis.interval.get(),
+        };
+        // No data yet is expected before traffic; a query Prometheus refuses is not.
+        match template::render(&template, &context) {
+            Ok(query) => {
+                if let Reading::Error(error) = source.read(&query).await {
+                    problems.push(format!("check {}: {error}", check.name));
+                }
+            }
+            Err(error) => problems.push(format!("check {}: {error}", check.name)),
+        }
+    }
+    problems
 }
 
 /// What the canary vLLM's warm-up looks like this round.

@@ -90,6 +90,50 @@ fn a_warmed_up_canary_vllm_gets_the_first_step_of_traffic() {
 }
 
 #[test]
+fn a_failed_preflight_holds_before_any_traffic_without_a_deadline_and_says_why() {
+    let mut world = World::new(defaults());
+    world.ship(new_worker());
+    world.input.observed.preflight = vec!["Secret parsing/vllm-api-key not found".into()];
+    world.decide();
+    world.converge();
+    world.decide();
+    assert_eq!(world.weight(), 0);
+    let preflight = |world: &World| {
+        world
+            .status()
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "PreflightFailed")
+            .map(|c| (c.status.clone(), c.message.clone()))
+    };
+    assert_eq!(
+        preflight(&world),
+        Some((
+            "True".to_owned(),
+            "Secret parsing/vllm-api-key not found".to_owned()
+        ))
+    );
+    assert!(
+        world.message().contains("preflight failed"),
+        "{}",
+        world.message()
+    );
+    // Holding is not failing: past the progress deadline nothing is rolled back.
+    world.wait(31 * 60);
+    world.decide();
+    assert!(world.status().last_rollback.is_none());
+    assert_eq!(world.phase(), Phase::Progressing);
+    // Once what was missing is there, the canary gets its first step.
+    world.input.observed.preflight.clear();
+    world.decide();
+    assert_eq!(world.weight(), 10);
+    assert_eq!(
+        preflight(&world).map(|(status, _)| status),
+        Some("False".to_owned())
+    );
+}
+
+#[test]
 fn a_worker_only_change_runs_no_vllm_canary() {
     let world = World::at_first_step(defaults(), new_worker());
     let plan = &world.last.as_ref().unwrap().plan;
@@ -1294,21 +1338,22 @@ fn conditions_written_by_others_are_kept() {
         .status
         .conditions
         .push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-            type_: "PreflightFailed".into(),
+            type_: "ChangeFreeze".into(),
             status: "True".into(),
-            reason: "PrometheusUnreachable".into(),
-            message: "connection refused".into(),
+            reason: "HolidayFreeze".into(),
+            message: "set by the release calendar".into(),
             last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 world.input.now,
             ),
             observed_generation: Some(1),
         });
     world.decide();
+    assert_eq!(condition(&world, "ChangeFreeze").1, "HolidayFreeze");
     assert_eq!(
-        condition(&world, "PreflightFailed").1,
-        "PrometheusUnreachable"
+        world.status().conditions.len(),
+        6,
+        "five of ours and theirs"
     );
-    assert_eq!(world.status().conditions.len(), 5);
 }
 
 #[test]

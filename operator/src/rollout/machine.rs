@@ -347,6 +347,11 @@ impl Machine<'_> {
         if self.s.paused {
             return false;
         }
+        // A failed preflight holds without a deadline: the canary is not at fault, something it
+        // needs (Prometheus, a Secret, the golden documents) is missing, and status says what.
+        if !self.input.observed.preflight.is_empty() {
+            return false;
+        }
         if report::canary_ready(self).is_ok() {
             self.s.current_step = Some(0);
             self.s.canary_weight = Some(self.weight_of(0));

@@ -113,6 +113,9 @@ pub struct Observed {
     pub vllm_restarts: BTreeMap<String, i32>,
     /// GPUs free in the cluster for the canary, when known.
     pub free_gpus: Option<i32>,
+    /// What the canary needs and lacks before its first traffic (Prometheus unreachable, a gate
+    /// query refused, a Secret or ConfigMap missing); empty when preflight passed or was not run.
+    pub preflight: Vec<String>,
 }
 
 impl Observed {

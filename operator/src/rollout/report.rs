@@ -34,6 +34,12 @@ pub(super) fn canary_ready(m: &Machine<'_>) -> Result<(), String> {
             missing.push("vLLM pods unschedulable for lack of GPUs".to_owned());
         }
     }
+    if !observed.preflight.is_empty() {
+        missing.push(format!(
+            "preflight failed: {}",
+            observed.preflight.join("; ")
+        ));
+    }
     let wanted = plan::canary_workers(m.input, &m.s);
     let ready = observed.workers_ready(&canary.worker_revision);
     if ready < wanted {
@@ -356,6 +362,8 @@ pub(super) fn finish(mut m: Machine<'_>) -> Decision {
         stage,
         Stage::Warming | Stage::Stepping(_) | Stage::Verifying
     );
+    let preflight_failed =
+        matches!(stage, Stage::Warming) && !m.input.observed.preflight.is_empty();
     let phase = if waiting_for_person {
         Phase::Paused
     } else if failed {
@@ -419,6 +427,21 @@ pub(super) fn finish(mut m: Machine<'_>) -> Decision {
         ),
         condition(
             &m,
+            "PreflightFailed",
+            preflight_failed,
+            if preflight_failed {
+                "PreflightFailed"
+            } else {
+                "PreflightPassed"
+            },
+            &if preflight_failed {
+                m.input.observed.preflight.join("; ")
+            } else {
+                String::new()
+            },
+        ),
+        condition(
+            &m,
             "RolledBack",
             failed,
             if failed {
@@ -429,8 +452,14 @@ pub(super) fn finish(mut m: Machine<'_>) -> Decision {
             if failed { &text } else { "" },
         ),
     ];
-    // Conditions owned by others (PreflightFailed) are kept as they are.
-    let ours = ["Available", "Progressing", "Degraded", "RolledBack"];
+    // Conditions owned by others are kept as they are.
+    let ours = [
+        "Available",
+        "Progressing",
+        "Degraded",
+        "PreflightFailed",
+        "RolledBack",
+    ];
     let mut all: Vec<Condition> =
         m.s.conditions
             .iter()
