@@ -375,6 +375,14 @@ pub struct QualitySpec {
     #[serde(default = "default_max_regression")]
     #[x_kube(validation = Rule::new("self >= 0.0 && self <= 1.0").message("maxRegression must be in [0, 1]"))]
     pub max_regression: f64,
+
+    /// Golden documents compared before leaving each step, by step index; steps past the end
+    /// use the last count. Which documents is a fixed shuffle per canary, so every rollout
+    /// covers a different sample of a large set and a restart compares the same one.
+    #[serde(default = "default_documents_per_step")]
+    #[schemars(length(min = 1, max = 16))]
+    #[x_kube(validation = Rule::new("self.all(n, n >= 1 && n <= 10000)").message("documentsPerStep counts must be in [1, 10000]"))]
+    pub documents_per_step: Vec<i32>,
 }
 
 /// Where golden documents come from.
@@ -407,6 +415,9 @@ pub struct Webhook {
     pub secret_ref: Option<LocalRef>,
 }
 
+fn default_documents_per_step() -> Vec<i32> {
+    vec![50, 100]
+}
 fn default_canary_model_replicas() -> i32 {
     1
 }

@@ -4,6 +4,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::Tier;
+
 /// Observed state of a MineruDeployment, written only by the operator.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -104,6 +106,22 @@ pub struct MineruDeploymentStatus {
     /// objects: they keep their replicas for `scaleDownDelay`, then scale to zero.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retired: Vec<RetiredRevision>,
+
+    /// The part the legacy Service (`trafficRouting.gatewayAPI.legacyBackend`) plays in the
+    /// migration to this stack; absent once the migration is verified, or without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legacy: Option<LegacyRole>,
+}
+
+/// The legacy Service's part in a migration.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LegacyRole {
+    /// It is the baseline: it serves the traffic the canary does not, and the canary is
+    /// compared with it. `stable` stays empty until the stack is promoted.
+    Serving,
+    /// The stack was promoted from it: it gets no traffic but stays the way back until the
+    /// post-promotion window passes.
+    Standby,
 }
 
 fn is_zero(value: &i32) -> bool {
@@ -145,6 +163,16 @@ pub struct Revisions {
     pub model_revision: String,
     /// Hash of the worker pod template (which names its vLLM Service), e.g. `w-19ab42cd`.
     pub worker_revision: String,
+}
+
+impl Revisions {
+    /// The revision of one tier.
+    pub fn of(&self, tier: Tier) -> &str {
+        match tier {
+            Tier::Model => &self.model_revision,
+            Tier::Worker => &self.worker_revision,
+        }
+    }
 }
 
 /// Replica counts of both tiers.

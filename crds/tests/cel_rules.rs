@@ -237,6 +237,18 @@ fn cases() -> Vec<Case> {
             message: "minSimilarity must be in [0, 1]",
         },
         Case {
+            rule: "documentsPerStep counts",
+            rejected: vec![(
+                "/spec/rollout/analysis/quality",
+                json!({"goldenDocuments": {"configMapRef": {"name": "g"}}, "documentsPerStep": [50, 0]}),
+            )],
+            accepted: vec![(
+                "/spec/rollout/analysis/quality",
+                json!({"goldenDocuments": {"configMapRef": {"name": "g"}}, "documentsPerStep": [20, 40]}),
+            )],
+            message: "documentsPerStep counts must be in [1, 10000]",
+        },
+        Case {
             rule: "webhook url",
             rejected: vec![(
                 "/spec/rollout/notifications",

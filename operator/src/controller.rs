@@ -371,7 +371,13 @@ async fn route_traffic(
         return Ok(());
     };
     let worker_service = |revision: &str| labels::names::worker(&owner.instance, revision);
-    let stable = worker_service(&plan.stable.worker_revision);
+    let legacy = gateway.legacy_backend.as_ref();
+    // Without stable revisions (migrating), the legacy Service serves stable's share.
+    let baseline = match (&plan.stable, legacy) {
+        (Some(stable), _) => (worker_service(&stable.worker_revision), WORKER_PORT),
+        (None, Some(legacy)) => (legacy.name.clone(), legacy.port),
+        (None, None) => return Err(Error::Traffic("no stable revisions to route to".into())),
+    };
     let canary = plan
         .canary
         .as_ref()
@@ -382,21 +388,11 @@ async fn route_traffic(
         .map(|scale| worker_service(&scale.revision))
         .collect();
     known.push(owner.instance.clone());
-    let legacy = gateway.legacy_backend.as_ref();
     known.extend(legacy.map(|backend| backend.name.clone()));
-    // The legacy Service keeps stable's share until the stack has been promoted once.
-    let legacy = legacy
-        .filter(|_| {
-            md.status
-                .as_ref()
-                .is_none_or(|status| status.promoted_at.is_none())
-        })
-        .map(|backend| (backend.name.as_str(), backend.port));
     let backends = Backends::split(
-        (&stable, WORKER_PORT),
+        (&baseline.0, baseline.1),
         canary.as_deref().map(|name| (name, WORKER_PORT)),
         plan.canary_weight,
-        legacy,
         known,
     );
     httproute::apply(

@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::{
-    api::core::v1::{ConfigMap, Secret},
+    api::core::v1::{ConfigMap, Secret, Service},
     jiff::Timestamp,
 };
 use kube::{Api, Client, ResourceExt};
@@ -22,8 +22,8 @@ use crate::{
     },
     labels, quality,
     rollout::{
-        self, AnalysisRequest, AnalysisRound, CheckResult, Command, Decision, Input, Observed,
-        Sizes,
+        self, AnalysisRequest, AnalysisRound, Baseline, CheckResult, Command, Decision, Input,
+        Observed, Sizes,
     },
     warmup::{self, ServiceResolver},
 };
@@ -64,7 +64,8 @@ pub async fn decide(
 ) -> Decision {
     let namespace = md.namespace().unwrap_or_default();
     let status = md.status.clone().unwrap_or_default();
-    match warmup(&status, &desired, &observed) {
+    let migrating = migrating(md, &status);
+    match warmup(&status, migrating, &desired, &observed) {
         Warmup::NotApplicable => {}
         Warmup::Passed(revision) => {
             observed.warmed_up.insert(revision);
@@ -94,8 +95,8 @@ pub async fn decide(
         }
     }
 
-    if before_first_traffic(&status, &desired) {
-        observed.preflight = preflight(client, md, &desired).await;
+    if before_first_traffic(&status, migrating, &desired) {
+        observed.preflight = preflight(client, md, migrating, &desired).await;
     }
 
     let mut input = Input {
@@ -115,22 +116,57 @@ pub async fn decide(
     rollout::step(&input)
 }
 
+/// The legacy Service the spec migrates from, while it is still the baseline (no stable yet).
+fn migrating(md: &MineruDeployment, status: &MineruDeploymentStatus) -> bool {
+    let gateway = md.spec.rollout.traffic_routing.gateway_api.as_ref();
+    gateway.is_some_and(|g| g.legacy_backend.is_some()) && status.stable.is_none()
+}
+
 /// A rollout whose canary has not had traffic yet: the moment preflight runs.
-fn before_first_traffic(status: &MineruDeploymentStatus, desired: &Revisions) -> bool {
-    let rolling = status
-        .stable
-        .as_ref()
-        .is_some_and(|stable| stable != desired);
+fn before_first_traffic(
+    status: &MineruDeploymentStatus,
+    migrating: bool,
+    desired: &Revisions,
+) -> bool {
+    let rolling = match &status.stable {
+        Some(stable) => stable != desired,
+        None => migrating,
+    };
     let serving = status.canary.as_ref() == Some(desired) && status.canary_weight.unwrap_or(0) > 0;
     rolling && !serving && !status.failed_revisions.contains(desired)
 }
 
 /// What the canary needs before its first traffic: Prometheus answering and every gate query
-/// accepted, the API key Secret, the golden-document ConfigMap. Each problem is a sentence.
-async fn preflight(client: &Client, md: &MineruDeployment, canary: &Revisions) -> Vec<String> {
+/// accepted, the API key Secret, the golden-document ConfigMap, and when migrating the legacy
+/// Service. Each problem is a sentence.
+async fn preflight(
+    client: &Client,
+    md: &MineruDeployment,
+    migrating: bool,
+    canary: &Revisions,
+) -> Vec<String> {
     let namespace = md.namespace().unwrap_or_default();
     let name = md.name_any();
     let mut problems = Vec::new();
+    let gateway = md.spec.rollout.traffic_routing.gateway_api.as_ref();
+    if let Some(legacy) = gateway.and_then(|g| g.legacy_backend.as_ref())
+        && migrating
+    {
+        match Api::<Service>::namespaced(client.clone(), &namespace)
+            .get_opt(&legacy.name)
+            .await
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => problems.push(format!(
+                "legacy Service {namespace}/{} not found",
+                legacy.name
+            )),
+            Err(error) => problems.push(format!(
+                "legacy Service {namespace}/{}: {error}",
+                legacy.name
+            )),
+        }
+    }
     if let Some(reference) = &md.spec.model.api_key_secret_ref {
         match secret_value(client, &namespace, &reference.name, &reference.key).await {
             Ok(Some(_)) => {}
@@ -152,7 +188,7 @@ async fn preflight(client: &Client, md: &MineruDeployment, canary: &Revisions) -
     {
         problems.push(error);
     }
-    let queries: Vec<_> = gates::checks(analysis)
+    let queries: Vec<_> = gates::checks(analysis, migrating)
         .into_iter()
         .filter_map(|check| match &check.source {
             Source::Query(template) => Some((check.clone(), template.clone())),
@@ -225,12 +261,19 @@ enum Warmup {
     Probe(String),
 }
 
-fn warmup(status: &MineruDeploymentStatus, desired: &Revisions, observed: &Observed) -> Warmup {
-    let Some(stable) = &status.stable else {
-        return Warmup::NotApplicable;
-    };
+fn warmup(
+    status: &MineruDeploymentStatus,
+    migrating: bool,
+    desired: &Revisions,
+    observed: &Observed,
+) -> Warmup {
     let revision = &desired.model_revision;
-    if revision == &stable.model_revision {
+    let new_model = match &status.stable {
+        Some(stable) => revision != &stable.model_revision,
+        // The first deployment has no traffic to protect, unless a legacy Service serves it.
+        None => migrating,
+    };
+    if !new_model {
         return Warmup::NotApplicable;
     }
     let serving = status.canary.as_ref() == Some(desired) && status.canary_weight.unwrap_or(0) > 0;
@@ -285,26 +328,32 @@ async fn analyse(
         }
     };
     let quality = match (&analysis.quality, &request.baseline, request.quality) {
-        (Some(spec), Some(baseline), true) => {
-            let urls =
-                [&baseline.worker_revision, &request.judged.worker_revision].map(|revision| {
-                    io.resolver.url(
-                        &namespace,
-                        &labels::names::worker(&name, revision),
-                        WORKER_PORT,
-                    )
-                });
+        (Some(spec), Some(baseline), Some(count)) => {
+            let worker_url = |revision: &str| {
+                let service = labels::names::worker(&name, revision);
+                io.resolver.url(&namespace, &service, WORKER_PORT)
+            };
+            let gateway = md.spec.rollout.traffic_routing.gateway_api.as_ref();
+            let baseline_url = match (baseline, gateway.and_then(|g| g.legacy_backend.as_ref())) {
+                (Baseline::Stable(stable), _) => Ok(worker_url(&stable.worker_revision)),
+                (Baseline::Legacy, Some(legacy)) => {
+                    Ok(io.resolver.url(&namespace, &legacy.name, legacy.port))
+                }
+                (Baseline::Legacy, None) => Err("no legacy Service to compare with".to_owned()),
+            };
+            let canary_url = worker_url(&request.judged.worker_revision);
             let documents = golden_documents(
                 client,
                 &namespace,
                 &spec.golden_documents.config_map_ref.name,
             )
-            .await;
-            let compared = match documents {
-                Ok(documents) => quality::compare(
+            .await
+            .map(|documents| quality::sample(documents, &request.judged.worker_revision, count));
+            let compared = match documents.and_then(|d| baseline_url.map(|url| (d, url))) {
+                Ok((documents, baseline_url)) => quality::compare(
                     &io.http,
-                    &urls[0],
-                    &urls[1],
+                    &baseline_url,
+                    &canary_url,
                     &documents,
                     spec.min_similarity,
                     io.quality_timeout,
@@ -444,27 +493,40 @@ mod tests {
         let mut observed = Observed::default();
         observed.model_ready.insert("m-2".into(), 0);
         let warming = status(stable.clone(), Some(canary.clone()), Some(0));
-        assert_eq!(warmup(&warming, &canary, &observed), Warmup::NotApplicable);
+        assert_eq!(
+            warmup(&warming, false, &canary, &observed),
+            Warmup::NotApplicable
+        );
         observed.model_ready.insert("m-2".into(), 1);
         assert_eq!(
-            warmup(&warming, &canary, &observed),
+            warmup(&warming, false, &canary, &observed),
             Warmup::Probe("m-2".into())
         );
         // Once it took traffic, the gates judge it: a later failure is a breach, not "cold".
         let serving = status(stable.clone(), Some(canary.clone()), Some(10));
         assert_eq!(
-            warmup(&serving, &canary, &observed),
+            warmup(&serving, false, &canary, &observed),
             Warmup::Passed("m-2".into())
         );
         // A worker-only change keeps the stable vLLM: nothing to warm up.
         assert_eq!(
-            warmup(&warming, &revisions("m-1", "w-2"), &observed),
+            warmup(&warming, false, &revisions("m-1", "w-2"), &observed),
             Warmup::NotApplicable
         );
         // The first deployment has no traffic to protect.
         assert_eq!(
-            warmup(&status(None, None, None), &canary, &observed),
+            warmup(&status(None, None, None), false, &canary, &observed),
             Warmup::NotApplicable
+        );
+        // ... unless a legacy Service serves it: the migrated stack's vLLM warms up first.
+        assert_eq!(
+            warmup(
+                &status(None, Some(canary.clone()), Some(0)),
+                true,
+                &canary,
+                &observed
+            ),
+            Warmup::Probe("m-2".into())
         );
     }
 }

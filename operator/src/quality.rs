@@ -10,6 +10,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use mineru_crds::{QualityResult, Verdict};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use similar::TextDiff;
 use thiserror::Error;
 
@@ -149,10 +150,33 @@ pub async fn parse_with(
     })
 }
 
+/// The `count` golden documents a canary is compared on: an order shuffled by the canary's
+/// revision, so that each rollout samples a large set differently while a restart, or the next
+/// step asking for more, draws the same documents first.
+pub fn sample(
+    documents: BTreeMap<String, Vec<u8>>,
+    revision: &str,
+    count: usize,
+) -> BTreeMap<String, Vec<u8>> {
+    let mut keyed: Vec<_> = documents
+        .into_iter()
+        .map(|(name, pdf)| {
+            let rank = Sha256::digest(format!("{revision}\n{name}").as_bytes());
+            (rank, name, pdf)
+        })
+        .collect();
+    keyed.sort_unstable_by_key(|(rank, _, _)| *rank);
+    keyed
+        .into_iter()
+        .take(count)
+        .map(|(_, name, pdf)| (name, pdf))
+        .collect()
+}
+
 /// Parses every golden document with both workers and judges the similarity.
 pub async fn compare(
     http: &reqwest::Client,
-    stable_url: &str,
+    baseline_url: &str,
     canary_url: &str,
     documents: &BTreeMap<String, Vec<u8>>,
     min_similarity: f64,
@@ -161,7 +185,7 @@ pub async fn compare(
     let mut similarities = BTreeMap::new();
     for (name, pdf) in documents {
         let (stable, canary) = futures::try_join!(
-            parse_with(http, "stable", stable_url, name, pdf, timeout),
+            parse_with(http, "baseline", baseline_url, name, pdf, timeout),
             parse_with(http, "canary", canary_url, name, pdf, timeout),
         )?;
         similarities.insert(name.clone(), similarity(&stable, &canary));
@@ -182,6 +206,33 @@ mod tests {
     }
 
     const TEXT: &str = "# Report\n\nRevenue grew in every region this quarter, led by the north.\n\n<table><tr><td>1</td></tr></table>";
+
+    #[test]
+    fn a_sample_is_fixed_per_revision_and_grows_by_adding_documents() {
+        let documents: BTreeMap<String, Vec<u8>> = (0..40)
+            .map(|i| (format!("doc-{i:02}.pdf"), vec![i]))
+            .collect();
+        let names = |revision: &str, count: usize| -> Vec<String> {
+            sample(documents.clone(), revision, count)
+                .into_keys()
+                .collect()
+        };
+        let first = names("w-1", 10);
+        assert_eq!(first.len(), 10);
+        assert_eq!(
+            first,
+            names("w-1", 10),
+            "a restart compares the same documents"
+        );
+        let larger = names("w-1", 20);
+        assert!(first.iter().all(|name| larger.contains(name)));
+        assert_ne!(
+            first,
+            names("w-2", 10),
+            "another rollout samples differently"
+        );
+        assert_eq!(names("w-1", 100).len(), 40, "a small set is compared whole");
+    }
 
     #[test]
     fn identical_output_is_fully_similar() {

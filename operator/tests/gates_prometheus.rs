@@ -172,7 +172,7 @@ async fn a_round_renders_templates_and_compares_canary_with_stable() {
     use mineru_crds::{CheckKind, Policy, Revisions, Tier};
     use mineru_operator::{
         gates::{Check, Samples, Source, round},
-        rollout::AnalysisRequest,
+        rollout::{AnalysisRequest, Baseline},
     };
 
     let canary = Exporter::start().await.unwrap();
@@ -229,8 +229,8 @@ async fn a_round_renders_templates_and_compares_canary_with_stable() {
             check("starved", 2.0, 1000.0),
         ],
         judged: revisions("canary"),
-        baseline: Some(revisions("stable")),
-        quality: false,
+        baseline: Some(Baseline::Stable(revisions("stable"))),
+        quality: None,
     };
     let subject = round::Subject {
         namespace: "parsing",

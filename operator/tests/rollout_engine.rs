@@ -969,7 +969,7 @@ fn the_golden_documents_run_once_per_gated_step_and_a_regression_rolls_back() {
     let mut world = World::at_first_step(quality, new_model());
     world.wait(60);
     let request = analysis_request(&world.input).unwrap();
-    assert!(request.quality);
+    assert_eq!(request.quality, Some(50), "50 documents leaving 10%");
     world.answer(Answer::Pass, &[("quality", Answer::Fail)]);
     world.decide();
     let rollback = world.status().last_rollback.clone().expect("rolled back");
@@ -983,7 +983,7 @@ fn the_engine_judges_the_quality_checks_from_the_golden_documents() {
     let mut world = World::at_first_step(quality, new_model());
     world.wait(60);
     let request = analysis_request(&world.input).unwrap();
-    assert!(request.quality);
+    assert!(request.quality.is_some());
     assert!(
         request.checks.iter().all(|c| c.source != Source::Quality),
         "not a Prometheus check"
@@ -1024,7 +1024,7 @@ fn golden_documents_that_could_not_be_compared_leave_the_quality_check_unanswere
     assert_eq!(world.check("quality", CheckKind::Promotion), None);
     world.wait(60);
     assert!(
-        analysis_request(&world.input).unwrap().quality,
+        analysis_request(&world.input).unwrap().quality.is_some(),
         "asked again"
     );
 }
@@ -1036,7 +1036,25 @@ fn a_passing_quality_run_is_not_repeated_within_the_step() {
     let mut world = World::at_first_step(quality, new_model());
     world.round(Answer::Pass);
     world.wait(60);
-    assert!(!analysis_request(&world.input).unwrap().quality);
+    assert_eq!(analysis_request(&world.input).unwrap().quality, None);
+}
+
+#[test]
+fn each_step_compares_as_many_golden_documents_as_it_asks_for() {
+    let quality =
+        json!({"analysis": {"quality": {"goldenDocuments": {"configMapRef": {"name": "golden"}}}}});
+    let mut world = World::at_first_step(quality, new_model());
+    world.pass_step(10);
+    assert_eq!(world.step_index(), Some(1), "{}", world.message());
+    world.wait(60);
+    let request = analysis_request(&world.input).unwrap();
+    assert_eq!(request.quality, Some(100), "100 documents leaving 50%");
+
+    let one_count = json!({"analysis": {"quality": {
+        "goldenDocuments": {"configMapRef": {"name": "golden"}}, "documentsPerStep": [7]}}});
+    let mut world = World::at_first_step(one_count, new_model());
+    world.wait(60);
+    assert_eq!(analysis_request(&world.input).unwrap().quality, Some(7));
 }
 
 // ---- requeue ----

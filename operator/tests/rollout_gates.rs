@@ -396,7 +396,7 @@ fn analysis(extra: serde_json::Value) -> AnalysisSpec {
 fn every_built_in_query_renders() {
     let spec =
         analysis(json!({"quality": {"goldenDocuments": {"configMapRef": {"name": "golden"}}}}));
-    for check in gates::checks(&spec) {
+    for check in gates::checks(&spec, false) {
         let queries = match &check.source {
             Source::Query(query) => vec![query.clone()],
             _ => vec![],
@@ -416,7 +416,7 @@ fn every_built_in_query_renders() {
 
 #[test]
 fn built_ins_follow_the_go_no_go_table() {
-    let checks = gates::checks(&analysis(json!({})));
+    let checks = gates::checks(&analysis(json!({})), false);
     // (name, kind, steps gated, threshold, on fail)
     let table = [
         (
@@ -491,31 +491,44 @@ fn built_ins_follow_the_go_no_go_table() {
     );
 }
 
-#[test]
-fn the_throughput_criterion_needs_95_percent_of_stable_pages_per_worker() {
-    let checks = gates::checks(&analysis(json!({})));
+/// The throughput criterion's verdict for a canary at `share` of the baseline's pages per
+/// second per worker.
+fn throughput_at(migrating: bool, share: f64) -> Verdict {
+    let checks = gates::checks(&analysis(json!({})), migrating);
     let throughput = checks.iter().find(|c| c.name == "throughput").unwrap();
     // The value is worker-seconds per page: 5% fewer pages per second is 1/0.95 more seconds.
-    let stable = 2.0;
-    let at = |canary: f64| {
-        evaluate(
-            &throughput.threshold,
-            None,
-            &readings(Value(canary), Some(Value(stable)), None),
-        )
-        .verdict
-    };
-    assert_eq!(at(stable / 0.951), Verdict::Pass);
-    assert_eq!(at(stable / 0.949), Verdict::Fail);
+    let baseline = 2.0;
+    evaluate(
+        &throughput.threshold,
+        None,
+        &readings(Value(baseline / share), Some(Value(baseline)), None),
+    )
+    .verdict
+}
+
+#[test]
+fn the_throughput_criterion_needs_95_percent_of_stable_pages_per_worker() {
+    assert_eq!(throughput_at(false, 0.951), Verdict::Pass);
+    assert_eq!(throughput_at(false, 0.949), Verdict::Fail);
+}
+
+#[test]
+fn a_migration_from_a_monolith_needs_115_percent_of_its_pages_per_worker() {
+    assert_eq!(throughput_at(true, 1.151), Verdict::Pass);
+    assert_eq!(throughput_at(true, 1.149), Verdict::Fail);
+    assert_eq!(throughput_at(true, 1.0), Verdict::Fail);
 }
 
 #[test]
 fn quality_checks_exist_only_when_the_quality_gate_is_configured() {
-    let without = gates::checks(&analysis(json!({})));
+    let without = gates::checks(&analysis(json!({})), false);
     assert!(without.iter().all(|c| c.source != Source::Quality));
-    let with = gates::checks(&analysis(
-        json!({"quality": {"goldenDocuments": {"configMapRef": {"name": "golden"}}, "maxRegression": 0.02}}),
-    ));
+    let with = gates::checks(
+        &analysis(
+            json!({"quality": {"goldenDocuments": {"configMapRef": {"name": "golden"}}, "maxRegression": 0.02}}),
+        ),
+        false,
+    );
     let quality: Vec<_> = with
         .iter()
         .filter(|c| c.source == Source::Quality)
@@ -537,7 +550,7 @@ fn a_user_entry_replaces_every_built_in_of_its_name_and_kind() {
         "promotionCriteria": [{"name": "error-ratio", "query": "q", "max": 0.02}],
         "rollbackTriggers": [{"name": "latency-spike", "query": "q", "max": 60, "for": "5m"}],
     }));
-    let checks = gates::checks(&spec);
+    let checks = gates::checks(&spec, false);
     let error_ratio: Vec<_> = checks.iter().filter(|c| c.name == "error-ratio").collect();
     assert_eq!(error_ratio.len(), 1);
     assert_eq!(error_ratio[0].threshold.describe(), "<= 0.02");
@@ -556,7 +569,7 @@ fn default_criteria_false_keeps_only_the_users_checks() {
         "defaultCriteria": false,
         "promotionCriteria": [{"name": "custom", "query": "q", "samplesQuery": "s", "minSamples": 10, "min": 1}],
     }));
-    let checks = gates::checks(&spec);
+    let checks = gates::checks(&spec, false);
     assert_eq!(checks.len(), 1);
     assert_eq!(checks[0].name, "custom");
     assert_eq!(
@@ -578,7 +591,7 @@ fn a_criterion_gates_only_its_steps() {
         ],
         "rollbackTriggers": [{"name": "watch", "query": "q", "max": 1}],
     }));
-    let checks = gates::checks(&spec);
+    let checks = gates::checks(&spec, false);
     let gating = |step| {
         checks
             .iter()
@@ -592,7 +605,7 @@ fn a_criterion_gates_only_its_steps() {
 
 #[test]
 fn the_built_in_error_ratio_reads_worker_requests_of_the_judged_revision() {
-    let checks = gates::checks(&analysis(json!({})));
+    let checks = gates::checks(&analysis(json!({})), false);
     let error_ratio = checks.iter().find(|c| c.name == "error-ratio").unwrap();
     let Source::Query(query) = &error_ratio.source else {
         panic!("error-ratio is a Prometheus check");

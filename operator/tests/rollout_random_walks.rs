@@ -5,7 +5,7 @@
 
 mod rollout_support;
 
-use mineru_crds::{CheckKind, MineruDeploymentStatus, Revisions, Verdict};
+use mineru_crds::{CheckKind, LegacyRole, MineruDeploymentStatus, Revisions, Verdict};
 use mineru_operator::rollout::{Command, EventReason};
 use rollout_support::{Answer, World, new_model, new_worker, old, revisions};
 use serde_json::json;
@@ -59,11 +59,29 @@ fn check_invariants(world: &World, before: &Before, seed: u64, action: &str) {
     for scale in plan.model.iter().chain(&plan.worker) {
         assert!(scale.replicas >= 0, "{context}");
     }
-    assert_eq!(plan.stable, status.stable.clone().unwrap(), "{context}");
+    assert_eq!(plan.stable, status.stable, "{context}");
+    // Without stable revisions the legacy Service serves, and only it.
+    let legacy_configured = input
+        .rollout
+        .traffic_routing
+        .gateway_api
+        .as_ref()
+        .is_some_and(|g| g.legacy_backend.is_some());
+    assert_eq!(
+        status.stable.is_none(),
+        legacy_configured && status.legacy == Some(LegacyRole::Serving),
+        "{context}"
+    );
+    if status.legacy == Some(LegacyRole::Standby) {
+        assert!(status.promoted_at.is_some(), "{context}");
+    }
 
     // Traffic reaches a model canary only once its vLLM is ready and warmed up.
     if let Some(canary) = &status.canary {
-        let model_changed = canary.model_revision != plan.stable.model_revision;
+        let model_changed = plan
+            .stable
+            .as_ref()
+            .is_none_or(|stable| canary.model_revision != stable.model_revision);
         let starts_traffic = status.canary_weight.unwrap_or(0) > 0
             && (before.status.canary.as_ref() != Some(canary)
                 || before.status.canary_weight.unwrap_or(0) == 0);
@@ -128,7 +146,14 @@ fn walk(seed: u64) -> (usize, usize) {
         json!({"trafficRouting": {"gatewayAPI": {"httpRoute": {"name": "docs"}}}, "analysis": {"onError": "Rollback", "failureLimit": 1}}),
         json!({"analysis": {"onInconclusive": "Rollback", "inconclusiveLimit": 3, "quality": {"goldenDocuments": {"configMapRef": {"name": "golden"}}}}}),
     ];
-    let mut world = World::new(dice.pick(&specs));
+    // Every sixth walk starts as a migration from a legacy Service.
+    let mut world = if seed % 6 == 5 {
+        let mut world = World::migrating(dice.pick(&specs));
+        world.decide();
+        world
+    } else {
+        World::new(dice.pick(&specs))
+    };
     world.verify_replay = true;
     let targets = [
         old(),

@@ -147,8 +147,20 @@ const ERROR_RATIO_FLOOR: f64 = 0.01;
 const LATENCY_FLOOR_SECONDS: f64 = 1.0;
 const FIFTEEN_MINUTES: Duration = Duration::from_secs(15 * 60);
 
-/// The built-in checks; quality checks only when the quality gate is configured.
-pub fn checks(quality: Option<&QualitySpec>) -> Vec<Check> {
+/// Pages per second per worker a canary must reach, relative to stable's.
+const THROUGHPUT_TO_STABLE: f64 = 0.95;
+/// The same when migrating from a monolithic legacy Service: splitting the tiers is worth its
+/// extra moving parts only if it is clearly faster.
+const THROUGHPUT_TO_LEGACY: f64 = 1.15;
+
+/// The built-in checks; quality checks only when the quality gate is configured. `migrating`:
+/// the canary is compared with a legacy Service rather than stable revisions.
+pub fn checks(quality: Option<&QualitySpec>, migrating: bool) -> Vec<Check> {
+    let throughput = if migrating {
+        THROUGHPUT_TO_LEGACY
+    } else {
+        THROUGHPUT_TO_STABLE
+    };
     use Policy::{Hold, Rollback};
     use Source::{CanaryVllmRestarts, Query};
     let (first, second) = (&[0][..], &[1][..]);
@@ -194,7 +206,7 @@ pub fn checks(quality: Option<&QualitySpec>) -> Vec<Check> {
             "throughput",
             Tier::Worker,
             Query(worker_seconds_per_page()),
-            ratio(1.0 / 0.95, 0.0),
+            ratio(1.0 / throughput, 0.0),
             Some(Samples {
                 query: worker_pages(),
                 min: MIN_REQUESTS,

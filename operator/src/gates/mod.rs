@@ -147,7 +147,7 @@ impl Check {
 
 /// Every check a rollout runs: the built-ins (unless `defaultCriteria: false`) with user entries
 /// replacing built-ins of the same name and kind, then the remaining user entries.
-pub fn checks(analysis: &AnalysisSpec) -> Vec<Check> {
+pub fn checks(analysis: &AnalysisSpec, migrating: bool) -> Vec<Check> {
     let user: Vec<Check> = analysis
         .promotion_criteria
         .iter()
@@ -155,7 +155,7 @@ pub fn checks(analysis: &AnalysisSpec) -> Vec<Check> {
         .chain(analysis.rollback_triggers.iter().map(Check::from_trigger))
         .collect();
     let builtins = if analysis.default_criteria {
-        builtin::checks(analysis.quality.as_ref())
+        builtin::checks(analysis.quality.as_ref(), migrating)
     } else {
         Vec::new()
     };

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use mineru_crds::{Revisions, Tier, Verdict};
+use mineru_crds::Verdict;
 
 use super::{
     Check, Source,
@@ -46,11 +46,11 @@ async fn run_check(
     subject: Subject<'_>,
     source: &PrometheusSource,
 ) -> CheckResult {
-    let judged = revision_of(&request.judged, check.tier);
+    let judged = request.judged.of(check.tier);
     let baseline = request
         .baseline
         .as_ref()
-        .map(|revisions| revision_of(revisions, check.tier));
+        .map(|baseline| baseline.revision(check.tier));
     let judged_context = Context {
         namespace: subject.namespace,
         name: subject.name,
@@ -116,13 +116,6 @@ async fn read_optional(source: &PrometheusSource, query: Option<&str>) -> Option
     match query {
         Some(query) => Some(source.read(query).await),
         None => None,
-    }
-}
-
-fn revision_of(revisions: &Revisions, tier: Tier) -> &str {
-    match tier {
-        Tier::Model => &revisions.model_revision,
-        Tier::Worker => &revisions.worker_revision,
     }
 }
 

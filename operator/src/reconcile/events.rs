@@ -32,7 +32,8 @@ pub fn notices(
 ) -> Vec<Notice> {
     let pair = |r: &Revisions| format!("{}/{}", r.model_revision, r.worker_revision);
     let mut notices = Vec::new();
-    if let (None, Some(stable)) = (&old.stable, &new.stable) {
+    // A first stable is news when deployed, not when promoted from a legacy Service.
+    if let (None, Some(stable), None) = (&old.stable, &new.stable, &new.promoted_at) {
         notices.push(normal(
             "NewRevision",
             "Deploy",

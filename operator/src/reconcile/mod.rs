@@ -179,8 +179,8 @@ pub struct WorkerWorkload {
 /// render it; every decision about revisions and replicas lives in the engine.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Topology {
-    /// The pair serving traffic outside a rollout.
-    pub stable: Revisions,
+    /// The pair serving traffic outside a rollout; none while a legacy Service serves it.
+    pub stable: Option<Revisions>,
     /// The pair being rolled out, if any.
     pub canary: Option<Revisions>,
     /// One StatefulSet (with its Services) per entry; revisions are distinct.
@@ -376,7 +376,7 @@ mod tests {
             &RecordedTemplates::default(),
             &plan(&md),
         );
-        assert_eq!(topology.stable, revisions(&md).revisions);
+        assert_eq!(topology.stable, Some(revisions(&md).revisions));
         assert_eq!(topology.canary, None);
         assert_eq!(topology.models.len(), 1);
         assert_eq!(topology.models[0].replicas, md.spec.model.replicas);
@@ -402,7 +402,7 @@ mod tests {
         let topology = Topology::from_plan(&md, &revisions(&md), &recorded, &plan(&md));
 
         let stable = old.status.unwrap().stable.unwrap();
-        assert_eq!(topology.stable, stable);
+        assert_eq!(topology.stable, Some(stable.clone()));
         assert_eq!(topology.canary, Some(revisions(&md).revisions));
         let models: Vec<_> = topology
             .models

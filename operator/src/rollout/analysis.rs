@@ -7,12 +7,12 @@
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use mineru_crds::{
-    CheckKind, CheckStatus, MineruDeploymentStatus, Policy, QualityResult, Revisions,
-    RollbackReason, Tier, Verdict,
+    CheckKind, CheckStatus, LegacyRole, MineruDeploymentStatus, Policy, QualityResult, Revisions,
+    RollbackReason, Verdict,
 };
 
 use super::{
-    AnalysisRequest, AnalysisRound, CheckResult, EventReason, Input,
+    AnalysisRequest, AnalysisRound, Baseline, CheckResult, EventReason, Input,
     machine::{Evidence, Machine, Stage, later, stage, whole_second},
 };
 use crate::gates::{
@@ -20,14 +20,27 @@ use crate::gates::{
     verdict::{self, Evaluation, Reading, Readings},
 };
 
-/// The revisions judged and the ones compared with, when analysis runs at all: during steps
-/// (canary against stable) and during the post-promotion window (the promoted revisions alone).
-fn judged(status: &MineruDeploymentStatus, stage: Stage) -> Option<(Revisions, Option<Revisions>)> {
+/// The revisions judged and what they are compared with, when analysis runs at all: during
+/// steps (canary against stable, or against the legacy Service when migrating) and during the
+/// post-promotion window (the promoted revisions alone).
+fn judged(status: &MineruDeploymentStatus, stage: Stage) -> Option<(Revisions, Option<Baseline>)> {
     match stage {
-        Stage::Stepping(_) => Some((status.canary.clone()?, status.stable.clone())),
+        Stage::Stepping(_) => {
+            let baseline = match &status.stable {
+                Some(stable) => Baseline::Stable(stable.clone()),
+                None => Baseline::Legacy,
+            };
+            Some((status.canary.clone()?, Some(baseline)))
+        }
         Stage::Verifying => Some((status.stable.clone()?, None)),
         Stage::Steady | Stage::Warming => None,
     }
+}
+
+/// Every check of this rollout; the canary of a migration is held to the migration's bar.
+pub(super) fn checks(input: &Input, status: &MineruDeploymentStatus) -> Vec<Check> {
+    let migrating = status.legacy == Some(LegacyRole::Serving);
+    gates::checks(&input.rollout.analysis, migrating)
 }
 
 /// The checks that run in this stage. After promotion there is no stable traffic left to
@@ -42,8 +55,12 @@ pub(super) fn applicable(
         return Vec::new();
     };
     let model_changed = match (&baseline, &status.previous_stable) {
-        (Some(stable), _) | (None, Some(stable)) => stable.model_revision != judged.model_revision,
-        (None, None) => false,
+        (Some(Baseline::Stable(stable)), _) | (None, Some(stable)) => {
+            stable.model_revision != judged.model_revision
+        }
+        // A migrated stack's vLLM is new whatever the legacy Service ran.
+        (Some(Baseline::Legacy), _) => true,
+        (None, None) => status.legacy == Some(LegacyRole::Standby),
     };
     let last = input.rollout.steps.len() as i32 - 1;
     checks
@@ -71,10 +88,11 @@ fn due(input: &Input, status: &MineruDeploymentStatus, at: Timestamp) -> bool {
 }
 
 /// The golden documents run once per step that a quality criterion gates, and again only
-/// when the last run could not decide.
-fn quality_due(status: &MineruDeploymentStatus, checks: &[Check]) -> bool {
+/// when the last run could not decide; the step says how many.
+fn quality_due(input: &Input, status: &MineruDeploymentStatus, checks: &[Check]) -> Option<usize> {
+    let quality = input.rollout.analysis.quality.as_ref()?;
     let since = status.step_started_at.as_ref();
-    checks
+    let due = checks
         .iter()
         .filter(|c| c.source == Source::Quality && c.kind == CheckKind::Promotion)
         .any(|c| {
@@ -84,7 +102,11 @@ fn quality_due(status: &MineruDeploymentStatus, checks: &[Check]) -> bool {
                     && since.is_some_and(|since| s.evaluated_at > *since)
                     && matches!(s.verdict, Verdict::Pass | Verdict::Fail)
             })
-        })
+        });
+    let step = status.current_step.unwrap_or(0).max(0) as usize;
+    let counts = &quality.documents_per_step;
+    let count = counts.get(step).or(counts.last()).copied().unwrap_or(1);
+    due.then_some(count.max(1) as usize)
 }
 
 /// What the controller should measure now; `None` when no round is due.
@@ -94,8 +116,8 @@ pub fn analysis_request(input: &Input) -> Option<AnalysisRequest> {
     if !due(input, status, whole_second(input.now)) {
         return None;
     }
-    let checks = applicable(input, status, &gates::checks(&input.rollout.analysis));
-    let quality = quality_due(status, &checks);
+    let checks = applicable(input, status, &checks(input, status));
+    let quality = quality_due(input, status, &checks);
     let checks = checks
         .into_iter()
         .filter(|c| matches!(c.source, Source::Query(_)))
@@ -106,13 +128,6 @@ pub fn analysis_request(input: &Input) -> Option<AnalysisRequest> {
         baseline,
         quality,
     })
-}
-
-fn revision_of(revisions: &Revisions, tier: Tier) -> &str {
-    match tier {
-        Tier::Model => &revisions.model_revision,
-        Tier::Worker => &revisions.worker_revision,
-    }
 }
 
 impl Machine<'_> {
@@ -132,7 +147,7 @@ impl Machine<'_> {
         let mut answered = Vec::new();
         let mut verdicts = Vec::new();
         for check in applicable(self.input, &self.s, &self.checks) {
-            let revision = revision_of(&judged, check.tier);
+            let revision = judged.of(check.tier);
             let result = match check.source {
                 Source::CanaryVllmRestarts => Some(self.restarts(&check, revision)),
                 Source::Quality => {

@@ -4,15 +4,15 @@ use std::time::Duration;
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use mineru_crds::{
-    CheckKind, MineruDeploymentStatus, RetiredRevision, Revisions, RollbackReason, RollbackRecord,
-    Step, Verdict,
+    CheckKind, LegacyRole, MineruDeploymentStatus, RetiredRevision, Revisions, RollbackReason,
+    RollbackRecord, Step, Verdict,
 };
 
 use super::{
     Command, Decision, Event, EventReason, Input, Notification, NotificationKind, analysis, plan,
     report,
 };
-use crate::gates::{self, Check, Source};
+use crate::gates::{Check, Source};
 
 /// Where a rollout stands, derived from status alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +34,11 @@ pub(super) fn stage(input: &Input, status: &MineruDeploymentStatus) -> Stage {
             let last = input.rollout.steps.len() as i32 - 1;
             Stage::Stepping(status.current_step.unwrap_or(0).clamp(0, last.max(0)))
         }
-        (None, _) if status.promoted_at.is_some() && status.previous_stable.is_some() => {
+        (None, _)
+            if status.promoted_at.is_some()
+                && (status.previous_stable.is_some()
+                    || status.legacy == Some(LegacyRole::Standby)) =>
+        {
             Stage::Verifying
         }
         (None, _) => Stage::Steady,
@@ -57,6 +61,12 @@ pub(super) fn reached(now: Timestamp, since: Option<&Time>, after: Duration) -> 
 
 pub(super) fn show(revisions: &Revisions) -> String {
     format!("{}/{}", revisions.model_revision, revisions.worker_revision)
+}
+
+/// The legacy Service the spec names, when it names one (Gateway API mode only).
+pub(super) fn legacy_service(input: &Input) -> Option<&str> {
+    let gateway = input.rollout.traffic_routing.gateway_api.as_ref()?;
+    gateway.legacy_backend.as_ref().map(|b| b.name.as_str())
 }
 
 /// Why a rollback happened, with what proves it.
@@ -95,16 +105,14 @@ pub(super) fn run(input: &Input) -> Decision {
     let mut m = Machine {
         input,
         now: whole_second(input.now),
-        checks: gates::checks(&input.rollout.analysis),
+        checks: Vec::new(),
         s: input.status.clone(),
         events: Vec::new(),
         notifications: Vec::new(),
     };
     m.s.observed_generation = input.generation.or(m.s.observed_generation);
-    // The first revisions ever deployed have nothing to be compared with: they are stable.
-    if m.s.stable.is_none() {
-        m.s.stable = Some(input.desired.clone());
-    }
+    m.follow_legacy();
+    m.checks = analysis::checks(input, &m.s);
     // A failed revision stays blocked only while the spec still asks for it.
     m.s.failed_revisions.retain(|r| *r == input.desired);
     for command in &input.commands {
@@ -138,15 +146,45 @@ impl Machine<'_> {
         plan::weight_of(self.input, index)
     }
 
-    pub fn stable(&self) -> &Revisions {
-        self.s.stable.as_ref().unwrap_or(&self.input.desired)
+    /// The first revisions ever deployed are stable at once, unless a legacy Service serves
+    /// the traffic: then they are the canary of a migration from it. Dropping `legacyBackend`
+    /// from the spec hands all traffic to the stack.
+    fn follow_legacy(&mut self) {
+        let legacy = legacy_service(self.input).is_some();
+        if self.s.stable.is_none() && self.s.legacy.is_none() {
+            if legacy {
+                self.s.legacy = Some(LegacyRole::Serving);
+            } else {
+                self.s.stable = Some(self.input.desired.clone());
+            }
+        }
+        if !legacy && self.s.legacy.take().is_some() && self.s.stable.is_none() {
+            self.s.stable = Some(self.s.canary.clone().unwrap_or(self.input.desired.clone()));
+            self.clear_rollout();
+            self.end_verification();
+        }
     }
 
+    /// The stable revisions; none while the legacy Service is the baseline.
+    pub fn stable(&self) -> Option<&Revisions> {
+        self.s.stable.as_ref()
+    }
+
+    /// What serves the traffic the canary does not, in words.
+    pub fn baseline_name(&self) -> String {
+        match (self.stable(), legacy_service(self.input)) {
+            (Some(stable), _) => show(stable),
+            (None, Some(service)) => format!("legacy Service {service}"),
+            (None, None) => "nothing".to_owned(),
+        }
+    }
+
+    /// A model canary: a new vLLM to warm up (always, when migrating from a legacy Service).
     pub fn model_changed(&self) -> bool {
-        self.s
-            .canary
-            .as_ref()
-            .is_some_and(|c| c.model_revision != self.stable().model_revision)
+        self.s.canary.as_ref().is_some_and(|c| {
+            self.stable()
+                .is_none_or(|stable| c.model_revision != stable.model_revision)
+        })
     }
 
     pub fn event(&mut self, reason: EventReason, message: String) {
@@ -223,11 +261,11 @@ impl Machine<'_> {
             Some(canary) => {
                 self.retire_active(&canary);
                 self.clear_rollout();
-                if desired == *self.stable() || blocked {
+                if self.stable() == Some(&desired) || blocked {
                     let message = format!(
                         "spec no longer asks for {}; rollout cancelled, {} stays stable",
                         show(&canary),
-                        show(self.stable())
+                        self.baseline_name()
                     );
                     self.event(EventReason::RolloutCancelled, message);
                 } else {
@@ -236,7 +274,7 @@ impl Machine<'_> {
                     self.start();
                 }
             }
-            None if desired != *self.stable() && !blocked => self.start(),
+            None if self.stable() != Some(&desired) && !blocked => self.start(),
             None => {}
         }
     }
@@ -252,10 +290,10 @@ impl Machine<'_> {
         self.s.quality.clear();
         self.s.consecutive_errors = 0;
         self.s.consecutive_inconclusive = 0;
-        let tiers = if self.model_changed() {
-            "model and worker"
-        } else {
-            "worker"
+        let tiers = match (self.stable(), self.model_changed()) {
+            (None, _) => "migrating from the legacy Service",
+            (Some(_), true) => "model and worker changed",
+            (Some(_), false) => "worker changed",
         };
         let weights: Vec<String> = self
             .steps()
@@ -263,7 +301,7 @@ impl Machine<'_> {
             .map(|s| format!("{}%", s.weight))
             .collect();
         let message = format!(
-            "rolling out {} ({tiers} changed) over {}",
+            "rolling out {} ({tiers}) over {}",
             show(&desired),
             weights.join(" → ")
         );
@@ -271,9 +309,10 @@ impl Machine<'_> {
         self.s.in_place_model_replicas = self.initial_in_place();
     }
 
-    /// Stable replicas to stop up front when the canary's GPUs may not be added.
+    /// Stable replicas to stop up front when the canary's GPUs may not be added. A legacy
+    /// Service's GPUs are not the operator's to free.
     fn initial_in_place(&mut self) -> Option<i32> {
-        if !self.model_changed() {
+        if !self.model_changed() || self.stable().is_none() {
             return None;
         }
         let sizes = self.input.sizes;
@@ -310,7 +349,7 @@ impl Machine<'_> {
                 }
                 let message = format!(
                     "{} passed the {} post-promotion window",
-                    show(self.stable()),
+                    self.baseline_name(),
                     self.input.rollout.post_promotion_window
                 );
                 self.end_verification();
@@ -330,6 +369,7 @@ impl Machine<'_> {
             .canary_model_replicas
             .min(self.input.sizes.model_replicas);
         if self.model_changed()
+            && self.stable().is_some()
             && canary_model.is_some_and(|m| self.input.observed.unschedulable.contains(&m))
             && self.s.in_place_model_replicas.unwrap_or(0) < full_replacement
         {
@@ -485,16 +525,24 @@ impl Machine<'_> {
         let Some(canary) = self.s.canary.clone() else {
             return;
         };
-        let previous = self.stable().clone();
-        self.retire_active(&previous);
+        let previous = self.stable().cloned();
+        let kept = match &previous {
+            Some(previous) => {
+                self.retire_active(previous);
+                format!("{} kept scaled down", show(previous))
+            }
+            None => {
+                self.s.legacy = Some(LegacyRole::Standby);
+                format!("{} kept without traffic", self.baseline_name())
+            }
+        };
         self.clear_rollout();
         self.s.stable = Some(canary.clone());
-        self.s.previous_stable = Some(previous.clone());
+        self.s.previous_stable = previous;
         self.s.promoted_at = Some(Time(self.now));
         let message = format!(
-            "promoted {} ({why}); {} kept scaled down for the {} post-promotion window",
+            "promoted {} ({why}); {kept} for the {} post-promotion window",
             show(&canary),
-            show(&previous),
             self.input.rollout.post_promotion_window
         );
         self.event(EventReason::Promoted, message.clone());
@@ -504,24 +552,36 @@ impl Machine<'_> {
     fn end_verification(&mut self) {
         if self.s.promoted_at.take().is_some() {
             self.s.previous_stable = None;
+            if self.s.legacy == Some(LegacyRole::Standby) {
+                self.s.legacy = None;
+            }
             self.s.consecutive_errors = 0;
             self.s.consecutive_inconclusive = 0;
         }
     }
 
-    /// Sends all traffic back to the last good revisions: the stable ones during a rollout,
-    /// the previous ones during the post-promotion window.
+    /// Sends all traffic back to what served it before: the stable revisions (or the legacy
+    /// Service) during a rollout, the previous ones during the post-promotion window.
     pub fn rollback(&mut self, evidence: Evidence) {
-        let (failed, restored) = match (self.s.canary.clone(), self.s.previous_stable.clone()) {
-            (Some(canary), _) => (canary, self.stable().clone()),
-            (None, Some(previous)) => (self.stable().clone(), previous),
-            (None, None) => return,
+        let legacy_standby = self.s.legacy == Some(LegacyRole::Standby);
+        let (failed, restored) = match (
+            self.s.canary.clone(),
+            self.s.previous_stable.clone(),
+            self.stable().cloned(),
+        ) {
+            (Some(canary), _, stable) => (canary, stable),
+            (None, Some(previous), Some(stable)) => (stable, Some(previous)),
+            (None, None, Some(stable)) if legacy_standby => (stable, None),
+            _ => return,
         };
         self.retire_active(&failed);
         self.clear_rollout();
         self.s.promoted_at = None;
         self.s.previous_stable = None;
-        self.s.stable = Some(restored.clone());
+        if restored.is_none() {
+            self.s.legacy = Some(LegacyRole::Serving);
+        }
+        self.s.stable = restored;
         self.s.consecutive_errors = 0;
         self.s.consecutive_inconclusive = 0;
         if !self.s.failed_revisions.contains(&failed) {
@@ -530,7 +590,7 @@ impl Machine<'_> {
         let message = format!(
             "rolled back {} to {}: {}",
             show(&failed),
-            show(&restored),
+            self.baseline_name(),
             evidence.message
         );
         self.s.last_rollback = Some(RollbackRecord {

@@ -45,7 +45,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::jiff::Timestamp;
 use mineru_crds::{
     CheckKind, MineruDeploymentSpec, MineruDeploymentStatus, QualityResult, Revisions,
-    RollbackReason, RolloutSpec,
+    RollbackReason, RolloutSpec, Tier,
 };
 
 use crate::gates::{Check, verdict::Evaluation};
@@ -186,10 +186,33 @@ pub struct AnalysisRequest {
     pub checks: Vec<Check>,
     /// The revisions judged (`{{revision}}`, `{{canaryRevision}}`).
     pub judged: Revisions,
-    /// The revisions compared with (`{{stableRevision}}`), absent after promotion.
-    pub baseline: Option<Revisions>,
-    /// Compare the judged revisions with the baseline on the golden documents.
-    pub quality: bool,
+    /// What they are compared with (`{{stableRevision}}`), absent after promotion.
+    pub baseline: Option<Baseline>,
+    /// Compare the judged revisions with the baseline on this many golden documents.
+    pub quality: Option<usize>,
+}
+
+/// `revision` label value of the legacy Service's series during a migration: relabel its
+/// scrape targets with it, and ratio checks compare the canary with the legacy Service.
+pub const LEGACY_REVISION: &str = "legacy";
+
+/// What a canary is compared with, and where traffic goes back to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Baseline {
+    /// The stable revisions of this stack.
+    Stable(Revisions),
+    /// The legacy Service being migrated from.
+    Legacy,
+}
+
+impl Baseline {
+    /// The `revision` label of the baseline's series of a tier.
+    pub fn revision(&self, tier: Tier) -> &str {
+        match self {
+            Baseline::Stable(revisions) => revisions.of(tier),
+            Baseline::Legacy => LEGACY_REVISION,
+        }
+    }
 }
 
 /// What to do now.
@@ -210,8 +233,8 @@ pub struct Decision {
 /// Replicas per revision and tier, and the canary's share of traffic.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
-    /// The revisions serving as stable.
-    pub stable: Revisions,
+    /// The revisions serving as stable; none while the legacy Service is the baseline.
+    pub stable: Option<Revisions>,
     /// The canary, when a rollout is under way.
     pub canary: Option<Revisions>,
     /// Percentage of traffic for the canary (Gateway API weights; informational in replica mode,

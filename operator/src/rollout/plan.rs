@@ -8,7 +8,7 @@
 //! (a rollback needs no scale-up) and the canary workers start before any weight reaches them.
 
 use k8s_openapi::jiff::Timestamp;
-use mineru_crds::{MineruDeploymentStatus, RetiredRevision};
+use mineru_crds::{MineruDeploymentStatus, RetiredRevision, Revisions};
 
 use super::{
     Input, Plan, Scale,
@@ -63,33 +63,36 @@ pub(super) fn canary_workers(input: &Input, status: &MineruDeploymentStatus) -> 
 /// The planned replicas of both tiers for this status at `now`.
 pub(super) fn compute(input: &Input, status: &MineruDeploymentStatus, now: Timestamp) -> Plan {
     let sizes = input.sizes;
-    let stable = status
-        .stable
-        .clone()
-        .unwrap_or_else(|| input.desired.clone());
+    let stable = status.stable.as_ref();
     let mut model = Vec::new();
     let mut worker = Vec::new();
-    match &status.canary {
-        None => {
+    match (&status.canary, stable) {
+        (None, None) => {}
+        (None, Some(stable)) => {
             push(&mut model, &stable.model_revision, sizes.model_replicas);
             push(&mut worker, &stable.worker_revision, sizes.worker_replicas);
         }
-        Some(canary) => {
-            if canary.model_revision != stable.model_revision {
-                let stopped = status.in_place_model_replicas.unwrap_or(0);
-                push(
-                    &mut model,
-                    &stable.model_revision,
-                    (sizes.model_replicas - stopped).max(0),
-                );
-                push(
-                    &mut model,
-                    &canary.model_revision,
-                    input.rollout.canary_model_replicas,
-                );
-            } else {
-                push(&mut model, &stable.model_revision, sizes.model_replicas);
+        (Some(canary), stable) => {
+            match stable {
+                Some(stable) if canary.model_revision == stable.model_revision => {
+                    push(&mut model, &stable.model_revision, sizes.model_replicas);
+                }
+                Some(stable) => {
+                    let stopped = status.in_place_model_replicas.unwrap_or(0);
+                    push(
+                        &mut model,
+                        &stable.model_revision,
+                        (sizes.model_replicas - stopped).max(0),
+                    );
+                }
+                // Migrating: the legacy Service is the baseline; it is not ours to size.
+                None => {}
             }
+            push(
+                &mut model,
+                &canary.model_revision,
+                input.rollout.canary_model_replicas,
+            );
             let canary_workers = canary_workers(input, status);
             let total = sizes.worker_replicas;
             let stable_workers = if gateway(input) {
@@ -101,21 +104,19 @@ pub(super) fn compute(input: &Input, status: &MineruDeploymentStatus, now: Times
             } else {
                 (total - canary_workers).max(0)
             };
-            push(&mut worker, &stable.worker_revision, stable_workers);
+            if let Some(stable) = stable {
+                push(&mut worker, &stable.worker_revision, stable_workers);
+            }
             push(&mut worker, &canary.worker_revision, canary_workers);
         }
     }
-    let waiting = waits_for_stable(
-        input,
-        &stable.model_revision,
-        ready(
+    let waiting = stable.is_some_and(|stable| {
+        waits_for_stable(
             input,
             &stable.model_revision,
-            &stable.worker_revision,
-            &model,
-            &worker,
-        ),
-    );
+            ready(input, stable, &model, &worker),
+        )
+    });
     for retired in &status.retired {
         let keep = keeps_replicas(input, retired, waiting, now);
         let replicas = |n: i32| if keep { n } else { 0 };
@@ -131,7 +132,7 @@ pub(super) fn compute(input: &Input, status: &MineruDeploymentStatus, now: Times
         );
     }
     Plan {
-        stable,
+        stable: stable.cloned(),
         canary: status.canary.clone(),
         canary_weight: canary_weight(input, status),
         model,
@@ -166,36 +167,29 @@ pub(super) fn replicas_of(list: &[Scale], revision: &str) -> i32 {
         .map_or(0, |s| s.replicas)
 }
 
-fn ready(
-    input: &Input,
-    model_revision: &str,
-    worker_revision: &str,
-    model: &[Scale],
-    worker: &[Scale],
-) -> bool {
+fn ready(input: &Input, revisions: &Revisions, model: &[Scale], worker: &[Scale]) -> bool {
     let observed = &input.observed;
+    let (model_revision, worker_revision) = (&revisions.model_revision, &revisions.worker_revision);
     observed.models_ready(model_revision) >= replicas_of(model, model_revision)
         && observed.workers_ready(worker_revision) >= replicas_of(worker, worker_revision)
 }
 
-/// Whether the stable revisions run all their planned replicas, ready.
+/// Whether the stable revisions run all their planned replicas, ready (a legacy Service
+/// serving instead is not the operator's to judge).
 pub(super) fn stable_ready(input: &Input, status: &MineruDeploymentStatus, now: Timestamp) -> bool {
     let plan = compute(input, status, now);
-    ready(
-        input,
-        &plan.stable.model_revision,
-        &plan.stable.worker_revision,
-        &plan.model,
-        &plan.worker,
-    )
+    plan.stable
+        .as_ref()
+        .is_none_or(|stable| ready(input, stable, &plan.model, &plan.worker))
 }
 
 /// Whether retired revisions keep their replicas for stable's sake in this status.
 pub(super) fn retired_wait(input: &Input, status: &MineruDeploymentStatus, now: Timestamp) -> bool {
-    let stable = status.stable.as_ref().unwrap_or(&input.desired);
-    waits_for_stable(
-        input,
-        &stable.model_revision,
-        stable_ready(input, status, now),
-    )
+    status.stable.as_ref().is_some_and(|stable| {
+        waits_for_stable(
+            input,
+            &stable.model_revision,
+            stable_ready(input, status, now),
+        )
+    })
 }

@@ -10,7 +10,7 @@ use mineru_crds::{CheckKind, Phase, TierStatus, TierStatuses, Verdict};
 use super::{
     Decision, Notification, NotificationKind, Plan,
     analysis::{self, human},
-    machine::{Machine, Stage, later, show},
+    machine::{self, Machine, Stage, later, show},
     plan,
 };
 
@@ -122,6 +122,15 @@ fn remaining(m: &Machine<'_>, since: Option<&Time>, length: std::time::Duration)
     })
 }
 
+/// What a rollback in the post-promotion window would go back to.
+fn previous_name(m: &Machine<'_>) -> String {
+    match (&m.s.previous_stable, machine::legacy_service(m.input)) {
+        (Some(previous), _) => show(previous),
+        (None, Some(service)) => format!("legacy Service {service}"),
+        (None, None) => String::new(),
+    }
+}
+
 /// Says so when stable vLLM replicas were stopped to make room for the canary.
 fn in_place(m: &Machine<'_>) -> String {
     match m.s.in_place_model_replicas {
@@ -132,7 +141,7 @@ fn in_place(m: &Machine<'_>) -> String {
 }
 
 fn message(m: &Machine<'_>, failed: bool, plan: &Plan) -> String {
-    let stable = show(m.stable());
+    let stable = m.baseline_name();
     match m.stage() {
         Stage::Steady if failed => {
             let why =
@@ -145,8 +154,11 @@ fn message(m: &Machine<'_>, failed: bool, plan: &Plan) -> String {
             )
         }
         Stage::Steady => {
+            let Some(revisions) = &plan.stable else {
+                return format!("{stable} serves all traffic");
+            };
             let observed = &m.input.observed;
-            let (model, worker) = (&plan.stable.model_revision, &plan.stable.worker_revision);
+            let (model, worker) = (&revisions.model_revision, &revisions.worker_revision);
             let (models, workers) = (
                 plan::replicas_of(&plan.model, model),
                 plan::replicas_of(&plan.worker, worker),
@@ -173,7 +185,7 @@ fn message(m: &Machine<'_>, failed: bool, plan: &Plan) -> String {
                 }
                 None => format!(
                     "promoted {stable}; post-promotion window over, waiting for a round of checks that answers before letting {} go",
-                    m.s.previous_stable.as_ref().map(show).unwrap_or_default()
+                    previous_name(m)
                 ),
             }
         }
@@ -261,7 +273,11 @@ fn tiers(m: &Machine<'_>, plan: &Plan) -> TierStatuses {
     let canary_model = plan
         .canary
         .as_ref()
-        .filter(|c| c.model_revision != plan.stable.model_revision)
+        .filter(|c| {
+            plan.stable
+                .as_ref()
+                .is_none_or(|stable| c.model_revision != stable.model_revision)
+        })
         .map(|c| observed.models_ready(&c.model_revision));
     let canary_worker = plan
         .canary
@@ -338,12 +354,16 @@ fn requeue_at(m: &Machine<'_>, plan: &Plan) -> Option<Timestamp> {
 
 /// Available: the stable revisions can answer, i.e. each tier the spec sizes above zero has a
 /// ready replica (all of them being ready is `stable_ready`, which a scale-up briefly is not;
-/// a stable vLLM stopped in place for the canary is not available).
+/// a stable vLLM stopped in place for the canary is not available). A legacy Service serving
+/// instead is taken as available: its health is not the operator's to judge.
 fn serving(m: &Machine<'_>, plan: &Plan) -> bool {
+    let Some(stable) = &plan.stable else {
+        return true;
+    };
     let (observed, sizes) = (&m.input.observed, m.input.sizes);
     let tier = |size: i32, ready: i32| size == 0 || ready > 0;
-    let model = observed.models_ready(&plan.stable.model_revision);
-    let worker = observed.workers_ready(&plan.stable.worker_revision);
+    let model = observed.models_ready(&stable.model_revision);
+    let worker = observed.workers_ready(&stable.worker_revision);
     tier(sizes.model_replicas, model) && tier(sizes.worker_replicas, worker)
 }
 
@@ -396,12 +416,15 @@ pub(super) fn finish(mut m: Machine<'_>) -> Decision {
             &m,
             "Available",
             serving,
-            if serving {
-                "StableServing"
-            } else {
-                "StableNotServing"
+            match (serving, &plan.stable) {
+                (true, Some(_)) => "StableServing",
+                (true, None) => "LegacyServing",
+                (false, _) => "StableNotServing",
             },
-            &format!("stable {}", show(m.stable())),
+            &match &plan.stable {
+                Some(_) => format!("stable {}", m.baseline_name()),
+                None => format!("{} serves the stable share", m.baseline_name()),
+            },
         ),
         condition(
             &m,

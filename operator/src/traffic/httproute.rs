@@ -23,13 +23,12 @@ pub struct Backends {
 }
 
 impl Backends {
-    /// Stable and canary worker Services split by `canary_weight`; `legacy` (a pre-existing
-    /// Service being migrated) takes stable's share when given.
+    /// The baseline (the stable worker Service, or the legacy Service being migrated from)
+    /// and the canary worker Service, split by `canary_weight`.
     pub fn split(
-        stable: (&str, i32),
+        baseline: (&str, i32),
         canary: Option<(&str, i32)>,
         canary_weight: i32,
-        legacy: Option<(&str, i32)>,
         known: Vec<String>,
     ) -> Self {
         let canary_weight = if canary.is_some() {
@@ -37,7 +36,7 @@ impl Backends {
         } else {
             0
         };
-        let (primary, primary_port) = legacy.unwrap_or(stable);
+        let (primary, primary_port) = baseline;
         let mut weighted = vec![(primary.to_owned(), primary_port, 100 - canary_weight)];
         if let Some((name, port)) = canary {
             weighted.push((name.to_owned(), port, canary_weight));
@@ -222,7 +221,6 @@ mod tests {
             ("docs-worker-w-old", 8000),
             Some(("docs-worker-w-new", 8000)),
             10,
-            None,
             known(),
         );
         let Rewrite::Changed(rules) = rewrite_rules(&route_rules(), &backends) else {
@@ -245,7 +243,6 @@ mod tests {
             ("docs-worker-w-old", 8000),
             Some(("docs-worker-w-new", 8000)),
             50,
-            None,
             known(),
         );
         let Rewrite::Changed(once) = rewrite_rules(&route_rules(), &backends) else {
@@ -261,56 +258,47 @@ mod tests {
 
     #[test]
     fn a_route_without_our_services_is_an_error() {
-        let backends = Backends::split(
-            ("docs-worker-w-old", 8000),
-            None,
-            0,
-            None,
-            vec!["docs".into()],
-        );
+        let backends = Backends::split(("docs-worker-w-old", 8000), None, 0, vec!["docs".into()]);
         let rules = json!([{"backendRefs": [{"name": "someone-else", "port": 80}]}]);
         assert_eq!(rewrite_rules(&rules, &backends), Rewrite::NotOurs);
         assert_eq!(rewrite_rules(&json!(null), &backends), Rewrite::NotOurs);
     }
 
     #[test]
-    fn legacy_service_takes_stables_share_during_migration() {
+    fn a_legacy_service_as_baseline_shares_with_the_canary_and_old_rules_are_ours() {
         let mut known = known();
         known.push("mineru-api".into());
         let backends = Backends::split(
-            ("docs-worker-w-old", 8000),
+            ("mineru-api", 8000),
             Some(("docs-worker-w-new", 8000)),
             10,
-            Some(("mineru-api", 8000)),
-            known,
+            known.clone(),
         );
         let rules = json!([{"backendRefs": [{"name": "mineru-api", "port": 8000}]}]);
         let Rewrite::Changed(rewritten) = rewrite_rules(&rules, &backends) else {
             panic!("expected a change");
         };
-        let names: Vec<_> = rewritten[0]["backendRefs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                (
-                    r["name"].as_str().unwrap().to_owned(),
-                    r["weight"].as_i64().unwrap(),
-                )
-            })
-            .collect();
         assert_eq!(
-            names,
-            [
-                ("mineru-api".to_owned(), 90),
-                ("docs-worker-w-new".to_owned(), 10)
-            ]
+            rewritten[0]["backendRefs"],
+            json!([
+                {"kind": "Service", "name": "mineru-api", "port": 8000, "weight": 90},
+                {"kind": "Service", "name": "docs-worker-w-new", "port": 8000, "weight": 10}
+            ])
+        );
+        // Once the stack is promoted the legacy Service leaves the rule it was in.
+        let promoted = Backends::split(("docs-worker-w-new", 8000), None, 0, known);
+        let Rewrite::Changed(after) = rewrite_rules(&rewritten, &promoted) else {
+            panic!("expected a change");
+        };
+        assert_eq!(
+            after[0]["backendRefs"],
+            json!([{"kind": "Service", "name": "docs-worker-w-new", "port": 8000, "weight": 100}])
         );
     }
 
     #[test]
     fn without_a_canary_stable_takes_everything() {
-        let backends = Backends::split(("docs-worker-w-old", 8000), None, 40, None, known());
+        let backends = Backends::split(("docs-worker-w-old", 8000), None, 40, known());
         assert_eq!(
             backends.weighted,
             [("docs-worker-w-old".to_owned(), 8000, 100)]

@@ -25,6 +25,9 @@ use serde_json::{Value, json};
 
 pub const T0: &str = "2026-11-28T10:00:00Z";
 
+/// The legacy Service of [`World::migrating`].
+pub const LEGACY: &str = "mineru-legacy";
+
 pub fn revisions(model: &str, worker: &str) -> Revisions {
     Revisions {
         model_revision: model.into(),
@@ -91,10 +94,31 @@ pub struct World {
 impl World {
     /// `old()` deployed and healthy, with the default rollout spec plus `extra`.
     pub fn new(extra: Value) -> World {
-        let mut world = World {
+        let mut world = World::unstarted(rollout(extra));
+        world.decide();
+        world.converge();
+        world.decide();
+        assert_eq!(world.phase(), Phase::Healthy, "{}", world.message());
+        world
+    }
+
+    /// A new object in Gateway API mode whose traffic a legacy Service (`mineru-legacy`)
+    /// serves: `old()` is the canary of the migration, nothing decided yet.
+    pub fn migrating(extra: Value) -> World {
+        let mut spec = json!({"trafficRouting": {"gatewayAPI": {
+            "httpRoute": {"name": "docs"},
+            "legacyBackend": {"name": LEGACY, "port": 8000}
+        }}});
+        merge(&mut spec, extra);
+        World::unstarted(rollout(spec))
+    }
+
+    /// `old()` desired, nothing decided yet.
+    fn unstarted(rollout: RolloutSpec) -> World {
+        World {
             input: Input {
                 generation: Some(1),
-                rollout: rollout(extra),
+                rollout,
                 sizes: Sizes {
                     model_replicas: 2,
                     gpus_per_replica: 1,
@@ -112,12 +136,7 @@ impl World {
             verify_replay: false,
             decisions: 0,
             crash_at: None,
-        };
-        world.decide();
-        world.converge();
-        world.decide();
-        assert_eq!(world.phase(), Phase::Healthy, "{}", world.message());
-        world
+        }
     }
 
     /// Calls the engine and persists what it decided (through JSON, like the API server).
@@ -221,7 +240,7 @@ impl World {
                 evaluation: reading(&answer, check.threshold.max.unwrap_or(1.0)),
             });
         }
-        let quality = if request.quality {
+        let quality = if request.quality.is_some() {
             let answer = overrides
                 .iter()
                 .find(|(name, _)| *name == "quality")
