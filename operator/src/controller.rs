@@ -104,6 +104,12 @@ pub const API_ACCESS: &[ApiAccess] = &[
         resource: "pods",
         verbs: &["list"],
     },
+    // Migration preflight: the legacy Service must exist before the rollout relies on it.
+    ApiAccess {
+        group: "",
+        resource: "services",
+        verbs: &["get"],
+    },
     // The API key (warm-up), Prometheus credentials and the webhook token.
     ApiAccess {
         group: "",

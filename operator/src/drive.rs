@@ -162,8 +162,9 @@ async fn preflight(
                 legacy.name
             )),
             Err(error) => problems.push(format!(
-                "legacy Service {namespace}/{}: {error}",
-                legacy.name
+                "legacy Service {namespace}/{}: {}",
+                legacy.name,
+                api_message(&error)
             )),
         }
     }
@@ -412,7 +413,7 @@ pub async fn secret_value(
     let secret = Api::<Secret>::namespaced(client.clone(), namespace)
         .get_opt(name)
         .await
-        .map_err(|error| format!("Secret {namespace}/{name}: {error}"))?;
+        .map_err(|error| format!("Secret {namespace}/{name}: {}", api_message(&error)))?;
     Ok(secret
         .and_then(|secret| secret.data)
         .and_then(|data| data.get(key).cloned())
@@ -437,6 +438,14 @@ async fn prometheus_credentials(
     }
 }
 
+/// What the apiserver said, without the wire format around it.
+fn api_message(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => status.message.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// The golden documents: every binaryData entry of the ConfigMap.
 async fn golden_documents(
     client: &Client,
@@ -446,7 +455,7 @@ async fn golden_documents(
     let config_map = Api::<ConfigMap>::namespaced(client.clone(), namespace)
         .get_opt(name)
         .await
-        .map_err(|error| format!("ConfigMap {namespace}/{name}: {error}"))?
+        .map_err(|error| format!("ConfigMap {namespace}/{name}: {}", api_message(&error)))?
         .ok_or_else(|| format!("golden-document ConfigMap {namespace}/{name} not found"))?;
     let documents: BTreeMap<String, Vec<u8>> = config_map
         .binary_data

@@ -1066,8 +1066,8 @@ fn the_engine_asks_to_look_again_at_the_next_round_or_deadline() {
     let warming = world.decide().requeue_at.unwrap();
     assert_eq!(
         warming.as_second() - world.input.now.as_second(),
-        30 * 60,
-        "progress deadline"
+        60,
+        "warm-up and preflight are polled every interval"
     );
     world.converge();
     world.decide();

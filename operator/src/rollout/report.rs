@@ -324,7 +324,12 @@ fn requeue_at(m: &Machine<'_>, plan: &Plan) -> Option<Timestamp> {
     }
     let started = m.s.step_started_at.as_ref();
     match stage {
-        Stage::Warming => at.extend(started.map(|t| later(t.0, rollout.progress_deadline.get()))),
+        Stage::Warming => {
+            at.extend(started.map(|t| later(t.0, rollout.progress_deadline.get())));
+            // A warm-up that answers and a preflight problem that is fixed make no watch event:
+            // look again every interval.
+            at.push(later(m.now, rollout.analysis.interval.get()));
+        }
         Stage::Stepping(index) => {
             let unready = m.s.canary_unready_since.as_ref();
             at.extend(unready.map(|t| later(t.0, rollout.progress_deadline.get())));
