@@ -71,20 +71,39 @@ spec:
     )
 }
 
+/// The legacy Service a migration scenario moves traffic from; its worker reports
+/// `revision="legacy"`, as relabeling would make a real one's series.
+pub const LEGACY_SERVICE: &str = "mineru-legacy";
+
+/// A manifest whose first rollout migrates from [`LEGACY_SERVICE`].
+pub fn with_legacy_backend(manifest: &str) -> String {
+    manifest.replace(
+        "httpRoute: {name: mineru}}",
+        &format!(
+            "httpRoute: {{name: mineru}}, legacyBackend: {{name: {LEGACY_SERVICE}, port: 8000}}}}"
+        ),
+    )
+}
+
 /// The revisions a manifest makes (hashes of its pod templates).
 pub fn revisions_of(manifest: &str) -> Revisions {
     let md: MineruDeployment = serde_yaml::from_str(manifest).unwrap();
     SpecRevisions::of("docs", &md.spec).unwrap().revisions
 }
 
-const ROUTE: &str = "apiVersion: gateway.networking.k8s.io/v1
+/// The user's HTTPRoute, sending everything to `backend` until the operator sets weights.
+fn route(backend: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
-metadata: {name: mineru, namespace: parsing}
+metadata: {{name: mineru, namespace: {NAMESPACE}}}
 spec:
-  parentRefs: [{name: public}]
+  parentRefs: [{{name: public}}]
   rules:
-  - backendRefs: [{name: docs, port: 8000}]
-";
+  - backendRefs: [{{name: {backend}, port: 8000}}]
+"
+    )
+}
 
 /// Everything one scenario runs: the cluster, Prometheus, both revisions' processes, the
 /// operator, and a load generator that follows the HTTPRoute's weights.
@@ -103,11 +122,22 @@ pub struct Scenario {
 impl Scenario {
     /// Brings everything up and the operator with it; `nodes` sizes the GPU pool.
     pub fn start(test: &str, nodes: &Nodes) -> Scenario {
+        Scenario::start_with(test, nodes, false)
+    }
+
+    /// The same, with a legacy MinerU Service (a worker and its vLLM reporting revision
+    /// `legacy`) serving the route, for a migration.
+    pub fn start_migration(test: &str, nodes: &Nodes) -> Scenario {
+        Scenario::start_with(test, nodes, true)
+    }
+
+    fn start_with(test: &str, nodes: &Nodes, legacy: bool) -> Scenario {
         let plane = ControlPlane::start(test, nodes).unwrap();
         operator::install(&plane).unwrap();
         plane.install_gateway_api().unwrap();
         plane.kubectl(&["create", "namespace", NAMESPACE]).unwrap();
-        plane.apply(ROUTE).unwrap();
+        let first_backend = if legacy { LEGACY_SERVICE } else { "docs" };
+        plane.apply(&route(first_backend)).unwrap();
 
         // Revisions are hashes of the pod templates, so the test knows them before applying.
         let logs = plane.dir().join("logs");
@@ -139,6 +169,24 @@ impl Scenario {
             targets.push(worker.target(NAMESPACE));
             data_plane.push((simulator, worker));
         }
+        if legacy {
+            let simulator = Simulator::start("legacy", "mineru", &[], &logs).unwrap();
+            let worker = Worker::start("legacy", &simulator.url(), "mineru", &logs).unwrap();
+            plane
+                .kubectl(&[
+                    "create",
+                    "service",
+                    "clusterip",
+                    LEGACY_SERVICE,
+                    "--tcp=8000:8000",
+                    "-n",
+                    NAMESPACE,
+                ])
+                .unwrap();
+            services.insert(format!("{NAMESPACE}/{LEGACY_SERVICE}"), worker.url());
+            targets.push(worker.target(NAMESPACE));
+            data_plane.push((simulator, worker));
+        }
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let prometheus = runtime
             .block_on(Prometheus::start(
@@ -154,7 +202,7 @@ impl Scenario {
                 key.strip_prefix(&format!("{NAMESPACE}/"))
                     .map(|s| (s.to_owned(), url.clone()))
             })
-            .filter(|(service, _)| service.starts_with("docs-worker-"))
+            .filter(|(service, _)| service.starts_with("docs-worker-") || service == LEGACY_SERVICE)
             .collect();
         let load = Load::start(&plane, workers);
         let canary_manifest = manifest(CANARY_IMAGE, prometheus.url());

@@ -50,7 +50,7 @@ async fn httproute_weights_follow_the_rollout() {
         client.clone(),
         "parsing",
         "mineru",
-        &Backends::split(("docs-worker-w-1", 8000), None, 0, None, vec![]),
+        &Backends::split(("docs-worker-w-1", 8000), None, 0, vec![]),
     )
     .await;
     assert!(
@@ -66,7 +66,7 @@ async fn httproute_weights_follow_the_rollout() {
     ];
     let stable = ("docs-worker-w-1", 8000);
     let canary = Some(("docs-worker-w-2", 8000));
-    let legacy = Some(("mineru-api", 8000));
+    let legacy = ("mineru-api", 8000);
 
     // Migration from the legacy Service: 10% to the new stack.
     assert!(
@@ -74,7 +74,7 @@ async fn httproute_weights_follow_the_rollout() {
             client.clone(),
             "parsing",
             "mineru",
-            &Backends::split(stable, canary, 10, legacy, known.clone())
+            &Backends::split(legacy, canary, 10, known.clone())
         )
         .await
         .unwrap()
@@ -86,7 +86,7 @@ async fn httproute_weights_follow_the_rollout() {
             client.clone(),
             "parsing",
             "mineru",
-            &Backends::split(stable, canary, 10, legacy, known.clone())
+            &Backends::split(legacy, canary, 10, known.clone())
         )
         .await
         .unwrap()
@@ -97,7 +97,7 @@ async fn httproute_weights_follow_the_rollout() {
             client.clone(),
             "parsing",
             "mineru",
-            &Backends::split(stable, canary, 50, None, known.clone())
+            &Backends::split(stable, canary, 50, known.clone())
         )
         .await
         .unwrap()
@@ -108,7 +108,7 @@ async fn httproute_weights_follow_the_rollout() {
             client.clone(),
             "parsing",
             "mineru",
-            &Backends::split(("docs-worker-w-2", 8000), None, 0, None, known)
+            &Backends::split(("docs-worker-w-2", 8000), None, 0, known)
         )
         .await
         .unwrap()
