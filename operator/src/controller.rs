@@ -104,6 +104,12 @@ pub const API_ACCESS: &[ApiAccess] = &[
         resource: "pods",
         verbs: &["list"],
     },
+    // GPU capacity for a canary vLLM: allocatable GPUs per node, and the pods using them.
+    ApiAccess {
+        group: "",
+        resource: "nodes",
+        verbs: &["list"],
+    },
     // Migration preflight: the legacy Service must exist before the rollout relies on it.
     ApiAccess {
         group: "",

@@ -12,7 +12,7 @@ use kube::{Api, Client, ResourceExt};
 use mineru_crds::{MineruDeployment, MineruDeploymentStatus, Revisions, Tier, Verdict};
 
 use crate::{
-    VLLM_PORT, WORKER_PORT,
+    VLLM_PORT, WORKER_PORT, capacity,
     gates::{
         self, Source,
         prometheus::{Credentials, PrometheusSource},
@@ -97,6 +97,20 @@ pub async fn decide(
 
     if before_first_traffic(&status, migrating, &desired) {
         observed.preflight = preflight(client, md, migrating, &desired).await;
+        let new_model = status
+            .stable
+            .as_ref()
+            .is_none_or(|stable| stable.model_revision != desired.model_revision);
+        if new_model {
+            match capacity::read(client, &md.spec.model).await {
+                Ok(capacity) => {
+                    observed.free_gpus = Some(capacity.free);
+                    observed.preflight.extend(capacity.problem(&md.spec.model));
+                }
+                // Unknown capacity: the engine still notices canary pods left unschedulable.
+                Err(error) => tracing::warn!(%error, "GPU capacity could not be read"),
+            }
+        }
     }
 
     let mut input = Input {

@@ -1,0 +1,282 @@
+//! GPU capacity for a canary vLLM, read from Nodes and Pods before a model rollout starts.
+//!
+//! A canary replica needs `gpusPerReplica` GPUs on one node that its nodeSelector and
+//! tolerations allow, so capacity is counted per node in whole replicas. What is free decides
+//! whether the canary can be added beside stable (`maxSurgeGPUs` permitting) or must replace
+//! stable replicas in place; a cluster where no allowed node could ever host a replica is a
+//! preflight failure rather than a rollout left to hit its progress deadline.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
+use kube::{Api, Client, api::ListParams};
+use mineru_crds::ModelSpec;
+
+/// GPUs the canary can use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpuCapacity {
+    /// Free GPUs on allowed nodes, counted in whole canary replicas.
+    pub free: i32,
+    /// Allocatable GPUs of the largest allowed node; below `gpusPerReplica` nothing ever fits.
+    pub largest_node: i32,
+}
+
+impl GpuCapacity {
+    /// Why no canary replica can ever be scheduled, if that is so.
+    pub fn problem(&self, model: &ModelSpec) -> Option<String> {
+        (self.largest_node < model.gpus_per_replica).then(|| {
+            format!(
+                "no node allowed by the model's nodeSelector and tolerations has {} allocatable {} (largest: {})",
+                model.gpus_per_replica, model.gpu_resource_name, self.largest_node
+            )
+        })
+    }
+}
+
+/// Counts the capacity from a snapshot of the cluster.
+pub fn gpu_capacity(nodes: &[Node], pods: &[Pod], model: &ModelSpec) -> GpuCapacity {
+    let resource = &model.gpu_resource_name;
+    let mut used: BTreeMap<&str, i64> = BTreeMap::new();
+    for pod in pods {
+        let Some(spec) = &pod.spec else {
+            continue;
+        };
+        let Some(node) = spec.node_name.as_deref() else {
+            continue;
+        };
+        let finished = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|phase| phase == "Succeeded" || phase == "Failed");
+        if finished {
+            continue;
+        }
+        let gpus: i64 = spec
+            .containers
+            .iter()
+            .filter_map(|container| {
+                let resources = container.resources.as_ref()?;
+                // Extended resources are requested as limits; requests default to them.
+                let requests = resources.requests.as_ref().and_then(|r| r.get(resource));
+                let limits = resources.limits.as_ref().and_then(|l| l.get(resource));
+                requests.or(limits).and_then(|q| whole(&q.0))
+            })
+            .sum();
+        *used.entry(node).or_default() += gpus;
+    }
+    let per_replica = i64::from(model.gpus_per_replica.max(1));
+    let mut capacity = GpuCapacity {
+        free: 0,
+        largest_node: 0,
+    };
+    for node in nodes.iter().filter(|node| allowed(node, model)) {
+        let allocatable = node
+            .status
+            .as_ref()
+            .and_then(|s| s.allocatable.as_ref())
+            .and_then(|a| a.get(resource))
+            .and_then(|q| whole(&q.0))
+            .unwrap_or(0);
+        let name = node.metadata.name.as_deref().unwrap_or_default();
+        let free = (allocatable - used.get(name).copied().unwrap_or(0)).max(0);
+        capacity.free += to_i32(free / per_replica * per_replica);
+        capacity.largest_node = capacity.largest_node.max(to_i32(allocatable));
+    }
+    capacity
+}
+
+/// Lists the cluster's Nodes and running Pods and counts the capacity.
+pub async fn read(client: &Client, model: &ModelSpec) -> Result<GpuCapacity, kube::Error> {
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await?;
+    let running = ListParams::default().fields("status.phase!=Succeeded,status.phase!=Failed");
+    let pods = Api::<Pod>::all(client.clone()).list(&running).await?;
+    Ok(gpu_capacity(&nodes.items, &pods.items, model))
+}
+
+fn to_i32(value: i64) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+/// A whole-number quantity (`"8"`); GPUs are never fractional.
+fn whole(quantity: &str) -> Option<i64> {
+    quantity.parse().ok()
+}
+
+/// Whether the canary vLLM could be placed on the node: schedulable, Ready, matching the
+/// nodeSelector, every NoSchedule/NoExecute taint tolerated.
+fn allowed(node: &Node, model: &ModelSpec) -> bool {
+    let spec = node.spec.as_ref();
+    if spec.and_then(|s| s.unschedulable).unwrap_or(false) {
+        return false;
+    }
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        });
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    let selected = model
+        .node_selector
+        .iter()
+        .all(|(key, value)| labels.get(key) == Some(value));
+    let taints = spec.and_then(|s| s.taints.as_deref()).unwrap_or_default();
+    let tolerated = taints
+        .iter()
+        .filter(|taint| taint.effect == "NoSchedule" || taint.effect == "NoExecute")
+        .all(|taint| model.tolerations.iter().any(|t| tolerates(t, taint)));
+    ready && selected && tolerated
+}
+
+fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
+    let effect = toleration
+        .effect
+        .as_deref()
+        .is_none_or(|effect| effect.is_empty() || effect == taint.effect);
+    let key = toleration.key.as_deref().unwrap_or_default();
+    let matches = match toleration.operator.as_deref() {
+        Some("Exists") => key.is_empty() || key == taint.key,
+        _ => {
+            key == taint.key
+                && toleration.value.as_deref().unwrap_or_default()
+                    == taint.value.as_deref().unwrap_or_default()
+        }
+    };
+    effect && matches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn model(extra: serde_json::Value) -> ModelSpec {
+        let mut spec =
+            json!({"image": "vllm/vllm-openai:v0.11.0", "model": "m", "gpusPerReplica": 2});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(spec).unwrap()
+    }
+
+    fn node(name: &str, gpus: &str, extra: serde_json::Value) -> Node {
+        let mut node = json!({
+            "metadata": {"name": name, "labels": {"pool": "l4"}},
+            "spec": {},
+            "status": {
+                "allocatable": {"nvidia.com/gpu": gpus},
+                "conditions": [{"type": "Ready", "status": "True"}]
+            }
+        });
+        let object = node.as_object_mut().unwrap();
+        for (key, value) in extra.as_object().unwrap() {
+            object.insert(key.clone(), value.clone());
+        }
+        serde_json::from_value(node).unwrap()
+    }
+
+    fn pod(node: &str, gpus: &str, phase: &str) -> Pod {
+        serde_json::from_value(json!({
+            "spec": {"nodeName": node, "containers": [
+                {"name": "vllm", "resources": {"limits": {"nvidia.com/gpu": gpus}}},
+                {"name": "sidecar"}
+            ]},
+            "status": {"phase": phase}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn free_gpus_count_whole_replicas_per_node() {
+        let nodes = [
+            node("a", "4", json!({})),
+            node("b", "4", json!({})),
+            node("c", "1", json!({})),
+        ];
+        let pods = [
+            pod("a", "1", "Running"),
+            pod("b", "4", "Running"),
+            pod("b", "4", "Succeeded"),
+        ];
+        let capacity = gpu_capacity(&nodes, &pods, &model(json!({})));
+        // a: 3 free -> one 2-GPU replica; b: full; c: 1 GPU fits no replica.
+        assert_eq!(
+            capacity,
+            GpuCapacity {
+                free: 2,
+                largest_node: 4
+            }
+        );
+        assert_eq!(capacity.problem(&model(json!({}))), None);
+    }
+
+    #[test]
+    fn only_nodes_the_canary_may_use_count() {
+        let nodes = [
+            node("cordoned", "8", json!({"spec": {"unschedulable": true}})),
+            node(
+                "other-pool",
+                "8",
+                json!({"metadata": {"name": "other-pool", "labels": {"pool": "a100"}}}),
+            ),
+            node(
+                "tainted",
+                "8",
+                json!({"spec": {"taints": [{"key": "gpu", "value": "l4", "effect": "NoSchedule"}]}}),
+            ),
+            node(
+                "not-ready",
+                "8",
+                json!({"status": {
+                    "allocatable": {"nvidia.com/gpu": "8"},
+                    "conditions": [{"type": "Ready", "status": "False"}]
+                }}),
+            ),
+            node(
+                "prefer",
+                "2",
+                json!({"spec": {"taints": [{"key": "x", "effect": "PreferNoSchedule"}]}}),
+            ),
+        ];
+        let selective = model(json!({"nodeSelector": {"pool": "l4"}}));
+        assert_eq!(
+            gpu_capacity(&nodes, &[], &selective),
+            GpuCapacity {
+                free: 2,
+                largest_node: 2
+            }
+        );
+        let tolerant = model(json!({
+            "nodeSelector": {"pool": "l4"},
+            "tolerations": [{"key": "gpu", "operator": "Equal", "value": "l4", "effect": "NoSchedule"}]
+        }));
+        assert_eq!(gpu_capacity(&nodes, &[], &tolerant).free, 10);
+        let wrong_value = model(json!({
+            "tolerations": [{"key": "gpu", "operator": "Equal", "value": "a100"}]
+        }));
+        assert_eq!(
+            gpu_capacity(&nodes, &[], &wrong_value).free,
+            10,
+            "other-pool and prefer"
+        );
+        let exists = model(json!({"tolerations": [{"operator": "Exists"}]}));
+        assert_eq!(gpu_capacity(&nodes, &[], &exists).free, 18);
+    }
+
+    #[test]
+    fn a_cluster_without_a_node_big_enough_is_a_preflight_problem() {
+        let nodes = [node("small", "1", json!({}))];
+        let spec = model(json!({}));
+        let problem = gpu_capacity(&nodes, &[], &spec).problem(&spec).unwrap();
+        assert!(
+            problem.contains("has 2 allocatable nvidia.com/gpu (largest: 1)"),
+            "{problem}"
+        );
+    }
+}
