@@ -33,6 +33,7 @@ pub const GROUP: &str = "mineru.dev";
     namespaced,
     status = "MineruDeploymentStatus",
     category = "mineru",
+    validation = Rule::new("self.metadata.name.size() <= 36").message("metadata.name must be at most 36 characters: the names derived from it (StatefulSet pods' controller-revision-hash label) must fit in 63"),
     doc = "MineruDeployment runs MinerU document parsing as a GPU tier (vLLM serving MinerU2.5) and a CPU tier (mineru-worker), and rolls every change to either tier out progressively, gated by Prometheus checks, with automatic rollback.",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Weight","type":"integer","description":"Canary traffic percentage","jsonPath":".status.canaryWeight"}"#,

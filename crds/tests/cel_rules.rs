@@ -249,6 +249,12 @@ fn cases() -> Vec<Case> {
             message: "documentsPerStep counts must be in [1, 10000]",
         },
         Case {
+            rule: "name fits the derived names",
+            rejected: vec![("/metadata/name", json!("d".repeat(37)))],
+            accepted: vec![("/metadata/name", json!("d".repeat(36)))],
+            message: "metadata.name must be at most 36 characters",
+        },
+        Case {
             rule: "webhook url",
             rejected: vec![(
                 "/spec/rollout/notifications",

@@ -134,6 +134,15 @@ fn crd_is_served_with_defaults_and_validation() {
         );
     }
 
+    // A name too long for the names derived from it is refused at apply time.
+    let valid = with_spec_patch("  rollout:\n    analysis: {defaultCriteria: false}\n");
+    let long_name = valid.replace("name: invalid", &format!("name: {}", "d".repeat(37)));
+    let stderr = rejection(&plane, &long_name);
+    assert!(
+        stderr.contains("metadata.name must be at most 36 characters"),
+        "{stderr}"
+    );
+
     let negative_replicas = with_spec_patch("  rollout:\n    analysis: {defaultCriteria: false}\n")
         .replace("replicas: 2", "")
         .replace(
