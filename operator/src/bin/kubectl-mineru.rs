@@ -10,7 +10,7 @@ use kube::{
     Api, Client,
     api::{Patch, PatchParams},
 };
-use mineru_crds::{CheckStatus, MineruDeployment, MineruDeploymentStatus};
+use mineru_crds::{CheckStatus, LegacyRole, MineruDeployment, MineruDeploymentStatus};
 use mineru_operator::commands;
 
 /// Steer MineruDeployment rollouts.
@@ -115,6 +115,17 @@ fn render_status(object: &MineruDeployment) -> String {
         out.push_str(&format!("  {message}\n"));
     }
     out.push_str(&format!("  stable:  {}\n", pair(&status.stable)));
+    let gateway = object.spec.rollout.traffic_routing.gateway_api.as_ref();
+    if let (Some(role), Some(legacy)) = (
+        status.legacy,
+        gateway.and_then(|g| g.legacy_backend.as_ref()),
+    ) {
+        let role = match role {
+            LegacyRole::Serving => "serving what the canary does not",
+            LegacyRole::Standby => "without traffic, the way back until verified",
+        };
+        out.push_str(&format!("  legacy:  Service {} ({role})\n", legacy.name));
+    }
     out.push_str(&format!("  canary:  {}\n", pair(&status.canary)));
     if status.canary.is_some() {
         let steps = object.spec.rollout.steps.len();
@@ -170,4 +181,25 @@ fn render_check(check: &CheckStatus) -> String {
         line.push_str(&format!(" — {message}"));
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_migration_names_the_legacy_service_and_its_part() {
+        let production = include_str!("../../../examples/production.yaml");
+        let mut object: MineruDeployment = serde_yaml::from_str(production).unwrap();
+        object.status = Some(MineruDeploymentStatus {
+            legacy: Some(LegacyRole::Serving),
+            ..MineruDeploymentStatus::default()
+        });
+        let shown = render_status(&object);
+        assert!(shown.contains("  stable:  -\n"), "{shown}");
+        assert!(
+            shown.contains("  legacy:  Service mineru-api (serving what the canary does not)"),
+            "{shown}"
+        );
+    }
 }
