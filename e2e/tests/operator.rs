@@ -166,5 +166,35 @@ fn a_mineru_deployment_becomes_both_tiers_and_settles_without_writes() {
         "steady-state writes: {:?}",
         &writes[settled..]
     );
+
+    // Drift: a replica count someone else set is taken back.
+    let worker = format!("docs-worker-{worker_revision}");
+    plane
+        .kubectl(&[
+            "scale",
+            "deployment",
+            &worker,
+            "--replicas=5",
+            "-n",
+            NAMESPACE,
+        ])
+        .unwrap();
+    wait_until(
+        "the operator to restore the worker replicas",
+        Duration::from_secs(30),
+        || {
+            let replicas = plane.kubectl(&[
+                "get",
+                "deployment",
+                &worker,
+                "-n",
+                NAMESPACE,
+                "-o",
+                "jsonpath={.spec.replicas}",
+            ])?;
+            Ok((replicas == "2").then_some(()))
+        },
+    )
+    .unwrap();
     operator.ensure_running().unwrap();
 }

@@ -1,11 +1,11 @@
 //! The one place objects are written: server-side apply of what differs, then orphan cleanup.
 //!
 //! Every owned object is applied through [`ChildSet::apply`], which skips the write when the
-//! observed object carries the hash of the same desired object, and remembers what it applied;
-//! [`ChildSet::delete_orphans`] then deletes owned objects not applied this round. The hash
-//! (rather than a field-by-field comparison) keeps steady state write-free even where the API
-//! server normalizes what it stores (quantities, defaults); the trade-off is that a field we own
-//! edited by someone else is restored only when our desired object changes.
+//! observed object carries the hash of the same desired object and no other writer has taken
+//! over a field we set ([`drift`]), and remembers what it applied; [`ChildSet::delete_orphans`]
+//! then deletes owned objects not applied this round. The hash and field ownership (rather than
+//! a field-by-field comparison) keep steady state write-free even where the API server
+//! normalizes what it stores (quantities, defaults).
 
 use std::{collections::BTreeSet, fmt::Debug, future::Future};
 
@@ -16,7 +16,7 @@ use kube::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::Owner;
+use super::{Owner, drift};
 use crate::error::{Error, Result};
 use crate::{labels, revision};
 
@@ -106,10 +106,19 @@ impl ChildSet {
         self.applied.insert((kind.clone(), name.clone()));
 
         let current = observed.iter().find(|object| object.name_any() == name);
-        if current
-            .is_some_and(|object| object.annotations().get(labels::APPLIED_HASH) == Some(&hash))
+        if let Some(object) = current
+            && object.annotations().get(labels::APPLIED_HASH) == Some(&hash)
         {
-            return Ok(());
+            let fields = serde_json::to_value(&desired).map_err(|source| Error::Serialize {
+                what: "object to compare",
+                source,
+            })?;
+            match drift::taken_over(object.managed_fields(), labels::MANAGER, &fields) {
+                None => return Ok(()),
+                Some(manager) => {
+                    tracing::info!(object = %format!("{kind}/{name}"), %manager, "restoring fields another writer took over");
+                }
+            }
         }
         let api: Api<K> = Api::namespaced(self.client.clone(), &self.namespace);
         let params = PatchParams::apply(labels::MANAGER).force();

@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod deployment;
+pub mod drift;
 pub mod events;
 pub mod networkpolicy;
 pub mod pdb;
