@@ -4,7 +4,7 @@
 CARGO ?= cargo
 BIN := $(or $(CARGO_TARGET_DIR),target)/debug
 
-.PHONY: demo test deps lint crds
+.PHONY: demo test deps lint crds bench
 
 ## The local demo on embedded defaults: the worker parses a sample document, then a real
 ## control plane, Prometheus, workers and the vLLM simulator run a rollout that is promoted and
@@ -34,3 +34,8 @@ crds:
 	$(CARGO) run -q -p mineru-crds --bin crdgen manifest crds/minerudeployments.yaml
 	cp crds/minerudeployments.yaml charts/mineru-operator/crds/minerudeployments.yaml
 	$(CARGO) run -q -p mineru-crds --bin crdgen reference docs/crd-reference.md
+
+## The worker's per-page CPU cost next to MinerU's Python path on the same pages
+## (docs/benchmarks.md).
+bench:
+	CARGO="$(CARGO)" bash bench/run.sh
