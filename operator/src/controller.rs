@@ -214,7 +214,8 @@ pub async fn reconcile(md: Arc<MineruDeployment>, ctx: Arc<Context>) -> Result<A
     let result = reconcile_objects(&md, &ctx).instrument(span).await;
     ctx.metrics.reconciled(started.elapsed());
     let decided = result?;
-    ctx.metrics.set_phase(&namespace, &name, decided.phase);
+    ctx.metrics
+        .set_state(&namespace, &name, decided.phase, decided.canary_weight);
     ctx.succeeded(&namespace, &name);
     Ok(Action::requeue(next_look(
         decided.requeue_at,
@@ -329,6 +330,7 @@ async fn reconcile_objects(md: &MineruDeployment, ctx: &Context) -> Result<Decid
     }
     Ok(Decided {
         phase: new.phase.unwrap_or(Phase::Progressing),
+        canary_weight: new.canary_weight.unwrap_or(0),
         requeue_at: decision.requeue_at,
     })
 }
@@ -353,6 +355,7 @@ async fn publish(ctx: &Context, md: &MineruDeployment, notices: Vec<events::Noti
 /// What a reconcile decided, for metrics and the next look.
 struct Decided {
     phase: Phase,
+    canary_weight: i32,
     requeue_at: Option<Timestamp>,
 }
 

@@ -39,6 +39,15 @@ pub struct PhaseLabels {
     pub phase: String,
 }
 
+/// Labels of a per-object series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabels {
+    /// Namespace of the MineruDeployment.
+    pub namespace: String,
+    /// Name of the MineruDeployment.
+    pub name: String,
+}
+
 const PHASES: [Phase; 4] = [
     Phase::Healthy,
     Phase::Progressing,
@@ -46,13 +55,14 @@ const PHASES: [Phase; 4] = [
     Phase::Degraded,
 ];
 
-/// Reconcile counters, durations and the per-object phase.
+/// Reconcile counters, durations, and each object's phase and canary weight.
 pub struct Metrics {
     registry: Registry,
     reconciles: Counter,
     failures: Family<FailureLabels, Counter>,
     duration: Histogram,
     phase: Family<PhaseLabels, Gauge>,
+    canary_weight: Family<ObjectLabels, Gauge>,
     rollbacks: Family<RollbackLabels, Counter>,
 }
 
@@ -64,6 +74,7 @@ impl Default for Metrics {
         // 5 ms to ~20 s: a reconcile is a handful of API calls.
         let duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
         let phase = Family::<PhaseLabels, Gauge>::default();
+        let canary_weight = Family::<ObjectLabels, Gauge>::default();
         let rollbacks = Family::<RollbackLabels, Counter>::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register(
@@ -81,6 +92,11 @@ impl Default for Metrics {
             "Phase of each MineruDeployment (1 for the current phase)",
             phase.clone(),
         );
+        registry.register(
+            "canary_weight",
+            "Percentage of traffic each MineruDeployment's canary receives (0 without a rollout)",
+            canary_weight.clone(),
+        );
         registry.register("rollbacks", "Rollbacks, by reason", rollbacks.clone());
         Metrics {
             registry,
@@ -88,6 +104,7 @@ impl Default for Metrics {
             failures,
             duration,
             phase,
+            canary_weight,
             rollbacks,
         }
     }
@@ -116,14 +133,17 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets the object's phase series: 1 for `phase`, 0 for the others.
-    pub fn set_phase(&self, namespace: &str, name: &str, phase: Phase) {
+    /// Sets the object's series: phase (1 for `phase`, 0 for the others) and canary weight.
+    pub fn set_state(&self, namespace: &str, name: &str, phase: Phase, canary_weight: i32) {
         for candidate in PHASES {
             let value = i64::from(candidate == phase);
             self.phase
                 .get_or_create(&phase_labels(namespace, name, candidate))
                 .set(value);
         }
+        self.canary_weight
+            .get_or_create(&object_labels(namespace, name))
+            .set(i64::from(canary_weight));
     }
 
     /// Drops the series of an object that no longer exists.
@@ -131,6 +151,7 @@ impl Metrics {
         for candidate in PHASES {
             self.phase.remove(&phase_labels(namespace, name, candidate));
         }
+        self.canary_weight.remove(&object_labels(namespace, name));
     }
 
     /// The text exposition format served at `/metrics`.
@@ -138,6 +159,13 @@ impl Metrics {
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
+    }
+}
+
+fn object_labels(namespace: &str, name: &str) -> ObjectLabels {
+    ObjectLabels {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
     }
 }
 
@@ -176,8 +204,8 @@ mod tests {
     #[test]
     fn phase_gauge_marks_only_the_current_phase() {
         let metrics = Metrics::default();
-        metrics.set_phase("parsing", "docs", Phase::Progressing);
-        metrics.set_phase("parsing", "docs", Phase::Healthy);
+        metrics.set_state("parsing", "docs", Phase::Progressing, 50);
+        metrics.set_state("parsing", "docs", Phase::Healthy, 0);
         let text = metrics.render();
         assert!(
             text.contains(
@@ -194,9 +222,26 @@ mod tests {
     }
 
     #[test]
+    fn canary_weight_follows_the_rollout() {
+        let metrics = Metrics::default();
+        metrics.set_state("parsing", "docs", Phase::Progressing, 10);
+        assert!(
+            metrics
+                .render()
+                .contains(r#"mineru_operator_canary_weight{namespace="parsing",name="docs"} 10"#)
+        );
+        metrics.set_state("parsing", "docs", Phase::Healthy, 0);
+        assert!(
+            metrics
+                .render()
+                .contains(r#"mineru_operator_canary_weight{namespace="parsing",name="docs"} 0"#)
+        );
+    }
+
+    #[test]
     fn forgotten_objects_leave_no_phase_series() {
         let metrics = Metrics::default();
-        metrics.set_phase("parsing", "docs", Phase::Healthy);
+        metrics.set_state("parsing", "docs", Phase::Healthy, 0);
         metrics.forget("parsing", "docs");
         assert!(!metrics.render().contains("name=\"docs\""));
     }
