@@ -234,7 +234,7 @@ fn the_status_message_says_step_weight_canary_gates_and_time_left() {
     world.round(Answer::Pass);
     assert_eq!(
         world.message(),
-        "step 1/3: 10% to canary m-7f3c/w-19ab, gates passing (5/5), 4m left"
+        "step 1/3: 10% to canary m-7f3c/w-19ab, gates passing (6/6), 4m left"
     );
 }
 
@@ -664,7 +664,8 @@ fn a_criterion_limited_to_other_steps_is_not_run() {
             "error-ratio",
             "latency-p95",
             "breaker-opens",
-            "vllm-queue-depth"
+            "vllm-queue-depth",
+            "vllm-ttft-p95",
         ]
     );
 }

@@ -461,6 +461,20 @@ fn built_ins_follow_the_go_no_go_table() {
             "<= 4",
             Policy::Rollback,
         ),
+        (
+            "vllm-queue-depth",
+            CheckKind::Promotion,
+            vec![],
+            "<= 2 x max(stable, 1)",
+            Policy::Hold,
+        ),
+        (
+            "vllm-ttft-p95",
+            CheckKind::Promotion,
+            vec![],
+            "<= 1.1 x max(stable, 0.1)",
+            Policy::Hold,
+        ),
     ];
     for (name, kind, steps, threshold, on_fail) in table {
         let found = checks

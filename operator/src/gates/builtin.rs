@@ -9,9 +9,10 @@
 //! Two built-ins may share a name when they gate different steps with different thresholds
 //! (error-ratio leaving 10% and leaving 50%); a user entry of that name replaces both.
 //!
-//! Beyond the table, `vllm-queue-depth` watches the GPU tier itself (canary vLLM queue at most
-//! twice stable's, holding on failure): a canary model that serves as well per request but
-//! slower per token shows up there before it shows up in worker latency.
+//! Beyond the table, two checks watch the GPU tier itself, holding on failure: `vllm-queue-depth`
+//! (canary vLLM queue at most twice stable's) and `vllm-ttft-p95` (time to first token at most
+//! 1.10 × stable's): a canary model that serves as well per request but slower per token shows
+//! up there before it shows up in worker latency.
 
 use std::time::Duration;
 
@@ -68,6 +69,13 @@ fn worker_breaker_opens_per_day() -> String {
 
 fn vllm_queue_waiting() -> String {
     query("avg(vllm:num_requests_waiting{$SEL})")
+}
+
+fn vllm_ttft_p95() -> String {
+    query(concat!(
+        "histogram_quantile(0.95, sum by (le) ",
+        "(rate(vllm:time_to_first_token_seconds_bucket{$SEL}[{{interval}}])))"
+    ))
 }
 
 fn vllm_requests() -> String {
@@ -145,6 +153,8 @@ fn requests() -> Option<Samples> {
 /// Error ratios below 1% and p95 latencies below 1 s are noise, not a regression.
 const ERROR_RATIO_FLOOR: f64 = 0.01;
 const LATENCY_FLOOR_SECONDS: f64 = 1.0;
+/// Time to first token below 100 ms is scheduling noise.
+const TTFT_FLOOR_SECONDS: f64 = 0.1;
 const FIFTEEN_MINUTES: Duration = Duration::from_secs(15 * 60);
 
 /// Pages per second per worker a canary must reach, relative to stable's.
@@ -238,6 +248,18 @@ pub fn checks(quality: Option<&QualitySpec>, migrating: bool) -> Vec<Check> {
             Tier::Model,
             Query(vllm_queue_waiting()),
             ratio(2.0, 1.0),
+            Some(Samples {
+                query: vllm_requests(),
+                min: MIN_REQUESTS,
+            }),
+            &[],
+            Hold,
+        ),
+        criterion(
+            "vllm-ttft-p95",
+            Tier::Model,
+            Query(vllm_ttft_p95()),
+            ratio(1.10, TTFT_FLOOR_SECONDS),
             Some(Samples {
                 query: vllm_requests(),
                 min: MIN_REQUESTS,
