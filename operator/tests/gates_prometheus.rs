@@ -9,8 +9,9 @@ use mineru_e2e::{
     prometheus::{Exporter, Prometheus, Target},
 };
 use mineru_operator::gates::{
-    Threshold,
+    self, Source, Threshold,
     prometheus::PrometheusSource,
+    template::{self, Context},
     verdict::{Reading, Readings, evaluate},
 };
 
@@ -259,4 +260,46 @@ async fn a_round_renders_templates_and_compares_canary_with_stable() {
         strict.query.as_deref(),
         Some("max(mineru_worker_errors_ratio{namespace=\"parsing\",revision=\"w-canary\"})")
     );
+}
+
+/// Every built-in query (values and sample counts) is PromQL a real Prometheus accepts; with no
+/// such series scraped they read as no data, never as an error.
+#[tokio::test]
+async fn every_built_in_query_is_accepted_by_prometheus() {
+    let (_exporter, _prometheus, source) = setup("gates-builtins").await;
+    let analysis = serde_json::from_value(serde_json::json!({
+        "prometheus": {"address": "http://unused:9090"},
+        "quality": {"goldenDocuments": {"configMapRef": {"name": "golden"}}}
+    }))
+    .unwrap();
+    let checks = gates::checks(&analysis, false);
+    let mut read = 0;
+    for check in &checks {
+        let templates = match &check.source {
+            Source::Query(query) => {
+                std::iter::once(query).chain(check.samples.as_ref().map(|s| &s.query))
+            }
+            _ => continue,
+        };
+        for template in templates {
+            let context = Context {
+                namespace: "parsing",
+                name: "docs",
+                revision: "w-19ab",
+                canary_revision: "w-19ab",
+                stable_revision: "w-88c2",
+                tier: check.tier,
+                interval: Duration::from_secs(60),
+            };
+            let query = template::render(template, &context).unwrap();
+            let reading = source.read(&query).await;
+            assert!(
+                !matches!(reading, Reading::Error(_)),
+                "{}: {query}: {reading:?}",
+                check.name
+            );
+            read += 1;
+        }
+    }
+    assert!(read >= 10, "{read} queries read");
 }
