@@ -1,5 +1,7 @@
 //! `spec.rollout`: steps, traffic routing, capacity policy and the analysis that gates each step.
 
+use std::collections::BTreeMap;
+
 use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -197,7 +199,7 @@ pub struct AnalysisSpec {
 
     /// Include the built-in criteria and triggers (error ratio, p95 latency, vLLM restarts,
     /// breaker openings, error and latency spikes, crash loops); a user entry of the same name
-    /// replaces a built-in.
+    /// replaces a built-in. The quality gate's checks come with `quality` either way.
     #[serde(default = "default_true")]
     pub default_criteria: bool,
 
@@ -363,7 +365,7 @@ pub struct RollbackTrigger {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct QualitySpec {
-    /// ConfigMap whose binaryData entries are the golden PDF documents.
+    /// ConfigMaps holding the golden PDF documents.
     pub golden_documents: GoldenDocuments,
 
     /// Similarity (structure and text, 0–1) at which a document matches.
@@ -385,12 +387,21 @@ pub struct QualitySpec {
     pub documents_per_step: Vec<i32>,
 }
 
-/// Where golden documents come from.
+/// Where golden documents come from: the PDFs (`binaryData` or `data` entries) of one ConfigMap,
+/// or of every ConfigMap with the given labels (a ConfigMap holds at most 1 MiB, so a set of a hundred
+/// documents is split over several).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.configMapRef) != has(self.configMapLabels)").message("goldenDocuments takes either configMapRef or configMapLabels"))]
 pub struct GoldenDocuments {
-    /// The ConfigMap, in the MineruDeployment's namespace.
-    pub config_map_ref: LocalRef,
+    /// One ConfigMap, in the MineruDeployment's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<LocalRef>,
+
+    /// Every ConfigMap in the MineruDeployment's namespace carrying all these labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("size(self) > 0").message("configMapLabels needs at least one label"))]
+    pub config_map_labels: Option<BTreeMap<String, String>>,
 }
 
 /// Rollout event delivery.

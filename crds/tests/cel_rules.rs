@@ -255,6 +255,33 @@ fn cases() -> Vec<Case> {
             message: "metadata.name must be at most 36 characters",
         },
         Case {
+            rule: "golden documents from one source",
+            rejected: vec![
+                (
+                    "/spec/rollout/analysis/quality",
+                    json!({"goldenDocuments": {"configMapRef": {"name": "g"}, "configMapLabels": {"set": "golden"}}}),
+                ),
+                (
+                    "/spec/rollout/analysis/quality",
+                    json!({"goldenDocuments": {}}),
+                ),
+            ],
+            accepted: vec![(
+                "/spec/rollout/analysis/quality",
+                json!({"goldenDocuments": {"configMapLabels": {"set": "golden"}}}),
+            )],
+            message: "goldenDocuments takes either configMapRef or configMapLabels",
+        },
+        Case {
+            rule: "golden document labels",
+            rejected: vec![(
+                "/spec/rollout/analysis/quality",
+                json!({"goldenDocuments": {"configMapLabels": {}}}),
+            )],
+            accepted: vec![],
+            message: "configMapLabels needs at least one label",
+        },
+        Case {
             rule: "webhook url",
             rejected: vec![(
                 "/spec/rollout/notifications",

@@ -109,9 +109,8 @@ fn production_example_keeps_every_field() {
             .as_ref()
             .unwrap()
             .golden_documents
-            .config_map_ref
-            .name,
-        "mineru-golden-documents"
+            .config_map_labels,
+        Some([("mineru.dev/golden-documents".to_owned(), "docs".to_owned())].into())
     );
 
     // Every field written in the example survives a round trip unchanged.

@@ -6,17 +6,42 @@
 use std::time::Duration;
 
 use mineru_e2e::controlplane::Nodes;
-use mineru_e2e::scenario::{LEGACY_SERVICE, Scenario, manifest, pair, with_legacy_backend};
+use mineru_e2e::scenario::{
+    LEGACY_SERVICE, NAMESPACE, Scenario, manifest, pair, with_legacy_backend,
+};
 
 #[test]
 fn a_legacy_service_hands_its_traffic_to_the_split_stack_step_by_step() {
     let mut scenario = Scenario::start_migration("migration", &Nodes::default());
     let stack = scenario.stable.clone();
     let stack_service = format!("docs-worker-{}", stack.worker_revision);
+    // Golden documents in two labelled ConfigMaps, compared on the legacy Service and the stack.
+    let sample = mineru_e2e::repo_path("examples/documents/sample.pdf");
+    for (config_map, key) in [("golden-a", "a.pdf"), ("golden-b", "b.pdf")] {
+        let file = format!("--from-file={key}={}", sample.display());
+        let plane = &scenario.plane;
+        plane
+            .kubectl(&["create", "configmap", config_map, &file, "-n", NAMESPACE])
+            .unwrap();
+        plane
+            .kubectl(&[
+                "label",
+                "configmap",
+                config_map,
+                "golden=docs",
+                "-n",
+                NAMESPACE,
+            ])
+            .unwrap();
+    }
     let first = with_legacy_backend(&manifest(
         "vllm/vllm-openai:v0.11.0",
         scenario.prometheus.url(),
-    ));
+    ))
+    .replace(
+        "      defaultCriteria: false\n",
+        "      defaultCriteria: false\n      quality: {goldenDocuments: {configMapLabels: {golden: docs}}, documentsPerStep: [2]}\n",
+    );
     scenario.apply(&first);
 
     let warming = scenario.wait_for(
@@ -81,6 +106,19 @@ fn a_legacy_service_hands_its_traffic_to_the_split_stack_step_by_step() {
         .cloned()
         .unwrap_or_default();
     assert!(error_ratio["stableValue"].is_number(), "{promoted}");
+
+    // The golden documents were compared against the legacy Service, and alike.
+    let quality = promoted["quality"].as_array().cloned().unwrap_or_default();
+    let documents: Vec<_> = quality
+        .iter()
+        .map(|d| d["document"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        documents,
+        ["golden-a/a.pdf", "golden-b/b.pdf"],
+        "{promoted}"
+    );
+    assert!(quality.iter().all(|d| d["verdict"] == "Pass"), "{promoted}");
 
     let done = scenario.wait_for(
         "the post-promotion window to let the legacy Service go",

@@ -122,11 +122,11 @@ pub const API_ACCESS: &[ApiAccess] = &[
         resource: "secrets",
         verbs: &["get"],
     },
-    // Golden documents of the quality gate.
+    // Golden documents of the quality gate: one ConfigMap by name, or several by label.
     ApiAccess {
         group: "",
         resource: "configmaps",
-        verbs: &["get"],
+        verbs: &["get", "list"],
     },
     // Gateway API mode: the user's HTTPRoute, whose backendRef weights follow the rollout.
     ApiAccess {

@@ -8,8 +8,10 @@ use k8s_openapi::{
     api::core::v1::{ConfigMap, Secret, Service},
     jiff::Timestamp,
 };
-use kube::{Api, Client, ResourceExt};
-use mineru_crds::{MineruDeployment, MineruDeploymentStatus, Revisions, Tier, Verdict};
+use kube::{Api, Client, ResourceExt, api::ListParams};
+use mineru_crds::{
+    GoldenDocuments, MineruDeployment, MineruDeploymentStatus, Revisions, Tier, Verdict,
+};
 
 use crate::{
     VLLM_PORT, WORKER_PORT, capacity,
@@ -194,12 +196,7 @@ async fn preflight(
     }
     let analysis = &md.spec.rollout.analysis;
     if let Some(quality) = &analysis.quality
-        && let Err(error) = golden_documents(
-            client,
-            &namespace,
-            &quality.golden_documents.config_map_ref.name,
-        )
-        .await
+        && let Err(error) = golden_documents(client, &namespace, &quality.golden_documents).await
     {
         problems.push(error);
     }
@@ -357,13 +354,11 @@ async fn analyse(
                 (Baseline::Legacy, None) => Err("no legacy Service to compare with".to_owned()),
             };
             let canary_url = worker_url(&request.judged.worker_revision);
-            let documents = golden_documents(
-                client,
-                &namespace,
-                &spec.golden_documents.config_map_ref.name,
-            )
-            .await
-            .map(|documents| quality::sample(documents, &request.judged.worker_revision, count));
+            let documents = golden_documents(client, &namespace, &spec.golden_documents)
+                .await
+                .map(|documents| {
+                    quality::sample(documents, &request.judged.worker_revision, count)
+                });
             let compared = match documents.and_then(|d| baseline_url.map(|url| (d, url))) {
                 Ok((documents, baseline_url)) => quality::compare(
                     &io.http,
@@ -460,27 +455,69 @@ fn api_message(error: &kube::Error) -> String {
     }
 }
 
-/// The golden documents: every binaryData entry of the ConfigMap.
+/// The golden documents: every entry of the ConfigMap, or of every labelled one (keyed
+/// `<ConfigMap>/<key>` then, as two ConfigMaps may use the same key).
 async fn golden_documents(
     client: &Client,
     namespace: &str,
-    name: &str,
+    source: &GoldenDocuments,
 ) -> Result<BTreeMap<String, Vec<u8>>, String> {
-    let config_map = Api::<ConfigMap>::namespaced(client.clone(), namespace)
-        .get_opt(name)
-        .await
-        .map_err(|error| format!("ConfigMap {namespace}/{name}: {}", api_message(&error)))?
-        .ok_or_else(|| format!("golden-document ConfigMap {namespace}/{name} not found"))?;
-    let documents: BTreeMap<String, Vec<u8>> = config_map
-        .binary_data
-        .unwrap_or_default()
+    let api = Api::<ConfigMap>::namespaced(client.clone(), namespace);
+    let (config_maps, what) = match (&source.config_map_ref, &source.config_map_labels) {
+        (Some(reference), _) => {
+            let name = &reference.name;
+            let config_map = api
+                .get_opt(name)
+                .await
+                .map_err(|error| format!("ConfigMap {namespace}/{name}: {}", api_message(&error)))?
+                .ok_or_else(|| format!("golden-document ConfigMap {namespace}/{name} not found"))?;
+            (vec![config_map], format!("ConfigMap {namespace}/{name}"))
+        }
+        (None, labels) => {
+            let selector = labels
+                .iter()
+                .flatten()
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let list = api
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(|error| {
+                    format!(
+                        "ConfigMaps {namespace} ({selector}): {}",
+                        api_message(&error)
+                    )
+                })?;
+            (
+                list.items,
+                format!("ConfigMaps in {namespace} labelled {selector}"),
+            )
+        }
+    };
+    let prefixed = config_maps.len() > 1;
+    let documents: BTreeMap<String, Vec<u8>> = config_maps
         .into_iter()
-        .map(|(key, bytes)| (key, bytes.0))
+        .flat_map(|config_map| {
+            let name = config_map.name_any();
+            // `kubectl create configmap --from-file` puts a PDF that happens to be valid UTF-8
+            // under `data`, any other under `binaryData`.
+            let text = config_map.data.unwrap_or_default().into_iter();
+            let binary = config_map.binary_data.unwrap_or_default().into_iter();
+            text.map(|(key, text)| (key, text.into_bytes()))
+                .chain(binary.map(|(key, bytes)| (key, bytes.0)))
+                .map(move |(key, pdf)| {
+                    let key = if prefixed {
+                        format!("{name}/{key}")
+                    } else {
+                        key
+                    };
+                    (key, pdf)
+                })
+        })
         .collect();
     if documents.is_empty() {
-        return Err(format!(
-            "golden-document ConfigMap {namespace}/{name} has no binaryData documents"
-        ));
+        return Err(format!("golden-document {what}: no documents"));
     }
     Ok(documents)
 }

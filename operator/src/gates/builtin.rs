@@ -163,9 +163,9 @@ const THROUGHPUT_TO_STABLE: f64 = 0.95;
 /// extra moving parts only if it is clearly faster.
 const THROUGHPUT_TO_LEGACY: f64 = 1.15;
 
-/// The built-in checks; quality checks only when the quality gate is configured. `migrating`:
-/// the canary is compared with a legacy Service rather than stable revisions.
-pub fn checks(quality: Option<&QualitySpec>, migrating: bool) -> Vec<Check> {
+/// The built-in checks of `defaultCriteria`. `migrating`: the canary is compared with a legacy
+/// Service rather than stable revisions.
+pub fn checks(migrating: bool) -> Vec<Check> {
     let throughput = if migrating {
         THROUGHPUT_TO_LEGACY
     } else {
@@ -174,7 +174,7 @@ pub fn checks(quality: Option<&QualitySpec>, migrating: bool) -> Vec<Check> {
     use Policy::{Hold, Rollback};
     use Source::{CanaryVllmRestarts, Query};
     let (first, second) = (&[0][..], &[1][..]);
-    let mut checks = vec![
+    vec![
         // Leaving 10% a regression rolls back; leaving 50% it holds for a person to look.
         criterion(
             "error-ratio",
@@ -293,36 +293,40 @@ pub fn checks(quality: Option<&QualitySpec>, migrating: bool) -> Vec<Check> {
             None,
             Duration::ZERO,
         ),
-    ];
-    if let Some(quality) = quality {
-        checks.extend([
-            criterion(
-                "quality",
-                Tier::Worker,
-                Source::Quality,
-                max(quality.max_regression),
-                None,
-                first,
-                Rollback,
-            ),
-            criterion(
-                "quality",
-                Tier::Worker,
-                Source::Quality,
-                max(quality.max_regression),
-                None,
-                second,
-                Hold,
-            ),
-            trigger(
-                "quality-collapse",
-                Tier::Worker,
-                Source::Quality,
-                max(0.05),
-                None,
-                Duration::ZERO,
-            ),
-        ]);
-    }
-    checks
+    ]
+}
+
+/// The checks of a configured quality gate: leaving 10% a regression rolls back, leaving 50%
+/// it holds; a collapse on any run rolls back.
+pub fn quality_checks(quality: &QualitySpec) -> Vec<Check> {
+    use Policy::{Hold, Rollback};
+    let (first, second) = (&[0][..], &[1][..]);
+    vec![
+        criterion(
+            "quality",
+            Tier::Worker,
+            Source::Quality,
+            max(quality.max_regression),
+            None,
+            first,
+            Rollback,
+        ),
+        criterion(
+            "quality",
+            Tier::Worker,
+            Source::Quality,
+            max(quality.max_regression),
+            None,
+            second,
+            Hold,
+        ),
+        trigger(
+            "quality-collapse",
+            Tier::Worker,
+            Source::Quality,
+            max(0.05),
+            None,
+            Duration::ZERO,
+        ),
+    ]
 }

@@ -145,8 +145,9 @@ impl Check {
     }
 }
 
-/// Every check a rollout runs: the built-ins (unless `defaultCriteria: false`) with user entries
-/// replacing built-ins of the same name and kind, then the remaining user entries.
+/// Every check a rollout runs: the built-ins (unless `defaultCriteria: false`) and the quality
+/// gate's checks (when configured), with user entries replacing built-ins of the same name and
+/// kind, then the remaining user entries.
 pub fn checks(analysis: &AnalysisSpec, migrating: bool) -> Vec<Check> {
     let user: Vec<Check> = analysis
         .promotion_criteria
@@ -154,11 +155,13 @@ pub fn checks(analysis: &AnalysisSpec, migrating: bool) -> Vec<Check> {
         .map(Check::from_criterion)
         .chain(analysis.rollback_triggers.iter().map(Check::from_trigger))
         .collect();
-    let builtins = if analysis.default_criteria {
-        builtin::checks(analysis.quality.as_ref(), migrating)
+    let mut builtins = if analysis.default_criteria {
+        builtin::checks(migrating)
     } else {
         Vec::new()
     };
+    // A configured quality gate is a choice of its own, with or without the other built-ins.
+    builtins.extend(analysis.quality.iter().flat_map(builtin::quality_checks));
     let mut merged: Vec<Check> = builtins
         .into_iter()
         .filter(|b| !user.iter().any(|u| u.name == b.name && u.kind == b.kind))
