@@ -1,7 +1,8 @@
 //! Migration on the real control plane with a real Prometheus and real workers: a legacy MinerU
 //! Service serves the HTTPRoute; the first MineruDeployment with `legacyBackend` takes its
 //! traffic 10 -> 50 -> 100 under gates that compare the new stack with the legacy Service's
-//! series, and the legacy Service leaves the route once the post-promotion window passes.
+//! series; promotion takes the legacy Service out of the route, and it stops being the way back
+//! once the post-promotion window passes.
 
 use std::time::Duration;
 
@@ -41,7 +42,10 @@ fn a_legacy_service_hands_its_traffic_to_the_split_stack_step_by_step() {
     .replace(
         "      defaultCriteria: false\n",
         "      defaultCriteria: false\n      quality: {goldenDocuments: {configMapLabels: {golden: docs}}, documentsPerStep: [2]}\n",
-    );
+    )
+    // The last step waits for a person, so that the whole of it is seen before promotion.
+    .replace("{weight: 100}]", "{weight: 100, requireApproval: true}]");
+    assert!(first.contains("requireApproval"), "{first}");
     scenario.apply(&first);
 
     let warming = scenario.wait_for(
@@ -56,6 +60,8 @@ fn a_legacy_service_hands_its_traffic_to_the_split_stack_step_by_step() {
     );
 
     // The steps, with the operator killed at each; the route shows the legacy Service's share.
+    // At 100% the stack has all traffic but the legacy Service is still in the route (weight 0)
+    // until a person promotes.
     let mut seen_steps = Vec::new();
     let mut restarts = 0;
     let mut shares = Vec::new();
@@ -78,6 +84,23 @@ fn a_legacy_service_hands_its_traffic_to_the_split_stack_step_by_step() {
             seen_steps.push((step, weight));
             restarts += 1;
             scenario.restart_operator(&format!("operator-{restarts}"));
+            if weight == 100 {
+                let weights = scenario.route_weights();
+                if !shares.contains(&weights) {
+                    shares.push(weights);
+                }
+                scenario
+                    .plane
+                    .kubectl(&[
+                        "annotate",
+                        "mdep",
+                        "docs",
+                        "-n",
+                        NAMESPACE,
+                        "mineru.dev/promote=step",
+                    ])
+                    .unwrap();
+            }
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -89,6 +112,7 @@ fn a_legacy_service_hands_its_traffic_to_the_split_stack_step_by_step() {
     for expected in [
         format!("{LEGACY_SERVICE}=90 {stack_service}=10"),
         format!("{LEGACY_SERVICE}=50 {stack_service}=50"),
+        format!("{LEGACY_SERVICE}=0 {stack_service}=100"),
     ] {
         assert!(shares.contains(&expected), "{expected} not in {shares:?}");
     }
