@@ -26,12 +26,41 @@ fn a_healthy_canary_walks_10_50_100_through_operator_crashes_and_is_promoted() {
         let mut seen_steps: Vec<(i64, i64)> = Vec::new();
         let mut restarts = 0;
         let promoted = scenario.wait_for_steps(&mut seen_steps, &mut restarts, &canary);
-        assert_eq!(
-            seen_steps,
-            [(0, 10), (1, 50), (2, 100)],
-            "each step exactly once, in order"
+        // Polling may miss a step that lasts a single analysis interval; what it saw must be in
+        // order and never repeated, and the Events show every step happened once.
+        let all_steps = [(0, 10), (1, 50), (2, 100)];
+        let mut expected = all_steps.iter();
+        assert!(
+            seen_steps
+                .iter()
+                .all(|seen| expected.any(|step| step == seen)),
+            "steps seen out of order or twice: {seen_steps:?}"
         );
-        assert!(restarts >= 2, "the operator was killed at each step");
+        assert!(restarts >= 2, "the operator was killed at the steps it saw");
+        let notes = scenario
+            .plane
+            .kubectl(&[
+                "get",
+                "events.events.k8s.io",
+                "-n",
+                NAMESPACE,
+                "-o",
+                "jsonpath={range .items[*]}{.reason}: {.note}{\"\\n\"}{end}",
+            ])
+            .unwrap();
+        for step in [
+            "CanaryReady: canary ",
+            "StepCompleted: step 1/3 (10%) completed: gates passed; now 50%",
+            "StepCompleted: step 2/3 (50%) completed: gates passed; now 100%",
+            "Promoted: promoted ",
+        ] {
+            let count = notes.lines().filter(|line| line.starts_with(step)).count();
+            assert_eq!(count, 1, "{step}\n{notes}");
+        }
+        assert!(
+            notes.contains("(gates passed)"),
+            "promoted by its gates: {notes}"
+        );
         assert_eq!(
             pair(&promoted, "stable"),
             Some((
