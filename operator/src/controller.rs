@@ -325,7 +325,8 @@ async fn reconcile_objects(md: &MineruDeployment, ctx: &Context) -> Result<Decid
     notify(ctx, md, &decision.notifications, &now).await;
     for event in &decision.events {
         if let EventReason::RolledBack(reason) = event.reason {
-            ctx.metrics.rolled_back(reason);
+            ctx.metrics
+                .rolled_back(&owner.namespace, &owner.instance, reason);
         }
     }
     Ok(Decided {

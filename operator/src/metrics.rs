@@ -21,9 +21,13 @@ pub struct FailureLabels {
     pub error: String,
 }
 
-/// Label of a rollback: its countable reason (TriggerFired, CriterionFailed, ...).
+/// Labels of a rollback: the object and its countable reason (TriggerFired, CriterionFailed, ...).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RollbackLabels {
+    /// Namespace of the MineruDeployment.
+    pub namespace: String,
+    /// Name of the MineruDeployment.
+    pub name: String,
     /// The reason.
     pub reason: String,
 }
@@ -97,7 +101,11 @@ impl Default for Metrics {
             "Percentage of traffic each MineruDeployment's canary receives (0 without a rollout)",
             canary_weight.clone(),
         );
-        registry.register("rollbacks", "Rollbacks, by reason", rollbacks.clone());
+        registry.register(
+            "rollbacks",
+            "Rollbacks, by object and reason",
+            rollbacks.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -111,10 +119,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Counts a rollback under its reason.
-    pub fn rolled_back(&self, reason: RollbackReason) {
+    /// Counts a rollback of an object under its reason.
+    pub fn rolled_back(&self, namespace: &str, name: &str, reason: RollbackReason) {
         self.rollbacks
             .get_or_create(&RollbackLabels {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
                 reason: format!("{reason:?}"),
             })
             .inc();
@@ -216,6 +226,20 @@ mod tests {
         assert!(
             text.contains(
                 r#"mineru_operator_phase{namespace="parsing",name="docs",phase="Progressing"} 0"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn rollbacks_are_counted_per_object_and_reason() {
+        let metrics = Metrics::default();
+        metrics.rolled_back("parsing", "docs", RollbackReason::TriggerFired);
+        metrics.rolled_back("parsing", "docs", RollbackReason::TriggerFired);
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                r#"mineru_operator_rollbacks_total{namespace="parsing",name="docs",reason="TriggerFired"} 2"#
             ),
             "{text}"
         );
