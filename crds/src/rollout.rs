@@ -83,6 +83,14 @@ pub struct Step {
     pub require_approval: bool,
 }
 
+impl RolloutSpec {
+    /// The unmanaged Service a first rollout migrates from, when Gateway API routing names one.
+    pub fn legacy_backend(&self) -> Option<&LegacyBackend> {
+        let gateway = self.traffic_routing.gateway_api.as_ref()?;
+        gateway.legacy_backend.as_ref()
+    }
+}
+
 fn step(weight: i32, pause: Option<&str>) -> Step {
     Step {
         weight,

@@ -387,7 +387,7 @@ async fn route_traffic(
         return Ok(());
     };
     let worker_service = |revision: &str| labels::names::worker(&owner.instance, revision);
-    let legacy = gateway.legacy_backend.as_ref();
+    let legacy = md.spec.rollout.legacy_backend();
     // Without stable revisions (migrating), the legacy Service serves stable's share.
     let baseline = match (&plan.stable, legacy) {
         (Some(stable), _) => (worker_service(&stable.worker_revision), WORKER_PORT),

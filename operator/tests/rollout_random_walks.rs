@@ -61,12 +61,7 @@ fn check_invariants(world: &World, before: &Before, seed: u64, action: &str) {
     }
     assert_eq!(plan.stable, status.stable, "{context}");
     // Without stable revisions the legacy Service serves, and only it.
-    let legacy_configured = input
-        .rollout
-        .traffic_routing
-        .gateway_api
-        .as_ref()
-        .is_some_and(|g| g.legacy_backend.is_some());
+    let legacy_configured = input.rollout.legacy_backend().is_some();
     assert_eq!(
         status.stable.is_none(),
         legacy_configured && status.legacy == Some(LegacyRole::Serving),

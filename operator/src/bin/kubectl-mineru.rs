@@ -115,11 +115,7 @@ fn render_status(object: &MineruDeployment) -> String {
         out.push_str(&format!("  {message}\n"));
     }
     out.push_str(&format!("  stable:  {}\n", pair(&status.stable)));
-    let gateway = object.spec.rollout.traffic_routing.gateway_api.as_ref();
-    if let (Some(role), Some(legacy)) = (
-        status.legacy,
-        gateway.and_then(|g| g.legacy_backend.as_ref()),
-    ) {
+    if let (Some(role), Some(legacy)) = (status.legacy, object.spec.rollout.legacy_backend()) {
         let role = match role {
             LegacyRole::Serving => "serving what the canary does not",
             LegacyRole::Standby => "without traffic, the way back until verified",

@@ -63,10 +63,13 @@ pub(super) fn show(revisions: &Revisions) -> String {
     format!("{}/{}", revisions.model_revision, revisions.worker_revision)
 }
 
-/// The legacy Service the spec names, when it names one (Gateway API mode only).
-pub(super) fn legacy_service(input: &Input) -> Option<&str> {
-    let gateway = input.rollout.traffic_routing.gateway_api.as_ref()?;
-    gateway.legacy_backend.as_ref().map(|b| b.name.as_str())
+/// Revisions in words, or the legacy Service that stands in for them.
+pub(super) fn show_or_legacy(input: &Input, revisions: Option<&Revisions>) -> String {
+    match (revisions, input.rollout.legacy_backend()) {
+        (Some(revisions), _) => show(revisions),
+        (None, Some(legacy)) => format!("legacy Service {}", legacy.name),
+        (None, None) => "nothing".to_owned(),
+    }
 }
 
 /// Why a rollback happened, with what proves it.
@@ -150,7 +153,7 @@ impl Machine<'_> {
     /// the traffic: then they are the canary of a migration from it. Dropping `legacyBackend`
     /// from the spec hands all traffic to the stack.
     fn follow_legacy(&mut self) {
-        let legacy = legacy_service(self.input).is_some();
+        let legacy = self.input.rollout.legacy_backend().is_some();
         if self.s.stable.is_none() && self.s.legacy.is_none() {
             if legacy {
                 self.s.legacy = Some(LegacyRole::Serving);
@@ -172,11 +175,7 @@ impl Machine<'_> {
 
     /// What serves the traffic the canary does not, in words.
     pub fn baseline_name(&self) -> String {
-        match (self.stable(), legacy_service(self.input)) {
-            (Some(stable), _) => show(stable),
-            (None, Some(service)) => format!("legacy Service {service}"),
-            (None, None) => "nothing".to_owned(),
-        }
+        show_or_legacy(self.input, self.stable())
     }
 
     /// A model canary: a new vLLM to warm up (always, when migrating from a legacy Service).

@@ -122,15 +122,6 @@ fn remaining(m: &Machine<'_>, since: Option<&Time>, length: std::time::Duration)
     })
 }
 
-/// What a rollback in the post-promotion window would go back to.
-fn previous_name(m: &Machine<'_>) -> String {
-    match (&m.s.previous_stable, machine::legacy_service(m.input)) {
-        (Some(previous), _) => show(previous),
-        (None, Some(service)) => format!("legacy Service {service}"),
-        (None, None) => String::new(),
-    }
-}
-
 /// Says so when stable vLLM replicas were stopped to make room for the canary.
 fn in_place(m: &Machine<'_>) -> String {
     match m.s.in_place_model_replicas {
@@ -185,7 +176,7 @@ fn message(m: &Machine<'_>, failed: bool, plan: &Plan) -> String {
                 }
                 None => format!(
                     "promoted {stable}; post-promotion window over, waiting for a round of checks that answers before letting {} go",
-                    previous_name(m)
+                    machine::show_or_legacy(m.input, m.s.previous_stable.as_ref())
                 ),
             }
         }
