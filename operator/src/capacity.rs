@@ -15,8 +15,9 @@ use mineru_crds::ModelSpec;
 /// GPUs the canary can use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GpuCapacity {
-    /// Free GPUs on allowed nodes, counted in whole canary replicas.
-    pub free: i32,
+    /// Free GPUs on allowed nodes, counted in whole canary replicas; unknown when the pods
+    /// holding GPUs were not read.
+    pub free: Option<i32>,
     /// Allocatable GPUs of the largest allowed node; below `gpusPerReplica` nothing ever fits.
     pub largest_node: i32,
 }
@@ -33,11 +34,11 @@ impl GpuCapacity {
     }
 }
 
-/// Counts the capacity from a snapshot of the cluster.
-pub fn gpu_capacity(nodes: &[Node], pods: &[Pod], model: &ModelSpec) -> GpuCapacity {
+/// Counts the capacity from a snapshot of the cluster; without `pods`, only the largest node.
+pub fn gpu_capacity(nodes: &[Node], pods: Option<&[Pod]>, model: &ModelSpec) -> GpuCapacity {
     let resource = &model.gpu_resource_name;
     let mut used: BTreeMap<&str, i64> = BTreeMap::new();
-    for pod in pods {
+    for pod in pods.unwrap_or_default() {
         let Some(spec) = &pod.spec else {
             continue;
         };
@@ -66,10 +67,7 @@ pub fn gpu_capacity(nodes: &[Node], pods: &[Pod], model: &ModelSpec) -> GpuCapac
         *used.entry(node).or_default() += gpus;
     }
     let per_replica = i64::from(model.gpus_per_replica.max(1));
-    let mut capacity = GpuCapacity {
-        free: 0,
-        largest_node: 0,
-    };
+    let (mut free, mut largest_node) = (0, 0);
     for node in nodes.iter().filter(|node| allowed(node, model)) {
         let allocatable = node
             .status
@@ -79,21 +77,32 @@ pub fn gpu_capacity(nodes: &[Node], pods: &[Pod], model: &ModelSpec) -> GpuCapac
             .and_then(|q| whole(&q.0))
             .unwrap_or(0);
         let name = node.metadata.name.as_deref().unwrap_or_default();
-        let free = (allocatable - used.get(name).copied().unwrap_or(0)).max(0);
-        capacity.free += to_i32(free / per_replica * per_replica);
-        capacity.largest_node = capacity.largest_node.max(to_i32(allocatable));
+        let free_here = (allocatable - used.get(name).copied().unwrap_or(0)).max(0);
+        free += to_i32(free_here / per_replica * per_replica);
+        largest_node = largest_node.max(to_i32(allocatable));
     }
-    capacity
+    GpuCapacity {
+        free: pods.map(|_| free),
+        largest_node,
+    }
 }
 
-/// Lists the cluster's Nodes and running Pods and counts the capacity.
-pub async fn read(client: &Client, model: &ModelSpec) -> Result<GpuCapacity, kube::Error> {
+/// Lists the cluster's Nodes, and its running Pods when the `free` GPUs are wanted.
+pub async fn read(
+    client: &Client,
+    model: &ModelSpec,
+    free: bool,
+) -> Result<GpuCapacity, kube::Error> {
     let nodes = Api::<Node>::all(client.clone())
         .list(&ListParams::default())
         .await?;
-    let running = ListParams::default().fields("status.phase!=Succeeded,status.phase!=Failed");
-    let pods = Api::<Pod>::all(client.clone()).list(&running).await?;
-    Ok(gpu_capacity(&nodes.items, &pods.items, model))
+    let pods = if free {
+        let running = ListParams::default().fields("status.phase!=Succeeded,status.phase!=Failed");
+        Some(Api::<Pod>::all(client.clone()).list(&running).await?.items)
+    } else {
+        None
+    };
+    Ok(gpu_capacity(&nodes.items, pods.as_deref(), model))
 }
 
 fn to_i32(value: i64) -> i32 {
@@ -204,12 +213,12 @@ mod tests {
             pod("b", "4", "Running"),
             pod("b", "4", "Succeeded"),
         ];
-        let capacity = gpu_capacity(&nodes, &pods, &model(json!({})));
+        let capacity = gpu_capacity(&nodes, Some(&pods), &model(json!({})));
         // a: 3 free -> one 2-GPU replica; b: full; c: 1 GPU fits no replica.
         assert_eq!(
             capacity,
             GpuCapacity {
-                free: 2,
+                free: Some(2),
                 largest_node: 4
             }
         );
@@ -246,9 +255,9 @@ mod tests {
         ];
         let selective = model(json!({"nodeSelector": {"pool": "l4"}}));
         assert_eq!(
-            gpu_capacity(&nodes, &[], &selective),
+            gpu_capacity(&nodes, Some(&[]), &selective),
             GpuCapacity {
-                free: 2,
+                free: Some(2),
                 largest_node: 2
             }
         );
@@ -256,24 +265,27 @@ mod tests {
             "nodeSelector": {"pool": "l4"},
             "tolerations": [{"key": "gpu", "operator": "Equal", "value": "l4", "effect": "NoSchedule"}]
         }));
-        assert_eq!(gpu_capacity(&nodes, &[], &tolerant).free, 10);
+        assert_eq!(gpu_capacity(&nodes, Some(&[]), &tolerant).free, Some(10));
         let wrong_value = model(json!({
             "tolerations": [{"key": "gpu", "operator": "Equal", "value": "a100"}]
         }));
         assert_eq!(
-            gpu_capacity(&nodes, &[], &wrong_value).free,
-            10,
+            gpu_capacity(&nodes, Some(&[]), &wrong_value).free,
+            Some(10),
             "other-pool and prefer"
         );
         let exists = model(json!({"tolerations": [{"operator": "Exists"}]}));
-        assert_eq!(gpu_capacity(&nodes, &[], &exists).free, 18);
+        assert_eq!(gpu_capacity(&nodes, Some(&[]), &exists).free, Some(18));
     }
 
     #[test]
     fn a_cluster_without_a_node_big_enough_is_a_preflight_problem() {
         let nodes = [node("small", "1", json!({}))];
         let spec = model(json!({}));
-        let problem = gpu_capacity(&nodes, &[], &spec).problem(&spec).unwrap();
+        // Whether anything could ever fit needs no pod list.
+        let capacity = gpu_capacity(&nodes, None, &spec);
+        assert_eq!(capacity.free, None);
+        let problem = capacity.problem(&spec).unwrap();
         assert!(
             problem.contains("has 2 allocatable nvidia.com/gpu (largest: 1)"),
             "{problem}"

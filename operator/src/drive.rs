@@ -99,14 +99,13 @@ pub async fn decide(
 
     if before_first_traffic(&status, migrating, &desired) {
         observed.preflight = preflight(client, md, migrating, &desired).await;
-        let new_model = status
-            .stable
-            .as_ref()
-            .is_none_or(|stable| stable.model_revision != desired.model_revision);
-        if new_model {
-            match capacity::read(client, &md.spec.model).await {
+        if new_model(&status, migrating, &desired) {
+            // Free GPUs decide in-place replacement when the rollout starts; later rounds only
+            // ask whether any node could fit a replica, which needs no cluster-wide pod list.
+            let starting = status.canary.as_ref() != Some(&desired);
+            match capacity::read(client, &md.spec.model, starting).await {
                 Ok(capacity) => {
-                    observed.free_gpus = Some(capacity.free);
+                    observed.free_gpus = capacity.free;
                     observed.preflight.extend(capacity.problem(&md.spec.model));
                 }
                 // Unknown capacity: the engine still notices canary pods left unschedulable.
@@ -134,8 +133,16 @@ pub async fn decide(
 
 /// The legacy Service the spec migrates from, while it is still the baseline (no stable yet).
 fn migrating(md: &MineruDeployment, status: &MineruDeploymentStatus) -> bool {
-    let gateway = md.spec.rollout.traffic_routing.gateway_api.as_ref();
-    gateway.is_some_and(|g| g.legacy_backend.is_some()) && status.stable.is_none()
+    md.spec.rollout.legacy_backend().is_some() && status.stable.is_none()
+}
+
+/// Whether the desired vLLM is not stable's: a new model to place and warm up. The first
+/// deployment has none, unless a legacy Service serves the traffic meanwhile.
+fn new_model(status: &MineruDeploymentStatus, migrating: bool, desired: &Revisions) -> bool {
+    match &status.stable {
+        Some(stable) => stable.model_revision != desired.model_revision,
+        None => migrating,
+    }
 }
 
 /// A rollout whose canary has not had traffic yet: the moment preflight runs.
@@ -164,8 +171,7 @@ async fn preflight(
     let namespace = md.namespace().unwrap_or_default();
     let name = md.name_any();
     let mut problems = Vec::new();
-    let gateway = md.spec.rollout.traffic_routing.gateway_api.as_ref();
-    if let Some(legacy) = gateway.and_then(|g| g.legacy_backend.as_ref())
+    if let Some(legacy) = md.spec.rollout.legacy_backend()
         && migrating
     {
         match Api::<Service>::namespaced(client.clone(), &namespace)
@@ -279,15 +285,10 @@ fn warmup(
     desired: &Revisions,
     observed: &Observed,
 ) -> Warmup {
-    let revision = &desired.model_revision;
-    let new_model = match &status.stable {
-        Some(stable) => revision != &stable.model_revision,
-        // The first deployment has no traffic to protect, unless a legacy Service serves it.
-        None => migrating,
-    };
-    if !new_model {
+    if !new_model(status, migrating, desired) {
         return Warmup::NotApplicable;
     }
+    let revision = &desired.model_revision;
     let serving = status.canary.as_ref() == Some(desired) && status.canary_weight.unwrap_or(0) > 0;
     if serving {
         return Warmup::Passed(revision.clone());
@@ -345,8 +346,7 @@ async fn analyse(
                 let service = labels::names::worker(&name, revision);
                 io.resolver.url(&namespace, &service, WORKER_PORT)
             };
-            let gateway = md.spec.rollout.traffic_routing.gateway_api.as_ref();
-            let baseline_url = match (baseline, gateway.and_then(|g| g.legacy_backend.as_ref())) {
+            let baseline_url = match (baseline, md.spec.rollout.legacy_backend()) {
                 (Baseline::Stable(stable), _) => Ok(worker_url(&stable.worker_revision)),
                 (Baseline::Legacy, Some(legacy)) => {
                     Ok(io.resolver.url(&namespace, &legacy.name, legacy.port))
