@@ -12,6 +12,7 @@ use crate::tiers::default_true;
 /// How a change to either tier is shipped: traffic steps, each gated by analysis.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.analysis.promotionCriteria) || self.analysis.promotionCriteria.all(c, !has(c.afterSteps) || c.afterSteps.all(i, i >= 0 && i < size(self.steps)))").message("promotionCriteria afterSteps must be indexes (0-based) of the rollout steps"))]
 pub struct RolloutSpec {
     /// Canary traffic steps, in order. Weights rise strictly from 1 to a final 100.
     #[serde(default = "default_steps")]
@@ -67,7 +68,10 @@ pub struct RolloutSpec {
 /// One traffic step of a rollout.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!(has(self.pause) && has(self.requireApproval) && self.requireApproval)").message("a step either pauses for a duration or waits for approval, not both"))]
+#[x_kube(
+    validation = Rule::new("!(has(self.pause) && has(self.requireApproval) && self.requireApproval)").message("a step either pauses for a duration or waits for approval, not both"),
+    validation = Rule::new("!has(self.pause) || !has(self.maxDuration) || duration(self.pause) <= duration(self.maxDuration)").message("a step's maxDuration must not be shorter than its pause"),
+)]
 pub struct Step {
     /// Percentage of traffic sent to the canary during this step (1–100).
     #[schemars(range(min = 1, max = 100))]
@@ -81,6 +85,17 @@ pub struct Step {
     /// Hold at this step until a person promotes (`kubectl mineru promote`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub require_approval: bool,
+
+    /// How long the step may wait for its criteria to have enough evidence once its pause is
+    /// over; then `analysis.onInconclusive` applies. Sized for the slowest traffic the step
+    /// must decide at: the default lets 60 documents an hour decide (`kubectl mineru plan`).
+    #[serde(default = "default_max_step_duration")]
+    pub max_duration: Duration,
+
+    /// Leave this step on its pause (or approval) alone, with no criterion backed by data:
+    /// status and the Event then say "without analysis". Rollback triggers keep watching.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_analysis: bool,
 }
 
 impl RolloutSpec {
@@ -91,16 +106,24 @@ impl RolloutSpec {
     }
 }
 
-fn step(weight: i32, pause: Option<&str>) -> Step {
+fn step(weight: i32, pause: Option<&str>, max_duration: &str) -> Step {
     Step {
         weight,
         pause: pause.map(duration::literal),
         require_approval: false,
+        max_duration: duration::literal(max_duration),
+        skip_analysis: false,
     }
 }
 
+/// The change's phase plan: 10% for up to 96 hours, 50% for up to 7 days, then 100%; each step
+/// leaves as soon as its evidence is enough, after a short pause.
 fn default_steps() -> Vec<Step> {
-    vec![step(10, Some("5m")), step(50, Some("10m")), step(100, None)]
+    vec![
+        step(10, Some("5m"), "96h"),
+        step(50, Some("10m"), "168h"),
+        step(100, None, "168h"),
+    ]
 }
 
 /// Traffic routing mode. Neither field set means `replicas`.
@@ -192,22 +215,24 @@ pub struct AnalysisSpec {
     #[schemars(range(min = 0, max = 1000))]
     pub consecutive_error_limit: i32,
 
-    /// Inconclusive evaluations in a row (too few samples) before `onInconclusive` applies.
-    #[serde(default = "default_inconclusive_limit")]
-    #[schemars(range(min = 0, max = 1000))]
-    pub inconclusive_limit: i32,
-
-    /// Policy once `consecutiveErrorLimit` is reached.
+    /// Policy once `consecutiveErrorLimit` is reached. `Hold` also keeps a step from being left
+    /// while any check's last query failed.
     #[serde(default)]
     pub on_error: Policy,
 
-    /// Policy once `inconclusiveLimit` is reached.
+    /// Policy once a step reaches its `maxDuration` without enough evidence to decide.
     #[serde(default)]
     pub on_inconclusive: Policy,
 
-    /// Include the built-in criteria and triggers (error ratio, p95 latency, vLLM restarts,
-    /// breaker openings, error and latency spikes, crash loops); a user entry of the same name
-    /// replaces a built-in. The quality gate's checks come with `quality` either way.
+    /// How sure the statistical checks (`proportion`, `quantile`) must be before they pass or
+    /// fail.
+    #[serde(default)]
+    pub evidence: EvidenceSpec,
+
+    /// Include the built-in criteria and triggers (error ratio, p95 latency, throughput, the
+    /// SLOs at 100%, vLLM restarts, breaker openings, error and latency spikes, crash loops); a
+    /// user entry of the same name replaces a built-in. The quality gate's checks come with
+    /// `quality` either way.
     #[serde(default = "default_true")]
     pub default_criteria: bool,
 
@@ -226,6 +251,41 @@ pub struct AnalysisSpec {
     /// Canary vs stable output on golden documents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<QualitySpec>,
+}
+
+/// The error rates of the sequential tests that judge `proportion` and `quantile` checks.
+/// A check passes once the evidence is enough at these rates, fails once it is enough the other
+/// way, and is Inconclusive until then (docs/gates.md explains the statistics).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EvidenceSpec {
+    /// 1 − α: a canary that meets a threshold is failed by it at most `1 − confidence` of the
+    /// time.
+    #[serde(default = "default_confidence")]
+    #[x_kube(validation = Rule::new("self >= 0.5 && self < 1.0").message("evidence.confidence must be in [0.5, 1)"))]
+    pub confidence: f64,
+
+    /// 1 − β: a canary `regression` times worse than a threshold allows is caught at least this
+    /// often.
+    #[serde(default = "default_power")]
+    #[x_kube(validation = Rule::new("self >= 0.5 && self < 1.0").message("evidence.power must be in [0.5, 1)"))]
+    pub power: f64,
+
+    /// How much worse than its threshold a canary must be for `power` to apply: the odds of a
+    /// bad document (an error, a document over the latency limit) multiplied by this.
+    #[serde(default = "default_regression")]
+    #[x_kube(validation = Rule::new("self > 1.0 && self <= 100.0").message("evidence.regression must be in (1, 100]"))]
+    pub regression: f64,
+}
+
+impl Default for EvidenceSpec {
+    fn default() -> Self {
+        EvidenceSpec {
+            confidence: default_confidence(),
+            power: default_power(),
+            regression: default_regression(),
+        }
+    }
 }
 
 /// Where and how to reach Prometheus.
@@ -260,7 +320,9 @@ pub enum Tier {
 /// A go/no-go check that must pass before a step is left.
 ///
 /// Queries are PromQL templates: `{{namespace}}`, `{{name}}`, `{{revision}}` (the revision
-/// judged), `{{canaryRevision}}`, `{{stableRevision}}`, `{{tier}}`, `{{interval}}`.
+/// judged), `{{canaryRevision}}`, `{{stableRevision}}`, `{{tier}}`, `{{interval}}`, and
+/// `{{window}}`: the evidence window, i.e. the time since the step's traffic began (at least one
+/// `interval`), so that `increase(x[{{window}}])` counts everything the step has seen.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
@@ -268,6 +330,9 @@ pub enum Tier {
     validation = Rule::new("!(has(self.max) && has(self.min)) || self.min <= self.max").message("min must not exceed max"),
     validation = Rule::new("!has(self.ratioFloor) || has(self.maxRatioToStable)").message("ratioFloor only applies with maxRatioToStable"),
     validation = Rule::new("!has(self.minSamples) || has(self.samplesQuery)").message("minSamples needs a samplesQuery"),
+    validation = Rule::new("(has(self.query) ? 1 : 0) + (has(self.proportion) ? 1 : 0) + (has(self.quantile) ? 1 : 0) == 1").message("a check reads exactly one of query, proportion or quantile"),
+    validation = Rule::new("!has(self.samplesQuery) || has(self.query)").message("samplesQuery and minSamples apply to query checks; proportion and quantile checks count their own documents"),
+    validation = Rule::new("!has(self.proportion) || ((!has(self.max) || (self.max > 0.0 && self.max < 1.0)) && (!has(self.min) || (self.min > 0.0 && self.min < 1.0)))").message("a proportion's max and min are shares in (0, 1)"),
 )]
 pub struct PromotionCriterion {
     /// Name of the check; a built-in of the same name is replaced.
@@ -278,9 +343,20 @@ pub struct PromotionCriterion {
     #[serde(default)]
     pub tier: Tier,
 
-    /// PromQL template returning one value for the judged revision.
+    /// PromQL template returning one value for the judged revision, judged against the
+    /// thresholds as it is (no statistics: use `samplesQuery` and `minSamples`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 4096))]
-    pub query: String,
+    pub query: Option<String>,
+
+    /// A share of bad documents, judged by a sequential test at `analysis.evidence`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proportion: Option<ProportionQuery>,
+
+    /// A quantile of a histogram (e.g. latency), judged by a sequential test at
+    /// `analysis.evidence`; thresholds are in the histogram's unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantile: Option<QuantileQuery>,
 
     /// PromQL template counting the samples behind the value (e.g. requests in the window).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -332,6 +408,8 @@ fn default_on_fail() -> Policy {
     validation = Rule::new("has(self.max) || has(self.min) || has(self.maxRatioToStable)").message("a check needs at least one threshold: max, min or maxRatioToStable"),
     validation = Rule::new("!(has(self.max) && has(self.min)) || self.min <= self.max").message("min must not exceed max"),
     validation = Rule::new("!has(self.ratioFloor) || has(self.maxRatioToStable)").message("ratioFloor only applies with maxRatioToStable"),
+    validation = Rule::new("(has(self.query) ? 1 : 0) + (has(self.proportion) ? 1 : 0) + (has(self.quantile) ? 1 : 0) == 1").message("a check reads exactly one of query, proportion or quantile"),
+    validation = Rule::new("!has(self.proportion) || ((!has(self.max) || (self.max > 0.0 && self.max < 1.0)) && (!has(self.min) || (self.min > 0.0 && self.min < 1.0)))").message("a proportion's max and min are shares in (0, 1)"),
 )]
 pub struct RollbackTrigger {
     /// Name of the trigger; a built-in of the same name is replaced.
@@ -342,9 +420,21 @@ pub struct RollbackTrigger {
     #[serde(default)]
     pub tier: Tier,
 
-    /// PromQL template returning one value for the judged revision.
+    /// PromQL template returning one value for the judged revision; a breach is that value
+    /// beyond the thresholds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 4096))]
-    pub query: String,
+    pub query: Option<String>,
+
+    /// A share of bad documents; a breach is evidence, at `analysis.evidence`, that the share
+    /// is beyond the thresholds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proportion: Option<ProportionQuery>,
+
+    /// A quantile of a histogram; a breach is evidence, at `analysis.evidence`, that the
+    /// quantile is beyond the thresholds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantile: Option<QuantileQuery>,
 
     /// Breach when value > max.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -367,6 +457,34 @@ pub struct RollbackTrigger {
     /// How long a breach must last before it rolls back; `0s` rolls back on the first breach.
     #[serde(default = "default_trigger_for", rename = "for")]
     pub sustained_for: Duration,
+}
+
+/// A share of documents read as two counts over the evidence window.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProportionQuery {
+    /// PromQL template counting the bad documents, e.g.
+    /// `sum(increase(mineru_worker_requests_total{...,outcome="error"}[{{window}}]))`.
+    #[schemars(length(min = 1, max = 4096))]
+    pub bad: String,
+
+    /// PromQL template counting all documents judged, over the same window.
+    #[schemars(length(min = 1, max = 4096))]
+    pub total: String,
+}
+
+/// A quantile read from histogram buckets over the evidence window.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QuantileQuery {
+    /// The quantile judged, e.g. 0.95.
+    #[x_kube(validation = Rule::new("self > 0.0 && self < 1.0").message("quantile.q must be in (0, 1)"))]
+    pub q: f64,
+
+    /// PromQL template returning the cumulative bucket counts by `le`, e.g.
+    /// `sum by (le) (increase(mineru_worker_request_duration_seconds_bucket{...}[{{window}}]))`.
+    #[schemars(length(min = 1, max = 4096))]
+    pub buckets: String,
 }
 
 /// Output-quality gate: golden documents parsed by canary and stable, compared.
@@ -455,8 +573,17 @@ fn default_interval() -> Duration {
 fn default_consecutive_error_limit() -> i32 {
     4
 }
-fn default_inconclusive_limit() -> i32 {
-    10
+fn default_max_step_duration() -> Duration {
+    duration::literal("168h")
+}
+fn default_confidence() -> f64 {
+    0.99
+}
+fn default_power() -> f64 {
+    0.95
+}
+fn default_regression() -> f64 {
+    3.0
 }
 fn default_query_timeout() -> Duration {
     duration::literal("10s")

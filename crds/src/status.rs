@@ -34,9 +34,25 @@ pub struct MineruDeploymentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_step: Option<i32>,
 
-    /// Percentage of traffic the canary receives now.
+    /// Percentage of traffic the current step gives the canary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_weight: Option<i32>,
+
+    /// Percentage of traffic the canary really receives: `canaryWeight` with Gateway API
+    /// routing; with replica-ratio routing, the canary's share of the ready workers behind the
+    /// entry Service (10% of 2 workers is one worker of two: 50%).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_share: Option<i32>,
+
+    /// When the canary first took traffic in this rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_started_at: Option<Time>,
+
+    /// When the baseline last served traffic beside the canary, and since when: once the
+    /// canary takes all traffic (a 100% step, the post-promotion window) its ratio checks
+    /// compare with the baseline's documents of that time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_window: Option<BaselineWindow>,
 
     /// When the current step began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,9 +95,10 @@ pub struct MineruDeploymentStatus {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub consecutive_errors: i32,
 
-    /// Analysis rounds in a row with an inconclusive check; compared with `inconclusiveLimit`.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub consecutive_inconclusive: i32,
+    /// The step passed its `maxDuration` without enough evidence to decide and holds there
+    /// (`onInconclusive: Hold`) until the evidence comes or a person acts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub evidence_overdue: bool,
 
     /// When the canary stopped being ready during a step; it is rolled back if it stays so
     /// for `progressDeadline`.
@@ -111,6 +128,16 @@ pub struct MineruDeploymentStatus {
     /// migration to this stack; absent once the migration is verified, or without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub legacy: Option<LegacyRole>,
+}
+
+/// The time a baseline served traffic beside the canary.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BaselineWindow {
+    /// Start of the window (the canary's first traffic).
+    pub from: Time,
+    /// End of the window (the start of the first step that gave the canary all traffic).
+    pub until: Time,
 }
 
 /// The legacy Service's part in a migration.
@@ -218,6 +245,9 @@ pub enum Verdict {
     Inconclusive,
     /// The query could not be run (Prometheus unreachable, invalid query).
     Error,
+    /// Not judged in this rollout, for the reason in `message` (a GPU-tier check when the canary
+    /// shares the stable vLLM, a ratio with no baseline traffic left to compare with).
+    Skipped,
 }
 
 /// The latest evaluation of one check.
@@ -238,10 +268,17 @@ pub struct CheckStatus {
     pub stable_value: Option<f64>,
     /// The threshold in words, e.g. `<= 1.05 x stable`.
     pub threshold: String,
-    /// Samples behind the value.
+    /// Samples behind the value: documents for `proportion` and `quantile` checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples: Option<f64>,
-    /// Outcome.
+    /// Samples behind the stable (baseline) value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_samples: Option<f64>,
+    /// About how many more documents the sequential test needs to decide, when Inconclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needed: Option<f64>,
+    /// Outcome. A `proportion` or `quantile` criterion that passed keeps its Pass for the rest of
+    /// the step: its test has decided.
     pub verdict: Verdict,
     /// Failed evaluations in the current step.
     #[serde(default)]
@@ -282,7 +319,7 @@ pub enum RollbackReason {
     QualityRegressed,
     /// Query errors reached consecutiveErrorLimit with `onError: Rollback`.
     AnalysisError,
-    /// Inconclusive verdicts reached inconclusiveLimit with `onInconclusive: Rollback`.
+    /// A step reached its maxDuration without enough evidence, with `onInconclusive: Rollback`.
     Inconclusive,
     /// The canary was not ready and warm within progressDeadline.
     ProgressDeadlineExceeded,

@@ -282,6 +282,113 @@ fn cases() -> Vec<Case> {
             message: "configMapLabels needs at least one label",
         },
         Case {
+            rule: "one source per check",
+            rejected: vec![
+                (
+                    "/spec/rollout/analysis/promotionCriteria",
+                    json!([{"name": "none", "max": 0.1}]),
+                ),
+                (
+                    "/spec/rollout/analysis/rollbackTriggers",
+                    json!([criterion(
+                        json!({"max": 0.1, "proportion": {"bad": "b", "total": "t"}})
+                    )]),
+                ),
+            ],
+            accepted: vec![(
+                "/spec/rollout/analysis/promotionCriteria",
+                json!([{"name": "errors", "proportion": {"bad": "b", "total": "t"}, "max": 0.02}]),
+            )],
+            message: "a check reads exactly one of query, proportion or quantile",
+        },
+        Case {
+            rule: "samples only for a query",
+            rejected: vec![(
+                "/spec/rollout/analysis/promotionCriteria",
+                json!([{"name": "slow", "quantile": {"q": 0.95, "buckets": "h"}, "max": 90, "samplesQuery": "s"}]),
+            )],
+            accepted: vec![(
+                "/spec/rollout/analysis/promotionCriteria",
+                json!([{"name": "slow", "quantile": {"q": 0.95, "buckets": "h"}, "max": 90}]),
+            )],
+            message: "samplesQuery and minSamples apply to query checks",
+        },
+        Case {
+            rule: "a proportion is a share",
+            rejected: vec![
+                (
+                    "/spec/rollout/analysis/promotionCriteria",
+                    json!([{"name": "errors", "proportion": {"bad": "b", "total": "t"}, "max": 2}]),
+                ),
+                (
+                    "/spec/rollout/analysis/rollbackTriggers",
+                    json!([{"name": "errors", "proportion": {"bad": "b", "total": "t"}, "min": 0}]),
+                ),
+            ],
+            accepted: vec![(
+                "/spec/rollout/analysis/rollbackTriggers",
+                json!([{"name": "errors", "proportion": {"bad": "b", "total": "t"}, "min": 0.9}]),
+            )],
+            message: "a proportion's max and min are shares in (0, 1)",
+        },
+        Case {
+            rule: "a quantile in (0, 1)",
+            rejected: vec![(
+                "/spec/rollout/analysis/promotionCriteria",
+                json!([{"name": "slow", "quantile": {"q": 95, "buckets": "h"}, "max": 90}]),
+            )],
+            accepted: vec![],
+            message: "quantile.q must be in (0, 1)",
+        },
+        Case {
+            rule: "afterSteps inside the step list",
+            rejected: vec![
+                (
+                    "/spec/rollout/analysis/promotionCriteria",
+                    json!([criterion(json!({"max": 1.0, "afterSteps": [3]}))]),
+                ),
+                (
+                    "/spec/rollout/analysis/promotionCriteria",
+                    json!([criterion(json!({"max": 1.0, "afterSteps": [-1]}))]),
+                ),
+            ],
+            accepted: vec![(
+                "/spec/rollout/analysis/promotionCriteria",
+                json!([criterion(json!({"max": 1.0, "afterSteps": [0, 2]}))]),
+            )],
+            message: "promotionCriteria afterSteps must be indexes (0-based) of the rollout steps",
+        },
+        Case {
+            rule: "maxDuration covers the pause",
+            rejected: vec![(
+                "/spec/rollout/steps",
+                json!([{"weight": 10, "pause": "2h", "maxDuration": "1h"}, {"weight": 100, "maxDuration": "1h"}]),
+            )],
+            accepted: vec![(
+                "/spec/rollout/steps",
+                json!([{"weight": 10, "pause": "1h", "maxDuration": "90m"}, {"weight": 100, "maxDuration": "1h"}]),
+            )],
+            message: "a step's maxDuration must not be shorter than its pause",
+        },
+        Case {
+            rule: "evidence rates",
+            rejected: vec![
+                (
+                    "/spec/rollout/analysis/evidence",
+                    json!({"confidence": 1.0, "power": 0.95, "regression": 3}),
+                ),
+                (
+                    "/spec/rollout/analysis/evidence",
+                    json!({"confidence": 0.99, "power": 0.95, "regression": 1}),
+                ),
+            ],
+            accepted: vec![(
+                "/spec/rollout/analysis/evidence",
+                json!({"confidence": 0.95, "power": 0.8, "regression": 10}),
+            )],
+            message: "evidence.",
+        },
+        Case {
             rule: "webhook url",
             rejected: vec![(
                 "/spec/rollout/notifications",

@@ -77,7 +77,20 @@ fn minimal_example_gets_the_documented_defaults() {
     assert_eq!(analysis.interval.get(), Duration::from_secs(60));
     assert_eq!(analysis.failure_limit, 0);
     assert_eq!(analysis.consecutive_error_limit, 4);
-    assert_eq!(analysis.inconclusive_limit, 10);
+    assert_eq!(
+        (
+            analysis.evidence.confidence,
+            analysis.evidence.power,
+            analysis.evidence.regression
+        ),
+        (0.99, 0.95, 3.0)
+    );
+    let max_durations: Vec<_> = rollout
+        .steps
+        .iter()
+        .map(|s| s.max_duration.get().as_secs() / 3600)
+        .collect();
+    assert_eq!(max_durations, [96, 168, 168], "hours");
     assert_eq!(
         (analysis.on_error, analysis.on_inconclusive),
         (Policy::Hold, Policy::Hold)

@@ -122,6 +122,18 @@ fn crd_is_served_with_defaults_and_validation() {
             "analysis.prometheus is required",
         ),
         (
+            "  rollout:\n    analysis:\n      prometheus: {address: http://p:9090}\n      promotionCriteria: [{name: a, query: up, proportion: {bad: b, total: t}, max: 0.1}]\n",
+            "a check reads exactly one of query, proportion or quantile",
+        ),
+        (
+            "  rollout:\n    analysis:\n      prometheus: {address: http://p:9090}\n      promotionCriteria: [{name: a, query: up, max: 1, afterSteps: [3]}]\n",
+            "promotionCriteria afterSteps must be indexes (0-based) of the rollout steps",
+        ),
+        (
+            "  rollout:\n    steps: [{weight: 10, pause: 2h, maxDuration: 1h}, {weight: 100}]\n    analysis: {defaultCriteria: false}\n",
+            "a step's maxDuration must not be shorter than its pause",
+        ),
+        (
             "  rollout:\n    analysis: {prometheus: {address: p:9090}}\n",
             "prometheus.address must be an http:// or https:// URL",
         ),

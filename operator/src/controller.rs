@@ -446,12 +446,14 @@ async fn notify(ctx: &Context, md: &MineruDeployment, notifications: &[Notificat
     }
     let namespace = md.namespace().unwrap_or_default();
     let token = match &webhook.secret_ref {
-        Some(secret) => drive::secret_value(&ctx.client, &namespace, &secret.name, "token")
-            .await
-            .unwrap_or_else(|error| {
-                tracing::warn!(%error, "webhook token unreadable; sending without it");
-                None
-            }),
+        Some(secret) => {
+            crate::sources::secret_value(&ctx.client, &namespace, &secret.name, "token")
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::warn!(%error, "webhook token unreadable; sending without it");
+                    None
+                })
+        }
         None => None,
     };
     let name = md.name_any();
@@ -760,6 +762,8 @@ mod tests {
             writes(&calls),
             [
                 format!("PATCH {SVC}/docs-worker-{w2}"),
+                // The entry Service selects both revisions while they share the traffic.
+                format!("PATCH {SVC}/docs"),
                 format!("PATCH {DEPLOY}/docs-worker-{w}"),
                 format!("PATCH {DEPLOY}/docs-worker-{w2}"),
                 format!("PATCH {STATUS}"),
@@ -788,9 +792,27 @@ mod tests {
             args.contains(&format!("http://docs-vllm-{m}:8000")),
             "worker-only canary calls the stable vLLM: {args}"
         );
+        let entry = &calls
+            .iter()
+            .find(|c| c.path == format!("{SVC}/docs"))
+            .unwrap()
+            .body;
+        assert_eq!(
+            entry["spec"]["selector"].get(labels::REVISION),
+            None,
+            "both revisions behind the entry Service: {entry}"
+        );
         let status = &calls.iter().find(|c| c.path == STATUS).unwrap().body["status"];
         assert_eq!(status["stable"]["workerRevision"], w.as_str());
         assert_eq!(status["canary"]["workerRevision"], w2.as_str());
+        assert_eq!(
+            (
+                status["canaryWeight"].as_i64(),
+                status["canaryShare"].as_i64()
+            ),
+            (Some(10), Some(50)),
+            "10% of two workers is one of two"
+        );
         let reasons: Vec<_> = calls
             .iter()
             .filter(|c| c.path == EVENTS)
@@ -809,13 +831,7 @@ mod tests {
         let (result, second) = run(holding(&first), &changed).await;
         result.unwrap();
         let changed = with_written_status(changed, &second);
-        let mut history: Vec<Call> = first.into_iter().chain(second).collect();
-        // The canary's first analysis round is recorded (lastAnalysisAt) once; after that the
-        // same moment holds nothing new.
-        let (result, third) = run(holding(&history), &changed).await;
-        result.unwrap();
-        let changed = with_written_status(changed, &third);
-        history.extend(third);
+        let history: Vec<Call> = first.into_iter().chain(second).collect();
         let (result, calls) = run(holding(&history), &changed).await;
         result.unwrap();
         assert_eq!(writes(&calls), Vec::<String>::new());

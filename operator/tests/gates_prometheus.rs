@@ -25,6 +25,14 @@ mineru_worker_errors_ratio 0.02
 mineru_worker_idle_total 0
 ";
 
+/// Now, as the instant queries are evaluated at.
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
 async fn setup(test: &str) -> (Exporter, Prometheus, PrometheusSource) {
     let exporter = Exporter::start().await.unwrap();
     exporter.set(METRICS);
@@ -57,10 +65,10 @@ async fn judge(
     samples: Option<(&str, f64)>,
 ) -> Verdict {
     let readings = Readings {
-        value: source.read(query).await,
+        value: source.read(query, now()).await,
         stable: None,
         samples: match samples {
-            Some((samples_query, _)) => Some(source.read(samples_query).await),
+            Some((samples_query, _)) => Some(source.read(samples_query, now()).await),
             None => None,
         },
     };
@@ -73,31 +81,36 @@ async fn readings_from_a_real_prometheus() {
 
     assert_eq!(
         source
-            .read("mineru_worker_errors_ratio{revision=\"w-canary\"}")
+            .read("mineru_worker_errors_ratio{revision=\"w-canary\"}", now())
             .await,
-        Reading::Value(0.02)
-    );
-    assert_eq!(
-        source.read("scalar(mineru_worker_errors_ratio)").await,
         Reading::Value(0.02)
     );
     assert_eq!(
         source
-            .read("mineru_worker_errors_ratio{revision=\"w-absent\"}")
+            .read("scalar(mineru_worker_errors_ratio)", now())
+            .await,
+        Reading::Value(0.02)
+    );
+    assert_eq!(
+        source
+            .read("mineru_worker_errors_ratio{revision=\"w-absent\"}", now())
             .await,
         Reading::Empty
     );
     let nan = source
-        .read("sum(mineru_worker_idle_total) / sum(mineru_worker_idle_total)")
+        .read(
+            "sum(mineru_worker_idle_total) / sum(mineru_worker_idle_total)",
+            now(),
+        )
         .await;
     assert!(matches!(nan, Reading::Value(v) if v.is_nan()), "{nan:?}");
-    let ambiguous = source.read("mineru_worker_requests_total").await;
+    let ambiguous = source.read("mineru_worker_requests_total", now()).await;
     assert!(
         matches!(&ambiguous, Reading::Error(m) if m.contains("2 series")),
         "{ambiguous:?}"
     );
     let invalid = source
-        .read("sum(rate(mineru_worker_requests_total[1m]")
+        .read("sum(rate(mineru_worker_requests_total[1m]", now())
         .await;
     assert!(
         matches!(&invalid, Reading::Error(m) if m.contains("parse error")),
@@ -105,7 +118,7 @@ async fn readings_from_a_real_prometheus() {
     );
 
     prometheus.stop();
-    let down = source.read("mineru_worker_errors_ratio").await;
+    let down = source.read("mineru_worker_errors_ratio", now()).await;
     assert!(matches!(down, Reading::Error(_)), "{down:?}");
 }
 
@@ -169,11 +182,11 @@ async fn verdicts_from_a_real_prometheus() {
 }
 
 #[tokio::test]
-async fn a_round_renders_templates_and_compares_canary_with_stable() {
-    use mineru_crds::{CheckKind, Policy, Revisions, Tier};
+async fn a_round_renders_templates_and_reads_canary_and_stable() {
+    use mineru_crds::{CheckKind, Tier};
     use mineru_operator::{
-        gates::{Check, Samples, Source, round},
-        rollout::{AnalysisRequest, Baseline},
+        gates::{Samples, reading::Measured, round},
+        rollout::{ReadingRequest, Role},
     };
 
     let canary = Exporter::start().await.unwrap();
@@ -206,64 +219,158 @@ async fn a_round_renders_templates_and_compares_canary_with_stable() {
         serde_json::from_value(serde_json::json!({"address": prometheus.url()})).unwrap();
     let source = PrometheusSource::new(&spec, None).unwrap();
 
-    let check = |name: &str, ratio: f64, min_samples: f64| {
-        Check {
-        name: name.into(),
+    let value_source = Source::Value {
+        query:
+            "max(mineru_worker_errors_ratio{namespace=\"{{namespace}}\",revision=\"{{revision}}\"})"
+                .into(),
+        samples: Some(Samples {
+            query: "sum(mineru_worker_requests_total{revision=\"{{revision}}\"})".into(),
+            min: 100.0,
+        }),
+    };
+    let request = |role, revision: &str| ReadingRequest {
+        check: "error-ratio".into(),
         kind: CheckKind::Promotion,
         tier: Tier::Worker,
-        source: Source::Query("max(mineru_worker_errors_ratio{namespace=\"{{namespace}}\",revision=\"{{revision}}\"})".into()),
-        threshold: Threshold { max_ratio_to_stable: Some(ratio), ratio_floor: Some(0.001), ..Threshold::default() },
-        samples: Some(Samples { query: "sum(mineru_worker_requests_total{revision=\"{{revision}}\"})".into(), min: min_samples }),
-        after_steps: Vec::new(),
-        on_fail: Policy::Rollback,
-        sustained_for: Duration::ZERO,
-    }
-    };
-    let revisions = |suffix: &str| Revisions {
-        model_revision: format!("m-{suffix}"),
-        worker_revision: format!("w-{suffix}"),
-    };
-    let request = AnalysisRequest {
-        checks: vec![
-            check("lenient", 2.0, 100.0),
-            check("strict", 1.05, 100.0),
-            check("starved", 2.0, 1000.0),
-        ],
-        judged: revisions("canary"),
-        baseline: Some(Baseline::Stable(revisions("stable"))),
-        quality: None,
+        source: value_source.clone(),
+        role,
+        revision: revision.into(),
+        canary_revision: "w-canary".into(),
+        stable_revision: "w-stable".into(),
+        window: Duration::from_secs(60),
+        at: k8s_openapi::jiff::Timestamp::from_second(now()).unwrap(),
     };
     let subject = round::Subject {
         namespace: "parsing",
         name: "docs",
         interval: Duration::from_secs(60),
     };
-    let results = round::run(&request, subject, &source).await;
-
-    let verdicts: Vec<_> = results
-        .iter()
-        .map(|r| (r.name.as_str(), r.evaluation.verdict))
-        .collect();
+    let results = round::read(
+        &[
+            request(Role::Judged, "w-canary"),
+            request(Role::Baseline, "w-stable"),
+        ],
+        subject,
+        &source,
+    )
+    .await;
     assert_eq!(
-        verdicts,
-        [
-            ("lenient", Verdict::Pass),
-            ("strict", Verdict::Fail),
-            ("starved", Verdict::Inconclusive)
-        ]
-    );
-    let strict = &results[1];
-    assert_eq!(strict.revision, "w-canary");
-    assert_eq!(strict.evaluation.value, Some(0.03));
-    assert_eq!(strict.evaluation.stable_value, Some(0.02));
-    assert_eq!(
-        strict.query.as_deref(),
+        results[0].query.as_deref(),
         Some("max(mineru_worker_errors_ratio{namespace=\"parsing\",revision=\"w-canary\"})")
     );
+    let value_of = |measured: &Measured| match measured {
+        Measured::Value { value, samples } => (value.clone(), samples.clone()),
+        other => panic!("{other:?}"),
+    };
+    let (canary_value, canary_samples) = value_of(&results[0].measured);
+    let (stable_value, _) = value_of(&results[1].measured);
+    assert_eq!(canary_value, Reading::Value(0.03));
+    assert_eq!(stable_value, Reading::Value(0.02));
+    assert_eq!(canary_samples, Some(Reading::Value(400.0)));
+
+    // Judged as the engine judges a value: against stable, with its samples.
+    let verdict = |ratio: f64, min_samples: f64| {
+        let threshold = Threshold {
+            max_ratio_to_stable: Some(ratio),
+            ratio_floor: Some(0.001),
+            ..Threshold::default()
+        };
+        let readings = Readings {
+            value: canary_value.clone(),
+            stable: Some(stable_value.clone()),
+            samples: canary_samples.clone(),
+        };
+        evaluate(&threshold, Some(min_samples), &readings).verdict
+    };
+    assert_eq!(verdict(2.0, 100.0), Verdict::Pass, "lenient");
+    assert_eq!(verdict(1.05, 100.0), Verdict::Fail, "strict");
+    assert_eq!(verdict(2.0, 1000.0), Verdict::Inconclusive, "starved");
 }
 
-/// Every built-in query (values and sample counts) is PromQL a real Prometheus accepts; with no
-/// such series scraped they read as no data, never as an error.
+/// Counts and histogram buckets over an evidence window read from a real Prometheus: what the
+/// statistical checks are judged on.
+#[tokio::test]
+async fn counts_and_buckets_over_the_evidence_window() {
+    use mineru_operator::evidence::Histogram;
+
+    let exporter = Exporter::start().await.unwrap();
+    let metrics = |scale: u32| {
+        format!(
+            "# TYPE mineru_worker_request_duration_seconds histogram\n\
+             mineru_worker_request_duration_seconds_bucket{{le=\"1\"}} {}\n\
+             mineru_worker_request_duration_seconds_bucket{{le=\"10\"}} {}\n\
+             mineru_worker_request_duration_seconds_bucket{{le=\"+Inf\"}} {}\n\
+             mineru_worker_request_duration_seconds_sum 0\n\
+             mineru_worker_request_duration_seconds_count {}\n",
+            5 * scale,
+            9 * scale,
+            10 * scale,
+            10 * scale
+        )
+    };
+    exporter.set(&metrics(0));
+    let target = Target::new("worker", exporter.address()).label("revision", "w-canary");
+    let mut prometheus = Prometheus::start(
+        &work_dir("gates-buckets"),
+        &[target],
+        Duration::from_millis(500),
+    )
+    .await
+    .unwrap();
+    prometheus
+        .wait_for_series(
+            "mineru_worker_request_duration_seconds_count",
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    exporter.set(&metrics(10));
+    prometheus
+        .wait_for_series(
+            "mineru_worker_request_duration_seconds_count > 50",
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let spec: PrometheusSpec =
+        serde_json::from_value(serde_json::json!({"address": prometheus.url()})).unwrap();
+    let source = PrometheusSource::new(&spec, None).unwrap();
+    let buckets = "sum by (le) (increase(mineru_worker_request_duration_seconds_bucket{revision=\"w-canary\"}[1m]))";
+    let reading = source.read_buckets(buckets, now()).await;
+    let Reading::Buckets(histogram) = reading else {
+        panic!("{reading:?}");
+    };
+    // increase() extrapolates: the shape, not the exact counts, is what must survive.
+    let count = histogram.count();
+    assert!(count > 50.0, "{histogram:?}");
+    let median = histogram.quantile(0.5).unwrap();
+    assert!((0.9..=1.1).contains(&median), "{median}");
+    assert_eq!(
+        source
+            .read_buckets(
+                "sum by (le) (increase(absent_bucket{revision=\"w-canary\"}[1m]))",
+                now()
+            )
+            .await,
+        Reading::Empty
+    );
+    let not_buckets = source
+        .read_buckets("sum(mineru_worker_request_duration_seconds_count)", now())
+        .await;
+    assert!(
+        matches!(&not_buckets, Reading::Error(m) if m.contains("le")),
+        "{not_buckets:?}"
+    );
+    assert!(Histogram::new(vec![]).is_err());
+    prometheus.stop();
+    assert!(matches!(
+        source.read_buckets(buckets, now()).await,
+        Reading::Error(_)
+    ));
+}
+
+/// Every built-in query (values, counts, buckets and sample counts) is PromQL a real Prometheus
+/// accepts; with no such series scraped they read as no data, never as an error.
 #[tokio::test]
 async fn every_built_in_query_is_accepted_by_prometheus() {
     let (_exporter, _prometheus, source) = setup("gates-builtins").await;
@@ -272,16 +379,15 @@ async fn every_built_in_query_is_accepted_by_prometheus() {
         "quality": {"goldenDocuments": {"configMapRef": {"name": "golden"}}}
     }))
     .unwrap();
-    let checks = gates::checks(&analysis, false);
+    let steps: Vec<mineru_crds::Step> = serde_json::from_value(serde_json::json!([
+        {"weight": 10}, {"weight": 50}, {"weight": 100}
+    ]))
+    .unwrap();
+    let checks = gates::checks(&analysis, &steps, false);
     let mut read = 0;
     for check in &checks {
-        let templates = match &check.source {
-            Source::Query(query) => {
-                std::iter::once(query).chain(check.samples.as_ref().map(|s| &s.query))
-            }
-            _ => continue,
-        };
-        for template in templates {
+        let buckets = matches!(check.source, Source::Quantile { .. });
+        for template in check.source.templates() {
             let context = Context {
                 namespace: "parsing",
                 name: "docs",
@@ -290,9 +396,14 @@ async fn every_built_in_query_is_accepted_by_prometheus() {
                 stable_revision: "w-88c2",
                 tier: check.tier,
                 interval: Duration::from_secs(60),
+                window: Duration::from_secs(3600),
             };
             let query = template::render(template, &context).unwrap();
-            let reading = source.read(&query).await;
+            let reading = if buckets {
+                source.read_buckets(&query, now()).await
+            } else {
+                source.read(&query, now()).await
+            };
             assert!(
                 !matches!(reading, Reading::Error(_)),
                 "{}: {query}: {reading:?}",
@@ -301,5 +412,5 @@ async fn every_built_in_query_is_accepted_by_prometheus() {
             read += 1;
         }
     }
-    assert!(read >= 10, "{read} queries read");
+    assert!(read >= 15, "{read} queries read");
 }

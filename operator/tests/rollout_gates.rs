@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use mineru_crds::{AnalysisSpec, CheckKind, Policy, QualityResult, Tier, Verdict};
+use mineru_crds::{AnalysisSpec, CheckKind, Policy, QualityResult, Step, Tier, Verdict};
 use mineru_operator::gates::{
     self, Source, Threshold,
     template::{Context, TemplateError, render},
@@ -333,15 +333,16 @@ fn context() -> Context<'static> {
         stable_revision: "w-88c2",
         tier: Tier::Worker,
         interval: Duration::from_secs(60),
+        window: Duration::from_secs(5400),
     }
 }
 
 #[test]
 fn templates_fill_every_placeholder() {
-    let template = "{{namespace}} {{name}} {{revision}} {{canaryRevision}} {{stableRevision}} {{tier}} {{interval}} {{ revision }}";
+    let template = "{{namespace}} {{name}} {{revision}} {{canaryRevision}} {{stableRevision}} {{tier}} {{interval}} {{window}} {{ revision }}";
     assert_eq!(
         render(template, &context()).unwrap(),
-        "parsing docs w-19ab w-19ab w-88c2 worker 60s w-19ab"
+        "parsing docs w-19ab w-19ab w-88c2 worker 60s 5400s w-19ab"
     );
 }
 
@@ -357,7 +358,7 @@ fn templates_refuse_unknown_or_unclosed_placeholders() {
     );
     assert_eq!(
         TemplateError::UnknownPlaceholder("revison".into()).to_string(),
-        "unknown placeholder {{revison}} in query template (known: namespace, name, revision, canaryRevision, stableRevision, tier, interval)"
+        "unknown placeholder {{revison}} in query template (known: namespace, name, revision, canaryRevision, stableRevision, tier, interval, window)"
     );
 }
 
@@ -384,6 +385,11 @@ fn text_without_placeholders_is_unchanged() {
     assert_eq!(render(query, &context()).unwrap(), query);
 }
 
+/// The default steps: 10%, 50%, 100%.
+fn steps() -> Vec<Step> {
+    serde_json::from_value(json!([{"weight": 10}, {"weight": 50}, {"weight": 100}])).unwrap()
+}
+
 fn analysis(extra: serde_json::Value) -> AnalysisSpec {
     let mut spec = json!({"prometheus": {"address": "http://prometheus:9090"}});
     if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
@@ -396,12 +402,8 @@ fn analysis(extra: serde_json::Value) -> AnalysisSpec {
 fn every_built_in_query_renders() {
     let spec =
         analysis(json!({"quality": {"goldenDocuments": {"configMapRef": {"name": "golden"}}}}));
-    for check in gates::checks(&spec, false) {
-        let queries = match &check.source {
-            Source::Query(query) => vec![query.clone()],
-            _ => vec![],
-        };
-        for query in queries.iter().chain(check.samples.iter().map(|s| &s.query)) {
+    for check in gates::checks(&spec, &steps(), false) {
+        for query in check.source.templates() {
             let rendered =
                 render(query, &context()).unwrap_or_else(|e| panic!("{}: {e}", check.name));
             assert!(!rendered.contains("{{"), "{}: {rendered}", check.name);
@@ -416,7 +418,7 @@ fn every_built_in_query_renders() {
 
 #[test]
 fn built_ins_follow_the_go_no_go_table() {
-    let checks = gates::checks(&analysis(json!({})), false);
+    let checks = gates::checks(&analysis(json!({})), &steps(), false);
     // (name, kind, steps gated, threshold, on fail)
     let table = [
         (
@@ -445,6 +447,27 @@ fn built_ins_follow_the_go_no_go_table() {
             CheckKind::Promotion,
             vec![1],
             "<= 1.05 x max(stable, 1)",
+            Policy::Hold,
+        ),
+        (
+            "throughput",
+            CheckKind::Promotion,
+            vec![1],
+            "<= 1.0526315789473684 x max(stable, 0.01)",
+            Policy::Hold,
+        ),
+        (
+            "slo-error-ratio",
+            CheckKind::Promotion,
+            vec![2],
+            "<= 0.02",
+            Policy::Hold,
+        ),
+        (
+            "slo-latency-p95",
+            CheckKind::Promotion,
+            vec![2],
+            "<= 90",
             Policy::Hold,
         ),
         (
@@ -505,42 +528,133 @@ fn built_ins_follow_the_go_no_go_table() {
     );
 }
 
+#[test]
+fn built_ins_follow_the_step_list_not_fixed_indexes() {
+    // Two steps: leaving 25% is "leaving 10%"; there is no 50% step; the last is 100%.
+    let two: Vec<Step> = serde_json::from_value(json!([{"weight": 25}, {"weight": 100}])).unwrap();
+    let checks = gates::checks(&analysis(json!({})), &two, false);
+    let gating = |name: &str| {
+        checks
+            .iter()
+            .filter(|c| c.name == name && c.kind == CheckKind::Promotion)
+            .map(|c| c.after_steps.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(gating("error-ratio"), [vec![0]]);
+    assert_eq!(gating("throughput"), Vec::<Vec<i32>>::new());
+    assert_eq!(gating("slo-error-ratio"), [vec![1]]);
+    // A single 100% step has only the SLOs (and the guards).
+    let one: Vec<Step> = serde_json::from_value(json!([{"weight": 100}])).unwrap();
+    let checks = gates::checks(&analysis(json!({})), &one, false);
+    assert!(!checks.iter().any(|c| c.name == "error-ratio"));
+    assert!(
+        checks
+            .iter()
+            .any(|c| c.name == "slo-latency-p95" && c.after_steps == [0])
+    );
+}
+
+#[test]
+fn statistical_built_ins_read_counts_and_buckets_over_the_evidence_window() {
+    let checks = gates::checks(&analysis(json!({})), &steps(), false);
+    let source = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.source.clone())
+            .unwrap()
+    };
+    let Source::Proportion { bad, total } = source("error-ratio") else {
+        panic!("error-ratio is a proportion");
+    };
+    assert_eq!(
+        render(&bad, &context()).unwrap(),
+        r#"sum(increase(mineru_worker_requests_total{namespace="parsing",revision="w-19ab",outcome=~"error|timeout|rejected"}[5400s]))"#
+    );
+    assert_eq!(
+        render(&total, &context()).unwrap(),
+        r#"sum(increase(mineru_worker_requests_total{namespace="parsing",revision="w-19ab",outcome!="client_error"}[5400s]))"#
+    );
+    let Source::Quantile { q, buckets } = source("latency-p95") else {
+        panic!("latency-p95 is a quantile");
+    };
+    assert_eq!(q, 0.95);
+    assert_eq!(
+        render(&buckets, &context()).unwrap(),
+        r#"sum by (le) (increase(mineru_worker_request_duration_seconds_bucket{namespace="parsing",revision="w-19ab"}[5400s]))"#
+    );
+    // Throughput is each document's seconds per page, not pods over pages per second.
+    let Source::Quantile { q, buckets } = source("throughput") else {
+        panic!("throughput is a quantile");
+    };
+    assert_eq!(q, 0.5);
+    assert!(
+        buckets.contains("mineru_worker_page_duration_seconds_bucket"),
+        "{buckets}"
+    );
+}
+
 /// The throughput criterion's verdict for a canary at `share` of the baseline's pages per
-/// second per worker.
+/// second, on plenty of documents with a tight per-page time.
 fn throughput_at(migrating: bool, share: f64) -> Verdict {
-    let checks = gates::checks(&analysis(json!({})), migrating);
+    use mineru_operator::evidence::{self, Confidence, Histogram, Outcome};
+    let checks = gates::checks(&analysis(json!({})), &steps(), migrating);
     let throughput = checks.iter().find(|c| c.name == "throughput").unwrap();
-    // The value is worker-seconds per page: 5% fewer pages per second is 1/0.95 more seconds.
+    let Source::Quantile { q, .. } = throughput.source else {
+        panic!("a quantile");
+    };
+    // Every document between 0.99 and 1.01 × its revision's seconds per page.
+    let around = |seconds: f64| {
+        Histogram::new(vec![
+            (seconds * 0.99, 0.0),
+            (seconds * 1.01, 10_000.0),
+            (f64::INFINITY, 10_000.0),
+        ])
+        .unwrap()
+    };
     let baseline = 2.0;
-    evaluate(
+    let confidence = Confidence {
+        false_fail: 0.01,
+        false_pass: 0.05,
+        regression: 3.0,
+    };
+    match evidence::quantile(
+        &around(baseline / share),
+        Some(&around(baseline)),
+        q,
         &throughput.threshold,
-        None,
-        &readings(Value(baseline / share), Some(Value(baseline)), None),
+        &confidence,
     )
-    .verdict
+    .outcome
+    {
+        Outcome::Accept => Verdict::Pass,
+        Outcome::Reject => Verdict::Fail,
+        Outcome::Continue => Verdict::Inconclusive,
+    }
 }
 
 #[test]
-fn the_throughput_criterion_needs_95_percent_of_stable_pages_per_worker() {
-    assert_eq!(throughput_at(false, 0.951), Verdict::Pass);
-    assert_eq!(throughput_at(false, 0.949), Verdict::Fail);
+fn the_throughput_criterion_needs_95_percent_of_stable_pages_per_second() {
+    assert_eq!(throughput_at(false, 0.97), Verdict::Pass);
+    assert_eq!(throughput_at(false, 0.93), Verdict::Fail);
 }
 
 #[test]
-fn a_migration_from_a_monolith_needs_115_percent_of_its_pages_per_worker() {
-    assert_eq!(throughput_at(true, 1.151), Verdict::Pass);
-    assert_eq!(throughput_at(true, 1.149), Verdict::Fail);
+fn a_migration_from_a_monolith_needs_115_percent_of_its_pages_per_second() {
+    assert_eq!(throughput_at(true, 1.17), Verdict::Pass);
+    assert_eq!(throughput_at(true, 1.13), Verdict::Fail);
     assert_eq!(throughput_at(true, 1.0), Verdict::Fail);
 }
 
 #[test]
 fn quality_checks_exist_only_when_the_quality_gate_is_configured() {
-    let without = gates::checks(&analysis(json!({})), false);
+    let without = gates::checks(&analysis(json!({})), &steps(), false);
     assert!(without.iter().all(|c| c.source != Source::Quality));
     let with = gates::checks(
         &analysis(
             json!({"quality": {"goldenDocuments": {"configMapRef": {"name": "golden"}}, "maxRegression": 0.02}}),
         ),
+        &steps(),
         false,
     );
     let quality: Vec<_> = with
@@ -564,7 +678,7 @@ fn a_user_entry_replaces_every_built_in_of_its_name_and_kind() {
         "promotionCriteria": [{"name": "error-ratio", "query": "q", "max": 0.02}],
         "rollbackTriggers": [{"name": "latency-spike", "query": "q", "max": 60, "for": "5m"}],
     }));
-    let checks = gates::checks(&spec, false);
+    let checks = gates::checks(&spec, &steps(), false);
     let error_ratio: Vec<_> = checks.iter().filter(|c| c.name == "error-ratio").collect();
     assert_eq!(error_ratio.len(), 1);
     assert_eq!(error_ratio[0].threshold.describe(), "<= 0.02");
@@ -583,14 +697,14 @@ fn default_criteria_false_keeps_only_the_users_checks() {
         "defaultCriteria": false,
         "promotionCriteria": [{"name": "custom", "query": "q", "samplesQuery": "s", "minSamples": 10, "min": 1}],
     }));
-    let checks = gates::checks(&spec, false);
+    let checks = gates::checks(&spec, &steps(), false);
     assert_eq!(checks.len(), 1);
     assert_eq!(checks[0].name, "custom");
+    let Source::Value { samples, .. } = &checks[0].source else {
+        panic!("a value check");
+    };
     assert_eq!(
-        checks[0]
-            .samples
-            .as_ref()
-            .map(|s| (s.query.as_str(), s.min)),
+        samples.as_ref().map(|s| (s.query.as_str(), s.min)),
         Some(("s", 10.0))
     );
 }
@@ -605,7 +719,7 @@ fn a_criterion_gates_only_its_steps() {
         ],
         "rollbackTriggers": [{"name": "watch", "query": "q", "max": 1}],
     }));
-    let checks = gates::checks(&spec, false);
+    let checks = gates::checks(&spec, &steps(), false);
     let gating = |step| {
         checks
             .iter()
@@ -618,23 +732,28 @@ fn a_criterion_gates_only_its_steps() {
 }
 
 #[test]
-fn the_built_in_error_ratio_reads_worker_requests_of_the_judged_revision() {
-    let checks = gates::checks(&analysis(json!({})), false);
-    let error_ratio = checks.iter().find(|c| c.name == "error-ratio").unwrap();
-    let Source::Query(query) = &error_ratio.source else {
-        panic!("error-ratio is a Prometheus check");
-    };
+fn user_checks_read_the_source_they_name() {
+    let spec = analysis(json!({
+        "defaultCriteria": false,
+        "promotionCriteria": [
+            {"name": "errors", "proportion": {"bad": "b", "total": "t"}, "max": 0.02},
+            {"name": "slow", "quantile": {"q": 0.9, "buckets": "h"}, "max": 30},
+        ],
+    }));
+    let checks = gates::checks(&spec, &steps(), false);
     assert_eq!(
-        render(query, &context()).unwrap(),
-        concat!(
-            r#"sum(rate(mineru_worker_requests_total{namespace="parsing",revision="w-19ab",outcome=~"error|timeout|rejected"}[60s]))"#,
-            r#" / sum(rate(mineru_worker_requests_total{namespace="parsing",revision="w-19ab"}[60s]))"#
-        )
+        checks[0].source,
+        Source::Proportion {
+            bad: "b".into(),
+            total: "t".into()
+        }
     );
-    let samples = error_ratio.samples.as_ref().unwrap();
     assert_eq!(
-        render(&samples.query, &context()).unwrap(),
-        r#"sum(increase(mineru_worker_requests_total{namespace="parsing",revision="w-19ab"}[60s]))"#
+        checks[1].source,
+        Source::Quantile {
+            q: 0.9,
+            buckets: "h".into()
+        }
     );
-    assert_eq!(samples.min, 20.0);
+    assert!(checks.iter().all(|c| c.source.evidence_backed()));
 }

@@ -5,7 +5,7 @@
 mod rollout_support;
 
 use mineru_crds::{LegacyRole, Phase, RollbackReason};
-use mineru_operator::rollout::{Baseline, Command, EventReason, LEGACY_REVISION, analysis_request};
+use mineru_operator::rollout::{Baseline, Command, EventReason, LEGACY_REVISION, Role};
 use rollout_support::{Answer, LEGACY, World, new_model, old};
 use serde_json::json;
 
@@ -53,6 +53,11 @@ fn the_first_revisions_are_the_canary_of_a_migration_and_start_without_traffic()
     // The stack's vLLM is new: no traffic before it is ready and warmed up.
     world.converge();
     world.input.observed.warmed_up.clear();
+    assert_eq!(
+        world.needs().warmup.as_deref(),
+        Some(old().model_revision.as_str()),
+        "the migrated stack's vLLM warms up first"
+    );
     world.decide();
     assert_eq!(world.weight(), 0, "{}", world.message());
     world.converge();
@@ -63,12 +68,28 @@ fn the_first_revisions_are_the_canary_of_a_migration_and_start_without_traffic()
 #[test]
 fn a_healthy_stack_takes_all_traffic_and_the_legacy_service_lets_go_after_verification() {
     let mut world = at_first_step();
-    let request = analysis_request(&world.input).expect("a round is due");
-    assert_eq!(request.judged, old());
-    assert_eq!(request.baseline, Some(Baseline::Legacy));
+    world.wait(60);
+    let needs = world.needs();
+    let error_ratio = |role| {
+        needs
+            .readings
+            .iter()
+            .find(|r| r.check == "error-ratio" && r.role == role)
+            .map(|r| r.revision.clone())
+    };
+    assert_eq!(error_ratio(Role::Judged), Some(old().worker_revision));
+    assert_eq!(
+        error_ratio(Role::Baseline),
+        Some(LEGACY_REVISION.to_owned())
+    );
     assert_eq!(
         Baseline::Legacy.revision(mineru_crds::Tier::Worker),
         LEGACY_REVISION
+    );
+    assert_eq!(
+        needs.quality.map(|q| q.baseline),
+        None,
+        "no golden documents configured"
     );
     world.pass_step(10);
     assert_eq!(world.weight(), 50, "{}", world.message());
@@ -95,7 +116,8 @@ fn a_healthy_stack_takes_all_traffic_and_the_legacy_service_lets_go_after_verifi
     assert_eq!(world.replicas(&old().model_revision), Some(2), "full size");
     assert_eq!(world.replicas(&old().worker_revision), Some(4));
 
-    for _ in 0..11 {
+    // The window lasts the longest trigger's 15m.
+    for _ in 0..16 {
         world.round(Answer::Pass);
     }
     assert_eq!(world.status().legacy, None, "migration over");
@@ -109,8 +131,13 @@ fn a_healthy_stack_takes_all_traffic_and_the_legacy_service_lets_go_after_verifi
     world.converge();
     world.decide();
     world.wait(60);
-    let request = analysis_request(&world.input).expect("a round is due");
-    assert_eq!(request.baseline, Some(Baseline::Stable(old())));
+    let needs = world.needs();
+    let baseline = needs
+        .readings
+        .iter()
+        .find(|r| r.check == "error-ratio" && r.role == Role::Baseline)
+        .map(|r| r.revision.clone());
+    assert_eq!(baseline, Some(old().worker_revision));
 }
 
 #[test]
@@ -179,10 +206,12 @@ fn the_throughput_bar_is_raised_only_while_the_legacy_service_is_the_baseline() 
     let mut world = at_first_step();
     world.pass_step(10);
     world.wait(60);
-    let ratio = |world: &World| {
-        let request = analysis_request(&world.input).expect("a round is due");
-        let throughput = request.checks.iter().find(|c| c.name == "throughput");
-        throughput.and_then(|c| c.threshold.max_ratio_to_stable)
+    let bar = |world: &mut World| {
+        world.answer(Answer::Inconclusive, &[]);
+        world.decide();
+        let throughput = world.check("throughput", mineru_crds::CheckKind::Promotion);
+        throughput.map(|c| c.threshold.clone())
     };
-    assert_eq!(ratio(&world), Some(1.0 / 1.15));
+    let raised = format!("<= {} x max(stable, 0.01)", 1.0 / 1.15);
+    assert_eq!(bar(&mut world), Some(raised));
 }

@@ -101,7 +101,8 @@ fn check_invariants(world: &World, before: &Before, seed: u64, action: &str) {
         }
     }
 
-    // A promotion happens by a person's command or with every gating criterion passing.
+    // A promotion happens by a person's command, or with every gating criterion passing (or
+    // skipped for a reason) and at least one of them on documents actually seen.
     let promoted = before.status.canary.is_some() && before.status.canary == status.stable;
     let promote_command = before
         .commands
@@ -116,8 +117,16 @@ fn check_invariants(world: &World, before: &Before, seed: u64, action: &str) {
             .collect();
         assert!(!gating.is_empty(), "{context}");
         assert!(
-            gating.iter().all(|c| c.verdict == Verdict::Pass),
+            gating
+                .iter()
+                .all(|c| matches!(c.verdict, Verdict::Pass | Verdict::Skipped)),
             "{gating:?} {context}"
+        );
+        assert!(
+            gating
+                .iter()
+                .any(|c| c.verdict == Verdict::Pass && c.samples.is_some_and(|n| n > 0.0)),
+            "promoted without evidence: {gating:?} {context}"
         );
     }
 

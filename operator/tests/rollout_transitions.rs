@@ -248,7 +248,9 @@ fn prometheus_dies() -> World {
 }
 
 fn data_never_comes() -> World {
-    let spec = json!({"analysis": {"onInconclusive": "Rollback", "inconclusiveLimit": 2}});
+    let spec = json!({"analysis": {"onInconclusive": "Rollback"}, "steps": [
+        {"weight": 10, "pause": "1m", "maxDuration": "3m"}, {"weight": 100}
+    ]});
     let mut world = World::at_first_step(spec, new_model());
     for _ in 0..3 {
         world.round(Answer::Inconclusive);

@@ -1,24 +1,28 @@
 //! The built-in criteria and triggers: the quantified go/no-go table of API.md as data.
 //!
 //! Worker series are `mineru_worker_*{namespace, revision}` (`revision` set by the worker from
-//! its pod label, `namespace` by the PodMonitor). A request counts as an error when the canary
-//! is to blame — `outcome` `error`, `timeout` or `rejected` (at capacity, breaker open) — and
-//! not when the client sent a bad document (`client_error`). vLLM series get `revision` from the pod label `mineru.dev/revision` through
-//! scrape relabeling. Windows are one analysis `interval`, so every round judges fresh traffic.
+//! its pod label, `namespace` by the PodMonitor). A document counts as bad for the error checks
+//! when the canary is to blame — `outcome` `error`, `timeout` or `rejected` (at capacity,
+//! breaker open) — and not at all when the client sent a bad document (`client_error`). vLLM
+//! series get `revision` from the pod label `mineru.dev/revision` through scrape relabeling.
+//!
+//! Every count is read over the evidence window `{{window}}` — the time since the step's
+//! traffic began — and the error, latency and throughput checks are sequential tests on those
+//! documents (see [`crate::evidence`]), so that a step at tens of documents an hour decides once
+//! its documents say enough, and one at thousands an hour decides within minutes.
+//!
+//! Which step a built-in gates follows the step list: "leaving 10%" is the first step, "leaving
+//! 50%" the second when it is not the last, and the last step (the canary takes everything, no
+//! baseline traffic is left beside it) is gated by the SLOs as absolute bounds.
 //!
 //! Two built-ins may share a name when they gate different steps with different thresholds
 //! (error-ratio leaving 10% and leaving 50%); a user entry of that name replaces both.
-//!
-//! Beyond the table, two checks watch the GPU tier itself, holding on failure: `vllm-queue-depth`
-//! (canary vLLM queue at most twice stable's) and `vllm-ttft-p95` (time to first token at most
-//! 1.10 × stable's): a canary model that serves as well per request but slower per token shows
-//! up there before it shows up in worker latency.
 
 use std::time::Duration;
 
-use mineru_crds::{CheckKind, Policy, QualitySpec, Tier};
+use mineru_crds::{CheckKind, Policy, QualitySpec, Step, Tier};
 
-use super::{Check, Samples, Source, Threshold};
+use super::{Check, Measure, Samples, Source, Threshold};
 
 /// Every built-in query selects the object's namespace and the judged revision: `$SEL` below.
 fn query(template: &str) -> String {
@@ -28,103 +32,122 @@ fn query(template: &str) -> String {
     )
 }
 
-/// Worker requests finished in the window: the samples behind every worker ratio.
-fn worker_requests() -> String {
-    query("sum(increase(mineru_worker_requests_total{$SEL}[{{interval}}]))")
-}
-
-fn worker_error_ratio() -> String {
-    query(concat!(
-        r#"sum(rate(mineru_worker_requests_total{$SEL,outcome=~"error|timeout|rejected"}[{{interval}}]))"#,
-        " / sum(rate(mineru_worker_requests_total{$SEL}[{{interval}}]))"
-    ))
-}
-
-fn worker_latency_p95() -> String {
-    query(concat!(
-        "histogram_quantile(0.95, sum by (le) ",
-        "(rate(mineru_worker_request_duration_seconds_bucket{$SEL}[{{interval}}])))"
-    ))
-}
-
-/// Worker-seconds per page (pods / pages per second): throughput per worker, inverted so that
-/// "at least 0.95 × stable" becomes a `maxRatioToStable` of 1 / 0.95.
-fn worker_seconds_per_page() -> String {
-    query(concat!(
-        "count(count by (pod) (mineru_worker_pages_total{$SEL}))",
-        " / sum(rate(mineru_worker_pages_total{$SEL}[{{interval}}]))"
-    ))
-}
-
-fn worker_pages() -> String {
-    query("sum(increase(mineru_worker_pages_total{$SEL}[{{interval}}]))")
-}
-
-/// Breaker openings of the canary over the last day. Canary series exist only since the rollout
-/// began, so for rollouts shorter than a day this is the count during the rollout — stricter
-/// than the daily rate it approximates.
-fn worker_breaker_opens_per_day() -> String {
-    query("sum(increase(mineru_worker_breaker_opens_total{$SEL}[1d]))")
-}
-
-fn vllm_queue_waiting() -> String {
-    query("avg(vllm:num_requests_waiting{$SEL})")
-}
-
-fn vllm_ttft_p95() -> String {
-    query(concat!(
-        "histogram_quantile(0.95, sum by (le) ",
-        "(rate(vllm:time_to_first_token_seconds_bucket{$SEL}[{{interval}}])))"
-    ))
-}
-
-fn vllm_requests() -> String {
-    query("sum(increase(vllm:request_success_total{$SEL}[{{interval}}]))")
-}
-
-/// Fewer requests than this in one interval say nothing about a ratio or a percentile.
-const MIN_REQUESTS: f64 = 20.0;
-
-fn criterion(
-    name: &str,
-    tier: Tier,
-    source: Source,
-    threshold: Threshold,
-    samples: Option<Samples>,
-    after_steps: &[i32],
-    on_fail: Policy,
-) -> Check {
-    Check {
-        name: name.into(),
-        kind: CheckKind::Promotion,
-        tier,
-        source,
-        threshold,
-        samples,
-        after_steps: after_steps.to_vec(),
-        on_fail,
-        sustained_for: Duration::ZERO,
+/// Documents that failed for the worker's or the GPU tier's fault, among those it judged (a
+/// client's bad document says nothing about the revision).
+fn document_errors() -> Source {
+    Source::Proportion {
+        bad: query(
+            r#"sum(increase(mineru_worker_requests_total{$SEL,outcome=~"error|timeout|rejected"}[{{window}}]))"#,
+        ),
+        total: query(
+            r#"sum(increase(mineru_worker_requests_total{$SEL,outcome!="client_error"}[{{window}}]))"#,
+        ),
     }
 }
 
-fn trigger(
-    name: &str,
+fn document_seconds(q: f64) -> Source {
+    Source::Quantile {
+        q,
+        buckets: query(
+            "sum by (le) (increase(mineru_worker_request_duration_seconds_bucket{$SEL}[{{window}}]))",
+        ),
+    }
+}
+
+/// Each document's seconds per page: what a worker does per page, whatever share of the
+/// traffic it gets (pods ÷ pages per second would measure the split instead).
+fn seconds_per_page() -> Source {
+    Source::Quantile {
+        q: 0.5,
+        buckets: query(
+            "sum by (le) (increase(mineru_worker_page_duration_seconds_bucket{$SEL}[{{window}}]))",
+        ),
+    }
+}
+
+/// Breaker openings of the judged revision in the window.
+fn worker_breaker_opens() -> Source {
+    Source::Value {
+        query: query("sum(increase(mineru_worker_breaker_opens_total{$SEL}[{{window}}]))"),
+        samples: None,
+    }
+}
+
+fn vllm_requests() -> Option<Samples> {
+    Some(Samples {
+        query: query("sum(increase(vllm:request_success_total{$SEL}[{{window}}]))"),
+        min: MIN_VLLM_REQUESTS,
+    })
+}
+
+fn vllm_queue_waiting() -> Source {
+    Source::Value {
+        query: query("avg(avg_over_time(vllm:num_requests_waiting{$SEL}[{{window}}]))"),
+        samples: vllm_requests(),
+    }
+}
+
+fn vllm_ttft() -> Source {
+    Source::Quantile {
+        q: 0.95,
+        buckets: query(
+            "sum by (le) (increase(vllm:time_to_first_token_seconds_bucket{$SEL}[{{window}}]))",
+        ),
+    }
+}
+
+/// An average queue length over fewer requests than this says nothing.
+const MIN_VLLM_REQUESTS: f64 = 20.0;
+
+struct Spec {
+    name: &'static str,
     tier: Tier,
     source: Source,
     threshold: Threshold,
-    samples: Option<Samples>,
-    sustained_for: Duration,
-) -> Check {
-    Check {
-        name: name.into(),
-        kind: CheckKind::Trigger,
+    measure: Option<Measure>,
+}
+
+fn spec(
+    name: &'static str,
+    tier: Tier,
+    source: Source,
+    threshold: Threshold,
+    measure: Option<Measure>,
+) -> Spec {
+    Spec {
+        name,
         tier,
         source,
         threshold,
-        samples,
+        measure,
+    }
+}
+
+fn criterion(spec: Spec, after_steps: &[i32], on_fail: Policy) -> Check {
+    Check {
+        name: spec.name.into(),
+        kind: CheckKind::Promotion,
+        tier: spec.tier,
+        source: spec.source,
+        threshold: spec.threshold,
+        after_steps: after_steps.to_vec(),
+        on_fail,
+        sustained_for: Duration::ZERO,
+        measure: spec.measure,
+    }
+}
+
+fn trigger(spec: Spec, sustained_for: Duration) -> Check {
+    Check {
+        name: spec.name.into(),
+        kind: CheckKind::Trigger,
+        tier: spec.tier,
+        source: spec.source,
+        threshold: spec.threshold,
         after_steps: Vec::new(),
         on_fail: Policy::Rollback,
         sustained_for,
+        measure: spec.measure,
     }
 }
 
@@ -143,190 +166,255 @@ fn max(max: f64) -> Threshold {
     }
 }
 
-fn requests() -> Option<Samples> {
-    Some(Samples {
-        query: worker_requests(),
-        min: MIN_REQUESTS,
-    })
-}
-
 /// Error ratios below 1% and p95 latencies below 1 s are noise, not a regression.
 const ERROR_RATIO_FLOOR: f64 = 0.01;
 const LATENCY_FLOOR_SECONDS: f64 = 1.0;
 /// Time to first token below 100 ms is scheduling noise.
 const TTFT_FLOOR_SECONDS: f64 = 0.1;
+/// Per-page times below 10 ms (the text backend's) are too small to matter.
+const PAGE_SECONDS_FLOOR: f64 = 0.01;
 const FIFTEEN_MINUTES: Duration = Duration::from_secs(15 * 60);
 
-/// Pages per second per worker a canary must reach, relative to stable's.
+/// Pages per second a canary must reach, relative to stable's.
 const THROUGHPUT_TO_STABLE: f64 = 0.95;
 /// The same when migrating from a monolithic legacy Service: splitting the tiers is worth its
 /// extra moving parts only if it is clearly faster.
 const THROUGHPUT_TO_LEGACY: f64 = 1.15;
 
-/// The built-in checks of `defaultCriteria`. `migrating`: the canary is compared with a legacy
-/// Service rather than stable revisions.
-pub fn checks(migrating: bool) -> Vec<Check> {
+/// The change's SLOs, the evidence of the step where the canary takes all traffic.
+const SLO_ERROR_RATIO: f64 = 0.02;
+const SLO_LATENCY_P95_SECONDS: f64 = 90.0;
+
+/// The steps the table's rows gate, by their place in the step list.
+struct Roles {
+    /// "Leaving 10%": the first step, unless it is the only one.
+    first: Vec<i32>,
+    /// "Leaving 50%": the second step, unless it is the last.
+    second: Vec<i32>,
+    /// The step that gives the canary all traffic.
+    last: Vec<i32>,
+}
+
+fn roles(steps: &[Step]) -> Roles {
+    let last = steps.len() as i32 - 1;
+    let only_if = |index: i32| {
+        if index < last {
+            vec![index]
+        } else {
+            Vec::new()
+        }
+    };
+    Roles {
+        first: only_if(0),
+        second: only_if(1),
+        last: vec![last.max(0)],
+    }
+}
+
+/// The built-in checks of `defaultCriteria` for a rollout over `steps`. `migrating`: the canary
+/// is compared with a legacy Service rather than stable revisions.
+pub fn checks(steps: &[Step], migrating: bool) -> Vec<Check> {
     let throughput = if migrating {
         THROUGHPUT_TO_LEGACY
     } else {
         THROUGHPUT_TO_STABLE
     };
     use Policy::{Hold, Rollback};
-    use Source::{CanaryVllmRestarts, Query};
-    let (first, second) = (&[0][..], &[1][..]);
-    vec![
-        // Leaving 10% a regression rolls back; leaving 50% it holds for a person to look.
-        criterion(
+    use Tier::{Model, Worker};
+    let errors = |threshold| {
+        spec(
             "error-ratio",
-            Tier::Worker,
-            Query(worker_error_ratio()),
-            ratio(1.05, ERROR_RATIO_FLOOR),
-            requests(),
-            first,
-            Rollback,
-        ),
+            Worker,
+            document_errors(),
+            threshold,
+            Some(Measure::DocumentErrors),
+        )
+    };
+    let latency = |name, threshold| {
+        spec(
+            name,
+            Worker,
+            document_seconds(0.95),
+            threshold,
+            Some(Measure::DocumentSeconds),
+        )
+    };
+    let roles = roles(steps);
+    let mut checks = Vec::new();
+    // Leaving 10% a regression rolls back; leaving 50% it holds for a person to look.
+    if !roles.first.is_empty() {
+        checks.extend([
+            criterion(
+                errors(ratio(1.05, ERROR_RATIO_FLOOR)),
+                &roles.first,
+                Rollback,
+            ),
+            criterion(
+                latency("latency-p95", ratio(1.10, LATENCY_FLOOR_SECONDS)),
+                &roles.first,
+                Rollback,
+            ),
+        ]);
+    }
+    if !roles.second.is_empty() {
+        checks.extend([
+            criterion(errors(ratio(1.02, ERROR_RATIO_FLOOR)), &roles.second, Hold),
+            criterion(
+                latency("latency-p95", ratio(1.05, LATENCY_FLOOR_SECONDS)),
+                &roles.second,
+                Hold,
+            ),
+            // "Pages/s at least 0.95 × stable's" is "seconds per page at most stable's / 0.95".
+            criterion(
+                spec(
+                    "throughput",
+                    Worker,
+                    seconds_per_page(),
+                    ratio(1.0 / throughput, PAGE_SECONDS_FLOOR),
+                    Some(Measure::SecondsPerPage),
+                ),
+                &roles.second,
+                Hold,
+            ),
+        ]);
+    }
+    // With all traffic on the canary there is no baseline beside it: the SLOs are the bar.
+    // Missing them holds at 100% for a person, as rolling back to a baseline that was sharing
+    // the same traffic need not meet them either.
+    checks.extend([
         criterion(
-            "latency-p95",
-            Tier::Worker,
-            Query(worker_latency_p95()),
-            ratio(1.10, LATENCY_FLOOR_SECONDS),
-            requests(),
-            first,
-            Rollback,
-        ),
-        criterion(
-            "error-ratio",
-            Tier::Worker,
-            Query(worker_error_ratio()),
-            ratio(1.02, ERROR_RATIO_FLOOR),
-            requests(),
-            second,
+            spec(
+                "slo-error-ratio",
+                Worker,
+                document_errors(),
+                max(SLO_ERROR_RATIO),
+                Some(Measure::DocumentErrors),
+            ),
+            &roles.last,
             Hold,
         ),
         criterion(
-            "latency-p95",
-            Tier::Worker,
-            Query(worker_latency_p95()),
-            ratio(1.05, LATENCY_FLOOR_SECONDS),
-            requests(),
-            second,
+            latency("slo-latency-p95", max(SLO_LATENCY_P95_SECONDS)),
+            &roles.last,
             Hold,
         ),
+    ]);
+    checks.extend([
         criterion(
-            "throughput",
-            Tier::Worker,
-            Query(worker_seconds_per_page()),
-            ratio(1.0 / throughput, 0.0),
-            Some(Samples {
-                query: worker_pages(),
-                min: MIN_REQUESTS,
-            }),
-            second,
-            Hold,
-        ),
-        criterion(
-            "vllm-restarts",
-            Tier::Model,
-            CanaryVllmRestarts,
-            max(0.0),
-            None,
+            spec(
+                "vllm-restarts",
+                Model,
+                Source::CanaryVllmRestarts,
+                max(0.0),
+                None,
+            ),
             &[],
             Rollback,
         ),
-        // "< 5 openings per day": increase() extrapolates, so 4.x openings still count as 5.
+        // "< 5 openings per day of step time", counted over the step: for steps shorter than
+        // a day, stricter than the daily rate it stands for. increase() extrapolates, so 4.x
+        // openings still count as 5.
         criterion(
-            "breaker-opens",
-            Tier::Worker,
-            Query(worker_breaker_opens_per_day()),
-            max(4.0),
-            None,
+            spec(
+                "breaker-opens",
+                Worker,
+                worker_breaker_opens(),
+                max(4.0),
+                None,
+            ),
             &[],
             Rollback,
         ),
+        // The GPU tier itself: a canary model that serves as well per request but slower per
+        // token shows up here before it does in worker latency.
         criterion(
-            "vllm-queue-depth",
-            Tier::Model,
-            Query(vllm_queue_waiting()),
-            ratio(2.0, 1.0),
-            Some(Samples {
-                query: vllm_requests(),
-                min: MIN_REQUESTS,
-            }),
+            spec(
+                "vllm-queue-depth",
+                Model,
+                vllm_queue_waiting(),
+                ratio(2.0, 1.0),
+                None,
+            ),
             &[],
             Hold,
         ),
         criterion(
-            "vllm-ttft-p95",
-            Tier::Model,
-            Query(vllm_ttft_p95()),
-            ratio(1.10, TTFT_FLOOR_SECONDS),
-            Some(Samples {
-                query: vllm_requests(),
-                min: MIN_REQUESTS,
-            }),
+            spec(
+                "vllm-ttft-p95",
+                Model,
+                vllm_ttft(),
+                ratio(1.10, TTFT_FLOOR_SECONDS),
+                None,
+            ),
             &[],
             Hold,
         ),
         trigger(
-            "error-spike",
-            Tier::Worker,
-            Query(worker_error_ratio()),
-            ratio(1.20, ERROR_RATIO_FLOOR),
-            requests(),
+            spec(
+                "error-spike",
+                Worker,
+                document_errors(),
+                ratio(1.20, ERROR_RATIO_FLOOR),
+                Some(Measure::DocumentErrors),
+            ),
             FIFTEEN_MINUTES,
         ),
         trigger(
-            "latency-spike",
-            Tier::Worker,
-            Query(worker_latency_p95()),
-            max(120.0),
-            requests(),
+            spec(
+                "latency-spike",
+                Worker,
+                document_seconds(0.95),
+                max(120.0),
+                Some(Measure::DocumentSeconds),
+            ),
             FIFTEEN_MINUTES,
         ),
         // "> 3 restarts in 30m", counted over the canary pods' life: stricter, and it needs no
         // restart history.
         trigger(
-            "vllm-crashloop",
-            Tier::Model,
-            CanaryVllmRestarts,
-            max(3.0),
-            None,
+            spec(
+                "vllm-crashloop",
+                Model,
+                Source::CanaryVllmRestarts,
+                max(3.0),
+                None,
+            ),
             Duration::ZERO,
         ),
-    ]
+    ]);
+    checks
 }
 
 /// The checks of a configured quality gate: leaving 10% a regression rolls back, leaving 50%
 /// it holds; a collapse on any run rolls back.
-pub fn quality_checks(quality: &QualitySpec) -> Vec<Check> {
+pub fn quality_checks(quality: &QualitySpec, steps: &[Step]) -> Vec<Check> {
     use Policy::{Hold, Rollback};
-    let (first, second) = (&[0][..], &[1][..]);
-    vec![
-        criterion(
+    let roles = roles(steps);
+    let regressed = || {
+        spec(
             "quality",
             Tier::Worker,
             Source::Quality,
             max(quality.max_regression),
             None,
-            first,
-            Rollback,
-        ),
-        criterion(
-            "quality",
-            Tier::Worker,
-            Source::Quality,
-            max(quality.max_regression),
-            None,
-            second,
-            Hold,
-        ),
-        trigger(
+        )
+    };
+    let mut checks = Vec::new();
+    if !roles.first.is_empty() {
+        checks.push(criterion(regressed(), &roles.first, Rollback));
+    }
+    if !roles.second.is_empty() {
+        checks.push(criterion(regressed(), &roles.second, Hold));
+    }
+    checks.push(trigger(
+        spec(
             "quality-collapse",
             Tier::Worker,
             Source::Quality,
             max(0.05),
             None,
-            Duration::ZERO,
         ),
-    ]
+        Duration::ZERO,
+    ));
+    checks
 }

@@ -1,18 +1,22 @@
-//! Go/no-go checks: what each one measures and how a set of readings becomes a verdict.
+//! Go/no-go checks: what each one measures, and where its readings come from.
 //!
-//! Everything here is pure. The controller renders a check's queries ([`template`]), runs them
-//! against Prometheus, and hands the numbers to [`verdict::evaluate`]; the rollout engine then
-//! turns verdicts into decisions.
+//! Everything here but [`prometheus`] is pure. The rollout engine says which checks it needs
+//! read over which window; the controller renders their queries ([`template`]) and reads them
+//! from Prometheus into raw [`reading`]s; the engine judges them ([`verdict`] for plain values,
+//! [`crate::evidence`] for the statistical checks).
 
 pub mod builtin;
 pub mod prometheus;
+pub mod reading;
 pub mod round;
 pub mod template;
 pub mod verdict;
 
 use std::time::Duration;
 
-use mineru_crds::{AnalysisSpec, CheckKind, Policy, PromotionCriterion, RollbackTrigger, Tier};
+use mineru_crds::{
+    AnalysisSpec, CheckKind, Policy, PromotionCriterion, RollbackTrigger, Step, Tier,
+};
 
 /// One promotion criterion or rollback trigger, built-in or from the spec.
 #[derive(Clone, Debug, PartialEq)]
@@ -21,32 +25,96 @@ pub struct Check {
     pub name: String,
     /// Promotion criterion or rollback trigger.
     pub kind: CheckKind,
-    /// Tier whose series the query reads; chooses which revision fills `{{revision}}`.
+    /// Tier whose series the queries read; chooses which revision fills `{{revision}}`.
     pub tier: Tier,
-    /// Where the value comes from.
+    /// Where the value comes from, and how it is judged.
     pub source: Source,
     /// When the value passes.
     pub threshold: Threshold,
-    /// The sample count that makes the value trustworthy.
-    pub samples: Option<Samples>,
     /// Criteria: indexes of the steps this check gates; every step when empty.
     pub after_steps: Vec<i32>,
     /// Criteria: what a failure beyond `failureLimit` does.
     pub on_fail: Policy,
     /// Triggers: how long a breach must last before it rolls back.
     pub sustained_for: Duration,
+    /// What a built-in measures, so that `kubectl mineru plan` can simulate it; user queries
+    /// measure something only their author knows.
+    pub measure: Option<Measure>,
 }
 
 /// Where a check's value comes from.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Source {
-    /// A PromQL template, evaluated as an instant query.
-    Query(String),
+    /// A PromQL template, evaluated as an instant query and judged as it is.
+    Value {
+        /// The value's template.
+        query: String,
+        /// The sample count that makes the value trustworthy.
+        samples: Option<Samples>,
+    },
+    /// Two PromQL counts, bad and all documents, judged by a sequential test.
+    Proportion {
+        /// Template counting the bad documents.
+        bad: String,
+        /// Template counting every document judged.
+        total: String,
+    },
+    /// Histogram buckets by `le`, whose `q`-quantile is judged by a sequential test.
+    Quantile {
+        /// The quantile.
+        q: f64,
+        /// Template returning the cumulative buckets.
+        buckets: String,
+    },
     /// Restarts of the canary's vLLM containers, read from pod status: a crash is visible there
     /// long before any metric shows it, and it needs no Prometheus.
     CanaryVllmRestarts,
     /// The share of golden documents whose canary output does not match stable's.
     Quality,
+}
+
+impl Source {
+    /// Whether the readings come from Prometheus.
+    pub fn reads_prometheus(&self) -> bool {
+        matches!(
+            self,
+            Source::Value { .. } | Source::Proportion { .. } | Source::Quantile { .. }
+        )
+    }
+
+    /// Whether a pass is a statement about documents (or samples) actually seen: a sequential
+    /// test, a value with a samples count, a golden-document comparison. A pod-status check or
+    /// a bare value passes just as well with no traffic at all.
+    pub fn evidence_backed(&self) -> bool {
+        match self {
+            Source::Proportion { .. } | Source::Quantile { .. } | Source::Quality => true,
+            Source::Value { samples, .. } => samples.is_some(),
+            Source::CanaryVllmRestarts => false,
+        }
+    }
+
+    /// Every PromQL template the source reads, for preflight.
+    pub fn templates(&self) -> Vec<&str> {
+        match self {
+            Source::Value { query, samples } => std::iter::once(query.as_str())
+                .chain(samples.iter().map(|s| s.query.as_str()))
+                .collect(),
+            Source::Proportion { bad, total } => vec![bad, total],
+            Source::Quantile { buckets, .. } => vec![buckets],
+            Source::CanaryVllmRestarts | Source::Quality => Vec::new(),
+        }
+    }
+}
+
+/// What a built-in check measures per document, for simulation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Measure {
+    /// Documents that failed for the worker's or the GPU tier's fault.
+    DocumentErrors,
+    /// A document's duration, in seconds.
+    DocumentSeconds,
+    /// A document's duration divided by its pages.
+    SecondsPerPage,
 }
 
 /// A sample-count query and the count below which the value is not trusted.
@@ -72,7 +140,7 @@ pub struct Threshold {
 }
 
 impl Threshold {
-    /// Whether judging needs stable's value from the same round.
+    /// Whether judging needs the baseline's readings.
     pub fn compares_with_stable(&self) -> bool {
         self.max_ratio_to_stable.is_some()
     }
@@ -104,24 +172,30 @@ impl Check {
     }
 
     fn from_criterion(criterion: &PromotionCriterion) -> Check {
+        let samples = criterion.samples_query.as_ref().map(|query| Samples {
+            query: query.clone(),
+            min: criterion.min_samples.unwrap_or(0.0),
+        });
         Check {
             name: criterion.name.clone(),
             kind: CheckKind::Promotion,
             tier: criterion.tier,
-            source: Source::Query(criterion.query.clone()),
+            source: user_source(
+                criterion.query.as_ref(),
+                criterion.proportion.as_ref(),
+                criterion.quantile.as_ref(),
+                samples,
+            ),
             threshold: Threshold {
                 max: criterion.max,
                 min: criterion.min,
                 max_ratio_to_stable: criterion.max_ratio_to_stable,
                 ratio_floor: criterion.ratio_floor,
             },
-            samples: criterion.samples_query.as_ref().map(|query| Samples {
-                query: query.clone(),
-                min: criterion.min_samples.unwrap_or(0.0),
-            }),
             after_steps: criterion.after_steps.clone(),
             on_fail: criterion.on_fail,
             sustained_for: Duration::ZERO,
+            measure: None,
         }
     }
 
@@ -130,25 +204,55 @@ impl Check {
             name: trigger.name.clone(),
             kind: CheckKind::Trigger,
             tier: trigger.tier,
-            source: Source::Query(trigger.query.clone()),
+            source: user_source(
+                trigger.query.as_ref(),
+                trigger.proportion.as_ref(),
+                trigger.quantile.as_ref(),
+                None,
+            ),
             threshold: Threshold {
                 max: trigger.max,
                 min: trigger.min,
                 max_ratio_to_stable: trigger.max_ratio_to_stable,
                 ratio_floor: trigger.ratio_floor,
             },
-            samples: None,
             after_steps: Vec::new(),
             on_fail: Policy::Rollback,
             sustained_for: trigger.sustained_for.get(),
+            measure: None,
         }
     }
 }
 
-/// Every check a rollout runs: the built-ins (unless `defaultCriteria: false`) and the quality
-/// gate's checks (when configured), with user entries replacing built-ins of the same name and
-/// kind, then the remaining user entries.
-pub fn checks(analysis: &AnalysisSpec, migrating: bool) -> Vec<Check> {
+/// The source a user wrote; the CRD's CEL rules admit exactly one of the three. An object
+/// stored before those rules (or written around them) with none reads as an empty query,
+/// which Prometheus refuses: an Error verdict that says so, never a pass.
+fn user_source(
+    query: Option<&String>,
+    proportion: Option<&mineru_crds::ProportionQuery>,
+    quantile: Option<&mineru_crds::QuantileQuery>,
+    samples: Option<Samples>,
+) -> Source {
+    match (query, proportion, quantile) {
+        (_, Some(p), _) => Source::Proportion {
+            bad: p.bad.clone(),
+            total: p.total.clone(),
+        },
+        (_, _, Some(q)) => Source::Quantile {
+            q: q.q,
+            buckets: q.buckets.clone(),
+        },
+        (query, None, None) => Source::Value {
+            query: query.cloned().unwrap_or_default(),
+            samples,
+        },
+    }
+}
+
+/// Every check a rollout over `steps` runs: the built-ins (unless `defaultCriteria: false`) and
+/// the quality gate's checks (when configured), with user entries replacing built-ins of the
+/// same name and kind, then the remaining user entries.
+pub fn checks(analysis: &AnalysisSpec, steps: &[Step], migrating: bool) -> Vec<Check> {
     let user: Vec<Check> = analysis
         .promotion_criteria
         .iter()
@@ -156,12 +260,17 @@ pub fn checks(analysis: &AnalysisSpec, migrating: bool) -> Vec<Check> {
         .chain(analysis.rollback_triggers.iter().map(Check::from_trigger))
         .collect();
     let mut builtins = if analysis.default_criteria {
-        builtin::checks(migrating)
+        builtin::checks(steps, migrating)
     } else {
         Vec::new()
     };
     // A configured quality gate is a choice of its own, with or without the other built-ins.
-    builtins.extend(analysis.quality.iter().flat_map(builtin::quality_checks));
+    builtins.extend(
+        analysis
+            .quality
+            .iter()
+            .flat_map(|quality| builtin::quality_checks(quality, steps)),
+    );
     let mut merged: Vec<Check> = builtins
         .into_iter()
         .filter(|b| !user.iter().any(|u| u.name == b.name && u.kind == b.kind))

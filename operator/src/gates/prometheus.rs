@@ -8,7 +8,8 @@ use mineru_crds::PrometheusSpec;
 use prometheus_http_query::{Client, response::Data};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 
-use super::verdict::Reading;
+use super::reading::Reading;
+use crate::evidence::Histogram;
 
 /// How the operator authenticates to Prometheus (from `analysis.prometheus.authSecretRef`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,14 +76,14 @@ impl PrometheusSource {
         Ok(PrometheusSource { client, timeout })
     }
 
-    /// Runs `query` as an instant query. A check needs one number: one series or a scalar.
-    pub async fn read(&self, query: &str) -> Reading {
-        let timeout_ms = i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX);
-        let response = match self.client.query(query).timeout(timeout_ms).post().await {
-            Ok(response) => response,
-            Err(error) => return Reading::Error(format!("query {query:?} failed: {error}")),
+    /// Runs `query` as an instant query evaluated at `at` (Unix seconds). A check needs one
+    /// number: one series or a scalar.
+    pub async fn read(&self, query: &str, at: i64) -> Reading {
+        let data = match self.instant(query, at).await {
+            Ok(data) => data,
+            Err(error) => return error,
         };
-        match response.data() {
+        match data {
             Data::Vector(series) => match series.as_slice() {
                 [] => Reading::Empty,
                 [only] => Reading::Value(only.sample().value()),
@@ -95,6 +96,56 @@ impl PrometheusSource {
             Data::Matrix(_) => Reading::Error(format!(
                 "query {query:?} returned a range vector; a check needs an instant value"
             )),
+        }
+    }
+
+    /// Runs `query` at `at` and reads its series as cumulative buckets by their `le` label.
+    pub async fn read_buckets(&self, query: &str, at: i64) -> Reading {
+        let data = match self.instant(query, at).await {
+            Ok(data) => data,
+            Err(error) => return error,
+        };
+        let Data::Vector(series) = data else {
+            return Reading::Error(format!(
+                "query {query:?} must return one series per bucket, labelled le"
+            ));
+        };
+        if series.is_empty() {
+            return Reading::Empty;
+        }
+        let mut buckets = Vec::with_capacity(series.len());
+        for one in &series {
+            let bound = one.metric().get("le").map(|le| match le.as_str() {
+                "+Inf" => Ok(f64::INFINITY),
+                finite => finite.parse::<f64>(),
+            });
+            match bound {
+                Some(Ok(le)) => buckets.push((le, one.sample().value())),
+                _ => {
+                    return Reading::Error(format!(
+                        "query {query:?} returned a series without a numeric le label: aggregate with `sum by (le)`"
+                    ));
+                }
+            }
+        }
+        match Histogram::new(buckets) {
+            Ok(histogram) => Reading::Buckets(histogram),
+            Err(error) => Reading::Error(format!("query {query:?}: {error}")),
+        }
+    }
+
+    async fn instant(&self, query: &str, at: i64) -> Result<Data, Reading> {
+        let timeout_ms = i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX);
+        match self
+            .client
+            .query(query)
+            .at(at)
+            .timeout(timeout_ms)
+            .post()
+            .await
+        {
+            Ok(response) => Ok(response.into_inner().0),
+            Err(error) => Err(Reading::Error(format!("query {query:?} failed: {error}"))),
         }
     }
 }

@@ -1,130 +1,109 @@
-//! One round of analysis against Prometheus: render each requested check's queries for the
-//! judged and baseline revisions, run them concurrently, and judge the readings.
-
-use std::time::Duration;
+//! One round of readings against Prometheus: render each requested check's queries for its
+//! revision and window, and read them, concurrently, at the requested instant.
 
 use futures::future::join_all;
-use mineru_crds::Verdict;
 
 use super::{
-    Check, Source,
+    Source,
     prometheus::PrometheusSource,
+    reading::{Measured, Reading},
     template::{self, Context},
-    verdict::{Evaluation, Reading, Readings, evaluate},
 };
-use crate::rollout::{AnalysisRequest, CheckResult};
+use crate::rollout::{ReadingRequest, ReadingResult};
 
 /// The object whose checks run, for `{{namespace}}`, `{{name}}` and `{{interval}}`.
 #[derive(Clone, Copy, Debug)]
 pub struct Subject<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
-    pub interval: Duration,
+    pub interval: std::time::Duration,
 }
 
-/// Runs every Prometheus check of `request`; checks answered elsewhere (quality, pod status)
-/// are skipped.
-pub async fn run(
-    request: &AnalysisRequest,
+/// Reads every request; one that cannot be rendered reads as an error.
+pub async fn read(
+    requests: &[ReadingRequest],
     subject: Subject<'_>,
     source: &PrometheusSource,
-) -> Vec<CheckResult> {
-    let queries = request
-        .checks
-        .iter()
-        .filter_map(|check| match &check.source {
-            Source::Query(template) => Some(run_check(check, template, request, subject, source)),
-            Source::CanaryVllmRestarts | Source::Quality => None,
-        });
-    join_all(queries).await
+) -> Vec<ReadingResult> {
+    join_all(
+        requests
+            .iter()
+            .map(|request| read_one(request, subject, source)),
+    )
+    .await
 }
 
-async fn run_check(
-    check: &Check,
-    template: &str,
-    request: &AnalysisRequest,
-    subject: Subject<'_>,
-    source: &PrometheusSource,
-) -> CheckResult {
-    let judged = request.judged.of(check.tier);
-    let baseline = request
-        .baseline
-        .as_ref()
-        .map(|baseline| baseline.revision(check.tier));
-    let judged_context = Context {
+fn context<'a>(request: &'a ReadingRequest, subject: Subject<'a>) -> Context<'a> {
+    Context {
         namespace: subject.namespace,
         name: subject.name,
-        revision: judged,
-        canary_revision: judged,
-        stable_revision: baseline.unwrap_or(judged),
-        tier: check.tier,
+        revision: &request.revision,
+        canary_revision: &request.canary_revision,
+        stable_revision: &request.stable_revision,
+        tier: request.tier,
         interval: subject.interval,
-    };
-    let result = |query: Option<String>, evaluation: Evaluation| CheckResult {
-        name: check.name.clone(),
-        kind: check.kind,
-        revision: judged.to_owned(),
-        query,
-        evaluation,
-    };
-
-    let value_query = match template::render(template, &judged_context) {
-        Ok(query) => query,
-        Err(error) => return result(None, error_evaluation(error.to_string())),
-    };
-    let stable_query = match baseline.filter(|_| check.threshold.compares_with_stable()) {
-        Some(stable) => {
-            let stable_context = Context {
-                revision: stable,
-                ..judged_context.clone()
-            };
-            match template::render(template, &stable_context) {
-                Ok(query) => Some(query),
-                Err(error) => {
-                    return result(Some(value_query), error_evaluation(error.to_string()));
-                }
-            }
-        }
-        None => None,
-    };
-    let samples_query = match &check.samples {
-        Some(samples) => match template::render(&samples.query, &judged_context) {
-            Ok(query) => Some(query),
-            Err(error) => return result(Some(value_query), error_evaluation(error.to_string())),
-        },
-        None => None,
-    };
-
-    let (value, stable, samples) = futures::join!(
-        source.read(&value_query),
-        read_optional(source, stable_query.as_deref()),
-        read_optional(source, samples_query.as_deref()),
-    );
-    let readings = Readings {
-        value,
-        stable,
-        samples,
-    };
-    let min_samples = check.samples.as_ref().map(|samples| samples.min);
-    result(
-        Some(value_query),
-        evaluate(&check.threshold, min_samples, &readings),
-    )
-}
-
-async fn read_optional(source: &PrometheusSource, query: Option<&str>) -> Option<Reading> {
-    match query {
-        Some(query) => Some(source.read(query).await),
-        None => None,
+        window: request.window,
     }
 }
 
-fn error_evaluation(message: String) -> Evaluation {
-    Evaluation {
-        verdict: Verdict::Error,
-        value: None,
-        stable_value: None,
-        samples: None,
-        message: Some(message),
+async fn read_one(
+    request: &ReadingRequest,
+    subject: Subject<'_>,
+    source: &PrometheusSource,
+) -> ReadingResult {
+    let context = context(request, subject);
+    let at = request.at.as_second();
+    let render = |template: &str| template::render(template, &context);
+    let value = |template: &str| {
+        let rendered = render(template);
+        async move {
+            match rendered {
+                Ok(query) => (Some(query.clone()), source.read(&query, at).await),
+                Err(error) => (None, Reading::Error(error.to_string())),
+            }
+        }
+    };
+    let (query, measured) = match &request.source {
+        Source::Value { query, samples } => {
+            let samples_query = samples.as_ref().map(|s| s.query.as_str());
+            let ((query, value), samples) = futures::join!(value(query), async {
+                match samples_query {
+                    Some(template) => Some(value(template).await.1),
+                    None => None,
+                }
+            });
+            (query, Measured::Value { value, samples })
+        }
+        Source::Proportion { bad, total } => {
+            let ((query, bad), (_, total)) = futures::join!(value(bad), value(total));
+            (query, Measured::Proportion { bad, total })
+        }
+        Source::Quantile { buckets, .. } => match render(buckets) {
+            Ok(query) => {
+                let buckets = source.read_buckets(&query, at).await;
+                (Some(query), Measured::Quantile { buckets })
+            }
+            Err(error) => (
+                None,
+                Measured::Quantile {
+                    buckets: Reading::Error(error.to_string()),
+                },
+            ),
+        },
+        Source::CanaryVllmRestarts | Source::Quality => (
+            None,
+            Measured::Value {
+                value: Reading::Error("not a Prometheus check".into()),
+                samples: None,
+            },
+        ),
+    };
+    ReadingResult {
+        check: request.check.clone(),
+        kind: request.kind,
+        role: request.role,
+        revision: request.revision.clone(),
+        query,
+        measured,
     }
 }

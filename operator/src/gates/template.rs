@@ -1,5 +1,5 @@
 //! PromQL templates: `{{namespace}}`, `{{name}}`, `{{revision}}`, `{{canaryRevision}}`,
-//! `{{stableRevision}}`, `{{tier}}`, `{{interval}}`.
+//! `{{stableRevision}}`, `{{tier}}`, `{{interval}}`, `{{window}}`.
 //!
 //! An unknown placeholder is an error rather than left in place: Prometheus would accept the
 //! literal text inside a label matcher and answer "no data" forever, which reads as
@@ -27,6 +27,8 @@ pub struct Context<'a> {
     pub tier: Tier,
     /// The analysis interval.
     pub interval: Duration,
+    /// The evidence window: the time since the stage's traffic began (at least an interval).
+    pub window: Duration,
 }
 
 /// Why a template could not be rendered.
@@ -34,7 +36,7 @@ pub struct Context<'a> {
 pub enum TemplateError {
     /// A `{{...}}` that names no known value.
     #[error(
-        "unknown placeholder {{{{{0}}}}} in query template (known: namespace, name, revision, canaryRevision, stableRevision, tier, interval)"
+        "unknown placeholder {{{{{0}}}}} in query template (known: namespace, name, revision, canaryRevision, stableRevision, tier, interval, window)"
     )]
     UnknownPlaceholder(String),
     /// A `{{` without its `}}`.
@@ -71,6 +73,7 @@ fn value(placeholder: &str, context: &Context<'_>) -> Result<String, TemplateErr
             Tier::Worker => "worker".to_owned(),
         },
         "interval" => promql_duration(context.interval),
+        "window" => promql_duration(context.window),
         other => return Err(TemplateError::UnknownPlaceholder(other.to_owned())),
     })
 }

@@ -7,19 +7,10 @@
 use mineru_crds::{QualityResult, Verdict};
 
 use super::Threshold;
+pub use super::reading::Reading;
+use crate::evidence::round;
 
-/// What one instant query returned.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Reading {
-    /// A single sample value (possibly NaN or infinite: PromQL divides by zero freely).
-    Value(f64),
-    /// The query succeeded but returned no series.
-    Empty,
-    /// The query failed: Prometheus unreachable, timeout, invalid PromQL.
-    Error(String),
-}
-
-/// The readings of one check in one round.
+/// The readings of a value check in one round.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Readings {
     /// The value for the judged revision.
@@ -42,6 +33,10 @@ pub struct Evaluation {
     pub stable_value: Option<f64>,
     /// Samples behind the value.
     pub samples: Option<f64>,
+    /// Samples behind stable's value.
+    pub stable_samples: Option<f64>,
+    /// About how many more samples a sequential test needs to decide.
+    pub needed: Option<f64>,
     /// Why, when the verdict is not Pass.
     pub message: Option<String>,
 }
@@ -64,6 +59,8 @@ pub fn evaluate(
         value: finite(Some(&readings.value)),
         stable_value: finite(readings.stable.as_ref()),
         samples: finite(readings.samples.as_ref()),
+        stable_samples: None,
+        needed: None,
         message: None,
     };
     let settle = |verdict, message: String| Evaluation {
@@ -137,17 +134,9 @@ fn no_data(whose: &str, reading: &Reading) -> String {
             format!("{whose}value is NaN (no traffic in the window?)")
         }
         Reading::Value(v) => format!("{whose}value is {v} (division by zero?)"),
+        Reading::Buckets(_) => format!("{whose}query returned histogram buckets, not one value"),
         _ => format!("no {whose}data: the query returned no series"),
     }
-}
-
-/// Four significant digits: enough to read, short enough for a status line.
-fn round(value: f64) -> f64 {
-    if value == 0.0 || !value.is_finite() {
-        return value;
-    }
-    let scale = 10f64.powi(3 - value.abs().log10().floor() as i32);
-    (value * scale).round() / scale
 }
 
 /// The quality gate's number: the share of golden documents whose canary output did not match

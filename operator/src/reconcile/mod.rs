@@ -188,6 +188,8 @@ pub struct Topology {
     pub models: Vec<ModelWorkload>,
     /// One Deployment (with its Service) per entry; revisions are distinct.
     pub workers: Vec<WorkerWorkload>,
+    /// The worker revision the entry Service selects; `None`: every worker revision.
+    pub entry: Option<String>,
 }
 
 impl Topology {
@@ -239,6 +241,7 @@ impl Topology {
             canary: plan.canary.clone(),
             models,
             workers,
+            entry: plan.entry.clone(),
         }
     }
 }
@@ -292,7 +295,11 @@ impl DesiredObjects {
                 .services
                 .push(service::worker(owner, &worker.revision));
         }
-        objects.services.push(service::entry(owner, &spec.service));
+        objects.services.push(service::entry(
+            owner,
+            &spec.service,
+            topology.entry.as_deref(),
+        ));
         objects
             .network_policies
             .push(networkpolicy::desired(owner, &settings.vllm_peers));

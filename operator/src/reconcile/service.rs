@@ -67,9 +67,11 @@ pub fn worker(owner: &Owner, revision: &str) -> Service {
     }
 }
 
-/// The entry Service `<name>`: selects every worker of this MineruDeployment, so in
-/// replica-ratio mode the canary's share of traffic is its share of ready workers.
-pub fn entry(owner: &Owner, spec: &mineru_crds::ServiceSpec) -> Service {
+/// The entry Service `<name>`: selects the workers of `revision`, or of every revision of this
+/// MineruDeployment while a canary shares the traffic by replica ratio (its share is then its
+/// share of ready workers). Narrowing the selector is what takes a rolled-back canary's workers
+/// out of it at once, before they are scaled down.
+pub fn entry(owner: &Owner, spec: &mineru_crds::ServiceSpec, revision: Option<&str>) -> Service {
     let instance = &owner.instance;
     let service_type = match spec.service_type {
         ServiceType::ClusterIP => "ClusterIP",
@@ -83,7 +85,10 @@ pub fn entry(owner: &Owner, spec: &mineru_crds::ServiceSpec) -> Service {
         ),
         spec: Some(ServiceSpec {
             type_: Some(service_type.into()),
-            selector: Some(labels::tier_selector(instance, Tier::Worker)),
+            selector: Some(match revision {
+                Some(revision) => labels::revision_selector(instance, Tier::Worker, revision),
+                None => labels::tier_selector(instance, Tier::Worker),
+            }),
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),
                 port: spec.port,
@@ -161,6 +166,7 @@ mod tests {
                 port: 80,
                 service_type: ServiceType::LoadBalancer,
             },
+            None,
         );
         assert_eq!(service.metadata.name.as_deref(), Some("docs"));
         assert_eq!(spec(&service).type_.as_deref(), Some("LoadBalancer"));
@@ -170,5 +176,21 @@ mod tests {
         let port = &spec(&service).ports.as_ref().unwrap()[0];
         assert_eq!(port.port, 80);
         assert_eq!(port.target_port, Some(IntOrString::String("http".into())));
+    }
+
+    #[test]
+    fn entry_service_can_select_one_worker_revision_alone() {
+        let service = entry(
+            &owner(),
+            &mineru_crds::ServiceSpec {
+                port: 8000,
+                service_type: ServiceType::ClusterIP,
+            },
+            Some("w-89abcdef"),
+        );
+        let selector = spec(&service).selector.as_ref().unwrap();
+        assert_eq!(selector[labels::REVISION], "w-89abcdef");
+        assert_eq!(selector[labels::TIER], "worker");
+        assert_eq!(selector[labels::INSTANCE], "docs");
     }
 }

@@ -1,29 +1,29 @@
-//! Analysis rounds: which checks run when, and what their verdicts do.
+//! Analysis: which checks run when, what they read over which window, and how the current
+//! step's gates stand.
 //!
 //! A round counts once: only when it is due (`interval` after the last counted one), so that a
-//! replay of the same round changes no counter. Query errors (of any check) and inconclusive
-//! criteria have their own counters and never count as a pass; a failed criterion counts toward
-//! `failureLimit` for the current step; a trigger breach must last its `for` before it rolls back.
+//! replay of the same round changes no counter. Every Prometheus check reads the *evidence
+//! window* — the time since the stage's traffic began (at least one interval) — so that the
+//! documents of a long, quiet step add up instead of each round starting from nothing.
 
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
-use mineru_crds::{
-    CheckKind, CheckStatus, LegacyRole, MineruDeploymentStatus, Policy, QualityResult, Revisions,
-    RollbackReason, Verdict,
-};
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use mineru_crds::{CheckKind, LegacyRole, MineruDeploymentStatus, Revisions, Tier, Verdict};
 
 use super::{
-    AnalysisRequest, AnalysisRound, Baseline, CheckResult, EventReason, Input,
-    machine::{Evidence, Machine, Stage, later, stage, whole_second},
+    Baseline, Input, QualityRequest, ReadingRequest, Role, plan,
+    state::{Stage, View, elapsed, later, weight_of, whole_second},
 };
-use crate::gates::{
-    self, Check, Source,
-    verdict::{self, Evaluation, Reading, Readings},
-};
+use crate::gates::{self, Check, Source};
 
 /// The revisions judged and what they are compared with, when analysis runs at all: during
 /// steps (canary against stable, or against the legacy Service when migrating) and during the
-/// post-promotion window (the promoted revisions alone).
-fn judged(status: &MineruDeploymentStatus, stage: Stage) -> Option<(Revisions, Option<Baseline>)> {
+/// post-promotion window (the promoted revisions against the ones they replaced).
+pub(super) fn judged(
+    status: &MineruDeploymentStatus,
+    stage: Stage,
+) -> Option<(Revisions, Option<Baseline>)> {
     match stage {
         Stage::Stepping(_) => {
             let baseline = match &status.stable {
@@ -32,54 +32,78 @@ fn judged(status: &MineruDeploymentStatus, stage: Stage) -> Option<(Revisions, O
             };
             Some((status.canary.clone()?, Some(baseline)))
         }
-        Stage::Verifying => Some((status.stable.clone()?, None)),
+        Stage::Verifying => {
+            let baseline = match (&status.previous_stable, status.legacy) {
+                (Some(previous), _) => Some(Baseline::Stable(previous.clone())),
+                (None, Some(LegacyRole::Standby)) => Some(Baseline::Legacy),
+                (None, _) => None,
+            };
+            Some((status.stable.clone()?, baseline))
+        }
         Stage::Steady | Stage::Warming => None,
     }
 }
 
 /// Every check of this rollout; the canary of a migration is held to the migration's bar.
-pub(super) fn checks(input: &Input, status: &MineruDeploymentStatus) -> Vec<Check> {
+pub(super) fn all_checks(input: &Input, status: &MineruDeploymentStatus) -> Vec<Check> {
     let migrating = status.legacy == Some(LegacyRole::Serving);
-    gates::checks(&input.rollout.analysis, migrating)
+    gates::checks(&input.rollout.analysis, &input.rollout.steps, migrating)
 }
 
-/// The checks that run in this stage. After promotion there is no stable traffic left to
-/// compare with, so ratio checks (and the golden-document comparison) stop there.
-pub(super) fn applicable(
-    input: &Input,
-    status: &MineruDeploymentStatus,
-    checks: &[Check],
-) -> Vec<Check> {
-    let stage = stage(input, status);
-    let Some((judged, baseline)) = judged(status, stage) else {
+/// A check that applies in this stage, or the reason it is skipped.
+#[derive(Clone, Debug)]
+pub(super) struct Applicable {
+    pub check: Check,
+    pub skipped: Option<String>,
+}
+
+/// The checks of this stage: during a step, the triggers and the criteria gating it; after
+/// promotion, the triggers and the last step's criteria, against what was replaced (the
+/// golden-document comparison needs the replaced revision serving, and stops there).
+pub(super) fn applicable(view: &View<'_>) -> Vec<Applicable> {
+    let stage = view.stage();
+    let Some((judged, baseline)) = judged(view.s, stage) else {
         return Vec::new();
     };
-    let model_changed = match (&baseline, &status.previous_stable) {
-        (Some(Baseline::Stable(stable)), _) | (None, Some(stable)) => {
-            stable.model_revision != judged.model_revision
-        }
+    let last = view.input.rollout.steps.len() as i32 - 1;
+    let model_changed = match &baseline {
+        Some(Baseline::Stable(stable)) => stable.model_revision != judged.model_revision,
         // A migrated stack's vLLM is new whatever the legacy Service ran.
-        (Some(Baseline::Legacy), _) => true,
-        (None, None) => status.legacy == Some(LegacyRole::Standby),
+        Some(Baseline::Legacy) | None => true,
     };
-    let last = input.rollout.steps.len() as i32 - 1;
-    checks
+    view.checks
         .iter()
         .filter(|check| match stage {
             Stage::Stepping(index) => check.kind == CheckKind::Trigger || check.gates_step(index),
             _ => {
                 (check.kind == CheckKind::Trigger || check.gates_step(last))
-                    && !check.threshold.compares_with_stable()
                     && check.source != Source::Quality
             }
         })
-        // Without a model canary there are no canary vLLM pods to watch.
-        .filter(|check| model_changed || check.source != Source::CanaryVllmRestarts)
-        .cloned()
+        .map(|check| {
+            let skipped = match &check.source {
+                Source::CanaryVllmRestarts if !model_changed => {
+                    Some("a worker-only rollout has no canary vLLM".to_owned())
+                }
+                source
+                    if source.reads_prometheus() && check.tier == Tier::Model && !model_changed =>
+                {
+                    Some(format!(
+                        "the canary shares the stable vLLM {}: nothing of its own to judge",
+                        judged.model_revision
+                    ))
+                }
+                _ => None,
+            };
+            Applicable {
+                check: check.clone(),
+                skipped,
+            }
+        })
         .collect()
 }
 
-fn due(input: &Input, status: &MineruDeploymentStatus, at: Timestamp) -> bool {
+pub(super) fn due(input: &Input, status: &MineruDeploymentStatus, at: Timestamp) -> bool {
     let interval = input.rollout.analysis.interval.get();
     status
         .last_analysis_at
@@ -87,312 +111,240 @@ fn due(input: &Input, status: &MineruDeploymentStatus, at: Timestamp) -> bool {
         .is_none_or(|last| at >= later(last.0, interval))
 }
 
+/// The latest status of a check.
+pub(super) fn status_of<'a>(
+    status: &'a MineruDeploymentStatus,
+    check: &Check,
+) -> Option<&'a mineru_crds::CheckStatus> {
+    status
+        .checks
+        .iter()
+        .find(|s| s.name == check.name && s.kind == check.kind)
+}
+
+/// A statistical criterion that passed during this step has decided: its test stops, and its
+/// Pass holds for the rest of the step. Guards (values, pod status) keep being read.
+pub(super) fn decided(view: &View<'_>, check: &Check) -> bool {
+    let statistical = matches!(
+        check.source,
+        Source::Proportion { .. } | Source::Quantile { .. }
+    );
+    statistical
+        && check.kind == CheckKind::Promotion
+        && matches!(view.stage(), Stage::Stepping(_))
+        && passed_in_stage(view, check)
+}
+
+/// Whether the check's latest verdict is a Pass evaluated during this stage.
+pub(super) fn passed_in_stage(view: &View<'_>, check: &Check) -> bool {
+    let since = view.stage_started();
+    status_of(view.s, check).is_some_and(|s| {
+        s.verdict == Verdict::Pass && since.is_some_and(|since| s.evaluated_at > *since)
+    })
+}
+
 /// The golden documents run once per step that a quality criterion gates, and again only
 /// when the last run could not decide; the step says how many.
-fn quality_due(input: &Input, status: &MineruDeploymentStatus, checks: &[Check]) -> Option<usize> {
-    let quality = input.rollout.analysis.quality.as_ref()?;
-    let since = status.step_started_at.as_ref();
-    let due = checks
+fn quality_due(view: &View<'_>, applicable: &[Applicable]) -> Option<usize> {
+    let quality = view.input.rollout.analysis.quality.as_ref()?;
+    let since = view.s.step_started_at.as_ref();
+    let due = applicable
         .iter()
+        .map(|a| &a.check)
         .filter(|c| c.source == Source::Quality && c.kind == CheckKind::Promotion)
         .any(|c| {
-            !status.checks.iter().any(|s| {
-                s.name == c.name
-                    && s.kind == c.kind
-                    && since.is_some_and(|since| s.evaluated_at > *since)
+            !status_of(view.s, c).is_some_and(|s| {
+                since.is_some_and(|since| s.evaluated_at > *since)
                     && matches!(s.verdict, Verdict::Pass | Verdict::Fail)
             })
         });
-    let step = status.current_step.unwrap_or(0).max(0) as usize;
+    let step = view.s.current_step.unwrap_or(0).max(0) as usize;
     let counts = &quality.documents_per_step;
     let count = counts.get(step).or(counts.last()).copied().unwrap_or(1);
     due.then_some(count.max(1) as usize)
 }
 
-/// What the controller should measure now; `None` when no round is due.
-pub fn analysis_request(input: &Input) -> Option<AnalysisRequest> {
-    let status = &input.status;
-    let (judged, baseline) = judged(status, stage(input, status))?;
-    if !due(input, status, whole_second(input.now)) {
-        return None;
-    }
-    let checks = applicable(input, status, &checks(input, status));
-    let quality = quality_due(input, status, &checks);
-    let checks = checks
-        .into_iter()
-        .filter(|c| matches!(c.source, Source::Query(_)))
-        .collect();
-    Some(AnalysisRequest {
-        checks,
-        judged,
-        baseline,
-        quality,
-    })
+/// The judged revision's evidence window: from the stage's start to now, at least an interval
+/// (Prometheus needs two samples in a range), as (end, length).
+fn judged_window(view: &View<'_>, now: Timestamp) -> (Timestamp, Duration) {
+    let interval = view.input.rollout.analysis.interval.get();
+    let length = view
+        .stage_started()
+        .map_or(interval, |since| elapsed(since.0, now))
+        .max(interval);
+    (now, length)
 }
 
-impl Machine<'_> {
-    /// Counts a round of results and applies what they call for.
-    pub fn consume(&mut self, round: &AnalysisRound) {
-        let Some((judged, _)) = judged(&self.s, self.stage()) else {
-            return;
-        };
-        let at = whole_second(round.at);
-        if !due(self.input, &self.s, at) {
-            return;
-        }
-        self.s.last_analysis_at = Some(Time(at));
-        if !round.quality.is_empty() {
-            self.s.quality = round.quality.clone();
-        }
-        let mut answered = Vec::new();
-        let mut verdicts = Vec::new();
-        for check in applicable(self.input, &self.s, &self.checks) {
-            let revision = judged.of(check.tier);
-            let result = match check.source {
-                Source::CanaryVllmRestarts => Some(self.restarts(&check, revision)),
-                Source::Quality => {
-                    (!round.quality.is_empty()).then(|| quality(&check, revision, &round.quality))
-                }
-                Source::Query(_) => round
-                    .results
-                    .iter()
-                    .find(|r| {
-                        r.name == check.name && r.kind == check.kind && r.revision == revision
-                    })
-                    .cloned(),
-            };
-            if let Some(result) = result {
-                verdicts.push((check.kind, result.evaluation.verdict));
-                self.record(&check, result, at);
-                answered.push(check);
-            }
-        }
-        let any = |verdict| verdicts.iter().any(|(_, v)| *v == verdict);
-        self.s.consecutive_errors = bump(self.s.consecutive_errors, any(Verdict::Error));
-        // Too little data only matters to a decision to promote: a trigger without data is
-        // simply not in breach.
-        let undecided = verdicts.contains(&(CheckKind::Promotion, Verdict::Inconclusive));
-        self.s.consecutive_inconclusive = bump(self.s.consecutive_inconclusive, undecided);
-        // Only what this round answered is acted on: a verdict kept from an earlier round (the
-        // golden documents run once a step) has had its effect already.
-        self.judge(&answered, at);
-    }
-
-    fn restarts(&self, check: &Check, revision: &str) -> CheckResult {
-        let restarts = self.input.observed.restarts(revision);
-        CheckResult {
-            name: check.name.clone(),
-            kind: check.kind,
-            revision: revision.to_owned(),
-            query: None,
-            evaluation: judge_restarts(check, restarts),
-        }
-    }
-
-    fn record(&mut self, check: &Check, result: CheckResult, at: Timestamp) {
-        let previous = self
-            .s
-            .checks
-            .iter()
-            .position(|s| s.name == check.name && s.kind == check.kind)
-            .map(|i| self.s.checks.remove(i));
-        let verdict = result.evaluation.verdict;
-        let failures = previous.as_ref().map_or(0, |p| p.failures)
-            + i32::from(verdict == Verdict::Fail && check.kind == CheckKind::Promotion);
-        let since = previous.and_then(|p| p.breaching_since);
-        let breaching_since = match (check.kind, verdict) {
-            (CheckKind::Trigger, Verdict::Fail) => since.or(Some(Time(at))),
-            (CheckKind::Trigger, Verdict::Pass) => None,
-            _ => since,
-        };
-        self.s.checks.push(CheckStatus {
-            name: check.name.clone(),
-            kind: check.kind,
-            revision: result.revision,
-            value: result.evaluation.value,
-            stable_value: result.evaluation.stable_value,
-            threshold: check.threshold.describe(),
-            samples: result.evaluation.samples,
-            verdict,
-            failures,
-            message: result.evaluation.message,
-            query: result.query,
-            breaching_since,
-            evaluated_at: Time(at),
-        });
-    }
-
-    fn status_of(&self, check: &Check) -> Option<&CheckStatus> {
-        self.s
-            .checks
-            .iter()
-            .find(|s| s.name == check.name && s.kind == check.kind)
-    }
-
-    /// Applies, in order of severity: a sustained trigger breach, a criterion failed beyond
-    /// `failureLimit`, too many query errors, too many inconclusive rounds.
-    fn judge(&mut self, checks: &[Check], at: Timestamp) {
-        let analysis = &self.input.rollout.analysis;
-        for check in checks.iter().filter(|c| c.kind == CheckKind::Trigger) {
-            let Some(status) = self.status_of(check) else {
-                continue;
-            };
-            let sustained = status
-                .breaching_since
-                .as_ref()
-                .is_some_and(|since| at >= later(since.0, check.sustained_for));
-            if status.verdict == Verdict::Fail && sustained {
-                let reason = quality_or(check, RollbackReason::TriggerFired);
-                let message = format!(
-                    "rollback trigger {} breached for {}",
-                    check.name,
-                    human(check.sustained_for)
-                );
-                let evidence = evidence(reason, status, message);
-                self.rollback(evidence);
-                return;
-            }
-        }
-        for check in checks.iter().filter(|c| c.kind == CheckKind::Promotion) {
-            let Some(status) = self.status_of(check) else {
-                continue;
-            };
-            if status.verdict != Verdict::Fail || status.failures <= analysis.failure_limit {
-                continue;
-            }
-            let message = format!(
-                "promotion criterion {} failed {} time(s) in this step (failureLimit {})",
-                check.name, status.failures, analysis.failure_limit
-            );
-            match check.on_fail {
-                Policy::Rollback => {
-                    let evidence = evidence(
-                        quality_or(check, RollbackReason::CriterionFailed),
-                        status,
-                        message,
-                    );
-                    self.rollback(evidence);
-                    return;
-                }
-                Policy::Hold if status.failures == analysis.failure_limit + 1 => {
-                    self.event(
-                        EventReason::Holding,
-                        format!("{message}; holding at this step"),
-                    );
-                }
-                Policy::Hold => {}
-            }
-        }
-        let limits = [
-            (
-                self.s.consecutive_errors,
-                analysis.consecutive_error_limit,
-                analysis.on_error,
-                Verdict::Error,
-                RollbackReason::AnalysisError,
-                "query errors",
-            ),
-            (
-                self.s.consecutive_inconclusive,
-                analysis.inconclusive_limit,
-                analysis.on_inconclusive,
-                Verdict::Inconclusive,
-                RollbackReason::Inconclusive,
-                "inconclusive rounds",
-            ),
-        ];
-        for (count, limit, policy, verdict, reason, what) in limits {
-            if count <= limit {
-                continue;
-            }
-            let message = format!("{count} {what} in a row (limit {limit})");
-            let culprit = checks
-                .iter()
-                .filter_map(|c| self.status_of(c))
-                .find(|s| s.verdict == verdict && s.evaluated_at.0 == at);
-            match policy {
-                Policy::Rollback => {
-                    let evidence = match culprit {
-                        Some(status) => evidence(reason, status, message),
-                        None => Evidence::plain(reason, message),
-                    };
-                    self.rollback(evidence);
-                    return;
-                }
-                Policy::Hold if count == limit + 1 => {
-                    self.event(
-                        EventReason::Holding,
-                        format!("{message}; holding at this step"),
-                    );
-                }
-                Policy::Hold => {}
-            }
-        }
-    }
-}
-
-/// A quality check from one golden-document comparison: the share of documents that
-/// regressed, judged by the check's threshold.
-fn quality(check: &Check, revision: &str, documents: &[QualityResult]) -> CheckResult {
-    CheckResult {
-        name: check.name.clone(),
-        kind: check.kind,
-        revision: revision.to_owned(),
-        query: None,
-        evaluation: verdict::evaluate_quality(&check.threshold, documents),
-    }
-}
-
-/// A pod-status check: the restart count judged like any other value.
-pub(super) fn judge_restarts(check: &Check, restarts: i32) -> Evaluation {
-    let readings = Readings {
-        value: Reading::Value(f64::from(restarts)),
-        stable: None,
-        samples: None,
+/// The baseline's window: the judged one while the baseline shares the traffic; once the
+/// canary takes it all (a 100% step, the post-promotion window), the time the baseline last
+/// served beside it, stretched back to at least the judged window's length so that both sides
+/// weigh alike.
+fn baseline_window(view: &View<'_>, judged: (Timestamp, Duration)) -> (Timestamp, Duration) {
+    let alone = match view.stage() {
+        Stage::Stepping(index) => weight_of(view.input, index) >= 100,
+        Stage::Verifying => true,
+        Stage::Steady | Stage::Warming => false,
     };
-    verdict::evaluate(&check.threshold, None, &readings)
+    match (&view.s.baseline_window, alone) {
+        (Some(window), true) => {
+            let served = elapsed(window.from.0, window.until.0);
+            (window.until.0, served.max(judged.1))
+        }
+        _ => judged,
+    }
 }
 
-fn bump(count: i32, this_round: bool) -> i32 {
-    if this_round { count + 1 } else { 0 }
+/// What to read from Prometheus this round, or nothing when no round is due.
+pub(super) fn requests(view: &View<'_>) -> (Vec<ReadingRequest>, Option<QualityRequest>) {
+    let now = whole_second(view.now);
+    let Some((judged, baseline)) = judged(view.s, view.stage()) else {
+        return (Vec::new(), None);
+    };
+    if !due(view.input, view.s, now) {
+        return (Vec::new(), None);
+    }
+    let applicable = applicable(view);
+    let quality = quality_due(view, &applicable).and_then(|documents| {
+        baseline.clone().map(|baseline| QualityRequest {
+            judged: judged.worker_revision.clone(),
+            baseline,
+            documents,
+        })
+    });
+    let judged_window = judged_window(view, now);
+    let baseline_window = baseline_window(view, judged_window);
+    let mut requests = Vec::new();
+    for Applicable { check, skipped } in &applicable {
+        if skipped.is_some() || !check.source.reads_prometheus() || decided(view, check) {
+            continue;
+        }
+        let revision = judged.of(check.tier).to_owned();
+        let baseline_revision = baseline.as_ref().map(|b| b.revision(check.tier).to_owned());
+        let request = |role, revision: &str, (at, window): (Timestamp, Duration)| ReadingRequest {
+            check: check.name.clone(),
+            kind: check.kind,
+            tier: check.tier,
+            source: check.source.clone(),
+            role,
+            revision: revision.to_owned(),
+            canary_revision: judged.of(check.tier).to_owned(),
+            stable_revision: baseline_revision
+                .clone()
+                .unwrap_or_else(|| revision.to_owned()),
+            window,
+            at,
+        };
+        requests.push(request(Role::Judged, &revision, judged_window));
+        if let Some(baseline) = baseline_revision
+            .as_deref()
+            .filter(|_| check.threshold.compares_with_stable())
+        {
+            requests.push(request(Role::Baseline, baseline, baseline_window));
+        }
+    }
+    (requests, quality)
 }
 
-fn quality_or(check: &Check, reason: RollbackReason) -> RollbackReason {
-    if check.source == Source::Quality {
-        RollbackReason::QualityRegressed
+/// Whether the canary can take its planned traffic; otherwise what is missing, in words. The
+/// warm-up gates the first traffic only: from then on the checks judge the canary vLLM.
+pub(super) fn canary_ready(view: &View<'_>) -> Result<(), String> {
+    let Some(canary) = &view.s.canary else {
+        return Err("no canary".into());
+    };
+    let observed = &view.input.observed;
+    let mut missing = Vec::new();
+    if view.model_changed() {
+        let ready = observed.models_ready(&canary.model_revision);
+        let wanted = view.input.rollout.canary_model_replicas;
+        if ready < wanted {
+            missing.push(format!("vLLM {ready}/{wanted} ready"));
+        }
+        if view.stage() == Stage::Warming && !observed.warmed_up.contains(&canary.model_revision) {
+            missing.push("vLLM not warmed up".to_owned());
+        }
+        if observed.unschedulable.contains(&canary.model_revision) {
+            missing.push("vLLM pods unschedulable for lack of GPUs".to_owned());
+        }
+    }
+    if !observed.preflight.is_empty() {
+        missing.push(format!(
+            "preflight failed: {}",
+            observed.preflight.join("; ")
+        ));
+    }
+    let wanted = plan::canary_workers(view.input, view.s);
+    let ready = observed.workers_ready(&canary.worker_revision);
+    if ready < wanted {
+        missing.push(format!("workers {ready}/{wanted} ready"));
+    }
+    if missing.is_empty() {
+        Ok(())
     } else {
-        reason
+        Err(missing.join(", "))
     }
 }
 
-fn evidence(reason: RollbackReason, status: &CheckStatus, message: String) -> Evidence {
-    let detail = status
-        .message
-        .as_deref()
-        .map_or(String::new(), |m| format!(" ({m})"));
-    Evidence {
-        reason,
-        check: Some(status.name.clone()),
-        query: status.query.clone(),
-        value: status.value,
-        threshold: Some(status.threshold.clone()),
-        message: format!("{message}{detail}"),
+/// How the current step's criteria stand.
+pub(super) struct Gates {
+    /// Criteria gating the step (skipped ones aside).
+    pub total: usize,
+    /// Those that passed during the step.
+    pub passing: usize,
+    /// Whether one of the passing ones stands on documents actually seen.
+    pub evidence: bool,
+    /// The first criterion not passing, with why.
+    pub blocking: Option<String>,
+}
+
+impl Gates {
+    /// Every criterion passed, and at least one on evidence (or the step needs none).
+    pub fn open(&self, skip_analysis: bool) -> bool {
+        self.passing == self.total && (self.evidence || skip_analysis)
     }
 }
 
-/// A duration the way people say it: `15m`, `1h30m`, `45s`.
-pub(super) fn human(duration: std::time::Duration) -> String {
-    let total = duration.as_secs();
-    let (h, m, s) = (total / 3600, total / 60 % 60, total % 60);
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
+pub(super) fn gates(view: &View<'_>) -> Gates {
+    let since = view.stage_started();
+    let mut gates = Gates {
+        total: 0,
+        passing: 0,
+        evidence: false,
+        blocking: None,
+    };
+    let criteria = applicable(view)
+        .into_iter()
+        .filter(|a| a.check.kind == CheckKind::Promotion && a.skipped.is_none());
+    for Applicable { check, .. } in criteria {
+        gates.total += 1;
+        let status = status_of(view.s, &check)
+            .filter(|s| since.is_some_and(|since| s.evaluated_at > *since));
+        match status {
+            Some(s) if s.verdict == Verdict::Pass => {
+                gates.passing += 1;
+                gates.evidence |=
+                    check.source.evidence_backed() && s.samples.is_some_and(|n| n > 0.0);
+            }
+            Some(s) => {
+                let why = s.message.as_deref().unwrap_or("");
+                gates
+                    .blocking
+                    .get_or_insert_with(|| format!("{} {:?}: {why}", s.name, s.verdict));
+            }
+            None => {
+                gates
+                    .blocking
+                    .get_or_insert_with(|| format!("{} not evaluated yet", check.name));
+            }
+        }
     }
-    if m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    if s > 0 || out.is_empty() {
-        out.push_str(&format!("{s}s"));
-    }
-    out
+    gates
+}
+
+/// The first rollback trigger currently in breach, if any.
+pub(super) fn trigger_breaching(status: &MineruDeploymentStatus) -> Option<String> {
+    status
+        .checks
+        .iter()
+        .find(|s| s.kind == CheckKind::Trigger && s.verdict == Verdict::Fail)
+        .map(|s| s.name.clone())
 }

@@ -1,99 +1,17 @@
 //! The transitions: start, warm up, step, promote, verify, roll back, and manual commands.
 
-use std::time::Duration;
-
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use mineru_crds::{
-    CheckKind, LegacyRole, MineruDeploymentStatus, RetiredRevision, Revisions, RollbackReason,
-    RollbackRecord, Step, Verdict,
+    BaselineWindow, CheckKind, LegacyRole, MineruDeploymentStatus, Policy, RetiredRevision,
+    Revisions, RollbackReason, RollbackRecord, Step, Verdict,
 };
 
 use super::{
-    Command, Decision, Event, EventReason, Input, Notification, NotificationKind, analysis, plan,
-    report,
+    AnalysisRound, CapacityRead, Command, Decision, Event, EventReason, Input, Needs, Notification,
+    NotificationKind, analysis, judge, plan, report,
+    state::{Evidence, Stage, View, human, reached, show, whole_second},
 };
 use crate::gates::{Check, Source};
-
-/// Where a rollout stands, derived from status alone.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Stage {
-    /// Stable serves everything; nothing to watch.
-    Steady,
-    /// Promoted; the post-promotion window is running.
-    Verifying,
-    /// The canary is starting and warming up; no traffic yet.
-    Warming,
-    /// The canary takes the weight of this step (0-based).
-    Stepping(i32),
-}
-
-pub(super) fn stage(input: &Input, status: &MineruDeploymentStatus) -> Stage {
-    match (&status.canary, status.canary_weight.unwrap_or(0)) {
-        (Some(_), 0) => Stage::Warming,
-        (Some(_), _) => {
-            let last = input.rollout.steps.len() as i32 - 1;
-            Stage::Stepping(status.current_step.unwrap_or(0).clamp(0, last.max(0)))
-        }
-        (None, _)
-            if status.promoted_at.is_some()
-                && (status.previous_stable.is_some()
-                    || status.legacy == Some(LegacyRole::Standby)) =>
-        {
-            Stage::Verifying
-        }
-        (None, _) => Stage::Steady,
-    }
-}
-
-/// Status stores whole seconds; deciding on the same truncated instant keeps a decision and
-/// its replay from a persisted status identical.
-pub(super) fn whole_second(t: Timestamp) -> Timestamp {
-    Timestamp::from_second(t.as_second()).unwrap_or(t)
-}
-
-pub(super) fn later(t: Timestamp, by: Duration) -> Timestamp {
-    t.checked_add(by).unwrap_or(Timestamp::MAX)
-}
-
-pub(super) fn reached(now: Timestamp, since: Option<&Time>, after: Duration) -> bool {
-    since.is_some_and(|since| now >= later(since.0, after))
-}
-
-pub(super) fn show(revisions: &Revisions) -> String {
-    format!("{}/{}", revisions.model_revision, revisions.worker_revision)
-}
-
-/// Revisions in words, or the legacy Service that stands in for them.
-pub(super) fn show_or_legacy(input: &Input, revisions: Option<&Revisions>) -> String {
-    match (revisions, input.rollout.legacy_backend()) {
-        (Some(revisions), _) => show(revisions),
-        (None, Some(legacy)) => format!("legacy Service {}", legacy.name),
-        (None, None) => "nothing".to_owned(),
-    }
-}
-
-/// Why a rollback happened, with what proves it.
-pub(super) struct Evidence {
-    pub reason: RollbackReason,
-    pub check: Option<String>,
-    pub query: Option<String>,
-    pub value: Option<f64>,
-    pub threshold: Option<String>,
-    pub message: String,
-}
-
-impl Evidence {
-    pub fn plain(reason: RollbackReason, message: String) -> Evidence {
-        Evidence {
-            reason,
-            check: None,
-            query: None,
-            value: None,
-            threshold: None,
-            message,
-        }
-    }
-}
 
 pub(super) struct Machine<'a> {
     pub input: &'a Input,
@@ -104,7 +22,9 @@ pub(super) struct Machine<'a> {
     pub notifications: Vec<Notification>,
 }
 
-pub(super) fn run(input: &Input) -> Decision {
+/// Commands and the spec, applied to the status written last time: the state the rest of a
+/// decision — and what it needs measured — starts from.
+fn prepare(input: &Input) -> Machine<'_> {
     let mut m = Machine {
         input,
         now: whole_second(input.now),
@@ -115,13 +35,47 @@ pub(super) fn run(input: &Input) -> Decision {
     };
     m.s.observed_generation = input.generation.or(m.s.observed_generation);
     m.follow_legacy();
-    m.checks = analysis::checks(input, &m.s);
+    m.checks = analysis::all_checks(input, &m.s);
     // A failed revision stays blocked only while the spec still asks for it.
     m.s.failed_revisions.retain(|r| *r == input.desired);
     for command in &input.commands {
         m.command(*command);
     }
     m.follow_spec();
+    m
+}
+
+pub(super) fn needs(input: &Input) -> Needs {
+    let m = prepare(input);
+    let view = m.view();
+    let stage = view.stage();
+    let warming = stage == Stage::Warming;
+    let canary = m.s.canary.as_ref();
+    let model_canary = warming && view.model_changed();
+    let warmup = canary
+        .map(|c| &c.model_revision)
+        .filter(|revision| model_canary && input.observed.models_ready(revision) > 0)
+        .cloned();
+    // Free GPUs decide in-place replacement when the rollout starts; later rounds only ask
+    // whether any node could fit a replica, which needs no cluster-wide pod list.
+    let starting = canary != input.status.canary.as_ref();
+    let capacity = model_canary.then_some(if starting {
+        CapacityRead::Free
+    } else {
+        CapacityRead::Nodes
+    });
+    let (readings, quality) = analysis::requests(&view);
+    Needs {
+        warmup,
+        preflight: canary.filter(|_| warming).cloned(),
+        capacity,
+        readings,
+        quality,
+    }
+}
+
+pub(super) fn run(input: &Input) -> Decision {
+    let mut m = prepare(input);
     if let Some(round) = &input.analysis {
         m.consume(round);
     }
@@ -133,12 +87,21 @@ pub(super) fn run(input: &Input) -> Decision {
         }
     }
     m.prune_retired();
-    report::finish(m)
+    report::finish(m.input, m.now, &m.checks, m.s, m.events, m.notifications)
 }
 
 impl Machine<'_> {
-    pub fn stage(&self) -> Stage {
-        stage(self.input, &self.s)
+    pub fn view(&self) -> View<'_> {
+        View {
+            input: self.input,
+            s: &self.s,
+            checks: &self.checks,
+            now: self.now,
+        }
+    }
+
+    fn stage(&self) -> Stage {
+        self.view().stage()
     }
 
     fn steps(&self) -> &[Step] {
@@ -146,7 +109,15 @@ impl Machine<'_> {
     }
 
     fn weight_of(&self, index: i32) -> i32 {
-        plan::weight_of(self.input, index)
+        self.view().weight_of(index)
+    }
+
+    fn baseline_name(&self) -> String {
+        self.view().baseline_name()
+    }
+
+    fn model_changed(&self) -> bool {
+        self.view().model_changed()
     }
 
     /// The first revisions ever deployed are stable at once, unless a legacy Service serves
@@ -168,25 +139,7 @@ impl Machine<'_> {
         }
     }
 
-    /// The stable revisions; none while the legacy Service is the baseline.
-    pub fn stable(&self) -> Option<&Revisions> {
-        self.s.stable.as_ref()
-    }
-
-    /// What serves the traffic the canary does not, in words.
-    pub fn baseline_name(&self) -> String {
-        show_or_legacy(self.input, self.stable())
-    }
-
-    /// A model canary: a new vLLM to warm up (always, when migrating from a legacy Service).
-    pub fn model_changed(&self) -> bool {
-        self.s.canary.as_ref().is_some_and(|c| {
-            self.stable()
-                .is_none_or(|stable| c.model_revision != stable.model_revision)
-        })
-    }
-
-    pub fn event(&mut self, reason: EventReason, message: String) {
+    fn event(&mut self, reason: EventReason, message: String) {
         self.events.push(Event { reason, message });
     }
 
@@ -260,7 +213,7 @@ impl Machine<'_> {
             Some(canary) => {
                 self.retire_active(&canary);
                 self.clear_rollout();
-                if self.stable() == Some(&desired) || blocked {
+                if self.s.stable.as_ref() == Some(&desired) || blocked {
                     let message = format!(
                         "spec no longer asks for {}; rollout cancelled, {} stays stable",
                         show(&canary),
@@ -273,7 +226,7 @@ impl Machine<'_> {
                     self.start();
                 }
             }
-            None if self.stable() != Some(&desired) && !blocked => self.start(),
+            None if self.s.stable.as_ref() != Some(&desired) && !blocked => self.start(),
             None => {}
         }
     }
@@ -288,8 +241,7 @@ impl Machine<'_> {
         self.s.checks.clear();
         self.s.quality.clear();
         self.s.consecutive_errors = 0;
-        self.s.consecutive_inconclusive = 0;
-        let tiers = match (self.stable(), self.model_changed()) {
+        let tiers = match (&self.s.stable, self.model_changed()) {
             (None, _) => "migrating from the legacy Service",
             (Some(_), true) => "model and worker changed",
             (Some(_), false) => "worker changed",
@@ -311,7 +263,7 @@ impl Machine<'_> {
     /// Stable replicas to stop up front when the canary's GPUs may not be added. A legacy
     /// Service's GPUs are not the operator's to free.
     fn initial_in_place(&mut self) -> Option<i32> {
-        if !self.model_changed() || self.stable().is_none() {
+        if !self.model_changed() || self.s.stable.is_none() {
             return None;
         }
         let sizes = self.input.sizes;
@@ -333,31 +285,74 @@ impl Machine<'_> {
         Some(stop)
     }
 
+    /// Counts a round of readings and applies what its judgement calls for.
+    fn consume(&mut self, round: &AnalysisRound) {
+        let at = whole_second(round.at);
+        if analysis::judged(&self.s, self.stage()).is_none()
+            || !analysis::due(self.input, &self.s, at)
+        {
+            return;
+        }
+        let judgement = judge::judge(&self.view(), round, at, self.s.consecutive_errors);
+        self.s.last_analysis_at = Some(Time(at));
+        if !round.quality.is_empty() {
+            self.s.quality = round.quality.clone();
+        }
+        for record in judgement.records {
+            self.s
+                .checks
+                .retain(|s| !(s.name == record.name && s.kind == record.kind));
+            self.s.checks.push(record);
+        }
+        self.s.consecutive_errors = if judgement.error {
+            self.s.consecutive_errors + 1
+        } else {
+            0
+        };
+        for message in judgement.holds {
+            self.event(EventReason::Holding, message);
+        }
+        if let Some(evidence) = judgement.rollback {
+            self.rollback(evidence);
+        }
+    }
+
     /// Moves the rollout forward by one stage when its conditions hold.
     fn advance(&mut self) -> bool {
         match self.stage() {
             Stage::Steady => false,
-            Stage::Verifying => {
-                let window = self.input.rollout.post_promotion_window.get();
-                // A window in which every query failed verified nothing: keep the way back
-                // until a round answers.
-                if !reached(self.now, self.s.promoted_at.as_ref(), window)
-                    || self.s.consecutive_errors > 0
-                {
-                    return false;
-                }
-                let message = format!(
-                    "{} passed the {} post-promotion window",
-                    self.baseline_name(),
-                    self.input.rollout.post_promotion_window
-                );
-                self.end_verification();
-                self.event(EventReason::Verified, message);
-                true
-            }
+            Stage::Verifying => self.advance_verification(),
             Stage::Warming => self.advance_warming(),
             Stage::Stepping(index) => self.advance_step(index),
         }
+    }
+
+    /// The window is over, no check holds it, and a round answered: the previous revisions
+    /// (or the legacy Service) may go.
+    fn advance_verification(&mut self) -> bool {
+        let window = self.view().verification_window();
+        // A window in which every query failed verified nothing: keep the way back until a
+        // round answers. A criterion that failed with `onFail: Hold` keeps it for a person.
+        let since = self.s.promoted_at.clone();
+        let failing = self.s.checks.iter().any(|c| {
+            c.kind == CheckKind::Promotion
+                && c.verdict == Verdict::Fail
+                && since.as_ref().is_some_and(|since| c.evaluated_at > *since)
+        });
+        if !reached(self.now, self.s.promoted_at.as_ref(), window)
+            || self.s.consecutive_errors > 0
+            || failing
+        {
+            return false;
+        }
+        let message = format!(
+            "{} passed the {} post-promotion window",
+            self.baseline_name(),
+            human(window)
+        );
+        self.end_verification();
+        self.event(EventReason::Verified, message);
+        true
     }
 
     fn advance_warming(&mut self) -> bool {
@@ -368,7 +363,7 @@ impl Machine<'_> {
             .canary_model_replicas
             .min(self.input.sizes.model_replicas);
         if self.model_changed()
-            && self.stable().is_some()
+            && self.s.stable.is_some()
             && canary_model.is_some_and(|m| self.input.observed.unschedulable.contains(&m))
             && self.s.in_place_model_replicas.unwrap_or(0) < full_replacement
         {
@@ -391,10 +386,12 @@ impl Machine<'_> {
         if !self.input.observed.preflight.is_empty() {
             return false;
         }
-        if report::canary_ready(self).is_ok() {
+        if analysis::canary_ready(&self.view()).is_ok() {
             self.s.current_step = Some(0);
             self.s.canary_weight = Some(self.weight_of(0));
             self.s.step_started_at = Some(Time(self.now));
+            self.s.traffic_started_at = Some(Time(self.now));
+            self.note_baseline_window(0);
             let message = format!(
                 "canary {} is ready and warmed up; sending it {}% of traffic",
                 show(self.s.canary.as_ref().unwrap_or(&self.input.desired)),
@@ -420,7 +417,7 @@ impl Machine<'_> {
             .iter()
             .filter(|c| c.kind == CheckKind::Trigger && c.source == Source::CanaryVllmRestarts)
             .find_map(|check| {
-                let evaluation = analysis::judge_restarts(check, restarts);
+                let evaluation = judge::judge_restarts(check, restarts);
                 (evaluation.verdict == Verdict::Fail).then(|| Evidence {
                     reason: RollbackReason::TriggerFired,
                     check: Some(check.name.clone()),
@@ -442,7 +439,9 @@ impl Machine<'_> {
         if self.s.paused || !reached(self.now, since.as_ref(), deadline) {
             return false;
         }
-        let missing = report::canary_ready(self).err().unwrap_or_default();
+        let missing = analysis::canary_ready(&self.view())
+            .err()
+            .unwrap_or_default();
         self.rollback(Evidence::plain(
             RollbackReason::ProgressDeadlineExceeded,
             format!(
@@ -456,7 +455,10 @@ impl Machine<'_> {
     fn advance_step(&mut self, index: i32) -> bool {
         // A canary pod lost mid-step is given the progress deadline from that moment, not
         // from the step's start.
-        match (report::canary_ready(self), &self.s.canary_unready_since) {
+        match (
+            analysis::canary_ready(&self.view()),
+            &self.s.canary_unready_since,
+        ) {
             (Err(_), None) => {
                 self.s.canary_unready_since = Some(Time(self.now));
                 return true;
@@ -465,27 +467,97 @@ impl Machine<'_> {
             (Ok(()), Some(_)) => self.s.canary_unready_since = None,
             (Ok(()), None) => {}
         }
-        let step = &self.steps()[index as usize];
+        let step = self.steps()[index as usize].clone();
+        let started = self.s.step_started_at.clone();
         let pause_over = step
             .pause
             .as_ref()
-            .is_none_or(|p| reached(self.now, self.s.step_started_at.as_ref(), p.get()));
-        let gates = report::gates(self);
-        if self.s.paused
-            || !pause_over
-            || !gates.passing()
-            || report::trigger_breaching(self).is_some()
-            || step.require_approval
+            .is_none_or(|p| reached(self.now, started.as_ref(), p.get()));
+        let gates = analysis::gates(&self.view());
+        // A query failing now says nothing good about the canary: wait for one that answers.
+        let errors_outstanding = self.s.consecutive_errors > 0;
+        if self.s.paused || !pause_over || errors_outstanding {
+            return false;
+        }
+        if !gates.open(step.skip_analysis) {
+            return self.overdue(index, &step);
+        }
+        if analysis::trigger_breaching(&self.s).is_some() || step.require_approval {
+            return false;
+        }
+        let why = if step.skip_analysis && !gates.evidence {
+            "without analysis (skipAnalysis)"
+        } else {
+            "gates passed"
+        };
+        self.complete_step(index, why);
+        true
+    }
+
+    /// A step past its `maxDuration` whose criteria still lack the evidence to decide:
+    /// `onInconclusive` applies, once. A criterion that failed is a hold of its own, not this.
+    fn overdue(&mut self, index: i32, step: &Step) -> bool {
+        let started = self.s.step_started_at.clone();
+        let failed = analysis::applicable(&self.view()).iter().any(|a| {
+            a.check.gates_step(index)
+                && analysis::status_of(&self.s, &a.check)
+                    .is_some_and(|s| s.verdict == Verdict::Fail)
+        });
+        if self.s.evidence_overdue
+            || failed
+            || !reached(self.now, started.as_ref(), step.max_duration.get())
         {
             return false;
         }
-        self.complete_step(index, "gates passed");
+        let gates = analysis::gates(&self.view());
+        let waiting = gates
+            .blocking
+            .unwrap_or_else(|| "no criterion backed by documents passed".to_owned());
+        let message = format!(
+            "step {}/{} ({}%) has not decided within its maxDuration of {}: {waiting}",
+            index + 1,
+            self.steps().len(),
+            self.weight_of(index),
+            step.max_duration
+        );
+        match self.input.rollout.analysis.on_inconclusive {
+            Policy::Rollback => {
+                let culprit = analysis::applicable(&self.view())
+                    .into_iter()
+                    .filter(|a| a.check.gates_step(index) && a.skipped.is_none())
+                    .find_map(|a| {
+                        analysis::status_of(&self.s, &a.check)
+                            .filter(|s| s.verdict != Verdict::Pass)
+                            .cloned()
+                    });
+                let mut evidence = Evidence::plain(RollbackReason::Inconclusive, message);
+                if let Some(status) = culprit {
+                    evidence.check = Some(status.name);
+                    evidence.query = status.query;
+                    evidence.value = status.value;
+                    evidence.threshold = Some(status.threshold);
+                }
+                self.rollback(evidence);
+            }
+            Policy::Hold => {
+                self.s.evidence_overdue = true;
+                self.event(
+                    EventReason::Holding,
+                    format!("{message}; holding at this step (onInconclusive: Hold)"),
+                );
+            }
+        }
         true
     }
 
     fn complete_step(&mut self, index: i32, why: &str) {
         let last = self.steps().len() as i32 - 1;
         if index >= last {
+            let why = if why.starts_with("without analysis") {
+                "promoted without analysis (skipAnalysis)"
+            } else {
+                why
+            };
             self.promote(why);
             return;
         }
@@ -499,7 +571,9 @@ impl Machine<'_> {
         self.s.canary_weight = Some(self.weight_of(next));
         self.s.step_started_at = Some(Time(self.now));
         self.s.canary_unready_since = None;
+        self.s.evidence_overdue = false;
         self.s.paused = false;
+        self.note_baseline_window(next);
         for check in &mut self.s.checks {
             check.failures = 0;
         }
@@ -520,11 +594,30 @@ impl Machine<'_> {
         );
     }
 
+    /// Entering a step that gives the canary all traffic: see [`Self::baseline_stops_serving`].
+    fn note_baseline_window(&mut self, index: i32) {
+        if self.weight_of(index) >= 100 {
+            self.baseline_stops_serving();
+        }
+    }
+
+    /// The baseline served beside the canary from the first traffic until now; comparisons made
+    /// after this read it over that time.
+    fn baseline_stops_serving(&mut self) {
+        if self.s.baseline_window.is_none() {
+            let from = self.s.traffic_started_at.clone().unwrap_or(Time(self.now));
+            self.s.baseline_window = Some(BaselineWindow {
+                from,
+                until: Time(self.now),
+            });
+        }
+    }
+
     fn promote(&mut self, why: &str) {
         let Some(canary) = self.s.canary.clone() else {
             return;
         };
-        let previous = self.stable().cloned();
+        let previous = self.s.stable.clone();
         let kept = match &previous {
             Some(previous) => {
                 self.retire_active(previous);
@@ -535,6 +628,8 @@ impl Machine<'_> {
                 format!("{} kept without traffic", self.baseline_name())
             }
         };
+        // Promoted before any 100% step (a person promoted in full): it served until now.
+        self.baseline_stops_serving();
         self.clear_rollout();
         self.s.stable = Some(canary.clone());
         self.s.previous_stable = previous;
@@ -542,7 +637,7 @@ impl Machine<'_> {
         let message = format!(
             "promoted {} ({why}); {kept} for the {} post-promotion window",
             show(&canary),
-            self.input.rollout.post_promotion_window
+            human(self.view().verification_window())
         );
         self.event(EventReason::Promoted, message.clone());
         self.notify(NotificationKind::Promoted, canary, None, &message);
@@ -555,7 +650,7 @@ impl Machine<'_> {
                 self.s.legacy = None;
             }
             self.s.consecutive_errors = 0;
-            self.s.consecutive_inconclusive = 0;
+            self.s.baseline_window = None;
         }
     }
 
@@ -566,7 +661,7 @@ impl Machine<'_> {
         let (failed, restored) = match (
             self.s.canary.clone(),
             self.s.previous_stable.clone(),
-            self.stable().cloned(),
+            self.s.stable.clone(),
         ) {
             (Some(canary), _, stable) => (canary, stable),
             (None, Some(previous), Some(stable)) => (stable, Some(previous)),
@@ -577,12 +672,12 @@ impl Machine<'_> {
         self.clear_rollout();
         self.s.promoted_at = None;
         self.s.previous_stable = None;
+        self.s.baseline_window = None;
         if restored.is_none() {
             self.s.legacy = Some(LegacyRole::Serving);
         }
         self.s.stable = restored;
         self.s.consecutive_errors = 0;
-        self.s.consecutive_inconclusive = 0;
         if !self.s.failed_revisions.contains(&failed) {
             self.s.failed_revisions.push(failed.clone());
         }
@@ -611,8 +706,10 @@ impl Machine<'_> {
         self.s.current_step = None;
         self.s.canary_weight = None;
         self.s.step_started_at = None;
+        self.s.traffic_started_at = None;
         self.s.in_place_model_replicas = None;
         self.s.canary_unready_since = None;
+        self.s.evidence_overdue = false;
         self.s.paused = false;
     }
 

@@ -25,10 +25,12 @@
 //!   on or a person runs `retry`. Errors and inconclusive verdicts never pass a gate.
 //!
 //! The controller's side of the contract:
-//! 1. Ask [`analysis_request`] whether a round of checks is due; if so render and run its
-//!    queries (a check that cannot even be rendered is an Error result), and when `quality` is
-//!    set compare the golden documents; pass both as [`Input::analysis`]. The engine judges the
-//!    quality checks from the documents and the pod-status checks from [`Observed`] itself.
+//! 1. Ask [`needs`] what to measure: a warm-up probe of the canary vLLM, preflight, GPU
+//!    capacity, the Prometheus readings of the checks due this round (each with its revision,
+//!    evidence window and evaluation time) and the golden documents to compare. Fetch them — a
+//!    query that cannot even be rendered is a [`Reading::Error`](crate::gates::reading::Reading)
+//!    — and pass them in [`Input::observed`] and [`Input::analysis`]. The engine judges every
+//!    reading itself: Prometheus values and sequential tests, pod restarts, golden documents.
 //! 2. Remove consumed command annotations before writing status, so a command is applied at
 //!    most once even across a crash.
 //! 3. Apply [`Decision::plan`] (every revision listed is kept at the given replicas; owned
@@ -36,11 +38,16 @@
 //!    notifications, and requeue at [`Decision::requeue_at`].
 
 mod analysis;
+mod judge;
 mod machine;
 mod plan;
 mod report;
+mod state;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use k8s_openapi::jiff::Timestamp;
 use mineru_crds::{
@@ -48,9 +55,7 @@ use mineru_crds::{
     RollbackReason, RolloutSpec, Tier,
 };
 
-use crate::gates::{Check, verdict::Evaluation};
-
-pub use analysis::analysis_request;
+use crate::gates::{Source, reading::Measured};
 
 /// Everything a decision depends on.
 #[derive(Clone, Debug, PartialEq)]
@@ -67,7 +72,7 @@ pub struct Input {
     pub status: MineruDeploymentStatus,
     /// Facts read from the cluster this round.
     pub observed: Observed,
-    /// Check results of this round, when [`analysis_request`] said one was due.
+    /// Readings of this round, when [`needs`] asked for some.
     pub analysis: Option<AnalysisRound>,
     /// Manual commands consumed from annotations, in the order given.
     pub commands: Vec<Command>,
@@ -152,44 +157,100 @@ pub enum Command {
     Resume,
 }
 
-/// The results of one round of checks.
+/// What was read in one round of analysis.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AnalysisRound {
-    /// When the queries ran.
+    /// When the readings were taken.
     pub at: Timestamp,
-    /// One result per requested check.
-    pub results: Vec<CheckResult>,
+    /// One per [`ReadingRequest`] of [`Needs::readings`].
+    pub readings: Vec<ReadingResult>,
     /// Per-document outcome of the golden-document comparison, when it ran this round; the
     /// engine judges the quality checks from it. Empty: not compared, the checks stay unanswered.
     pub quality: Vec<QualityResult>,
 }
 
-/// The result of one check in one round.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CheckResult {
-    /// The check's name.
-    pub name: String,
-    /// The check's kind (a criterion and a trigger may share a name).
-    pub kind: CheckKind,
-    /// The revision judged (of the check's tier); results for another revision are stale.
-    pub revision: String,
-    /// The rendered query, kept as evidence.
-    pub query: Option<String>,
-    /// The verdict and its numbers.
-    pub evaluation: Evaluation,
+/// What the engine needs to know before it can decide, as [`needs`] says.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Needs {
+    /// Probe this model revision's vLLM: it is ready and must answer before any traffic.
+    pub warmup: Option<String>,
+    /// Check what these canary revisions need before their first traffic (Prometheus answering
+    /// every query, Secrets, golden documents, the legacy Service).
+    pub preflight: Option<Revisions>,
+    /// Count GPU capacity for a canary vLLM.
+    pub capacity: Option<CapacityRead>,
+    /// Prometheus readings for this round; empty when no round is due.
+    pub readings: Vec<ReadingRequest>,
+    /// Compare golden documents this round.
+    pub quality: Option<QualityRequest>,
 }
 
-/// What the controller asks Prometheus and the golden documents this round.
+/// How much of the cluster a GPU capacity count reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CapacityRead {
+    /// The rollout starts now: free GPUs (every pod's requests) decide in-place replacement.
+    Free,
+    /// While the canary warms up: only whether any allowed node could host a replica, which
+    /// needs no cluster-wide pod list.
+    Nodes,
+}
+
+/// Which side of a comparison a reading is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The revision judged (canary, or the promoted one after promotion).
+    Judged,
+    /// What it is compared with (stable, the legacy Service, the previous stable).
+    Baseline,
+}
+
+/// One check's readings for one revision, over one window.
 #[derive(Clone, Debug, PartialEq)]
-pub struct AnalysisRequest {
-    /// Prometheus checks to run (quality and pod-status checks are judged by the engine).
-    pub checks: Vec<Check>,
-    /// The revisions judged (`{{revision}}`, `{{canaryRevision}}`).
-    pub judged: Revisions,
-    /// What they are compared with (`{{stableRevision}}`), absent after promotion.
-    pub baseline: Option<Baseline>,
-    /// Compare the judged revisions with the baseline on this many golden documents.
-    pub quality: Option<usize>,
+pub struct ReadingRequest {
+    /// The check's name and kind (a criterion and a trigger may share a name).
+    pub check: String,
+    pub kind: CheckKind,
+    /// The check's tier.
+    pub tier: Tier,
+    /// Its queries.
+    pub source: Source,
+    /// Judged or baseline.
+    pub role: Role,
+    /// `{{revision}}`.
+    pub revision: String,
+    /// `{{canaryRevision}}` (the judged revision).
+    pub canary_revision: String,
+    /// `{{stableRevision}}` (the baseline's, or the judged one's when there is none).
+    pub stable_revision: String,
+    /// `{{window}}`: how far back the counts reach from `at`.
+    pub window: Duration,
+    /// The instant the queries are evaluated at.
+    pub at: Timestamp,
+}
+
+/// What Prometheus answered for a [`ReadingRequest`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReadingResult {
+    /// The request answered.
+    pub check: String,
+    pub kind: CheckKind,
+    pub role: Role,
+    pub revision: String,
+    /// The main query as rendered (value, bad count or buckets), kept as evidence.
+    pub query: Option<String>,
+    /// The raw readings.
+    pub measured: Measured,
+}
+
+/// Golden documents to compare this round.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QualityRequest {
+    /// The judged worker revision.
+    pub judged: String,
+    /// What its answers are compared with.
+    pub baseline: Baseline,
+    /// How many documents.
+    pub documents: usize,
 }
 
 /// `revision` label value of the legacy Service's series during a migration: relabel its
@@ -240,6 +301,8 @@ pub struct Plan {
     /// Percentage of traffic for the canary (Gateway API weights; informational in replica mode,
     /// where the replica counts below are the split).
     pub canary_weight: i32,
+    /// The worker revision the entry Service selects; `None`: every worker revision.
+    pub entry: Option<String>,
     /// vLLM replicas per model revision; a revision with 0 keeps its objects.
     pub model: Vec<Scale>,
     /// Worker replicas per worker revision; a revision with 0 keeps its objects.
@@ -356,6 +419,12 @@ pub enum NotificationKind {
     Promoted,
     /// The canary was rolled back.
     RolledBack,
+}
+
+/// What to measure before deciding with `input` (its `analysis` and the probed parts of
+/// `observed` are ignored). Pure.
+pub fn needs(input: &Input) -> Needs {
+    machine::needs(input)
 }
 
 /// Decides what to do now. Pure: the same input always gives the same decision.

@@ -1,18 +1,22 @@
-//! Replicas per revision and tier for a status.
+//! Replicas per revision and tier for a status, and what the entry Service selects.
 //!
-//! Replica-ratio routing (the default, no mesh): the entry Service selects stable and canary
-//! workers alike, so the canary's share is its share of workers — `ceil(weight × total)` canary
-//! workers, the rest stable (at least one before the last step) — and canary workers exist
-//! only once the canary may take traffic.
+//! Replica-ratio routing (the default, no mesh): while the canary takes traffic the entry
+//! Service selects stable and canary workers alike, so the canary's share is its share of
+//! workers — `ceil(weight × total)` canary workers, the rest stable (at least one before the
+//! last step) — and canary workers exist only once the canary may take traffic. Outside a
+//! step the entry Service selects the stable revision alone, so a rolled-back canary's workers
+//! leave it at once, before they are scaled down.
 //! Gateway API routing: the HTTPRoute weights split the traffic, so stable keeps its full size
-//! (a rollback needs no scale-up) and the canary workers start before any weight reaches them.
+//! (a rollback needs no scale-up) and the canary workers start before any weight reaches them,
+//! as many as give each canary worker the load of a stable one: comparisons of latency and
+//! throughput are then made at equal load.
 
 use k8s_openapi::jiff::Timestamp;
 use mineru_crds::{MineruDeploymentStatus, RetiredRevision, Revisions};
 
 use super::{
     Input, Plan, Scale,
-    machine::{Stage, later, stage},
+    state::{Stage, later, stage, weight_of},
 };
 
 fn push(list: &mut Vec<Scale>, revision: &str, replicas: i32) {
@@ -28,18 +32,20 @@ fn gateway(input: &Input) -> bool {
     input.rollout.traffic_routing.gateway_api.is_some()
 }
 
-/// The weight of step `index`; 100 past the last step.
-pub(super) fn weight_of(input: &Input, index: i32) -> i32 {
-    input
-        .rollout
-        .steps
-        .get(index as usize)
-        .map_or(100, |s| s.weight)
-}
-
-/// Canary workers for a share of traffic: `ceil(weight × total)`.
-fn share(weight: i32, total: i32) -> i32 {
-    (weight * total + 99) / 100
+/// Canary workers for a share of traffic beside `total` stable ones: replica routing splits by
+/// pods, `ceil(weight × total)`; Gateway API routing keeps every stable pod and gives the
+/// canary `ceil(weight / (100 − weight) × total)`, the per-pod load of stable (all `total` at
+/// 100%).
+fn canary_pods(input: &Input, weight: i32, total: i32) -> i32 {
+    if gateway(input) {
+        if weight >= 100 {
+            total
+        } else {
+            ((weight * total + (99 - weight)) / (100 - weight)).min(total)
+        }
+    } else {
+        (weight * total + 99) / 100
+    }
 }
 
 /// The canary's traffic percentage in this status.
@@ -54,8 +60,8 @@ pub(super) fn canary_weight(input: &Input, status: &MineruDeploymentStatus) -> i
 pub(super) fn canary_workers(input: &Input, status: &MineruDeploymentStatus) -> i32 {
     let total = input.sizes.worker_replicas;
     match stage(input, status) {
-        Stage::Warming if gateway(input) => share(weight_of(input, 0), total),
-        Stage::Stepping(index) => share(weight_of(input, index), total),
+        Stage::Warming if gateway(input) => canary_pods(input, weight_of(input, 0), total),
+        Stage::Stepping(index) => canary_pods(input, weight_of(input, index), total),
         _ => 0,
     }
 }
@@ -135,8 +141,55 @@ pub(super) fn compute(input: &Input, status: &MineruDeploymentStatus, now: Times
         stable: stable.cloned(),
         canary: status.canary.clone(),
         canary_weight: canary_weight(input, status),
+        entry: entry(input, status),
         model,
         worker,
+    }
+}
+
+/// The worker revision the entry Service selects; `None`: every worker revision. Only a canary
+/// taking traffic by replica ratio shares it with stable.
+fn entry(input: &Input, status: &MineruDeploymentStatus) -> Option<String> {
+    let sharing = !gateway(input) && matches!(stage(input, status), Stage::Stepping(_));
+    match (&status.stable, sharing) {
+        (Some(stable), false) => Some(stable.worker_revision.clone()),
+        _ => None,
+    }
+}
+
+/// The canary's real share of traffic, in percent: the weight with Gateway API routing; by
+/// replica ratio, its share of the ready workers behind the entry Service (of the planned
+/// ones while none is ready).
+pub(super) fn canary_share(input: &Input, plan: &Plan) -> i32 {
+    let Some(canary) = &plan.canary else {
+        return 0;
+    };
+    if gateway(input) || plan.canary_weight == 0 {
+        return plan.canary_weight;
+    }
+    let serving = |ready: &dyn Fn(&Scale) -> i32| -> (i32, i32) {
+        plan.worker
+            .iter()
+            .filter(|s| plan.entry.as_ref().is_none_or(|entry| *entry == s.revision))
+            .fold((0, 0), |(canary_pods, all), s| {
+                let pods = ready(s).min(s.replicas).max(0);
+                let mine = if s.revision == canary.worker_revision {
+                    pods
+                } else {
+                    0
+                };
+                (canary_pods + mine, all + pods)
+            })
+    };
+    let observed = &input.observed;
+    let (mut mine, mut all) = serving(&|s| observed.workers_ready(&s.revision));
+    if all == 0 {
+        (mine, all) = serving(&|s| s.replicas);
+    }
+    if all == 0 {
+        0
+    } else {
+        ((f64::from(mine) * 100.0 / f64::from(all)).round()) as i32
     }
 }
 

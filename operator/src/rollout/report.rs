@@ -1,120 +1,26 @@
-//! What people read: readiness and gate summaries, phase, the one-line message, conditions,
-//! tier counts; and when to look again.
+//! What people read: phase, the one-line message, conditions, tier counts and the canary's
+//! real share of traffic; and when to look again.
 
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::Timestamp,
 };
-use mineru_crds::{CheckKind, Phase, TierStatus, TierStatuses, Verdict};
+use mineru_crds::{MineruDeploymentStatus, Phase, TierStatus, TierStatuses};
 
 use super::{
-    Decision, Notification, NotificationKind, Plan,
-    analysis::{self, human},
-    machine::{self, Machine, Stage, later, show},
+    Decision, Event, Input, Notification, NotificationKind, Plan,
+    analysis::{self, canary_ready, gates, trigger_breaching},
     plan,
+    state::{Stage, View, human, later, show, show_or_legacy},
 };
+use crate::gates::Check;
 
-/// Whether the canary can take its planned traffic; otherwise what is missing, in words.
-pub(super) fn canary_ready(m: &Machine<'_>) -> Result<(), String> {
-    let Some(canary) = &m.s.canary else {
-        return Err("no canary".into());
-    };
-    let observed = &m.input.observed;
-    let mut missing = Vec::new();
-    if m.model_changed() {
-        let ready = observed.models_ready(&canary.model_revision);
-        let wanted = m.input.rollout.canary_model_replicas;
-        if ready < wanted {
-            missing.push(format!("vLLM {ready}/{wanted} ready"));
-        }
-        if !observed.warmed_up.contains(&canary.model_revision) {
-            missing.push("vLLM not warmed up".to_owned());
-        }
-        if observed.unschedulable.contains(&canary.model_revision) {
-            missing.push("vLLM pods unschedulable for lack of GPUs".to_owned());
-        }
-    }
-    if !observed.preflight.is_empty() {
-        missing.push(format!(
-            "preflight failed: {}",
-            observed.preflight.join("; ")
-        ));
-    }
-    let wanted = plan::canary_workers(m.input, &m.s);
-    let ready = observed.workers_ready(&canary.worker_revision);
-    if ready < wanted {
-        missing.push(format!("workers {ready}/{wanted} ready"));
-    }
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(missing.join(", "))
-    }
-}
-
-/// The promotion criteria of a step and how many pass with a verdict from this step.
-pub(super) struct Gates {
-    pub total: usize,
-    pub passing: usize,
-    /// The first criterion not passing, with why.
-    pub blocking: Option<String>,
-}
-
-impl Gates {
-    pub fn passing(&self) -> bool {
-        self.passing == self.total
-    }
-}
-
-/// The current step's criteria: the applicable checks that are not triggers.
-pub(super) fn gates(m: &Machine<'_>) -> Gates {
-    let since = m.s.step_started_at.as_ref();
-    let mut gates = Gates {
-        total: 0,
-        passing: 0,
-        blocking: None,
-    };
-    let checks = analysis::applicable(m.input, &m.s, &m.checks);
-    let criteria = checks.iter().filter(|c| c.kind == CheckKind::Promotion);
-    for check in criteria {
-        gates.total += 1;
-        let status = m.s.checks.iter().find(|s| {
-            s.name == check.name
-                && s.kind == check.kind
-                && since.is_some_and(|since| s.evaluated_at > *since)
-        });
-        match status {
-            Some(s) if s.verdict == Verdict::Pass => gates.passing += 1,
-            Some(s) => {
-                let why = s.message.as_deref().unwrap_or("");
-                gates
-                    .blocking
-                    .get_or_insert_with(|| format!("{} {:?}: {why}", s.name, s.verdict));
-            }
-            None => {
-                gates
-                    .blocking
-                    .get_or_insert_with(|| format!("{} not evaluated yet", check.name));
-            }
-        }
-    }
-    gates
-}
-
-/// The first rollback trigger currently in breach, if any.
-pub(super) fn trigger_breaching(m: &Machine<'_>) -> Option<String> {
-    m.s.checks
-        .iter()
-        .find(|s| s.kind == CheckKind::Trigger && s.verdict == Verdict::Fail)
-        .map(|s| s.name.clone())
-}
-
-fn awaiting_approval(m: &Machine<'_>, index: i32) -> bool {
+fn awaiting_approval(m: &View<'_>, index: i32) -> bool {
     let step = &m.input.rollout.steps[index as usize];
-    step.require_approval && canary_ready(m).is_ok() && gates(m).passing()
+    step.require_approval && canary_ready(m).is_ok() && gates(m).open(step.skip_analysis)
 }
 
-fn remaining(m: &Machine<'_>, since: Option<&Time>, length: std::time::Duration) -> Option<String> {
+fn remaining(m: &View<'_>, since: Option<&Time>, length: std::time::Duration) -> Option<String> {
     let end = later(since?.0, length);
     (m.now < end).then(|| {
         let left = (end.as_second() - m.now.as_second()).max(0) as u64;
@@ -123,7 +29,7 @@ fn remaining(m: &Machine<'_>, since: Option<&Time>, length: std::time::Duration)
 }
 
 /// Says so when stable vLLM replicas were stopped to make room for the canary.
-fn in_place(m: &Machine<'_>) -> String {
+fn in_place(m: &View<'_>) -> String {
     match m.s.in_place_model_replicas {
         Some(1) => "; 1 stable vLLM replica stopped in place for lack of GPUs".to_owned(),
         Some(n) => format!("; {n} stable vLLM replicas stopped in place for lack of GPUs"),
@@ -131,7 +37,7 @@ fn in_place(m: &Machine<'_>) -> String {
     }
 }
 
-fn message(m: &Machine<'_>, failed: bool, plan: &Plan) -> String {
+fn message(m: &View<'_>, failed: bool, plan: &Plan) -> String {
     let stable = m.baseline_name();
     match m.stage() {
         Stage::Steady if failed => {
@@ -165,18 +71,14 @@ fn message(m: &Machine<'_>, failed: bool, plan: &Plan) -> String {
             }
         }
         Stage::Verifying => {
-            let left = remaining(
-                m,
-                m.s.promoted_at.as_ref(),
-                m.input.rollout.post_promotion_window.get(),
-            );
+            let left = remaining(m, m.s.promoted_at.as_ref(), m.verification_window());
             match left {
                 Some(left) => {
                     format!("promoted {stable}; post-promotion verification, {left} left")
                 }
                 None => format!(
                     "promoted {stable}; post-promotion window over, waiting for a round of checks that answers before letting {} go",
-                    machine::show_or_legacy(m.input, m.s.previous_stable.as_ref())
+                    show_or_legacy(m.input, m.s.previous_stable.as_ref())
                 ),
             }
         }
@@ -203,12 +105,23 @@ fn message(m: &Machine<'_>, failed: bool, plan: &Plan) -> String {
         Stage::Stepping(index) => {
             let canary = show(m.s.canary.as_ref().unwrap_or(&m.input.desired));
             let total = m.input.rollout.steps.len();
-            let weight = plan::canary_weight(m.input, &m.s);
+            let weight = plan::canary_weight(m.input, m.s);
+            let share = plan::canary_share(m.input, plan);
+            let traffic = if share == weight {
+                format!("{weight}%")
+            } else {
+                format!("{weight}% (really {share}% by replicas)")
+            };
+            let step = &m.input.rollout.steps[index as usize];
             let gates = gates(m);
-            let gate_text = if gates.total == 0 {
-                "no gates".to_owned()
-            } else if gates.passing() {
+            let gate_text = if gates.total == 0 && step.skip_analysis {
+                "no gates (skipAnalysis)".to_owned()
+            } else if gates.total == 0 {
+                "no criterion gates this step: add one, or set skipAnalysis".to_owned()
+            } else if gates.open(step.skip_analysis) {
                 format!("gates passing ({}/{})", gates.passing, gates.total)
+            } else if gates.passing == gates.total {
+                "every criterion passed, none on documents: add one backed by data, or set skipAnalysis".to_owned()
             } else {
                 format!(
                     "gates {}/{} passing, waiting on {}",
@@ -217,13 +130,14 @@ fn message(m: &Machine<'_>, failed: bool, plan: &Plan) -> String {
                     gates.blocking.unwrap_or_default()
                 )
             };
-            let step = &m.input.rollout.steps[index as usize];
             let state = if m.s.paused {
                 "paused by a person".to_owned()
             } else if let Err(missing) = canary_ready(m) {
                 format!("canary not ready: {missing}")
-            } else if let Some(trigger) = trigger_breaching(m) {
+            } else if let Some(trigger) = trigger_breaching(m.s) {
                 format!("rollback trigger {trigger} in breach")
+            } else if m.s.consecutive_errors > 0 {
+                "waiting for a round whose queries answer".to_owned()
             } else if awaiting_approval(m, index) {
                 "waiting for approval (`kubectl mineru promote`)".to_owned()
             } else if let Some(left) = step
@@ -232,11 +146,19 @@ fn message(m: &Machine<'_>, failed: bool, plan: &Plan) -> String {
                 .and_then(|p| remaining(m, m.s.step_started_at.as_ref(), p.get()))
             {
                 format!("{left} left")
+            } else if m.s.evidence_overdue {
+                format!(
+                    "past its maxDuration of {} without enough evidence, holding",
+                    step.max_duration
+                )
             } else {
-                "waiting for gates".to_owned()
+                match remaining(m, m.s.step_started_at.as_ref(), step.max_duration.get()) {
+                    Some(left) => format!("waiting for evidence, {left} to its maxDuration"),
+                    None => "waiting for gates".to_owned(),
+                }
             };
             format!(
-                "step {}/{total}: {weight}% to canary {canary}, {gate_text}, {state}{}",
+                "step {}/{total}: {traffic} to canary {canary}, {gate_text}, {state}{}",
                 index + 1,
                 in_place(m)
             )
@@ -252,7 +174,7 @@ fn tier(ready: i32, desired: i32, canary_ready: Option<i32>) -> TierStatus {
     }
 }
 
-fn tiers(m: &Machine<'_>, plan: &Plan) -> TierStatuses {
+fn tiers(m: &View<'_>, plan: &Plan) -> TierStatuses {
     let observed = &m.input.observed;
     let sum = |list: &[super::Scale], ready: &dyn Fn(&str) -> i32| {
         list.iter().fold((0, 0), |(r, d), s| {
@@ -280,7 +202,7 @@ fn tiers(m: &Machine<'_>, plan: &Plan) -> TierStatuses {
     }
 }
 
-fn condition(m: &Machine<'_>, kind: &str, on: bool, reason: &str, message: &str) -> Condition {
+fn condition(m: &View<'_>, kind: &str, on: bool, reason: &str, message: &str) -> Condition {
     let status = if on { "True" } else { "False" };
     let since = m
         .input
@@ -300,11 +222,11 @@ fn condition(m: &Machine<'_>, kind: &str, on: bool, reason: &str, message: &str)
 }
 
 /// The next instant at which time alone changes something.
-fn requeue_at(m: &Machine<'_>, plan: &Plan) -> Option<Timestamp> {
+fn requeue_at(m: &View<'_>, plan: &Plan) -> Option<Timestamp> {
     let rollout = &m.input.rollout;
     let mut at = Vec::new();
     let stage = m.stage();
-    if !analysis::applicable(m.input, &m.s, &m.checks).is_empty() {
+    if !analysis::applicable(m).is_empty() {
         // The next round; when one is overdue (the controller sent none), a full interval on.
         let interval = rollout.analysis.interval.get();
         let next = m.s.last_analysis_at.as_ref().map(|t| later(t.0, interval));
@@ -324,13 +246,18 @@ fn requeue_at(m: &Machine<'_>, plan: &Plan) -> Option<Timestamp> {
         Stage::Stepping(index) => {
             let unready = m.s.canary_unready_since.as_ref();
             at.extend(unready.map(|t| later(t.0, rollout.progress_deadline.get())));
-            let pause = rollout.steps[index as usize].pause.as_ref();
-            at.extend(started.zip(pause).map(|(t, p)| later(t.0, p.get())));
+            let step = &rollout.steps[index as usize];
+            at.extend(
+                started
+                    .zip(step.pause.as_ref())
+                    .map(|(t, p)| later(t.0, p.get())),
+            );
+            at.extend(started.map(|t| later(t.0, step.max_duration.get())));
         }
         Stage::Verifying => at.extend(
             m.s.promoted_at
                 .as_ref()
-                .map(|t| later(t.0, rollout.post_promotion_window.get())),
+                .map(|t| later(t.0, m.verification_window())),
         ),
         Stage::Steady => {}
     }
@@ -352,7 +279,7 @@ fn requeue_at(m: &Machine<'_>, plan: &Plan) -> Option<Timestamp> {
 /// ready replica (all of them being ready is `stable_ready`, which a scale-up briefly is not;
 /// a stable vLLM stopped in place for the canary is not available). A legacy Service serving
 /// instead is taken as available: its health is not the operator's to judge.
-fn serving(m: &Machine<'_>, plan: &Plan) -> bool {
+fn serving(m: &View<'_>, plan: &Plan) -> bool {
     let Some(stable) = &plan.stable else {
         return true;
     };
@@ -363,11 +290,24 @@ fn serving(m: &Machine<'_>, plan: &Plan) -> bool {
     tier(sizes.model_replicas, model) && tier(sizes.worker_replicas, worker)
 }
 
-pub(super) fn finish(mut m: Machine<'_>) -> Decision {
-    let plan = plan::compute(m.input, &m.s, m.now);
+pub(super) fn finish(
+    input: &Input,
+    now: Timestamp,
+    checks: &[Check],
+    mut s: MineruDeploymentStatus,
+    events: Vec<Event>,
+    mut notifications: Vec<Notification>,
+) -> Decision {
+    let m = View {
+        input,
+        s: &s,
+        checks,
+        now,
+    };
+    let plan = plan::compute(m.input, m.s, m.now);
     let failed = m.s.failed_revisions.contains(&m.input.desired);
     let stage = m.stage();
-    let stable_ready = plan::stable_ready(m.input, &m.s, m.now);
+    let stable_ready = plan::stable_ready(m.input, m.s, m.now);
     let serving = serving(&m, &plan);
     let waiting_for_person = match stage {
         Stage::Stepping(index) => m.s.paused || awaiting_approval(&m, index),
@@ -395,7 +335,7 @@ pub(super) fn finish(mut m: Machine<'_>) -> Decision {
             m.s.canary
                 .clone()
                 .unwrap_or_else(|| m.input.desired.clone());
-        m.notifications.push(Notification {
+        notifications.push(Notification {
             kind: NotificationKind::Paused,
             revisions,
             step: m.s.current_step,
@@ -486,17 +426,20 @@ pub(super) fn finish(mut m: Machine<'_>) -> Decision {
             .cloned()
             .collect();
     all.extend(conditions);
-    m.s.conditions = all;
-    m.s.phase = Some(phase);
-    m.s.message = Some(text);
-    m.s.canary_weight = m.s.canary.as_ref().map(|_| plan.canary_weight);
-    m.s.tiers = Some(tiers(&m, &plan));
+    let tiers = tiers(&m, &plan);
     let requeue_at = requeue_at(&m, &plan);
+    let share = plan::canary_share(m.input, &plan);
+    s.conditions = all;
+    s.phase = Some(phase);
+    s.message = Some(text);
+    s.canary_weight = s.canary.as_ref().map(|_| plan.canary_weight);
+    s.canary_share = s.canary.as_ref().map(|_| share);
+    s.tiers = Some(tiers);
     Decision {
         plan,
-        status: m.s,
-        events: m.events,
-        notifications: m.notifications,
+        status: s,
+        events,
+        notifications,
         requeue_at,
     }
 }

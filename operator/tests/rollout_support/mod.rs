@@ -9,16 +9,18 @@
 use std::time::Duration;
 
 use mineru_crds::{
-    CheckKind, MineruDeploymentStatus, Phase, QualityResult, Revisions, RolloutSpec, Verdict,
+    CheckKind, LegacyRole, MineruDeploymentStatus, Phase, QualityResult, Revisions, RolloutSpec,
+    Verdict,
 };
 use mineru_operator::{
+    evidence::Histogram,
     gates::{
-        Source,
-        verdict::{Evaluation, Reading, Readings, evaluate},
+        self, Source, Threshold,
+        reading::{Measured, Reading},
     },
     rollout::{
-        AnalysisRound, CheckResult, Command, Decision, EventReason, Input, Observed, Sizes,
-        analysis_request, step,
+        AnalysisRound, Command, Decision, EventReason, Input, Needs, Observed, ReadingRequest,
+        ReadingResult, Role, Sizes, needs, step,
     },
 };
 use serde_json::{Value, json};
@@ -214,44 +216,45 @@ impl World {
             .unwrap();
     }
 
+    /// What the engine asks for now.
+    pub fn needs(&self) -> Needs {
+        needs(&self.input)
+    }
+
     /// A round where every requested check answers `default`, except those named in `overrides`.
     pub fn answer(&mut self, default: Answer, overrides: &[(&str, Answer)]) -> bool {
-        let Some(request) = analysis_request(&self.input) else {
+        let needs = self.needs();
+        if needs.readings.is_empty() && needs.quality.is_none() {
             return false;
-        };
-        let mut results = Vec::new();
-        for check in &request.checks {
-            let answer = overrides
-                .iter()
-                .find(|(name, _)| *name == check.name)
-                .map_or(default.clone(), |(_, answer)| answer.clone());
-            let revision = match check.tier {
-                mineru_crds::Tier::Model => request.judged.model_revision.clone(),
-                mineru_crds::Tier::Worker => request.judged.worker_revision.clone(),
-            };
-            results.push(CheckResult {
-                name: check.name.clone(),
-                kind: check.kind,
-                revision,
-                query: match &check.source {
-                    Source::Query(query) => Some(query.clone()),
-                    _ => None,
-                },
-                evaluation: reading(&answer, check.threshold.max.unwrap_or(1.0)),
-            });
         }
-        let quality = if request.quality.is_some() {
-            let answer = overrides
+        let answer_of = |name: &str| {
+            overrides
                 .iter()
-                .find(|(name, _)| *name == "quality")
-                .map_or(default, |(_, answer)| answer.clone());
-            golden_documents(&answer)
-        } else {
-            Vec::new()
+                .find(|(check, _)| *check == name)
+                .map_or(default.clone(), |(_, answer)| answer.clone())
+        };
+        let migrating = self.input.status.legacy == Some(LegacyRole::Serving);
+        let rollout = &self.input.rollout;
+        let checks = gates::checks(&rollout.analysis, &rollout.steps, migrating);
+        let readings = needs
+            .readings
+            .iter()
+            .map(|request| {
+                let threshold = checks
+                    .iter()
+                    .find(|c| c.name == request.check && c.kind == request.kind)
+                    .map(|c| c.threshold)
+                    .expect("a reading for a known check");
+                reading(request, &threshold, &answer_of(&request.check))
+            })
+            .collect();
+        let quality = match needs.quality {
+            Some(_) => golden_documents(&answer_of("quality")),
+            None => Vec::new(),
         };
         self.input.analysis = Some(AnalysisRound {
             at: self.input.now,
-            results,
+            readings,
             quality,
         });
         true
@@ -356,33 +359,94 @@ pub fn golden_documents(answer: &Answer) -> Vec<QualityResult> {
         .collect()
 }
 
-/// An evaluation as the gates module would produce it for an answer.
-pub fn reading(answer: &Answer, max: f64) -> Evaluation {
-    let threshold = mineru_operator::gates::Threshold {
-        max: Some(max),
-        ..Default::default()
+/// Raw readings that make a check with `request`'s source and threshold answer `answer`: a value
+/// on the right side of the threshold (or NaN, or an error); counts and histograms whose
+/// evidence is overwhelming either way (or empty).
+pub fn reading(request: &ReadingRequest, threshold: &Threshold, answer: &Answer) -> ReadingResult {
+    let baseline = request.role == Role::Baseline;
+    let measured = match &request.source {
+        Source::Value { samples, .. } => {
+            let value = match (answer, baseline) {
+                (Answer::Error, _) => Reading::Error("connection refused".into()),
+                (Answer::Inconclusive, _) => Reading::Value(f64::NAN),
+                (_, true) => Reading::Value(1.0),
+                (Answer::Pass, false) => Reading::Value(passing_value(threshold)),
+                (Answer::Fail, false) => Reading::Value(failing_value(threshold)),
+            };
+            let samples = samples.as_ref().map(|s| match answer {
+                Answer::Error => Reading::Error("connection refused".into()),
+                Answer::Inconclusive => Reading::Value(0.0),
+                _ => Reading::Value((s.min * 10.0).max(1000.0)),
+            });
+            Measured::Value { value, samples }
+        }
+        Source::Proportion { .. } => {
+            let total = 1e6;
+            let count = |bad: f64, total: f64| (Reading::Value(bad), Reading::Value(total));
+            let (bad, total) = match (answer, baseline) {
+                (Answer::Error, _) => (
+                    Reading::Error("connection refused".into()),
+                    Reading::Error("connection refused".into()),
+                ),
+                (Answer::Inconclusive, _) => count(0.0, 0.0),
+                (_, true) => count(total / 1000.0, total),
+                // A `min` share holds when every document counts, a `max` one when none does.
+                (Answer::Pass, false) if threshold.min.is_some() => count(total, total),
+                (Answer::Pass, false) => count(0.0, total),
+                (Answer::Fail, false) if threshold.min.is_some() => count(0.0, total),
+                (Answer::Fail, false) => count(total, total),
+            };
+            Measured::Proportion { bad, total }
+        }
+        Source::Quantile { .. } => {
+            let n = 1e6;
+            let histogram = |buckets: &[(f64, f64)]| {
+                let mut buckets = buckets.to_vec();
+                buckets.push((f64::INFINITY, buckets.last().map_or(0.0, |b| b.1)));
+                Reading::Buckets(Histogram::new(buckets).unwrap())
+            };
+            // Every document far below anything a threshold names, or far above it.
+            let tiny = || histogram(&[(1e-12, n), (1e-9, n)]);
+            let huge = || histogram(&[(1e9, 0.0), (1e12, n)]);
+            let buckets = match (answer, baseline) {
+                (Answer::Error, _) => Reading::Error("connection refused".into()),
+                (Answer::Inconclusive, _) => Reading::Empty,
+                (_, true) => histogram(&[(1e-12, 0.0), (1e-9, n)]),
+                (Answer::Pass, false) if threshold.min.is_some() => huge(),
+                (Answer::Pass, false) => tiny(),
+                (Answer::Fail, false) if threshold.min.is_some() => tiny(),
+                (Answer::Fail, false) => huge(),
+            };
+            Measured::Quantile { buckets }
+        }
+        Source::CanaryVllmRestarts | Source::Quality => {
+            panic!("{} is not read from Prometheus", request.check)
+        }
     };
-    let value = match answer {
-        Answer::Pass => Reading::Value(max),
-        Answer::Fail => Reading::Value(max + 1.0),
-        Answer::Inconclusive => Reading::Value(f64::NAN),
-        Answer::Error => Reading::Error("connection refused".into()),
-    };
-    let evaluation = evaluate(
-        &threshold,
-        None,
-        &Readings {
-            value,
-            stable: None,
-            samples: None,
+    ReadingResult {
+        check: request.check.clone(),
+        kind: request.kind,
+        role: request.role,
+        revision: request.revision.clone(),
+        query: match &request.source {
+            Source::Value { query, .. } => Some(query.clone()),
+            Source::Proportion { bad, .. } => Some(bad.clone()),
+            Source::Quantile { buckets, .. } => Some(buckets.clone()),
+            _ => None,
         },
-    );
-    let expected = match answer {
-        Answer::Pass => Verdict::Pass,
-        Answer::Fail => Verdict::Fail,
-        Answer::Inconclusive => Verdict::Inconclusive,
-        Answer::Error => Verdict::Error,
-    };
-    assert_eq!(evaluation.verdict, expected);
-    evaluation
+        measured,
+    }
+}
+
+fn passing_value(threshold: &Threshold) -> f64 {
+    threshold.max.or(threshold.min).unwrap_or(1.0)
+}
+
+fn failing_value(threshold: &Threshold) -> f64 {
+    match (threshold.max, threshold.min, threshold.max_ratio_to_stable) {
+        (Some(max), _, _) => max + 1.0,
+        (_, Some(min), _) => min - 1.0,
+        (_, _, Some(ratio)) => ratio * threshold.ratio_floor.unwrap_or(1.0).max(1.0) * 10.0 + 1.0,
+        _ => f64::NAN,
+    }
 }
