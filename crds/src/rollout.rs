@@ -577,7 +577,7 @@ fn default_max_step_duration() -> Duration {
     duration::literal("168h")
 }
 fn default_confidence() -> f64 {
-    0.99
+    0.995
 }
 fn default_power() -> f64 {
     0.95

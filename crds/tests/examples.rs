@@ -83,7 +83,7 @@ fn minimal_example_gets_the_documented_defaults() {
             analysis.evidence.power,
             analysis.evidence.regression
         ),
-        (0.99, 0.95, 3.0)
+        (0.995, 0.95, 3.0)
     );
     let max_durations: Vec<_> = rollout
         .steps

@@ -309,6 +309,12 @@ pub struct Judged {
 /// One sub-test of a threshold, combined with the others.
 enum Part {
     Test(Test),
+    /// Judged against a limit that is itself an estimate: accepting against the estimate,
+    /// rejecting only against its upper confidence bound.
+    Bounded {
+        accept: Test,
+        reject: Test,
+    },
     /// Cannot be judged (no baseline data): holds the verdict at Continue.
     Unknown(String),
     /// `max(baseline, floor)`: within when either part is within, beyond when both are.
@@ -319,6 +325,11 @@ impl Part {
     fn outcome(&self, confidence: &Confidence) -> Outcome {
         match self {
             Part::Test(test) => test.outcome(confidence),
+            Part::Bounded { accept, reject } => match reject.outcome(confidence) {
+                Outcome::Reject => Outcome::Reject,
+                _ if accept.outcome(confidence) == Outcome::Accept => Outcome::Accept,
+                _ => Outcome::Continue,
+            },
             Part::Unknown(_) => Outcome::Continue,
             Part::Either(a, b) => match (a.outcome(confidence), b.outcome(confidence)) {
                 (Outcome::Accept, _) | (_, Outcome::Accept) => Outcome::Accept,
@@ -331,6 +342,10 @@ impl Part {
     fn needed(&self, confidence: &Confidence) -> Option<(Outcome, f64)> {
         match self {
             Part::Test(test) => test.needed(confidence),
+            Part::Bounded { accept, reject } => match accept.needed(confidence) {
+                Some((Outcome::Accept, n)) => Some((Outcome::Accept, n)),
+                _ => reject.needed(confidence),
+            },
             Part::Unknown(_) => None,
             Part::Either(a, b) => {
                 let (a, b) = (a.needed(confidence), b.needed(confidence));
@@ -354,7 +369,7 @@ impl Part {
         match self {
             Part::Unknown(why) => Some(why),
             Part::Either(a, b) => a.unknown().or(b.unknown()),
-            Part::Test(_) => None,
+            Part::Test(_) | Part::Bounded { .. } => None,
         }
     }
 }
@@ -486,12 +501,17 @@ pub fn quantile(
     let baseline_value = baseline.and_then(|b| b.quantile(q));
     if let Some(ratio) = bounds.max_ratio_to_stable {
         let floor = bounds.ratio_floor.unwrap_or(0.0);
-        parts.push(match baseline_value {
-            Some(value) => {
-                let limit = ratio * value.max(floor);
-                Part::Test(one_sample(above(limit), 1.0 - q, confidence))
+        parts.push(match (baseline, baseline_value) {
+            (Some(baseline), Some(value)) => {
+                // The baseline's quantile is an estimate too: a canary fails only beyond what
+                // the baseline's own documents allow at the stated confidence.
+                let upper = quantile_upper_bound(baseline, q, confidence.false_fail);
+                Part::Bounded {
+                    accept: one_sample(above(ratio * value.max(floor)), 1.0 - q, confidence),
+                    reject: one_sample(above(ratio * upper.max(floor)), 1.0 - q, confidence),
+                }
             }
-            None => Part::Unknown("no baseline documents to compare with".into()),
+            _ => Part::Unknown("no baseline documents to compare with".into()),
         });
     }
     let (outcome, needed) = combine(&parts, confidence);
@@ -514,6 +534,25 @@ pub fn quantile(
         needed,
         reason,
     }
+}
+
+/// An upper bound of a histogram's `q`-quantile, exceeded by the true one with probability
+/// `alpha`: the quantile at rank `q + z·sqrt(q(1 − q)/n)` (the binomial count of documents
+/// below the true quantile, normally approximated). Infinite while that rank passes 1.
+fn quantile_upper_bound(histogram: &Histogram, q: f64, alpha: f64) -> f64 {
+    let n = histogram.count();
+    let rank = q + normal_quantile(1.0 - alpha) * (q * (1.0 - q) / n.max(1.0)).sqrt();
+    if rank >= 1.0 {
+        return f64::INFINITY;
+    }
+    histogram.quantile(rank).unwrap_or(f64::INFINITY)
+}
+
+/// Φ⁻¹(p) for p in (0.5, 1), by Abramowitz and Stegun 26.2.23 (error below 4.5e-4).
+fn normal_quantile(p: f64) -> f64 {
+    let t = (-2.0 * (1.0 - p.clamp(0.5, 1.0 - 1e-12)).ln()).sqrt();
+    t - (2.515_517 + 0.802_853 * t + 0.010_328 * t * t)
+        / (1.0 + 1.432_788 * t + 0.189_269 * t * t + 0.001_308 * t * t * t)
 }
 
 /// Four significant digits: enough to read, short enough for a status line.
@@ -741,6 +780,40 @@ mod tests {
 
     fn histogram(counts: &[(f64, f64)]) -> Histogram {
         Histogram::new(counts.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn the_normal_quantile_is_close_enough() {
+        for (p, z) in [
+            (0.5, 0.0),
+            (0.95, 1.644_853_6),
+            (0.99, 2.326_347_9),
+            (0.995, 2.575_829_3),
+        ] {
+            assert!(
+                (normal_quantile(p) - z).abs() < 5e-4,
+                "{p}: {}",
+                normal_quantile(p)
+            );
+        }
+    }
+
+    #[test]
+    fn a_few_baseline_documents_cannot_fail_a_canary_against_their_quantile() {
+        let bounds = Threshold {
+            max_ratio_to_stable: Some(1.10),
+            ..Threshold::default()
+        };
+        // Twenty baseline documents put their p95 at 20 s; a canary at 30 s looks 1.5x slower,
+        // but twenty documents do not know their own p95 well enough to say so.
+        let baseline = histogram(&[(20.0, 19.0), (40.0, 20.0), (f64::INFINITY, 20.0)]);
+        let canary = histogram(&[(20.0, 150.0), (40.0, 200.0), (f64::INFINITY, 200.0)]);
+        let judged = quantile(&canary, Some(&baseline), 0.95, &bounds, &CONFIDENCE);
+        assert_eq!(judged.outcome, Outcome::Continue, "{judged:?}");
+        // Two thousand baseline documents do.
+        let baseline = histogram(&[(20.0, 1900.0), (40.0, 2000.0), (f64::INFINITY, 2000.0)]);
+        let judged = quantile(&canary, Some(&baseline), 0.95, &bounds, &CONFIDENCE);
+        assert_eq!(judged.outcome, Outcome::Reject, "{judged:?}");
     }
 
     #[test]

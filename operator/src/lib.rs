@@ -14,6 +14,7 @@ pub mod leader;
 pub mod metrics;
 pub mod notify;
 pub mod observe;
+pub mod planner;
 pub mod preflight;
 pub mod quality;
 pub mod reconcile;

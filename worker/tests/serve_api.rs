@@ -398,6 +398,26 @@ async fn metrics_count_known_traffic_with_the_revision_label() {
         ),
         Some(3.0)
     );
+    // The SLO's lines are bucket bounds, so its quantiles are not interpolated across them.
+    for le in ["45.0", "90.0", "120.0"] {
+        assert!(
+            metrics
+                .value(
+                    "mineru_worker_request_duration_seconds_bucket",
+                    &[("revision", REVISION), ("backend", "text"), ("le", le)]
+                )
+                .is_some(),
+            "bucket {le}"
+        );
+    }
+    // Seconds per page of each extracted document (the bad one extracted nothing).
+    assert_eq!(
+        metrics.value(
+            "mineru_worker_page_duration_seconds_count",
+            &[("revision", REVISION), ("backend", "text")]
+        ),
+        Some(2.0)
+    );
     for name in [
         "mineru_worker_inflight_documents",
         "mineru_worker_breaker_state",

@@ -1,17 +1,21 @@
 //! `kubectl mineru`: steer and read MineruDeployment rollouts.
 //!
 //! Commands set a `mineru.dev/*` annotation that the operator consumes (spec is never edited, so
-//! GitOps stays in charge); `status` prints the rollout as a person wants to read it.
+//! GitOps stays in charge); `status` prints the rollout as a person wants to read it; `plan`
+//! forecasts how long each step takes to decide at a given traffic.
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use kube::{
     Api, Client,
     api::{Patch, PatchParams},
 };
-use mineru_crds::{CheckStatus, LegacyRole, MineruDeployment, MineruDeploymentStatus};
-use mineru_operator::commands;
+use mineru_crds::{CheckStatus, LegacyRole, MineruDeployment, MineruDeploymentStatus, RolloutSpec};
+use mineru_operator::{
+    commands,
+    planner::{self, Canary, Spread, StepForecast, Traffic},
+};
 
 /// Steer MineruDeployment rollouts.
 #[derive(Parser, Debug)]
@@ -43,6 +47,45 @@ enum Action {
     Pause { name: String },
     /// Advance again.
     Resume { name: String },
+    /// Forecast each step: how long it takes to decide at this traffic, and how often it
+    /// rolls back an equal canary or lets a regressed one through. Without a name, for the
+    /// default rollout (no cluster needed).
+    Plan(PlanArgs),
+}
+
+#[derive(Args, Debug)]
+struct PlanArgs {
+    /// A MineruDeployment whose steps and checks to forecast.
+    name: Option<String>,
+    /// Documents the service receives per hour.
+    #[arg(long, default_value_t = 60.0)]
+    docs_per_hour: f64,
+    /// The baseline's error ratio.
+    #[arg(long, default_value_t = 0.02)]
+    error_ratio: f64,
+    /// Median document latency.
+    #[arg(long, default_value = "30s")]
+    latency_median: mineru_crds::Duration,
+    /// 95th percentile of document latency.
+    #[arg(long, default_value = "90s")]
+    latency_p95: mineru_crds::Duration,
+    /// The regressed canary's error ratio, as a multiple of the baseline's (default: the
+    /// rollout's `evidence.regression`).
+    #[arg(long)]
+    regressed_errors: Option<f64>,
+    /// The regressed canary's latency, as a multiple of the baseline's.
+    #[arg(long, default_value_t = 1.0)]
+    regressed_slowdown: f64,
+    /// Worker replicas (replica routing rounds the canary to whole workers); default: the
+    /// object's, or 2.
+    #[arg(long)]
+    workers: Option<i32>,
+    /// Simulated runs per step and canary.
+    #[arg(long, default_value_t = 400)]
+    runs: usize,
+    /// Seed of the simulation, for a repeatable forecast.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[tokio::main]
@@ -58,6 +101,14 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
+    if let Action::Plan(args) = &cli.command
+        && args.name.is_none()
+    {
+        let defaults: MineruDeployment = serde_yaml::from_str(DEFAULT_OBJECT)
+            .map_err(|error| format!("the default object: {error}"))?;
+        print!("{}", plan(&defaults, "the default rollout", args)?);
+        return Ok(());
+    }
     let client = Client::try_default()
         .await
         .map_err(|error| format!("cannot reach the cluster: {error}"))?;
@@ -72,6 +123,15 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(|error| format!("minerudeployment {namespace}/{name}: {error}"))?;
             print!("{}", render_status(&object));
+            return Ok(());
+        }
+        Action::Plan(args) => {
+            let name = args.name.as_deref().unwrap_or_default();
+            let object = api
+                .get(name)
+                .await
+                .map_err(|error| format!("minerudeployment {namespace}/{name}: {error}"))?;
+            print!("{}", plan(&object, &format!("{namespace}/{name}"), args)?);
             return Ok(());
         }
         Action::Promote { name, full } => {
@@ -93,6 +153,157 @@ async fn run(cli: Cli) -> Result<(), String> {
         "minerudeployment {namespace}/{name}: {key}={value} requested; the operator acts on it at its next reconcile"
     );
     Ok(())
+}
+
+/// The minimal object: every rollout setting at its default.
+const DEFAULT_OBJECT: &str = include_str!("../../../examples/minimal.yaml");
+
+fn plan(object: &MineruDeployment, what: &str, args: &PlanArgs) -> Result<String, String> {
+    if args.docs_per_hour.is_nan()
+        || args.docs_per_hour <= 0.0
+        || !(0.0..1.0).contains(&args.error_ratio)
+    {
+        return Err("--docs-per-hour must be positive and --error-ratio in [0, 1)".into());
+    }
+    let rollout = &object.spec.rollout;
+    let traffic = Traffic {
+        documents_per_hour: args.docs_per_hour,
+        error_ratio: args.error_ratio,
+        latency: Spread {
+            median: args.latency_median.get().as_secs_f64(),
+            p95: args.latency_p95.get().as_secs_f64(),
+        },
+        ..Traffic::default()
+    };
+    let regressed = Canary {
+        errors: args
+            .regressed_errors
+            .unwrap_or(rollout.analysis.evidence.regression),
+        slowdown: args.regressed_slowdown,
+    };
+    let workers = args.workers.unwrap_or(object.spec.worker.replicas);
+    let steps = planner::forecast(rollout, workers, &traffic, regressed, args.runs, args.seed);
+    Ok(render_plan(
+        what, rollout, &traffic, &regressed, args.runs, &steps,
+    ))
+}
+
+fn hours(duration: Option<Duration>) -> String {
+    match duration {
+        None => "-".to_owned(),
+        Some(d) if d < Duration::from_secs(3600) => format!("{:.0}m", d.as_secs_f64() / 60.0),
+        Some(d) => format!("{:.1}h", d.as_secs_f64() / 3600.0),
+    }
+}
+
+fn percent(share: f64) -> String {
+    format!("{:.1}%", share * 100.0)
+}
+
+fn render_plan(
+    what: &str,
+    rollout: &RolloutSpec,
+    traffic: &Traffic,
+    regressed: &Canary,
+    runs: usize,
+    steps: &[StepForecast],
+) -> String {
+    let evidence = &rollout.analysis.evidence;
+    let mut out = format!(
+        "{what} at {} documents/hour ({} errors, latency median {}s, p95 {}s); confidence {}, power {}, regression {}x; {runs} simulated runs per step and canary\n\n",
+        traffic.documents_per_hour,
+        percent(traffic.error_ratio),
+        traffic.latency.median,
+        traffic.latency.p95,
+        evidence.confidence,
+        evidence.power,
+        evidence.regression,
+    );
+    let regressed_words = match (regressed.errors, regressed.slowdown) {
+        (errors, 1.0) => format!("{errors}x the errors"),
+        (1.0, slowdown) => format!("{slowdown}x the latency"),
+        (errors, slowdown) => format!("{errors}x the errors and {slowdown}x the latency"),
+    };
+    let (mut promoted, mut rolled_back, mut missed, mut median) = (1.0, 0.0, 1.0, 0.0);
+    for step in steps {
+        out.push_str(&format!(
+            "step {}/{}: {}% (the canary gets {}), decides within {}\n",
+            step.index + 1,
+            steps.len(),
+            step.weight,
+            percent(step.share),
+            hours(Some(step.max_duration)),
+        ));
+        match step.passed_median {
+            Some(_) => out.push_str(&format!(
+                "  an equal canary passes after {} (90% within {}), on about {:.0} canary documents\n",
+                hours(step.passed_median),
+                hours(step.passed_p90),
+                step.documents_median.unwrap_or(0.0),
+            )),
+            None => out.push_str("  an equal canary never passed in the simulation\n"),
+        }
+        let by: Vec<String> = step
+            .wrongly_stopped_by
+            .iter()
+            .map(|(name, share)| format!("{name} {}", percent(*share)))
+            .collect();
+        out.push_str(&format!(
+            "  undecided at its maxDuration {}, rolled back {}, held {}{}\n",
+            percent(step.undecided),
+            percent(step.false_rollback),
+            percent(step.false_hold),
+            if by.is_empty() {
+                String::new()
+            } else {
+                format!(" (by {})", by.join(", "))
+            }
+        ));
+        out.push_str(&format!(
+            "  a canary with {regressed_words}: let through {}, stopped after {} (median)\n",
+            percent(step.missed_regression),
+            hours(step.caught_median)
+        ));
+        out.push_str(&format!("  simulated: {}\n", step.simulated.join(", ")));
+        if !step.not_simulated.is_empty() {
+            out.push_str(&format!(
+                "  assumed to pass (what they read is not simulated): {}\n",
+                step.not_simulated.join(", ")
+            ));
+        }
+        rolled_back += promoted * step.false_rollback;
+        promoted *= 1.0 - step.false_rollback - step.false_hold - step.undecided;
+        missed *= step.missed_regression;
+        median += step.passed_median.map_or(0.0, |d| d.as_secs_f64());
+    }
+    out.push_str(&format!(
+        "\nthe whole rollout: an equal canary is promoted {} of the time (rolled back {}) after about {}; a canary with {regressed_words} is promoted {} of the time\n\n",
+        percent(promoted),
+        percent(rolled_back),
+        hours(Some(Duration::from_secs_f64(median))),
+        percent(missed),
+    ));
+    for step in steps {
+        let seconds = |d: Option<Duration>| {
+            d.map_or("none".to_owned(), |d| format!("{:.0}", d.as_secs_f64()))
+        };
+        out.push_str(&format!(
+            "step={} weight={} share={:.4} docs_per_hour={} passed_median_s={} passed_p90_s={} canary_documents_median={} undecided={:.4} false_rollback={:.4} false_hold={:.4} missed_regression={:.4} caught_median_s={}\n",
+            step.index + 1,
+            step.weight,
+            step.share,
+            traffic.documents_per_hour,
+            seconds(step.passed_median),
+            seconds(step.passed_p90),
+            step.documents_median.map_or("none".to_owned(), |n| format!("{n:.0}")),
+            step.undecided,
+            step.false_rollback,
+            step.false_hold,
+            step.missed_regression,
+            seconds(step.caught_median),
+        ));
+    }
+    out
 }
 
 fn render_status(object: &MineruDeployment) -> String {
@@ -182,6 +393,81 @@ fn render_check(check: &CheckStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plan_args(extra: &[&str]) -> PlanArgs {
+        let mut args = vec!["kubectl-mineru", "plan", "--runs", "40"];
+        args.extend(extra);
+        match Cli::parse_from(args).command {
+            Action::Plan(args) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn plan_needs_no_cluster_and_prints_one_machine_readable_line_per_step() {
+        let defaults: MineruDeployment = serde_yaml::from_str(DEFAULT_OBJECT).unwrap();
+        let text = plan(
+            &defaults,
+            "the default rollout",
+            &plan_args(&["--docs-per-hour", "60"]),
+        )
+        .unwrap();
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("step=")).collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        for (line, weight) in lines.iter().zip([10, 50, 100]) {
+            let fields: std::collections::BTreeMap<&str, &str> = line
+                .split_whitespace()
+                .filter_map(|pair| pair.split_once('='))
+                .collect();
+            assert_eq!(fields["weight"], weight.to_string(), "{line}");
+            assert_eq!(fields["docs_per_hour"], "60", "{line}");
+            for key in [
+                "share",
+                "passed_median_s",
+                "passed_p90_s",
+                "canary_documents_median",
+                "undecided",
+                "false_rollback",
+                "false_hold",
+                "missed_regression",
+                "caught_median_s",
+            ] {
+                assert!(fields.contains_key(key), "{key} missing: {line}");
+            }
+        }
+        assert!(text.contains("the whole rollout"), "{text}");
+        assert!(
+            text.contains("step 1/3: 10% (the canary gets 50.0%)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn more_traffic_decides_sooner() {
+        let defaults: MineruDeployment = serde_yaml::from_str(DEFAULT_OBJECT).unwrap();
+        let median = |docs: &str| {
+            let text = plan(&defaults, "d", &plan_args(&["--docs-per-hour", docs])).unwrap();
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("step=1 "))
+                .unwrap()
+                .to_owned();
+            let field = line
+                .split_whitespace()
+                .find_map(|pair| pair.strip_prefix("passed_median_s="))
+                .unwrap()
+                .to_owned();
+            field.parse::<f64>().unwrap()
+        };
+        assert!(median("6000") < median("60") / 10.0);
+    }
+
+    #[test]
+    fn plan_refuses_traffic_that_cannot_be() {
+        let defaults: MineruDeployment = serde_yaml::from_str(DEFAULT_OBJECT).unwrap();
+        assert!(plan(&defaults, "d", &plan_args(&["--docs-per-hour", "0"])).is_err());
+        assert!(plan(&defaults, "d", &plan_args(&["--error-ratio", "1.5"])).is_err());
+    }
 
     #[test]
     fn a_migration_names_the_legacy_service_and_its_part() {

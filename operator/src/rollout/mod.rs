@@ -421,6 +421,8 @@ pub enum NotificationKind {
     RolledBack,
 }
 
+pub use plan::step_share;
+
 /// What to measure before deciding with `input` (its `analysis` and the probed parts of
 /// `observed` are ignored). Pure.
 pub fn needs(input: &Input) -> Needs {

@@ -12,7 +12,7 @@
 //! throughput are then made at equal load.
 
 use k8s_openapi::jiff::Timestamp;
-use mineru_crds::{MineruDeploymentStatus, RetiredRevision, Revisions};
+use mineru_crds::{MineruDeploymentStatus, RetiredRevision, Revisions, RolloutSpec};
 
 use super::{
     Input, Plan, Scale,
@@ -29,23 +29,44 @@ fn push(list: &mut Vec<Scale>, revision: &str, replicas: i32) {
 }
 
 fn gateway(input: &Input) -> bool {
-    input.rollout.traffic_routing.gateway_api.is_some()
+    routes_by_gateway(&input.rollout)
 }
 
-/// Canary workers for a share of traffic beside `total` stable ones: replica routing splits by
-/// pods, `ceil(weight × total)`; Gateway API routing keeps every stable pod and gives the
-/// canary `ceil(weight / (100 − weight) × total)`, the per-pod load of stable (all `total` at
-/// 100%).
-fn canary_pods(input: &Input, weight: i32, total: i32) -> i32 {
-    if gateway(input) {
-        if weight >= 100 {
+fn routes_by_gateway(rollout: &RolloutSpec) -> bool {
+    rollout.traffic_routing.gateway_api.is_some()
+}
+
+/// Canary and stable workers at `weight` out of the `total` the spec asks for. Replica routing
+/// splits by pods: `ceil(weight × total)` canary workers and the rest stable — at least one
+/// before the last step, even when the canary's share rounds up to all of them (one worker at
+/// 10%): 50% beats 100%. Gateway API routing keeps every stable pod and gives the canary
+/// `ceil(weight / (100 − weight) × total)`, stable's per-pod load (all `total` at 100%).
+fn worker_split(rollout: &RolloutSpec, weight: i32, total: i32) -> (i32, i32) {
+    if routes_by_gateway(rollout) {
+        let canary = if weight >= 100 {
             total
         } else {
             ((weight * total + (99 - weight)) / (100 - weight)).min(total)
-        }
-    } else {
-        (weight * total + 99) / 100
+        };
+        return (canary, total);
     }
+    let canary = (weight * total + 99) / 100;
+    let stable = if weight < 100 && total > 0 {
+        (total - canary).max(1)
+    } else {
+        (total - canary).max(0)
+    };
+    (canary, stable)
+}
+
+/// The share of traffic (0–1) a step of `weight` gives the canary when all workers are ready:
+/// the weight through a Gateway, the canary's share of workers by replica ratio.
+pub fn step_share(rollout: &RolloutSpec, worker_replicas: i32, weight: i32) -> f64 {
+    if routes_by_gateway(rollout) || worker_replicas <= 0 {
+        return f64::from(weight) / 100.0;
+    }
+    let (canary, stable) = worker_split(rollout, weight, worker_replicas);
+    f64::from(canary) / f64::from((canary + stable).max(1))
 }
 
 /// The canary's traffic percentage in this status.
@@ -59,9 +80,10 @@ pub(super) fn canary_weight(input: &Input, status: &MineruDeploymentStatus) -> i
 /// Canary worker replicas in this status.
 pub(super) fn canary_workers(input: &Input, status: &MineruDeploymentStatus) -> i32 {
     let total = input.sizes.worker_replicas;
+    let canary_at = |weight| worker_split(&input.rollout, weight, total).0;
     match stage(input, status) {
-        Stage::Warming if gateway(input) => canary_pods(input, weight_of(input, 0), total),
-        Stage::Stepping(index) => canary_pods(input, weight_of(input, index), total),
+        Stage::Warming if gateway(input) => canary_at(weight_of(input, 0)),
+        Stage::Stepping(index) => canary_at(weight_of(input, index)),
         _ => 0,
     }
 }
@@ -100,16 +122,12 @@ pub(super) fn compute(input: &Input, status: &MineruDeploymentStatus, now: Times
                 input.rollout.canary_model_replicas,
             );
             let canary_workers = canary_workers(input, status);
-            let total = sizes.worker_replicas;
-            let stable_workers = if gateway(input) {
-                total
-            } else if canary_weight(input, status) < 100 && total > 0 {
-                // Before the last step stable keeps a worker even when the canary's share
-                // rounds up to all of them (one worker at 10%): 50% beats 100%.
-                (total - canary_workers).max(1)
-            } else {
-                (total - canary_workers).max(0)
-            };
+            let stable_workers = worker_split(
+                &input.rollout,
+                canary_weight(input, status),
+                sizes.worker_replicas,
+            )
+            .1;
             if let Some(stable) = stable {
                 push(&mut worker, &stable.worker_revision, stable_workers);
             }

@@ -154,6 +154,7 @@ async fn document(
     form: &ParseForm,
 ) -> Result<DocumentResult, ApiError> {
     let fail = |e| ApiError::from_parse(file, e, app.retry_after());
+    let started = Instant::now();
     let doc = open_document(bytes).await.map_err(fail)?;
     let selected = range.resolve(doc.page_count()).map_err(fail)?.len();
     if selected > app.config.max_pages {
@@ -166,7 +167,8 @@ async fn document(
     let pages = parse_pages(&doc, range, extractor, Arc::new(|_| ()))
         .await
         .map_err(fail)?;
-    app.metrics.pages(backend, pages.len());
+    app.metrics
+        .document(backend, pages.len(), started.elapsed());
     let out = output::build(&pages);
     let content_list = if form.return_content_list {
         let json = serde_json::to_string_pretty(&out.content_list)

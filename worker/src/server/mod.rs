@@ -32,6 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 pub use config::{ByteSize, LogFormat, ServeArgs};
+pub use metrics::{DOCUMENT_SECONDS_BUCKETS, PAGE_SECONDS_BUCKETS};
 
 use crate::client::{ClientConfig, ClientError, VlmClient};
 use crate::output::Backend;
