@@ -33,7 +33,9 @@ use crate::{
     context::Context,
     drive,
     error::{Error, Result},
-    labels, notify, observe,
+    labels,
+    metrics::CanaryTraffic,
+    notify, observe,
     reconcile::{
         DesiredObjects, Owner, SpecRevisions, Topology, apply::ChildSet, apply::retry_on_conflict,
         events, recorded_templates,
@@ -215,7 +217,7 @@ pub async fn reconcile(md: Arc<MineruDeployment>, ctx: Arc<Context>) -> Result<A
     ctx.metrics.reconciled(started.elapsed());
     let decided = result?;
     ctx.metrics
-        .set_state(&namespace, &name, decided.phase, decided.canary_weight);
+        .set_state(&namespace, &name, decided.phase, decided.canary);
     ctx.succeeded(&namespace, &name);
     Ok(Action::requeue(next_look(
         decided.requeue_at,
@@ -331,7 +333,10 @@ async fn reconcile_objects(md: &MineruDeployment, ctx: &Context) -> Result<Decid
     }
     Ok(Decided {
         phase: new.phase.unwrap_or(Phase::Progressing),
-        canary_weight: new.canary_weight.unwrap_or(0),
+        canary: CanaryTraffic {
+            weight: new.canary_weight.unwrap_or(0),
+            share: new.canary_share.unwrap_or(0),
+        },
         requeue_at: decision.requeue_at,
     })
 }
@@ -356,7 +361,7 @@ async fn publish(ctx: &Context, md: &MineruDeployment, notices: Vec<events::Noti
 /// What a reconcile decided, for metrics and the next look.
 struct Decided {
     phase: Phase,
-    canary_weight: i32,
+    canary: CanaryTraffic,
     requeue_at: Option<Timestamp>,
 }
 

@@ -59,7 +59,14 @@ const PHASES: [Phase; 4] = [
     Phase::Degraded,
 ];
 
-/// Reconcile counters, durations, and each object's phase and canary weight.
+/// A canary's traffic: the step's nominal weight and the share it really gets, in percent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CanaryTraffic {
+    pub weight: i32,
+    pub share: i32,
+}
+
+/// Reconcile counters, durations, and each object's phase and canary traffic.
 pub struct Metrics {
     registry: Registry,
     reconciles: Counter,
@@ -67,6 +74,7 @@ pub struct Metrics {
     duration: Histogram,
     phase: Family<PhaseLabels, Gauge>,
     canary_weight: Family<ObjectLabels, Gauge>,
+    canary_share: Family<ObjectLabels, Gauge>,
     rollbacks: Family<RollbackLabels, Counter>,
 }
 
@@ -79,6 +87,7 @@ impl Default for Metrics {
         let duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
         let phase = Family::<PhaseLabels, Gauge>::default();
         let canary_weight = Family::<ObjectLabels, Gauge>::default();
+        let canary_share = Family::<ObjectLabels, Gauge>::default();
         let rollbacks = Family::<RollbackLabels, Counter>::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register(
@@ -98,8 +107,13 @@ impl Default for Metrics {
         );
         registry.register(
             "canary_weight",
-            "Percentage of traffic each MineruDeployment's canary receives (0 without a rollout)",
+            "Percentage of traffic the current step gives each MineruDeployment's canary (0 without a rollout)",
             canary_weight.clone(),
+        );
+        registry.register(
+            "canary_share",
+            "Percentage of traffic each MineruDeployment's canary really receives: its share of ready workers with replica routing, the weight with Gateway API routing",
+            canary_share.clone(),
         );
         registry.register(
             "rollbacks",
@@ -113,6 +127,7 @@ impl Default for Metrics {
             duration,
             phase,
             canary_weight,
+            canary_share,
             rollbacks,
         }
     }
@@ -143,17 +158,21 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets the object's series: phase (1 for `phase`, 0 for the others) and canary weight.
-    pub fn set_state(&self, namespace: &str, name: &str, phase: Phase, canary_weight: i32) {
+    /// Sets the object's series: phase (1 for `phase`, 0 for the others) and canary traffic.
+    pub fn set_state(&self, namespace: &str, name: &str, phase: Phase, canary: CanaryTraffic) {
         for candidate in PHASES {
             let value = i64::from(candidate == phase);
             self.phase
                 .get_or_create(&phase_labels(namespace, name, candidate))
                 .set(value);
         }
+        let labels = object_labels(namespace, name);
         self.canary_weight
-            .get_or_create(&object_labels(namespace, name))
-            .set(i64::from(canary_weight));
+            .get_or_create(&labels)
+            .set(i64::from(canary.weight));
+        self.canary_share
+            .get_or_create(&labels)
+            .set(i64::from(canary.share));
     }
 
     /// Drops the series of an object that no longer exists.
@@ -162,6 +181,7 @@ impl Metrics {
             self.phase.remove(&phase_labels(namespace, name, candidate));
         }
         self.canary_weight.remove(&object_labels(namespace, name));
+        self.canary_share.remove(&object_labels(namespace, name));
     }
 
     /// The text exposition format served at `/metrics`.
@@ -214,8 +234,8 @@ mod tests {
     #[test]
     fn phase_gauge_marks_only_the_current_phase() {
         let metrics = Metrics::default();
-        metrics.set_state("parsing", "docs", Phase::Progressing, 50);
-        metrics.set_state("parsing", "docs", Phase::Healthy, 0);
+        metrics.set_state("parsing", "docs", Phase::Progressing, traffic(50, 50));
+        metrics.set_state("parsing", "docs", Phase::Healthy, traffic(0, 0));
         let text = metrics.render();
         assert!(
             text.contains(
@@ -245,16 +265,24 @@ mod tests {
         );
     }
 
+    fn traffic(weight: i32, share: i32) -> CanaryTraffic {
+        CanaryTraffic { weight, share }
+    }
+
     #[test]
-    fn canary_weight_follows_the_rollout() {
+    fn canary_weight_and_real_share_follow_the_rollout() {
         let metrics = Metrics::default();
-        metrics.set_state("parsing", "docs", Phase::Progressing, 10);
+        metrics.set_state("parsing", "docs", Phase::Progressing, traffic(10, 50));
+        let text = metrics.render();
         assert!(
-            metrics
-                .render()
-                .contains(r#"mineru_operator_canary_weight{namespace="parsing",name="docs"} 10"#)
+            text.contains(r#"mineru_operator_canary_weight{namespace="parsing",name="docs"} 10"#),
+            "{text}"
         );
-        metrics.set_state("parsing", "docs", Phase::Healthy, 0);
+        assert!(
+            text.contains(r#"mineru_operator_canary_share{namespace="parsing",name="docs"} 50"#),
+            "{text}"
+        );
+        metrics.set_state("parsing", "docs", Phase::Healthy, traffic(0, 0));
         assert!(
             metrics
                 .render()
@@ -265,7 +293,7 @@ mod tests {
     #[test]
     fn forgotten_objects_leave_no_phase_series() {
         let metrics = Metrics::default();
-        metrics.set_state("parsing", "docs", Phase::Healthy, 0);
+        metrics.set_state("parsing", "docs", Phase::Healthy, traffic(0, 0));
         metrics.forget("parsing", "docs");
         assert!(!metrics.render().contains("name=\"docs\""));
     }

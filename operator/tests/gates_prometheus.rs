@@ -25,12 +25,14 @@ mineru_worker_errors_ratio 0.02
 mineru_worker_idle_total 0
 ";
 
-/// Now, as the instant queries are evaluated at.
+/// The instant the queries are evaluated at: the next whole second, so that a sample scraped a
+/// moment ago is in view (a whole-second instant can precede it).
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
+        + 1
 }
 
 async fn setup(test: &str) -> (Exporter, Prometheus, PrometheusSource) {

@@ -337,9 +337,13 @@ fn render_status(object: &MineruDeployment) -> String {
     if status.canary.is_some() {
         let steps = object.spec.rollout.steps.len();
         let step = status.current_step.map(|s| s + 1).unwrap_or(0);
+        let weight = status.canary_weight.unwrap_or(0);
+        let real = match status.canary_share {
+            Some(share) if share != weight => format!(" (really {share}%, by replicas)"),
+            _ => String::new(),
+        };
         out.push_str(&format!(
-            "  step:    {step}/{steps}, canary weight {}%\n",
-            status.canary_weight.unwrap_or(0)
+            "  step:    {step}/{steps}, canary weight {weight}%{real}\n"
         ));
     }
     if !status.checks.is_empty() {
@@ -381,8 +385,15 @@ fn render_check(check: &CheckStatus) -> String {
         number(check.stable_value),
         check.threshold
     );
-    if let Some(samples) = check.samples {
-        line.push_str(&format!(", {samples:.0} samples"));
+    match (check.samples, check.stable_samples) {
+        (Some(samples), Some(stable)) => {
+            line.push_str(&format!(", {samples:.0} samples (stable {stable:.0})"))
+        }
+        (Some(samples), None) => line.push_str(&format!(", {samples:.0} samples")),
+        _ => {}
+    }
+    if let Some(needed) = check.needed {
+        line.push_str(&format!(", about {needed:.0} more needed"));
     }
     if let Some(message) = &check.message {
         line.push_str(&format!(" — {message}"));
@@ -467,6 +478,41 @@ mod tests {
         let defaults: MineruDeployment = serde_yaml::from_str(DEFAULT_OBJECT).unwrap();
         assert!(plan(&defaults, "d", &plan_args(&["--docs-per-hour", "0"])).is_err());
         assert!(plan(&defaults, "d", &plan_args(&["--error-ratio", "1.5"])).is_err());
+    }
+
+    #[test]
+    fn status_shows_the_real_share_and_the_evidence_behind_each_check() {
+        let minimal = include_str!("../../../examples/minimal.yaml");
+        let mut object: MineruDeployment = serde_yaml::from_str(minimal).unwrap();
+        let revisions = mineru_crds::Revisions {
+            model_revision: "m-1".into(),
+            worker_revision: "w-2".into(),
+        };
+        let check: CheckStatus = serde_json::from_value(serde_json::json!({
+            "name": "error-ratio", "kind": "Promotion", "revision": "w-2",
+            "value": 0.0, "stableValue": 0.02, "threshold": "<= 1.05 x max(stable, 0.01)",
+            "samples": 12.0, "stableSamples": 108.0, "needed": 140.0,
+            "verdict": "Inconclusive", "failures": 0,
+            "message": "not enough evidence yet", "evaluatedAt": "2026-12-01T10:00:00Z"
+        }))
+        .unwrap();
+        object.status = Some(MineruDeploymentStatus {
+            canary: Some(revisions),
+            current_step: Some(0),
+            canary_weight: Some(10),
+            canary_share: Some(50),
+            checks: vec![check],
+            ..MineruDeploymentStatus::default()
+        });
+        let shown = render_status(&object);
+        assert!(
+            shown.contains("canary weight 10% (really 50%, by replicas)"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("12 samples (stable 108), about 140 more needed"),
+            "{shown}"
+        );
     }
 
     #[test]
