@@ -35,6 +35,18 @@ const CANARY_IMAGE: &str = "vllm/vllm-openai:v0.11.1";
 /// The share of a revision's requests that did not succeed, over the last minute.
 const ERROR_RATIO: &str = r#"sum(rate(mineru_worker_requests_total{namespace="{{namespace}}",revision="{{revision}}",outcome!="success"}[60s])) / sum(rate(mineru_worker_requests_total{namespace="{{namespace}}",revision="{{revision}}"}[60s]))"#;
 
+/// How clients reach the workers in a scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routing {
+    /// Through the HTTPRoute, in the proportions of its backendRef weights.
+    Gateway,
+    /// Through the entry Service, evenly over its ready endpoints (replica-ratio routing).
+    Replicas,
+}
+
+/// Builds a scenario's manifest from the model image and the Prometheus URL.
+pub type Template = fn(&str, &str) -> String;
+
 /// The scenario's MineruDeployment: fast steps, Gateway API routing, an error-ratio criterion
 /// against stable and an error-spike trigger.
 pub fn manifest(model_image: &str, prometheus: &str) -> String {
@@ -67,6 +79,63 @@ spec:
         query: '{ERROR_RATIO}'
         max: 0.5
         for: 0s
+"#
+    )
+}
+
+/// A MineruDeployment judged by the built-in checks, reading the workers' real metrics: steps
+/// of 25%, 50% and 100% with a few seconds' pause each, Gateway API routing, and evidence that
+/// decides on tens of documents (a 20x regression caught with 80% power, 5% false fails). The
+/// two spike triggers are the built-ins' queries with a `for` of seconds instead of 15 minutes,
+/// which the post-promotion window would otherwise last.
+pub fn built_in_manifest(model_image: &str, prometheus: &str) -> String {
+    built_ins(model_image, prometheus, Routing::Gateway)
+}
+
+/// The same with replica-ratio routing over two workers.
+pub fn built_in_replica_manifest(model_image: &str, prometheus: &str) -> String {
+    built_ins(model_image, prometheus, Routing::Replicas)
+}
+
+fn built_ins(model_image: &str, prometheus: &str, routing: Routing) -> String {
+    let (replicas, routing) = match routing {
+        Routing::Gateway => (1, "{gatewayAPI: {httpRoute: {name: mineru}}}"),
+        Routing::Replicas => (2, "{replicas: {}}"),
+    };
+    format!(
+        r#"apiVersion: mineru.dev/v1alpha1
+kind: MineruDeployment
+metadata: {{name: docs, namespace: {NAMESPACE}}}
+spec:
+  model: {{image: "{model_image}", model: opendatalab/MinerU2.5-2509-1.2B, servedModelName: mineru}}
+  worker: {{image: registry.example/mineru-worker:0.1.0, replicas: {replicas}}}
+  rollout:
+    steps:
+    - {{weight: 25, pause: 5s, maxDuration: 10m}}
+    - {{weight: 50, pause: 5s, maxDuration: 10m}}
+    - {{weight: 100, maxDuration: 10m}}
+    trafficRouting: {routing}
+    progressDeadline: 2m
+    scaleDownDelay: 60s
+    postPromotionWindow: 4s
+    analysis:
+      prometheus: {{address: "{prometheus}"}}
+      interval: 2s
+      evidence: {{confidence: 0.95, power: 0.8, regression: 20}}
+      rollbackTriggers:
+      - name: error-spike
+        proportion:
+          bad: 'sum(increase(mineru_worker_requests_total{{namespace="{{{{namespace}}}}",revision="{{{{revision}}}}",outcome=~"error|timeout|rejected"}}[{{{{window}}}}]))'
+          total: 'sum(increase(mineru_worker_requests_total{{namespace="{{{{namespace}}}}",revision="{{{{revision}}}}",outcome!="client_error"}}[{{{{window}}}}]))'
+        maxRatioToStable: 1.2
+        ratioFloor: 0.01
+        for: 4s
+      - name: latency-spike
+        quantile:
+          q: 0.95
+          buckets: 'sum by (le) (increase(mineru_worker_request_duration_seconds_bucket{{namespace="{{{{namespace}}}}",revision="{{{{revision}}}}"}}[{{{{window}}}}]))'
+        max: 120
+        for: 4s
 "#
     )
 }
@@ -106,44 +175,96 @@ spec:
 }
 
 /// Everything one scenario runs: the cluster, Prometheus, both revisions' processes, the
-/// operator, and a load generator that follows the HTTPRoute's weights.
+/// operator, and a load generator that follows the HTTPRoute's weights (or the entry Service's
+/// endpoints).
 pub struct Scenario {
     pub plane: ControlPlane,
     pub prometheus: Prometheus,
     pub stable: Revisions,
     pub canary: Revisions,
     pub canary_manifest: String,
+    template: Template,
     operator: Option<Supervised>,
     service_map: std::path::PathBuf,
     data_plane: Vec<(Simulator, Worker)>,
     pub load: Load,
 }
 
+/// What a scenario runs and how it is loaded.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// The MineruDeployment.
+    pub template: Template,
+    /// How the load reaches the workers.
+    pub routing: Routing,
+    /// A legacy MinerU Service (a worker and its vLLM reporting revision `legacy`) serves the
+    /// route first, for a migration.
+    pub legacy: bool,
+    /// Concurrent clients, and the pause each takes between documents.
+    pub senders: usize,
+    pub pause: Duration,
+}
+
+impl Default for Setup {
+    /// The orchestration scenarios: the fixed-criteria manifest, Gateway routing, enough
+    /// clients that a 10% canary sees requests in every analysis window on a busy machine.
+    fn default() -> Self {
+        Setup {
+            template: manifest,
+            routing: Routing::Gateway,
+            legacy: false,
+            senders: 3,
+            pause: Duration::from_millis(100),
+        }
+    }
+}
+
+impl Setup {
+    /// Low document traffic (about one document a second), judged by the built-in checks.
+    pub fn built_ins(routing: Routing) -> Setup {
+        Setup {
+            template: match routing {
+                Routing::Gateway => built_in_manifest,
+                Routing::Replicas => built_in_replica_manifest,
+            },
+            routing,
+            senders: 1,
+            pause: Duration::from_millis(800),
+            ..Setup::default()
+        }
+    }
+}
+
 impl Scenario {
     /// Brings everything up and the operator with it; `nodes` sizes the GPU pool.
     pub fn start(test: &str, nodes: &Nodes) -> Scenario {
-        Scenario::start_with(test, nodes, false)
+        Scenario::start_with(test, nodes, Setup::default())
     }
 
-    /// The same, with a legacy MinerU Service (a worker and its vLLM reporting revision
-    /// `legacy`) serving the route, for a migration.
+    /// The same, with a legacy MinerU Service serving the route first, for a migration.
     pub fn start_migration(test: &str, nodes: &Nodes) -> Scenario {
-        Scenario::start_with(test, nodes, true)
+        let setup = Setup {
+            legacy: true,
+            ..Setup::default()
+        };
+        Scenario::start_with(test, nodes, setup)
     }
 
-    fn start_with(test: &str, nodes: &Nodes, legacy: bool) -> Scenario {
+    pub fn start_with(test: &str, nodes: &Nodes, setup: Setup) -> Scenario {
         let plane = ControlPlane::start(test, nodes).unwrap();
         operator::install(&plane).unwrap();
         plane.install_gateway_api().unwrap();
         plane.kubectl(&["create", "namespace", NAMESPACE]).unwrap();
+        let legacy = setup.legacy;
         let first_backend = if legacy { LEGACY_SERVICE } else { "docs" };
         plane.apply(&route(first_backend)).unwrap();
 
         // Revisions are hashes of the pod templates, so the test knows them before applying.
         let logs = plane.dir().join("logs");
         let placeholder = "http://prometheus.invalid";
-        let stable = revisions_of(&manifest(STABLE_IMAGE, placeholder));
-        let canary = revisions_of(&manifest(CANARY_IMAGE, placeholder));
+        let template = setup.template;
+        let stable = revisions_of(&template(STABLE_IMAGE, placeholder));
+        let canary = revisions_of(&template(CANARY_IMAGE, placeholder));
         let mut data_plane = Vec::new();
         let mut services = BTreeMap::new();
         let mut targets = Vec::new();
@@ -204,9 +325,10 @@ impl Scenario {
             })
             .filter(|(service, _)| service.starts_with("docs-worker-") || service == LEGACY_SERVICE)
             .collect();
-        let load = Load::start(&plane, workers);
-        let canary_manifest = manifest(CANARY_IMAGE, prometheus.url());
+        let load = Load::start(&plane, workers, &setup);
+        let canary_manifest = template(CANARY_IMAGE, prometheus.url());
         let mut scenario = Scenario {
+            template,
             operator: None,
             service_map,
             prometheus,
@@ -223,8 +345,7 @@ impl Scenario {
 
     /// From now on the canary's vLLM answers every inference request with 503.
     pub fn fail_canary_vllm(&self) {
-        let faults = serde_json::json!({"latency_ms": 0, "latency_jitter_ms": 0, "error_rate": 1.0, "drop_rate": 0.0});
-        self.data_plane[1].0.set_faults(faults).unwrap();
+        self.fail_canary_vllm_at(1.0);
     }
 
     pub fn restart_operator(&mut self, name: &str) {
@@ -286,9 +407,16 @@ impl Scenario {
         .unwrap_or_else(|error| panic!("{error}\nlast status: {}", self.status()))
     }
 
+    /// Fails the canary vLLM's inference calls at `rate` (503s), from now on: with the
+    /// worker's retries, a share of the canary's documents fails.
+    pub fn fail_canary_vllm_at(&self, rate: f64) {
+        let faults = serde_json::json!({"latency_ms": 0, "latency_jitter_ms": 0, "error_rate": rate, "drop_rate": 0.0});
+        self.data_plane[1].0.set_faults(faults).unwrap();
+    }
+
     pub fn settle_on_stable(&mut self) {
         let stable = self.stable.clone();
-        let manifest = manifest(STABLE_IMAGE, self.prometheus.url());
+        let manifest = (self.template)(STABLE_IMAGE, self.prometheus.url());
         self.apply(&manifest);
         self.wait_for(
             "the first revision to be Healthy",
@@ -301,6 +429,28 @@ impl Scenario {
     }
 }
 
+/// The Events of the scenario's namespace as `reason: note` lines.
+pub fn event_notes(plane: &ControlPlane) -> String {
+    plane
+        .kubectl(&[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            NAMESPACE,
+            "-o",
+            "jsonpath={range .items[*]}{.reason}: {.note}{\"\\n\"}{end}",
+        ])
+        .unwrap()
+}
+
+/// The status entry of a check, by name and kind.
+pub fn check<'a>(status: &'a Value, name: &str, kind: &str) -> Option<&'a Value> {
+    status["checks"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == name && c["kind"] == kind)
+}
+
 /// A status revision pair (`stable`, `canary`) as (model, worker).
 pub fn pair(status: &Value, key: &str) -> Option<(String, String)> {
     let revisions = status.get(key)?;
@@ -309,10 +459,6 @@ pub fn pair(status: &Value, key: &str) -> Option<(String, String)> {
         revisions["workerRevision"].as_str()?.to_owned(),
     ))
 }
-
-/// Concurrent clients: enough that a 10% canary sees requests in every analysis window even
-/// on a busy machine.
-const SENDERS: usize = 3;
 
 /// kubectl arguments printing the HTTPRoute's weights as `service=weight ...`.
 const ROUTE_WEIGHTS: [&str; 7] = [
@@ -325,8 +471,45 @@ const ROUTE_WEIGHTS: [&str; 7] = [
     "jsonpath={range .spec.rules[0].backendRefs[*]}{.name}={.weight} {end}",
 ];
 
+/// kubectl arguments printing the entry Service's endpoints as `pod=ready ...`.
+const ENTRY_ENDPOINTS: [&str; 9] = [
+    "get",
+    "endpointslices",
+    "-n",
+    NAMESPACE,
+    "-l",
+    "kubernetes.io/service-name=docs",
+    "-o",
+    "jsonpath={range .items[*].endpoints[*]}{.targetRef.name}={.conditions.ready} {end}",
+    "--ignore-not-found",
+];
+
+/// The backends and their weights as `routing` spreads requests: the HTTPRoute's weights, or
+/// one per ready endpoint of the entry Service (a pod `docs-worker-<revision>-<rs>-<id>` is
+/// served by its revision's worker).
+fn backends(routing: Routing, kubectl_output: &str) -> Vec<(String, u32)> {
+    let pairs = kubectl_output
+        .split_whitespace()
+        .filter_map(|pair| pair.split_once('='));
+    match routing {
+        Routing::Gateway => pairs
+            .map(|(name, weight)| (name.to_owned(), weight.parse().unwrap_or(1)))
+            .collect(),
+        Routing::Replicas => {
+            let mut weights: BTreeMap<String, u32> = BTreeMap::new();
+            for (pod, _) in pairs.filter(|(_, ready)| *ready == "true") {
+                let mut parts: Vec<&str> = pod.split('-').collect();
+                parts.truncate(parts.len().saturating_sub(2));
+                *weights.entry(parts.join("-")).or_default() += 1;
+            }
+            weights.into_iter().collect()
+        }
+    }
+}
+
 /// Sends `/file_parse` requests to the worker Services in the proportions the HTTPRoute says,
-/// as a Gateway would; counts the answers per revision.
+/// as a Gateway would, or evenly over the entry Service's endpoints, as a Service would;
+/// counts the answers per revision.
 pub struct Load {
     stop: Arc<AtomicBool>,
     answers: Arc<Mutex<BTreeMap<String, (u32, u32)>>>,
@@ -334,36 +517,37 @@ pub struct Load {
 }
 
 impl Load {
-    fn start(plane: &ControlPlane, workers: BTreeMap<String, String>) -> Load {
+    fn start(plane: &ControlPlane, workers: BTreeMap<String, String>, setup: &Setup) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let weights: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
         let answers: Arc<Mutex<BTreeMap<String, (u32, u32)>>> = Arc::default();
         let kubeconfig = plane.admin_kubeconfig();
         let kubectl = plane.bin().join("kubectl");
+        let routing = setup.routing;
         let route_reader = {
             let (stop, weights) = (stop.clone(), weights.clone());
             thread::spawn(move || {
+                let query: &[&str] = match routing {
+                    Routing::Gateway => &ROUTE_WEIGHTS,
+                    Routing::Replicas => &ENTRY_ENDPOINTS,
+                };
                 while !stop.load(Ordering::Relaxed) {
                     let output = std::process::Command::new(&kubectl)
                         .arg("--kubeconfig")
                         .arg(&kubeconfig)
-                        .args(ROUTE_WEIGHTS)
+                        .args(query)
                         .output();
                     if let Ok(output) = output {
                         let text = String::from_utf8_lossy(&output.stdout).into_owned();
-                        let parsed = text
-                            .split_whitespace()
-                            .filter_map(|pair| pair.split_once('='))
-                            .map(|(name, weight)| (name.to_owned(), weight.parse().unwrap_or(1)))
-                            .collect();
-                        *weights.lock().unwrap() = parsed;
+                        *weights.lock().unwrap() = backends(routing, &text);
                     }
-                    thread::sleep(Duration::from_millis(500));
+                    thread::sleep(Duration::from_millis(300));
                 }
             })
         };
         let workers = Arc::new(workers);
-        let senders: Vec<_> = (0..SENDERS)
+        let pause = setup.pause;
+        let senders: Vec<_> = (0..setup.senders)
             .map(|_| {
                 let (stop, weights, answers) = (stop.clone(), weights.clone(), answers.clone());
                 let workers = workers.clone();
@@ -419,7 +603,7 @@ impl Load {
                             entry.1 += 1;
                         }
                         drop(answers);
-                        thread::sleep(Duration::from_millis(100));
+                        thread::sleep(pause);
                     }
                 })
             })

@@ -60,6 +60,25 @@ fn check_invariants(world: &World, before: &Before, seed: u64, action: &str) {
         assert!(scale.replicas >= 0, "{context}");
     }
     assert_eq!(plan.stable, status.stable, "{context}");
+    // The entry Service takes in every worker revision only while a canary shares the traffic
+    // by replica ratio; otherwise stable's alone, so a rolled-back canary is out of it at once.
+    let sharing = input.rollout.traffic_routing.gateway_api.is_none()
+        && status.canary.is_some()
+        && status.canary_weight.unwrap_or(0) > 0;
+    if status.stable.is_some() {
+        assert_eq!(
+            plan.entry.is_none(),
+            sharing,
+            "entry selects {:?}: {context}",
+            plan.entry
+        );
+    }
+    if let (Some(share), Some(weight)) = (status.canary_share, status.canary_weight) {
+        assert!((0..=100).contains(&share), "{context}");
+        if input.rollout.traffic_routing.gateway_api.is_some() {
+            assert_eq!(share, weight, "{context}");
+        }
+    }
     // Without stable revisions the legacy Service serves, and only it.
     let legacy_configured = input.rollout.legacy_backend().is_some();
     assert_eq!(
@@ -115,7 +134,9 @@ fn check_invariants(world: &World, before: &Before, seed: u64, action: &str) {
             .iter()
             .filter(|c| c.kind == CheckKind::Promotion && c.evaluated_at > since)
             .collect();
-        assert!(!gating.is_empty(), "{context}");
+        let index = before.status.current_step.unwrap_or(0) as usize;
+        let skipped = input.rollout.steps[index].skip_analysis;
+        assert!(!gating.is_empty() || skipped, "{context}");
         assert!(
             gating
                 .iter()
@@ -123,9 +144,10 @@ fn check_invariants(world: &World, before: &Before, seed: u64, action: &str) {
             "{gating:?} {context}"
         );
         assert!(
-            gating
-                .iter()
-                .any(|c| c.verdict == Verdict::Pass && c.samples.is_some_and(|n| n > 0.0)),
+            skipped
+                || gating
+                    .iter()
+                    .any(|c| c.verdict == Verdict::Pass && c.samples.is_some_and(|n| n > 0.0)),
             "promoted without evidence: {gating:?} {context}"
         );
     }
@@ -148,7 +170,10 @@ fn walk(seed: u64) -> (usize, usize) {
         json!({"maxSurgeGPUs": 0}),
         json!({"steps": [{"weight": 10, "requireApproval": true}, {"weight": 50, "pause": "3m"}, {"weight": 100}]}),
         json!({"trafficRouting": {"gatewayAPI": {"httpRoute": {"name": "docs"}}}, "analysis": {"onError": "Rollback", "failureLimit": 1}}),
-        json!({"analysis": {"onInconclusive": "Rollback", "inconclusiveLimit": 3, "quality": {"goldenDocuments": {"configMapRef": {"name": "golden"}}}}}),
+        json!({"analysis": {"onInconclusive": "Rollback", "quality": {"goldenDocuments": {"configMapRef": {"name": "golden"}}}},
+               "steps": [{"weight": 10, "pause": "1m", "maxDuration": "5m"}, {"weight": 50, "maxDuration": "5m"}, {"weight": 100, "maxDuration": "5m"}]}),
+        json!({"analysis": {"defaultCriteria": false, "rollbackTriggers": [{"name": "t", "query": "q", "max": 1}]},
+               "steps": [{"weight": 25, "pause": "2m", "skipAnalysis": true}, {"weight": 100, "skipAnalysis": true}]}),
     ];
     // Every sixth walk starts as a migration from a legacy Service.
     let mut world = if seed % 6 == 5 {
