@@ -1311,6 +1311,37 @@ fn abort_during_the_post_promotion_window_restores_the_previous_revision() {
 }
 
 #[test]
+fn a_held_failure_after_promotion_keeps_the_way_back_until_a_person_promotes() {
+    let mut world = promoted();
+    world.wait(60);
+    world.answer(Answer::Pass, &[("slo-error-ratio", Answer::Fail)]);
+    world.decide();
+    assert_eq!(
+        world.status().stable,
+        Some(new_model()),
+        "onFail: Hold, no rollback"
+    );
+    world.wait(20 * 60);
+    world.decide();
+    assert!(
+        world.status().promoted_at.is_some(),
+        "window over, still held"
+    );
+    assert!(
+        world.message().contains("slo-error-ratio failed"),
+        "{}",
+        world.message()
+    );
+    assert_eq!(world.status().previous_stable, Some(old()));
+    world.command(Command::PromoteFull);
+    world.decide();
+    assert_eq!(world.status().promoted_at, None);
+    assert_eq!(world.status().previous_stable, None);
+    assert_eq!(world.emitted(EventReason::Verified), 1);
+    assert_eq!(world.emitted(EventReason::CommandIgnored), 0);
+}
+
+#[test]
 fn the_post_promotion_window_stays_open_while_prometheus_is_down() {
     let mut world = promoted();
     for _ in 0..15 {

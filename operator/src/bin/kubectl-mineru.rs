@@ -34,6 +34,7 @@ enum Action {
     /// Show phase, step, weight, revisions and every check's latest value.
     Status { name: String },
     /// Leave the current step now (gates, pause and approval notwithstanding); `--full` promotes.
+    /// During the post-promotion window: accept the promoted revisions and let the way back go.
     Promote {
         name: String,
         #[arg(long)]

@@ -9,7 +9,7 @@ use mineru_crds::{
 use super::{
     AnalysisRound, CapacityRead, Command, Decision, Event, EventReason, Input, Needs, Notification,
     NotificationKind, analysis, judge, plan, report,
-    state::{Evidence, Stage, View, human, reached, show, whole_second},
+    state::{Evidence, Stage, View, human, reached, show, show_or_legacy, whole_second},
 };
 use crate::gates::{Check, Source};
 
@@ -192,6 +192,15 @@ impl Machine<'_> {
             }
             (Command::PromoteFull, Stage::Stepping(_)) => {
                 self.promote("promoted in full by a person")
+            }
+            // A person vouches for the promoted revisions: the way back is let go now.
+            (Command::PromoteStep | Command::PromoteFull, Stage::Verifying) => {
+                let message = format!(
+                    "{} verified by a person before the end of the post-promotion window",
+                    show_or_legacy(self.input, self.s.stable.as_ref())
+                );
+                self.end_verification();
+                self.event(EventReason::Verified, message);
             }
             (Command::PromoteStep | Command::PromoteFull, Stage::Warming) => {
                 let message = "promote ignored: the canary is not ready and warmed up yet";

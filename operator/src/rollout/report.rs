@@ -5,7 +5,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::Timestamp,
 };
-use mineru_crds::{MineruDeploymentStatus, Phase, TierStatus, TierStatuses};
+use mineru_crds::{CheckKind, MineruDeploymentStatus, Phase, TierStatus, TierStatuses, Verdict};
 
 use super::{
     Decision, Event, Input, Notification, NotificationKind, Plan,
@@ -76,10 +76,24 @@ fn message(m: &View<'_>, failed: bool, plan: &Plan) -> String {
                 Some(left) => {
                     format!("promoted {stable}; post-promotion verification, {left} left")
                 }
-                None => format!(
-                    "promoted {stable}; post-promotion window over, waiting for a round of checks that answers before letting {} go",
-                    show_or_legacy(m.input, m.s.previous_stable.as_ref())
-                ),
+                None => {
+                    let previous = show_or_legacy(m.input, m.s.previous_stable.as_ref());
+                    let since = m.s.promoted_at.as_ref();
+                    let failed = m.s.checks.iter().find(|c| {
+                        c.kind == CheckKind::Promotion
+                            && c.verdict == Verdict::Fail
+                            && since.is_some_and(|since| c.evaluated_at > *since)
+                    });
+                    match failed {
+                        Some(check) => format!(
+                            "promoted {stable}; post-promotion window over, but {} failed: keeping {previous} as the way back until it passes, or a person aborts or promotes",
+                            check.name
+                        ),
+                        None => format!(
+                            "promoted {stable}; post-promotion window over, waiting for a round of checks that answers before letting {previous} go"
+                        ),
+                    }
+                }
             }
         }
         Stage::Warming => {
