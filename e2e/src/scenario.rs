@@ -50,24 +50,8 @@ pub type Template = fn(&str, &str) -> String;
 /// The scenario's MineruDeployment: fast steps, Gateway API routing, an error-ratio criterion
 /// against stable and an error-spike trigger.
 pub fn manifest(model_image: &str, prometheus: &str) -> String {
-    format!(
-        r#"apiVersion: mineru.dev/v1alpha1
-kind: MineruDeployment
-metadata: {{name: docs, namespace: {NAMESPACE}}}
-spec:
-  model: {{image: "{model_image}", model: opendatalab/MinerU2.5-2509-1.2B, servedModelName: mineru}}
-  worker: {{image: registry.example/mineru-worker:0.1.0, replicas: 1}}
-  rollout:
-    steps: [{{weight: 10, pause: 6s}}, {{weight: 50, pause: 6s}}, {{weight: 100}}]
-    trafficRouting: {{gatewayAPI: {{httpRoute: {{name: mineru}}}}}}
-    progressDeadline: 2m
-    scaleDownDelay: 2s
-    postPromotionWindow: 4s
-    analysis:
-      prometheus: {{address: "{prometheus}"}}
-      interval: 2s
-      defaultCriteria: false
-      promotionCriteria:
+    let checks = format!(
+        r#"      promotionCriteria:
       - name: error-ratio
         query: '{ERROR_RATIO}'
         samplesQuery: 'sum(increase(mineru_worker_requests_total{{namespace="{{{{namespace}}}}",revision="{{{{revision}}}}"}}[60s]))'
@@ -80,6 +64,26 @@ spec:
         max: 0.5
         for: 0s
 "#
+    );
+    manifest_with_checks(model_image, prometheus, &checks)
+}
+
+/// The scenario's fast steps and Gateway API routing, without the built-in checks, judged by
+/// `checks` (YAML under `analysis`).
+pub fn manifest_with_checks(model_image: &str, prometheus: &str, checks: &str) -> String {
+    format!(
+        r#"{}
+    steps: [{{weight: 10, pause: 6s}}, {{weight: 50, pause: 6s}}, {{weight: 100}}]
+    trafficRouting: {{gatewayAPI: {{httpRoute: {{name: mineru}}}}}}
+    progressDeadline: 2m
+    scaleDownDelay: 2s
+    postPromotionWindow: 4s
+    analysis:
+      prometheus: {{address: "{prometheus}"}}
+      interval: 2s
+      defaultCriteria: false
+{checks}"#,
+        spec_head(model_image, 1)
     )
 }
 
@@ -103,13 +107,7 @@ fn built_ins(model_image: &str, prometheus: &str, routing: Routing) -> String {
         Routing::Replicas => (2, "{replicas: {}}"),
     };
     format!(
-        r#"apiVersion: mineru.dev/v1alpha1
-kind: MineruDeployment
-metadata: {{name: docs, namespace: {NAMESPACE}}}
-spec:
-  model: {{image: "{model_image}", model: opendatalab/MinerU2.5-2509-1.2B, servedModelName: mineru}}
-  worker: {{image: registry.example/mineru-worker:0.1.0, replicas: {replicas}}}
-  rollout:
+        r#"{}
     steps:
     - {{weight: 25, pause: 5s, maxDuration: 10m}}
     - {{weight: 50, pause: 5s, maxDuration: 10m}}
@@ -136,7 +134,22 @@ spec:
           buckets: 'sum by (le) (increase(mineru_worker_request_duration_seconds_bucket{{namespace="{{{{namespace}}}}",revision="{{{{revision}}}}"}}[{{{{window}}}}]))'
         max: 120
         for: 4s
-"#
+"#,
+        spec_head(model_image, replicas)
+    )
+}
+
+/// The start of every scenario manifest, down to `rollout:`: the object, both tiers' images
+/// and the worker replicas.
+pub fn spec_head(model_image: &str, worker_replicas: i32) -> String {
+    format!(
+        r#"apiVersion: mineru.dev/v1alpha1
+kind: MineruDeployment
+metadata: {{name: docs, namespace: {NAMESPACE}}}
+spec:
+  model: {{image: "{model_image}", model: opendatalab/MinerU2.5-2509-1.2B, servedModelName: mineru}}
+  worker: {{image: registry.example/mineru-worker:0.1.0, replicas: {worker_replicas}}}
+  rollout:"#
     )
 }
 
@@ -441,6 +454,16 @@ pub fn event_notes(plane: &ControlPlane) -> String {
             "jsonpath={range .items[*]}{.reason}: {.note}{\"\\n\"}{end}",
         ])
         .unwrap()
+}
+
+/// The pods behind the entry Service's EndpointSlices.
+pub fn entry_endpoints(plane: &ControlPlane) -> Vec<String> {
+    plane
+        .kubectl(&ENTRY_ENDPOINTS)
+        .unwrap()
+        .split_whitespace()
+        .filter_map(|pair| pair.split_once('=').map(|(pod, _)| pod.to_owned()))
+        .collect()
 }
 
 /// The status entry of a check, by name and kind.

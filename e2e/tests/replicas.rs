@@ -9,7 +9,7 @@ use std::{thread, time::Duration};
 use mineru_e2e::{
     controlplane::Nodes,
     operator::get_json,
-    scenario::{NAMESPACE, Routing, Scenario, Setup, check, pair},
+    scenario::{NAMESPACE, Routing, Scenario, Setup, check, entry_endpoints, pair},
     wait_until,
 };
 
@@ -96,20 +96,8 @@ fn a_rolled_back_canary_leaves_the_entry_service_before_it_is_scaled_down() {
         stable.worker_revision.as_str()
     );
     let canary_pods_behind_entry = |scenario: &Scenario| {
-        scenario
-            .plane
-            .kubectl(&[
-                "get",
-                "endpointslices",
-                "-n",
-                NAMESPACE,
-                "-l",
-                "kubernetes.io/service-name=docs",
-                "-o",
-                "jsonpath={range .items[*].endpoints[*]}{.targetRef.name} {end}",
-            ])
-            .unwrap()
-            .split_whitespace()
+        entry_endpoints(&scenario.plane)
+            .iter()
             .filter(|pod| pod.contains(&canary.worker_revision))
             .count()
     };

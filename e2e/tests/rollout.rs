@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use mineru_e2e::{
     controlplane::Nodes,
-    scenario::{NAMESPACE, Scenario, pair},
+    scenario::{NAMESPACE, Scenario, event_notes, pair},
     wait_until,
 };
 
@@ -37,17 +37,7 @@ fn a_healthy_canary_walks_10_50_100_through_operator_crashes_and_is_promoted() {
             "steps seen out of order or twice: {seen_steps:?}"
         );
         assert!(restarts >= 2, "the operator was killed at the steps it saw");
-        let notes = scenario
-            .plane
-            .kubectl(&[
-                "get",
-                "events.events.k8s.io",
-                "-n",
-                NAMESPACE,
-                "-o",
-                "jsonpath={range .items[*]}{.reason}: {.note}{\"\\n\"}{end}",
-            ])
-            .unwrap();
+        let notes = event_notes(&scenario.plane);
         for step in [
             "CanaryReady: canary ",
             "StepCompleted: step 1/3 (10%) completed: gates passed; now 50%",

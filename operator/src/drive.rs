@@ -11,7 +11,7 @@ use mineru_crds::{MineruDeployment, QualityResult, Revisions};
 
 use crate::{
     VLLM_PORT, WORKER_PORT, capacity,
-    gates::reading::{Measured, Reading},
+    gates::reading::Measured,
     gates::round::{self, Subject},
     labels, preflight, quality,
     rollout::{
@@ -152,25 +152,13 @@ async fn readings(
 
 /// A request that could not be read at all: every reading its source has is the error.
 fn failed(request: &ReadingRequest, error: &str) -> ReadingResult {
-    let error = || Reading::Error(error.to_owned());
-    let measured = match &request.source {
-        crate::gates::Source::Proportion { .. } => Measured::Proportion {
-            bad: error(),
-            total: error(),
-        },
-        crate::gates::Source::Quantile { .. } => Measured::Quantile { buckets: error() },
-        _ => Measured::Value {
-            value: error(),
-            samples: None,
-        },
-    };
     ReadingResult {
         check: request.check.clone(),
         kind: request.kind,
         role: request.role,
         revision: request.revision.clone(),
         query: None,
-        measured,
+        measured: Measured::failed(&request.source, error),
     }
 }
 

@@ -301,6 +301,13 @@ fn exponential(rng: &mut StdRng, rate: f64) -> f64 {
     -(1.0 - rng.random::<f64>()).ln() / rate
 }
 
+/// What `value` says of each ending that has it, sorted.
+fn sorted(endings: &[Ending], value: impl Fn(&Ending) -> Option<f64>) -> Vec<f64> {
+    let mut values: Vec<f64> = endings.iter().filter_map(value).collect();
+    values.sort_by(f64::total_cmp);
+    values
+}
+
 fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
@@ -383,32 +390,20 @@ pub fn forecast(
             let rate = |endings: &[Ending], wanted: fn(&Ending) -> bool| {
                 endings.iter().filter(|e| wanted(e)).count() as f64 / runs.max(1) as f64
             };
-            let mut passed_after: Vec<f64> = equal
-                .iter()
-                .filter_map(|e| match e {
-                    Ending::Passed { after, .. } => Some(after.as_secs_f64()),
-                    _ => None,
-                })
-                .collect();
-            passed_after.sort_by(f64::total_cmp);
-            let mut documents: Vec<f64> = equal
-                .iter()
-                .filter_map(|e| match e {
-                    Ending::Passed { documents, .. } => Some(*documents),
-                    _ => None,
-                })
-                .collect();
-            documents.sort_by(f64::total_cmp);
-            let mut caught_after: Vec<f64> = worse
-                .iter()
-                .filter_map(|e| match e {
-                    Ending::RolledBack { after, .. } | Ending::Held { after, .. } => {
-                        Some(after.as_secs_f64())
-                    }
-                    _ => None,
-                })
-                .collect();
-            caught_after.sort_by(f64::total_cmp);
+            let passed_after = sorted(&equal, |e| match e {
+                Ending::Passed { after, .. } => Some(after.as_secs_f64()),
+                _ => None,
+            });
+            let documents = sorted(&equal, |e| match e {
+                Ending::Passed { documents, .. } => Some(*documents),
+                _ => None,
+            });
+            let caught_after = sorted(&worse, |e| match e {
+                Ending::RolledBack { after, .. } | Ending::Held { after, .. } => {
+                    Some(after.as_secs_f64())
+                }
+                _ => None,
+            });
             let seconds = |s: Option<f64>| s.map(Duration::from_secs_f64);
             let mut wrongly_stopped_by: Vec<(String, f64)> = Vec::new();
             for ending in &equal {

@@ -46,11 +46,16 @@ async fn setup(test: &str) -> (Exporter, Prometheus, PrometheusSource) {
         .wait_for_series("mineru_worker_errors_ratio", Duration::from_secs(30))
         .await
         .unwrap();
+    let source = source_of(&prometheus);
+    (exporter, prometheus, source)
+}
+
+/// A source reading `prometheus`, with a short query timeout.
+fn source_of(prometheus: &Prometheus) -> PrometheusSource {
     let spec: PrometheusSpec =
         serde_json::from_value(serde_json::json!({"address": prometheus.url(), "timeout": "2s"}))
             .unwrap();
-    let source = PrometheusSource::new(&spec, None).unwrap();
-    (exporter, prometheus, source)
+    PrometheusSource::new(&spec, None).unwrap()
 }
 
 fn max(limit: f64) -> Threshold {
@@ -217,9 +222,7 @@ async fn a_round_renders_templates_and_reads_canary_and_stable() {
         )
         .await
         .unwrap();
-    let spec: PrometheusSpec =
-        serde_json::from_value(serde_json::json!({"address": prometheus.url()})).unwrap();
-    let source = PrometheusSource::new(&spec, None).unwrap();
+    let source = source_of(&prometheus);
 
     let value_source = Source::Value {
         query:
@@ -334,9 +337,7 @@ async fn counts_and_buckets_over_the_evidence_window() {
         )
         .await
         .unwrap();
-    let spec: PrometheusSpec =
-        serde_json::from_value(serde_json::json!({"address": prometheus.url()})).unwrap();
-    let source = PrometheusSource::new(&spec, None).unwrap();
+    let source = source_of(&prometheus);
     let buckets = "sum by (le) (increase(mineru_worker_request_duration_seconds_bucket{revision=\"w-canary\"}[1m]))";
     let reading = source.read_buckets(buckets, now()).await;
     let Reading::Buckets(histogram) = reading else {

@@ -1,5 +1,6 @@
 //! Raw readings: what Prometheus answered for one check and one revision, before any judging.
 
+use super::Source;
 use crate::evidence::Histogram;
 
 /// What one instant query returned.
@@ -50,6 +51,22 @@ pub enum Measured {
 }
 
 impl Measured {
+    /// The readings of `source` when none could be taken, each the same failure.
+    pub fn failed(source: &Source, error: &str) -> Measured {
+        let error = || Reading::Error(error.to_owned());
+        match source {
+            Source::Proportion { .. } => Measured::Proportion {
+                bad: error(),
+                total: error(),
+            },
+            Source::Quantile { .. } => Measured::Quantile { buckets: error() },
+            _ => Measured::Value {
+                value: error(),
+                samples: None,
+            },
+        }
+    }
+
     /// Every reading, for finding errors.
     pub fn readings(&self) -> Vec<&Reading> {
         match self {

@@ -83,19 +83,11 @@ async fn read_one(
                 let buckets = source.read_buckets(&query, at).await;
                 (Some(query), Measured::Quantile { buckets })
             }
-            Err(error) => (
-                None,
-                Measured::Quantile {
-                    buckets: Reading::Error(error.to_string()),
-                },
-            ),
+            Err(error) => (None, Measured::failed(&request.source, &error.to_string())),
         },
         Source::CanaryVllmRestarts | Source::Quality => (
             None,
-            Measured::Value {
-                value: Reading::Error("not a Prometheus check".into()),
-                samples: None,
-            },
+            Measured::failed(&request.source, "not a Prometheus check"),
         ),
     };
     ReadingResult {
