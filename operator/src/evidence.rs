@@ -29,6 +29,16 @@ pub struct Confidence {
     pub regression: f64,
 }
 
+impl From<&mineru_crds::EvidenceSpec> for Confidence {
+    fn from(spec: &mineru_crds::EvidenceSpec) -> Self {
+        Confidence {
+            false_fail: 1.0 - spec.confidence,
+            false_pass: 1.0 - spec.power,
+            regression: spec.regression,
+        }
+    }
+}
+
 impl Confidence {
     /// Λ at or above this fails.
     pub fn reject_at(&self) -> f64 {
@@ -238,6 +248,9 @@ impl Histogram {
     /// Documents at or below `x`, interpolating linearly inside a bucket (as
     /// `histogram_quantile` does); the first bucket starts at 0.
     pub fn at_most(&self, x: f64) -> f64 {
+        if x == f64::INFINITY {
+            return self.count();
+        }
         let mut lower = (0.0, 0.0);
         for &(le, count) in &self.buckets {
             if x <= le {
@@ -809,6 +822,11 @@ mod tests {
         let baseline = histogram(&[(20.0, 19.0), (40.0, 20.0), (f64::INFINITY, 20.0)]);
         let canary = histogram(&[(20.0, 150.0), (40.0, 200.0), (f64::INFINITY, 200.0)]);
         let judged = quantile(&canary, Some(&baseline), 0.95, &bounds, &CONFIDENCE);
+        assert_eq!(judged.outcome, Outcome::Continue, "{judged:?}");
+        // Nor can a canary whose slow documents are all beyond the last bucket.
+        let beyond = histogram(&[(20.0, 100.0), (40.0, 100.0), (f64::INFINITY, 200.0)]);
+        let few = histogram(&[(20.0, 19.0), (40.0, 20.0), (f64::INFINITY, 20.0)]);
+        let judged = quantile(&beyond, Some(&few), 0.95, &bounds, &CONFIDENCE);
         assert_eq!(judged.outcome, Outcome::Continue, "{judged:?}");
         // Two thousand baseline documents do.
         let baseline = histogram(&[(20.0, 1900.0), (40.0, 2000.0), (f64::INFINITY, 2000.0)]);

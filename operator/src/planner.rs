@@ -328,11 +328,7 @@ pub fn forecast(
 ) -> Vec<StepForecast> {
     let analysis = &rollout.analysis;
     let checks = gates::checks(analysis, &rollout.steps, false);
-    let confidence = Confidence {
-        false_fail: 1.0 - analysis.evidence.confidence,
-        false_pass: 1.0 - analysis.evidence.power,
-        regression: analysis.evidence.regression,
-    };
+    let confidence = Confidence::from(&analysis.evidence);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut previous_share = 0.0;
     rollout

@@ -94,6 +94,8 @@ const STEP_1: &str = "Progressing: canary m-7f3c/w-19ab at step 1 (10%)";
 const PAUSED_STEP_1: &str = "Paused: canary m-7f3c/w-19ab at step 1 (10%)";
 const STEP_2: &str = "Progressing: canary m-7f3c/w-19ab at step 2 (50%)";
 const VERIFYING: &str = "Progressing: verifying m-7f3c/w-19ab";
+/// Verified early; the promoted vLLM still grows to its full size.
+const VERIFIED: &str = "Progressing: m-7f3c/w-19ab";
 const DEGRADED: &str = "Degraded: m-41aa/w-88c2, m-7f3c/w-19ab failed";
 
 #[test]
@@ -167,8 +169,9 @@ fn every_command_in_every_state() {
         ("paused", paused, Retry, PAUSED_STEP_1, true),
         ("paused", paused, Pause, PAUSED_STEP_1, true),
         ("paused", paused, Resume, STEP_1, false),
-        ("verifying", verifying, PromoteStep, VERIFYING, true),
-        ("verifying", verifying, PromoteFull, VERIFYING, true),
+        // Promoting during the window accepts the promoted revisions: the way back goes.
+        ("verifying", verifying, PromoteStep, VERIFIED, false),
+        ("verifying", verifying, PromoteFull, VERIFIED, false),
         ("verifying", verifying, Abort, DEGRADED, false),
         ("verifying", verifying, Retry, VERIFYING, true),
         ("verifying", verifying, Pause, VERIFYING, true),

@@ -37,16 +37,6 @@ pub(super) struct Judgement {
     pub holds: Vec<String>,
 }
 
-/// The analysis settings as the tests use them.
-pub(super) fn confidence(view: &View<'_>) -> Confidence {
-    let evidence = &view.input.rollout.analysis.evidence;
-    Confidence {
-        false_fail: 1.0 - evidence.confidence,
-        false_pass: 1.0 - evidence.power,
-        regression: evidence.regression,
-    }
-}
-
 /// Judges `round` for the checks of this stage. `consecutive_errors` is the count before it.
 pub(super) fn judge(
     view: &View<'_>,
@@ -57,7 +47,7 @@ pub(super) fn judge(
     let Some((judged, _)) = analysis::judged(view.s, view.stage()) else {
         return Judgement::default();
     };
-    let confidence = confidence(view);
+    let confidence = Confidence::from(&view.input.rollout.analysis.evidence);
     let mut judgement = Judgement::default();
     let mut answered = Vec::new();
     for Applicable { check, skipped } in analysis::applicable(view) {
