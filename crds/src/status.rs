@@ -302,10 +302,14 @@ pub struct CheckStatus {
 pub struct QualityResult {
     /// The document's key in the golden ConfigMap.
     pub document: String,
-    /// Similarity of canary and stable output, 0–1.
+    /// Similarity of canary and stable output, 0–1 (0 when the canary failed it).
     pub similarity: f64,
-    /// Pass at or above minSimilarity.
+    /// Pass at or above minSimilarity; Fail below it, or when only the canary failed to parse
+    /// it; Error when the baseline failed too (or alone): nothing to compare, not a regression.
     pub verdict: Verdict,
+    /// Why, when the verdict is not Pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Why a rollout was rolled back.

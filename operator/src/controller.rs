@@ -173,6 +173,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER))
     };
     let metrics = ctx.metrics.clone();
+    let quality_rounds = ctx.rollout_io.quality_rounds.clone();
     Controller::new(
         Api::<MineruDeployment>::all(client.clone()),
         watcher::Config::default(),
@@ -185,15 +186,14 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     .graceful_shutdown_on(shutdown)
     .run(reconcile, error_policy, ctx)
     .for_each(|result| {
-        let metrics = metrics.clone();
+        let (metrics, quality_rounds) = (metrics.clone(), quality_rounds.clone());
         async move {
             match result {
                 Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
                 Err(controller::Error::ObjectNotFound(object)) => {
-                    metrics.forget(
-                        object.namespace.as_deref().unwrap_or_default(),
-                        &object.name,
-                    );
+                    let namespace = object.namespace.as_deref().unwrap_or_default();
+                    metrics.forget(namespace, &object.name);
+                    quality_rounds.cancel(&format!("{namespace}/{}", object.name));
                 }
                 // error_policy already logged it with its retry delay.
                 Err(controller::Error::ReconcilerFailed(..)) => {}

@@ -3,17 +3,18 @@
 //! Prometheus readings, the golden documents — and call [`rollout::step`]. The engine decides
 //! and judges; this module only fetches.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::{Client, ResourceExt};
-use mineru_crds::{MineruDeployment, QualityResult, Revisions};
+use mineru_crds::{MineruDeployment, Revisions};
 
 use crate::{
     VLLM_PORT, WORKER_PORT, capacity,
     gates::reading::Measured,
     gates::round::{self, Subject},
-    labels, preflight, quality,
+    labels, preflight,
+    quality_rounds::{Comparison, Progress, QualityRounds},
     rollout::{
         self, AnalysisRound, Baseline, CapacityRead, Command, Decision, Input, Needs, Observed,
         QualityRequest, ReadingRequest, ReadingResult, Sizes,
@@ -33,6 +34,10 @@ pub struct RolloutIo {
     pub warmup_timeout: Duration,
     /// Budget of one golden document on one worker.
     pub quality_timeout: Duration,
+    /// Golden documents compared at once in a round.
+    pub quality_concurrency: usize,
+    /// The golden-document rounds running in the background.
+    pub quality_rounds: Arc<QualityRounds>,
 }
 
 impl Default for RolloutIo {
@@ -42,6 +47,8 @@ impl Default for RolloutIo {
             resolver: ServiceResolver::default(),
             warmup_timeout: Duration::from_secs(60),
             quality_timeout: Duration::from_secs(300),
+            quality_concurrency: 4,
+            quality_rounds: Arc::default(),
         }
     }
 }
@@ -110,17 +117,16 @@ async fn fetch(
             Err(error) => tracing::warn!(%error, "GPU capacity could not be read"),
         }
     }
-    if needs.readings.is_empty() && needs.quality.is_none() {
+    let quality = compare(client, io, md, needs.quality.as_ref());
+    if needs.readings.is_empty() && quality.results.is_empty() {
         return;
     }
-    let (readings, quality) = futures::join!(
-        readings(client, md, &needs.readings),
-        compare(client, io, md, needs.quality.as_ref()),
-    );
+    let readings = readings(client, md, &needs.readings).await;
     input.analysis = Some(AnalysisRound {
         at: input.now,
         readings,
-        quality,
+        quality: quality.results,
+        quality_documents: quality.documents,
     });
 }
 
@@ -162,49 +168,56 @@ fn failed(request: &ReadingRequest, error: &str) -> ReadingResult {
     }
 }
 
-/// The golden-document comparison the engine asked for; empty when it could not run (not
-/// comparing is not a regression: the quality check stays unanswered and the step holds).
-async fn compare(
+/// The golden-document round the engine asked for, as far as it has come: it runs in the
+/// background (`quality_rounds`) and is collected here each reconcile. Not comparing is not a
+/// regression: without results the quality check stays unanswered and the step holds.
+fn compare(
     client: &Client,
     io: &RolloutIo,
     md: &MineruDeployment,
     request: Option<&QualityRequest>,
-) -> Vec<QualityResult> {
-    let (Some(request), Some(spec)) = (request, &md.spec.rollout.analysis.quality) else {
-        return Vec::new();
-    };
+) -> Progress {
     let namespace = md.namespace().unwrap_or_default();
     let name = md.name_any();
+    let object = format!("{namespace}/{name}");
+    let (Some(request), Some(spec)) = (request, &md.spec.rollout.analysis.quality) else {
+        io.quality_rounds.cancel(&object);
+        return Progress::default();
+    };
     let worker_url = |revision: &str| {
         let service = labels::names::worker(&name, revision);
         io.resolver.url(&namespace, &service, WORKER_PORT)
     };
     let baseline_url = match (&request.baseline, md.spec.rollout.legacy_backend()) {
-        (Baseline::Stable(stable), _) => Ok(worker_url(&stable.worker_revision)),
-        (Baseline::Legacy, Some(legacy)) => {
-            Ok(io.resolver.url(&namespace, &legacy.name, legacy.port))
+        (Baseline::Stable(stable), _) => worker_url(&stable.worker_revision),
+        (Baseline::Legacy, Some(legacy)) => io.resolver.url(&namespace, &legacy.name, legacy.port),
+        (Baseline::Legacy, None) => {
+            tracing::warn!("no legacy Service to compare golden documents with");
+            return Progress::default();
         }
-        (Baseline::Legacy, None) => Err("no legacy Service to compare with".to_owned()),
     };
-    let canary_url = worker_url(&request.judged);
-    let documents = sources::golden_documents(client, &namespace, &spec.golden_documents)
-        .await
-        .map(|documents| quality::sample(documents, &request.judged, request.documents));
-    let compared = match documents.and_then(|d| baseline_url.map(|url| (d, url))) {
-        Ok((documents, baseline_url)) => quality::compare(
-            &io.http,
-            &baseline_url,
-            &canary_url,
-            &documents,
-            spec.min_similarity,
-            io.quality_timeout,
-        )
-        .await
-        .map_err(|error| error.to_string()),
-        Err(error) => Err(error),
+    let comparison = Comparison {
+        canary_revision: request.judged.clone(),
+        baseline_url,
+        canary_url: worker_url(&request.judged),
+        documents: request.documents,
+        min_similarity: spec.min_similarity,
+        timeout: io.quality_timeout,
+        concurrency: io.quality_concurrency,
     };
-    compared.unwrap_or_else(|error| {
-        tracing::warn!(%error, "golden documents could not be compared");
-        Vec::new()
-    })
+    let golden = {
+        let (client, source) = (client.clone(), spec.golden_documents.clone());
+        async move { sources::golden_documents(&client, &namespace, &source).await }
+    };
+    let done = md
+        .status
+        .as_ref()
+        .map_or(&[][..], |status| status.quality.as_slice());
+    let progress = io
+        .quality_rounds
+        .poll(&object, comparison, done, &io.http, golden);
+    if let Some(error) = &progress.error {
+        tracing::warn!(%error, "golden documents could not be compared; starting the round again");
+    }
+    progress
 }

@@ -17,6 +17,7 @@ pub mod observe;
 pub mod planner;
 pub mod preflight;
 pub mod quality;
+pub mod quality_rounds;
 pub mod reconcile;
 pub mod revision;
 pub mod rollout;

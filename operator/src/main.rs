@@ -68,6 +68,14 @@ struct Args {
     #[arg(long, value_parser = parse_labels, default_value = "")]
     metrics_scraper_pod_selector: BTreeMap<String, String>,
 
+    /// Golden documents compared at once in a quality round (per MineruDeployment).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    quality_concurrency: u16,
+
+    /// Budget of one golden document on one worker.
+    #[arg(long, default_value = "300s")]
+    quality_timeout: mineru_crds::Duration,
+
     /// JSON file mapping `<namespace>/<service>` to a base URL, for an operator running outside
     /// the cluster (development, the e2e suite); in-cluster DNS names are used otherwise.
     #[arg(long, env = "MINERU_OPERATOR_SERVICE_MAP")]
@@ -126,6 +134,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let rollout_io = RolloutIo {
         resolver,
+        quality_concurrency: usize::from(args.quality_concurrency),
+        quality_timeout: args.quality_timeout.get(),
         ..RolloutIo::default()
     };
     let ctx = Arc::new(Context::new(
@@ -367,11 +377,15 @@ mod tests {
 
     #[test]
     fn the_charts_arguments_are_accepted() {
-        Args::try_parse_from([
+        let args = Args::try_parse_from([
             "mineru-operator",
             "--log-format=json",
             "--metrics-scraper-namespace=monitoring",
+            "--quality-concurrency=4",
+            "--quality-timeout=300s",
         ])
         .unwrap();
+        assert_eq!(args.quality_concurrency, 4);
+        assert!(Args::try_parse_from(["mineru-operator", "--quality-concurrency=0"]).is_err());
     }
 }

@@ -35,21 +35,16 @@ pub fn similarity(stable: &Parsed, canary: &Parsed) -> f64 {
     STRUCTURE_WEIGHT * structure + (1.0 - STRUCTURE_WEIGHT) * text
 }
 
-/// Judges every document: Pass at or above `min_similarity`.
-pub fn judge(similarities: &BTreeMap<String, f64>, min_similarity: f64) -> Vec<QualityResult> {
-    similarities
-        .iter()
-        .map(|(document, similarity)| QualityResult {
-            document: document.clone(),
-            // Rounded down, so a failing score never displays as the threshold it missed.
-            similarity: (similarity * 10_000.0).floor() / 10_000.0,
-            verdict: if *similarity >= min_similarity {
-                Verdict::Pass
-            } else {
-                Verdict::Fail
-            },
-        })
-        .collect()
+/// A document's result from its similarity: Pass at or above `min_similarity`.
+pub fn scored(document: &str, similarity: f64, min_similarity: f64) -> QualityResult {
+    let pass = similarity >= min_similarity;
+    QualityResult {
+        document: document.to_owned(),
+        // Rounded down, so a failing score never displays as the threshold it missed.
+        similarity: (similarity * 10_000.0).floor() / 10_000.0,
+        verdict: if pass { Verdict::Pass } else { Verdict::Fail },
+        message: (!pass).then(|| format!("similarity below {min_similarity}")),
+    }
 }
 
 fn block_types(items: &[Value]) -> String {
@@ -173,24 +168,38 @@ pub fn sample(
         .collect()
 }
 
-/// Parses every golden document with both workers and judges the similarity.
-pub async fn compare(
+/// Compares one golden document on both workers. Never an error: a document only the canary
+/// cannot parse is a regression; one the baseline cannot parse (alone or too) says nothing of
+/// the canary and is recorded as an Error.
+pub async fn compare_one(
     http: &reqwest::Client,
     baseline_url: &str,
     canary_url: &str,
-    documents: &BTreeMap<String, Vec<u8>>,
+    document: &str,
+    pdf: &[u8],
     min_similarity: f64,
     timeout: Duration,
-) -> Result<Vec<QualityResult>, QualityError> {
-    let mut similarities = BTreeMap::new();
-    for (name, pdf) in documents {
-        let (stable, canary) = futures::try_join!(
-            parse_with(http, "baseline", baseline_url, name, pdf, timeout),
-            parse_with(http, "canary", canary_url, name, pdf, timeout),
-        )?;
-        similarities.insert(name.clone(), similarity(&stable, &canary));
+) -> QualityResult {
+    let (baseline, canary) = futures::join!(
+        parse_with(http, "baseline", baseline_url, document, pdf, timeout),
+        parse_with(http, "canary", canary_url, document, pdf, timeout),
+    );
+    let unanswered = |verdict, message: String| QualityResult {
+        document: document.to_owned(),
+        similarity: 0.0,
+        verdict,
+        message: Some(message),
+    };
+    match (baseline, canary) {
+        (Ok(baseline), Ok(canary)) => {
+            scored(document, similarity(&baseline, &canary), min_similarity)
+        }
+        (Ok(_), Err(canary)) => unanswered(Verdict::Fail, canary.to_string()),
+        (Err(baseline), Ok(_)) => unanswered(Verdict::Error, baseline.to_string()),
+        (Err(baseline), Err(canary)) => {
+            unanswered(Verdict::Error, format!("both failed: {baseline}; {canary}"))
+        }
     }
-    Ok(judge(&similarities, min_similarity))
 }
 
 #[cfg(test)]
@@ -273,12 +282,11 @@ mod tests {
     }
 
     #[test]
-    fn judge_passes_at_the_threshold_and_rounds_down_for_status() {
-        let similarities =
-            BTreeMap::from([("a.pdf".to_owned(), 0.95), ("b.pdf".to_owned(), 0.949_99)]);
-        let results = judge(&similarities, 0.95);
-        assert_eq!(results[0].verdict, Verdict::Pass);
-        assert_eq!(results[1].verdict, Verdict::Fail);
-        assert_eq!(results[1].similarity, 0.9499);
+    fn a_score_passes_at_the_threshold_and_rounds_down_for_status() {
+        assert_eq!(scored("a.pdf", 0.95, 0.95).verdict, Verdict::Pass);
+        let below = scored("b.pdf", 0.949_99, 0.95);
+        assert_eq!(below.verdict, Verdict::Fail);
+        assert_eq!(below.similarity, 0.9499);
+        assert!(below.message.unwrap().contains("below 0.95"));
     }
 }

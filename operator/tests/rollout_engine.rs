@@ -1172,14 +1172,10 @@ fn the_engine_judges_the_quality_checks_from_the_golden_documents() {
         "not a Prometheus check"
     );
     world.answer(Answer::Pass, &[]);
-    let documents: Vec<_> = (0..20)
-        .map(|i| QualityResult {
-            document: format!("doc-{i}.pdf"),
-            similarity: if i < 2 { 0.5 } else { 0.99 },
-            verdict: if i < 2 { Verdict::Fail } else { Verdict::Pass },
-        })
-        .collect();
-    world.input.analysis.as_mut().unwrap().quality = documents;
+    // A golden set of 20: the round compares all of them.
+    let round = world.input.analysis.as_mut().unwrap();
+    round.quality = golden(20, 2, 0);
+    round.quality_documents = Some(20);
     world.decide();
     assert_eq!(world.status().quality.len(), 20, "documents kept in status");
     let collapse = world.check("quality-collapse", CheckKind::Trigger).unwrap();
@@ -1191,6 +1187,103 @@ fn the_engine_judges_the_quality_checks_from_the_golden_documents() {
         Some("quality-collapse"),
         "the trigger acts first"
     );
+}
+
+/// `total` golden documents, the first `regressed` of them regressed, the next `errors` not
+/// comparable.
+fn golden(total: usize, regressed: usize, errors: usize) -> Vec<QualityResult> {
+    (0..total)
+        .map(|i| {
+            let (similarity, verdict) = if i < regressed {
+                (0.5, Verdict::Fail)
+            } else if i < regressed + errors {
+                (0.0, Verdict::Error)
+            } else {
+                (0.99, Verdict::Pass)
+            };
+            QualityResult {
+                document: format!("doc-{i:03}.pdf"),
+                similarity,
+                verdict,
+                message: None,
+            }
+        })
+        .collect()
+}
+
+/// A round of `results` so far at the first step, which compares 50 documents.
+fn quality_round(world: &mut World, results: Vec<QualityResult>) {
+    world.wait(60);
+    world.answer(Answer::Pass, &[]);
+    world.input.analysis.as_mut().unwrap().quality = results;
+    world.decide();
+}
+
+fn golden_world() -> World {
+    let quality =
+        json!({"analysis": {"quality": {"goldenDocuments": {"configMapRef": {"name": "golden"}}}}});
+    World::at_first_step(quality, new_model())
+}
+
+#[test]
+fn a_round_streams_into_status_and_decides_once_all_its_documents_are_in() {
+    let mut world = golden_world();
+    quality_round(&mut world, golden(10, 0, 0));
+    assert_eq!(world.status().quality.len(), 10, "streamed into status");
+    let check = world.check("quality", CheckKind::Promotion).unwrap();
+    assert_eq!(check.verdict, Verdict::Inconclusive);
+    assert_eq!(check.needed, Some(40.0));
+    assert_eq!(
+        check.message.as_deref(),
+        Some("10 of 50 documents compared, 0 regressed")
+    );
+    assert!(world.needs().quality.is_some(), "the round goes on");
+    // Triggers and commands are acted on while it runs: nothing waits for the round.
+    quality_round(&mut world, golden(50, 0, 0));
+    let check = world.check("quality", CheckKind::Promotion).unwrap();
+    assert_eq!((check.verdict, check.samples), (Verdict::Pass, Some(50.0)));
+}
+
+#[test]
+fn a_round_beyond_its_threshold_fails_before_its_last_document() {
+    let mut world = golden_world();
+    // 2 regressed of the 50 the round compares is 4% whatever the others say: beyond 1%.
+    quality_round(&mut world, golden(5, 2, 0));
+    let rollback = world.status().last_rollback.clone().expect("rolled back");
+    assert_eq!(rollback.reason, RollbackReason::QualityRegressed);
+    assert!(
+        rollback
+            .message
+            .contains("5 of 50 documents compared, 2 regressed"),
+        "{}",
+        rollback.message
+    );
+}
+
+#[test]
+fn documents_nobody_could_parse_are_recorded_but_not_counted() {
+    let mut world = golden_world();
+    quality_round(&mut world, golden(50, 0, 3));
+    let check = world.check("quality", CheckKind::Promotion).unwrap();
+    assert_eq!(
+        (check.verdict, check.samples, check.value),
+        (Verdict::Pass, Some(47.0), Some(0.0)),
+        "{check:?}"
+    );
+    assert_eq!(world.status().quality.len(), 50);
+}
+
+#[test]
+fn a_small_golden_set_is_compared_whole() {
+    let mut world = golden_world();
+    world.wait(60);
+    world.answer(Answer::Pass, &[]);
+    let round = world.input.analysis.as_mut().unwrap();
+    round.quality = golden(3, 0, 0);
+    round.quality_documents = Some(3);
+    world.decide();
+    let check = world.check("quality", CheckKind::Promotion).unwrap();
+    assert_eq!(check.verdict, Verdict::Pass, "{check:?}");
 }
 
 #[test]

@@ -300,6 +300,7 @@ fn document(name: &str, verdict: Verdict) -> QualityResult {
         document: name.into(),
         similarity: if verdict == Verdict::Pass { 0.99 } else { 0.5 },
         verdict,
+        message: None,
     }
 }
 
@@ -309,19 +310,68 @@ fn quality_is_the_share_of_golden_documents_that_regressed() {
         .map(|i| document(&format!("d{i}.pdf"), Verdict::Pass))
         .collect();
     results.push(document("invoice.pdf", Verdict::Fail));
-    let one_in_a_hundred = evaluate_quality(&max(0.01), &results);
+    let one_in_a_hundred = evaluate_quality(&max(0.01), &results, 100);
     assert_eq!(one_in_a_hundred.verdict, Verdict::Pass);
     assert_eq!(one_in_a_hundred.value, Some(0.01));
     assert_eq!(one_in_a_hundred.samples, Some(100.0));
     results.push(document("table.pdf", Verdict::Fail));
     assert_eq!(
-        evaluate_quality(&max(0.01), &results).verdict,
+        evaluate_quality(&max(0.01), &results, 101).verdict,
         Verdict::Fail
     );
     assert_eq!(
-        evaluate_quality(&max(0.01), &[]).verdict,
+        evaluate_quality(&max(0.01), &[], 50).verdict,
         Verdict::Inconclusive
     );
+}
+
+#[test]
+fn a_partial_round_waits_unless_its_regressions_already_decide() {
+    // (behaviour, passed, regressed, errors, wanted, verdict)
+    let cases = [
+        ("half done, clean", 25, 0, 0, 50, Verdict::Inconclusive),
+        (
+            "half done, within what the rest can make up",
+            24,
+            1,
+            0,
+            100,
+            Verdict::Inconclusive,
+        ),
+        (
+            "half done, beyond whatever the rest say",
+            23,
+            2,
+            0,
+            50,
+            Verdict::Fail,
+        ),
+        (
+            "done, errors left out of the share",
+            47,
+            0,
+            3,
+            50,
+            Verdict::Pass,
+        ),
+        (
+            "done, nothing comparable",
+            0,
+            0,
+            50,
+            50,
+            Verdict::Inconclusive,
+        ),
+    ];
+    for (behaviour, passed, regressed, errors, wanted, expected) in cases {
+        let results: Vec<_> = (0..passed)
+            .map(|i| document(&format!("p{i}"), Verdict::Pass))
+            .chain((0..regressed).map(|i| document(&format!("f{i}"), Verdict::Fail)))
+            .chain((0..errors).map(|i| document(&format!("e{i}"), Verdict::Error)))
+            .collect();
+        let evaluation = evaluate_quality(&max(0.01), &results, wanted);
+        assert_eq!(evaluation.verdict, expected, "{behaviour}: {evaluation:?}");
+    }
 }
 
 fn context() -> Context<'static> {

@@ -284,6 +284,7 @@ fn simulate(traffic: &Traffic, canary_errors: f64, rng: &mut StdRng) -> Outcome 
                 at: input.now,
                 readings: readings.iter().map(|r| exported.read(r)).collect(),
                 quality: Vec::new(),
+                quality_documents: None,
             });
         }
     }

@@ -140,25 +140,71 @@ fn no_data(whose: &str, reading: &Reading) -> String {
 }
 
 /// The quality gate's number: the share of golden documents whose canary output did not match
-/// stable's, judged like any other value against `threshold` (the document count is the
-/// sample count).
-pub fn evaluate_quality(threshold: &Threshold, results: &[QualityResult]) -> Evaluation {
-    let readings = if results.is_empty() {
-        Readings {
-            value: Reading::Empty,
-            stable: None,
-            samples: None,
+/// stable's, judged against `threshold`'s `max` once the round's `wanted` documents are all in.
+/// Before that, a round already beyond the threshold whatever its remaining documents say fails
+/// at once; otherwise it is Inconclusive with its progress. Documents that could not be compared
+/// (verdict Error) are counted for progress but not in the share.
+pub fn evaluate_quality(
+    threshold: &Threshold,
+    results: &[QualityResult],
+    wanted: usize,
+) -> Evaluation {
+    let count = |verdict| results.iter().filter(|r| r.verdict == verdict).count();
+    let (regressed, passed, errors) = (
+        count(Verdict::Fail),
+        count(Verdict::Pass),
+        count(Verdict::Error),
+    );
+    let compared = regressed + passed;
+    let wanted = wanted.max(results.len()).max(1);
+    let limit = threshold.max.unwrap_or(0.0);
+    let progress = format!(
+        "{} of {wanted} documents compared, {regressed} regressed{}",
+        results.len(),
+        if errors > 0 {
+            format!(", {errors} could not be compared")
+        } else {
+            String::new()
         }
-    } else {
-        let regressed = results
-            .iter()
-            .filter(|r| r.verdict != Verdict::Pass)
-            .count();
-        Readings {
-            value: Reading::Value(regressed as f64 / results.len() as f64),
-            stable: None,
-            samples: Some(Reading::Value(results.len() as f64)),
-        }
+    );
+    let evaluation = |verdict, value: Option<f64>, message: Option<String>| Evaluation {
+        verdict,
+        value,
+        stable_value: None,
+        samples: Some(compared as f64),
+        stable_samples: None,
+        needed: (verdict == Verdict::Inconclusive).then(|| (wanted - results.len()) as f64),
+        message,
     };
-    evaluate(threshold, None, &readings)
+    // However the rest turn out, at least this share regresses.
+    let certain = regressed as f64 / wanted as f64;
+    if certain > limit {
+        return evaluation(
+            Verdict::Fail,
+            Some(certain),
+            Some(format!(
+                "{progress}: more than {limit} of the round already"
+            )),
+        );
+    }
+    if results.len() < wanted {
+        return evaluation(Verdict::Inconclusive, None, Some(progress));
+    }
+    if compared == 0 {
+        return evaluation(
+            Verdict::Inconclusive,
+            None,
+            Some(format!("{progress}: none could be compared")),
+        );
+    }
+    let share = regressed as f64 / compared as f64;
+    if share > limit {
+        evaluation(
+            Verdict::Fail,
+            Some(share),
+            Some(format!("{progress}: {} > {limit}", round(share))),
+        )
+    } else {
+        evaluation(Verdict::Pass, Some(share), None)
+    }
 }

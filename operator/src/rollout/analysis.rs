@@ -143,10 +143,20 @@ pub(super) fn passed_in_stage(view: &View<'_>, check: &Check) -> bool {
     })
 }
 
-/// The golden documents run once per step that a quality criterion gates, and again only
-/// when the last run could not decide; the step says how many.
-fn quality_due(view: &View<'_>, applicable: &[Applicable]) -> Option<usize> {
+/// How many golden documents the current step compares: its entry of `documentsPerStep`, the
+/// last one past the end.
+pub(super) fn quality_documents(view: &View<'_>) -> Option<usize> {
     let quality = view.input.rollout.analysis.quality.as_ref()?;
+    let step = view.s.current_step.unwrap_or(0).max(0) as usize;
+    let counts = &quality.documents_per_step;
+    let count = counts.get(step).or(counts.last()).copied().unwrap_or(1);
+    Some(count.max(1) as usize)
+}
+
+/// A round of golden documents runs for each step that a quality criterion gates, until the
+/// criterion has decided in this step.
+fn quality_due(view: &View<'_>, applicable: &[Applicable]) -> Option<usize> {
+    let count = quality_documents(view)?;
     let since = view.s.step_started_at.as_ref();
     let due = applicable
         .iter()
@@ -158,10 +168,7 @@ fn quality_due(view: &View<'_>, applicable: &[Applicable]) -> Option<usize> {
                     && matches!(s.verdict, Verdict::Pass | Verdict::Fail)
             })
         });
-    let step = view.s.current_step.unwrap_or(0).max(0) as usize;
-    let counts = &quality.documents_per_step;
-    let count = counts.get(step).or(counts.last()).copied().unwrap_or(1);
-    due.then_some(count.max(1) as usize)
+    due.then_some(count)
 }
 
 /// The judged revision's evidence window: from the stage's start to now, at least an interval
@@ -194,15 +201,14 @@ fn baseline_window(view: &View<'_>, judged: (Timestamp, Duration)) -> (Timestamp
     }
 }
 
-/// What to read from Prometheus this round, or nothing when no round is due.
+/// What to read from Prometheus this round (nothing when no round is due), and the golden
+/// documents to compare — for as long as the step's quality criterion has not decided, since
+/// the round runs in the background between rounds of readings.
 pub(super) fn requests(view: &View<'_>) -> (Vec<ReadingRequest>, Option<QualityRequest>) {
     let now = whole_second(view.now);
     let Some((judged, baseline)) = judged(view.s, view.stage()) else {
         return (Vec::new(), None);
     };
-    if !due(view.input, view.s, now) {
-        return (Vec::new(), None);
-    }
     let applicable = applicable(view);
     let quality = quality_due(view, &applicable).and_then(|documents| {
         baseline.clone().map(|baseline| QualityRequest {
@@ -211,6 +217,9 @@ pub(super) fn requests(view: &View<'_>) -> (Vec<ReadingRequest>, Option<QualityR
             documents,
         })
     });
+    if !due(view.input, view.s, now) {
+        return (Vec::new(), quality);
+    }
     let judged_window = judged_window(view, now);
     let baseline_window = baseline_window(view, judged_window);
     let mut requests = Vec::new();

@@ -58,8 +58,13 @@ pub(super) fn judge(
                 &check,
                 view.input.observed.restarts(&revision),
             )),
-            (None, Source::Quality) => (!round.quality.is_empty())
-                .then(|| verdict::evaluate_quality(&check.threshold, &round.quality)),
+            (None, Source::Quality) => (!round.quality.is_empty()).then(|| {
+                let wanted = round
+                    .quality_documents
+                    .or(analysis::quality_documents(view))
+                    .unwrap_or(round.quality.len());
+                verdict::evaluate_quality(&check.threshold, &round.quality, wanted)
+            }),
             (None, _) => judge_readings(&check, &revision, &round.readings, &confidence),
         };
         let Some(evaluation) = evaluation else {

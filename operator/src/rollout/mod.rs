@@ -164,9 +164,12 @@ pub struct AnalysisRound {
     pub at: Timestamp,
     /// One per [`ReadingRequest`] of [`Needs::readings`].
     pub readings: Vec<ReadingResult>,
-    /// Per-document outcome of the golden-document comparison, when it ran this round; the
-    /// engine judges the quality checks from it. Empty: not compared, the checks stay unanswered.
+    /// Per-document outcome of the golden-document round so far; the engine judges the quality
+    /// checks from it. Empty: nothing compared yet, the checks stay unanswered.
     pub quality: Vec<QualityResult>,
+    /// How many documents the round compares once it has read them (fewer than the step asks
+    /// for when the golden set is smaller); unknown before.
+    pub quality_documents: Option<usize>,
 }
 
 /// What the engine needs to know before it can decide, as [`needs`] says.

@@ -256,6 +256,7 @@ impl World {
             at: self.input.now,
             readings,
             quality,
+            quality_documents: None,
         });
         true
     }
@@ -355,6 +356,7 @@ pub fn golden_documents(answer: &Answer) -> Vec<QualityResult> {
             } else {
                 Verdict::Pass
             },
+            message: None,
         })
         .collect()
 }
