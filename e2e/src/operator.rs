@@ -44,9 +44,14 @@ pub fn install(plane: &ControlPlane) -> Result<()> {
     Ok(())
 }
 
-/// Starts the operator with the ServiceAccount's credentials; `service_map` maps in-cluster
-/// Services to the local data-plane processes.
-pub fn start(plane: &ControlPlane, name: &str, service_map: Option<&Path>) -> Result<Supervised> {
+/// Starts the operator with the ServiceAccount's credentials and `extra` flags; `service_map`
+/// maps in-cluster Services to the local data-plane processes.
+pub fn start(
+    plane: &ControlPlane,
+    name: &str,
+    service_map: Option<&Path>,
+    extra: &[&str],
+) -> Result<Supervised> {
     let mut operator = Command::new(workspace_binary("mineru-operator")?);
     operator
         .env("KUBECONFIG", plane.operator_kubeconfig())
@@ -58,6 +63,7 @@ pub fn start(plane: &ControlPlane, name: &str, service_map: Option<&Path>) -> Re
     if let Some(path) = service_map {
         operator.arg("--service-map").arg(path);
     }
+    operator.args(extra);
     Supervised::spawn(name, operator, &plane.dir().join("logs"))
 }
 

@@ -197,6 +197,7 @@ pub struct Scenario {
     pub canary: Revisions,
     pub canary_manifest: String,
     template: Template,
+    operator_args: &'static [&'static str],
     operator: Option<Supervised>,
     service_map: std::path::PathBuf,
     data_plane: Vec<(Simulator, Worker)>,
@@ -216,6 +217,10 @@ pub struct Setup {
     /// Concurrent clients, and the pause each takes between documents.
     pub senders: usize,
     pub pause: Duration,
+    /// What the canary's vLLM answers instead of the stable one's (a `vllm-sim` scenario).
+    pub canary_scenario: Option<&'static str>,
+    /// Extra flags of the operator.
+    pub operator_args: &'static [&'static str],
 }
 
 impl Default for Setup {
@@ -228,6 +233,8 @@ impl Default for Setup {
             legacy: false,
             senders: 3,
             pause: Duration::from_millis(100),
+            canary_scenario: None,
+            operator_args: &[],
         }
     }
 }
@@ -281,9 +288,18 @@ impl Scenario {
         let mut data_plane = Vec::new();
         let mut services = BTreeMap::new();
         let mut targets = Vec::new();
+        let canary_scenario = setup.canary_scenario.map(|yaml| {
+            let path = plane.dir().join("canary-scenario.yaml");
+            std::fs::write(&path, yaml).unwrap();
+            path.to_string_lossy().into_owned()
+        });
         for revisions in [&stable, &canary] {
+            let extra: Vec<&str> = match &canary_scenario {
+                Some(path) if revisions == &canary => vec!["--scenario", path],
+                _ => Vec::new(),
+            };
             let simulator =
-                Simulator::start(&revisions.model_revision, "mineru", &[], &logs).unwrap();
+                Simulator::start(&revisions.model_revision, "mineru", &extra, &logs).unwrap();
             let worker = Worker::start(
                 &revisions.worker_revision,
                 &simulator.url(),
@@ -342,6 +358,7 @@ impl Scenario {
         let canary_manifest = template(CANARY_IMAGE, prometheus.url());
         let mut scenario = Scenario {
             template,
+            operator_args: setup.operator_args,
             operator: None,
             service_map,
             prometheus,
@@ -365,7 +382,15 @@ impl Scenario {
         if let Some(mut old) = self.operator.take() {
             old.kill();
         }
-        self.operator = Some(operator::start(&self.plane, name, Some(&self.service_map)).unwrap());
+        self.operator = Some(
+            operator::start(
+                &self.plane,
+                name,
+                Some(&self.service_map),
+                self.operator_args,
+            )
+            .unwrap(),
+        );
     }
 
     pub fn apply(&self, manifest: &str) {
@@ -423,8 +448,53 @@ impl Scenario {
     /// Fails the canary vLLM's inference calls at `rate` (503s), from now on: with the
     /// worker's retries, a share of the canary's documents fails.
     pub fn fail_canary_vllm_at(&self, rate: f64) {
-        let faults = serde_json::json!({"latency_ms": 0, "latency_jitter_ms": 0, "error_rate": rate, "drop_rate": 0.0});
+        self.canary_vllm_faults(serde_json::json!({"error_rate": rate}));
+    }
+
+    /// Delays every answer of the canary vLLM by `latency`, from now on.
+    pub fn slow_canary_vllm(&self, latency: Duration) {
+        self.canary_vllm_faults(serde_json::json!({"latency_ms": latency.as_millis() as u64}));
+    }
+
+    fn canary_vllm_faults(&self, faults: serde_json::Value) {
         self.data_plane[1].0.set_faults(faults).unwrap();
+    }
+
+    /// Sets a `mineru.dev/*` command annotation, as `kubectl mineru` does.
+    pub fn command(&self, key: &str) {
+        self.plane
+            .kubectl(&[
+                "annotate",
+                "mdep",
+                "docs",
+                "-n",
+                NAMESPACE,
+                "--overwrite",
+                &format!("{key}=true"),
+            ])
+            .unwrap();
+    }
+
+    /// Creates a ConfigMap of golden documents, `count` copies of the sample PDF, labelled
+    /// `golden=docs`.
+    pub fn golden_documents(&self, count: usize) {
+        let pdf = repo_path("examples/documents/sample.pdf");
+        let files: Vec<String> = (0..count)
+            .map(|i| format!("--from-file=doc-{i}.pdf={}", pdf.display()))
+            .collect();
+        let mut args = vec!["create", "configmap", "golden", "-n", NAMESPACE];
+        args.extend(files.iter().map(String::as_str));
+        self.plane.kubectl(&args).unwrap();
+        self.plane
+            .kubectl(&[
+                "label",
+                "configmap",
+                "golden",
+                "-n",
+                NAMESPACE,
+                "golden=docs",
+            ])
+            .unwrap();
     }
 
     pub fn settle_on_stable(&mut self) {

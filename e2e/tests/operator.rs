@@ -36,7 +36,7 @@ fn a_mineru_deployment_becomes_both_tiers_and_settles_without_writes() {
     let plane = ControlPlane::start("operator", &Nodes::default()).unwrap();
     operator::install(&plane).unwrap();
     plane.kubectl(&["create", "namespace", NAMESPACE]).unwrap();
-    let mut operator = operator::start(&plane, "e2e-operator-0", None).unwrap();
+    let mut operator = operator::start(&plane, "e2e-operator-0", None, &[]).unwrap();
 
     let example = repo_path("examples/minimal.yaml");
     plane

@@ -104,21 +104,36 @@ pub async fn parse_with(
         document: document.to_owned(),
         reason,
     };
-    let part = reqwest::multipart::Part::bytes(pdf.to_vec())
-        .file_name(document.to_owned())
-        .mime_str("application/pdf")
-        .map_err(|error| failed(error.to_string()))?;
-    let form = reqwest::multipart::Form::new()
-        .part("files", part)
-        .text("return_md", "true")
-        .text("return_content_list", "true");
-    let response = http
-        .post(format!("{}/file_parse", url.trim_end_matches('/')))
-        .multipart(form)
-        .timeout(timeout)
-        .send()
-        .await
-        .map_err(|error| failed(error.to_string()))?;
+    // A golden document is extra load: a worker at capacity (429) or shedding (503) is asked
+    // again after the wait it names, within the document's budget, rather than failing it.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let response = loop {
+        let part = reqwest::multipart::Part::bytes(pdf.to_vec())
+            .file_name(document.to_owned())
+            .mime_str("application/pdf")
+            .map_err(|error| failed(error.to_string()))?;
+        let form = reqwest::multipart::Form::new()
+            .part("files", part)
+            .text("return_md", "true")
+            .text("return_content_list", "true");
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let response = http
+            .post(format!("{}/file_parse", url.trim_end_matches('/')))
+            .multipart(form)
+            .timeout(left)
+            .send()
+            .await
+            .map_err(|error| failed(error.to_string()))?;
+        let busy = matches!(
+            response.status(),
+            reqwest::StatusCode::TOO_MANY_REQUESTS | reqwest::StatusCode::SERVICE_UNAVAILABLE
+        );
+        let wait = retry_after(&response);
+        if !busy || tokio::time::Instant::now() + wait >= deadline {
+            break response;
+        }
+        tokio::time::sleep(wait).await;
+    };
     let status = response.status();
     let body: Value = response
         .json()
@@ -143,6 +158,18 @@ pub async fn parse_with(
         markdown,
         content_list,
     })
+}
+
+/// How long a busy worker asks to be left alone: its `Retry-After` seconds, 1 s without one,
+/// at most 30 s.
+fn retry_after(response: &reqwest::Response) -> Duration {
+    let seconds = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .unwrap_or(1);
+    Duration::from_secs(seconds.clamp(1, 30))
 }
 
 /// The `count` golden documents a canary is compared on: an order shuffled by the canary's

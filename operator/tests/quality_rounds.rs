@@ -31,6 +31,9 @@ struct Worker {
     /// Documents answered with other text, and documents refused with a 500.
     different: Arc<BTreeSet<String>>,
     failing: Arc<BTreeSet<String>>,
+    /// Answer each document 429 (at capacity) once before parsing it.
+    busy_once: bool,
+    refused: Arc<Mutex<BTreeSet<String>>>,
     delay: Duration,
     /// Every document asked, and the most asked at once.
     asked: Arc<Mutex<Vec<String>>>,
@@ -47,6 +50,14 @@ async fn file_parse(State(worker): State<Worker>, mut form: Multipart) -> Respon
         let _ = field.bytes().await;
     }
     worker.asked.lock().unwrap().push(name.clone());
+    if worker.busy_once && worker.refused.lock().unwrap().insert(name.clone()) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "1")],
+            Json(json!({"error": "at capacity"})),
+        )
+            .into_response();
+    }
     let now = worker.inflight.fetch_add(1, Ordering::SeqCst) + 1;
     worker.most.fetch_max(now, Ordering::SeqCst);
     tokio::time::sleep(worker.delay).await;
@@ -229,6 +240,25 @@ async fn failures_are_results_regressions_only_when_the_canary_alone_fails() {
         .filter(|r| r.verdict == Verdict::Pass)
         .count();
     assert_eq!(passed, 3);
+}
+
+#[tokio::test]
+async fn a_worker_at_capacity_is_asked_again_after_the_wait_it_names() {
+    let busy = Worker {
+        busy_once: true,
+        ..Worker::default()
+    };
+    let (baseline, canary) = (serve(Worker::default()).await, serve(busy.clone()).await);
+    let rounds = QualityRounds::default();
+    let all = until(&rounds, &comparison(baseline, canary, 3), &[], 3, |p| {
+        p.results.len() == 3
+    })
+    .await;
+    assert!(
+        all.results.iter().all(|r| r.verdict == Verdict::Pass),
+        "{all:?}"
+    );
+    assert_eq!(busy.asked.lock().unwrap().len(), 6, "each asked twice");
 }
 
 #[tokio::test]

@@ -1,0 +1,84 @@
+//! The quality gate on the real control plane: a canary whose model reads the golden documents
+//! differently is rolled back at 10% by the quality gate, with the regressed documents in
+//! status, before its round has compared them all.
+
+use std::{thread, time::Duration};
+
+use mineru_e2e::{
+    controlplane::Nodes,
+    scenario::{Scenario, Setup, manifest_with_checks, pair},
+};
+
+/// Judged by the golden documents alone: four of them, compared before leaving 10%.
+fn quality_manifest(model_image: &str, prometheus: &str) -> String {
+    manifest_with_checks(
+        model_image,
+        prometheus,
+        "      quality: {goldenDocuments: {configMapLabels: {golden: docs}}, documentsPerStep: [4]}\n",
+    )
+}
+
+#[test]
+fn a_canary_reading_documents_differently_is_rolled_back_at_10_percent() {
+    let setup = Setup {
+        template: quality_manifest,
+        canary_scenario: Some(
+            "content:\n  text: \"An entirely different reading of this page.\"\n",
+        ),
+        ..Setup::default()
+    };
+    let mut scenario = Scenario::start_with("quality-regression", &Nodes::default(), setup);
+    scenario.golden_documents(4);
+    scenario.settle_on_stable();
+    let (stable, canary) = (scenario.stable.clone(), scenario.canary.clone());
+    scenario.apply_canary();
+
+    let mut heaviest = 0;
+    let rolled_back = loop {
+        let status = scenario.status();
+        heaviest = heaviest.max(status["canaryWeight"].as_i64().unwrap_or(0));
+        if status["lastRollback"].is_object() {
+            break status;
+        }
+        assert_ne!(
+            pair(&status, "stable"),
+            Some((
+                canary.model_revision.clone(),
+                canary.worker_revision.clone()
+            )),
+            "promoted a canary that reads differently: {status}"
+        );
+        thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(heaviest, 10, "stopped at the first step");
+    let rollback = &rolled_back["lastRollback"];
+    assert_eq!(rollback["reason"], "QualityRegressed", "{rollback}");
+    assert_eq!(
+        pair(&rolled_back, "stable"),
+        Some((
+            stable.model_revision.clone(),
+            stable.worker_revision.clone()
+        ))
+    );
+    let documents = rolled_back["quality"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let regressed: Vec<_> = documents
+        .iter()
+        .filter(|d| d["verdict"] == "Fail")
+        .collect();
+    assert!(!regressed.is_empty(), "{rolled_back}");
+    for document in &regressed {
+        assert!(
+            document["similarity"].as_f64().is_some_and(|s| s < 0.95),
+            "{document}"
+        );
+        assert!(
+            document["document"]
+                .as_str()
+                .is_some_and(|d| d.ends_with(".pdf"))
+        );
+    }
+    assert!(rolled_back["canary"].is_null(), "{rolled_back}");
+}
