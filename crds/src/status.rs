@@ -310,6 +310,29 @@ pub struct QualityResult {
     /// Why, when the verdict is not Pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// For a regressed document, the first blocks that differ, so that a person can judge
+    /// without parsing it again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub differences: Vec<BlockDifference>,
+}
+
+/// A block that differs between the baseline's and the canary's reading of a document.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockDifference {
+    /// 1-based page of the block (the baseline's, or the canary's for an added block).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<i64>,
+    /// Block type as MinerU's content list names it (`text`, `table`, `equation`, ...).
+    pub block: String,
+    /// `changed`, `missing` (only the baseline has it) or `added` (only the canary has it).
+    pub change: String,
+    /// The baseline's text of the block, shortened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
+    /// The canary's text of the block, shortened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
 }
 
 /// Why a rollout was rolled back.

@@ -8,13 +8,16 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use mineru_crds::{QualityResult, Verdict};
+use mineru_crds::{BlockDifference, QualityResult, Verdict};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use similar::TextDiff;
 use thiserror::Error;
 
 const STRUCTURE_WEIGHT: f64 = 0.25;
+/// Differing blocks kept per regressed document, and characters kept of each block's text.
+const DIFFERENCES_KEPT: usize = 3;
+const TEXT_KEPT: usize = 120;
 
 /// What one worker answered for one document, in MinerU's shape.
 #[derive(Clone, Debug, PartialEq)]
@@ -44,7 +47,87 @@ pub fn scored(document: &str, similarity: f64, min_similarity: f64) -> QualityRe
         similarity: (similarity * 10_000.0).floor() / 10_000.0,
         verdict: if pass { Verdict::Pass } else { Verdict::Fail },
         message: (!pass).then(|| format!("similarity below {min_similarity}")),
+        differences: Vec::new(),
     }
+}
+
+/// A block's type and text as the comparison sees it.
+struct BlockText {
+    kind: String,
+    page: Option<i64>,
+    text: String,
+}
+
+impl BlockText {
+    fn of(item: &Value) -> BlockText {
+        let field = |name: &str| item.get(name).and_then(Value::as_str);
+        let text = field("text")
+            .or_else(|| field("table_body"))
+            .or_else(|| field("img_path"))
+            .unwrap_or_default();
+        BlockText {
+            kind: field("type").unwrap_or("unknown").to_owned(),
+            page: item.get("page_idx").and_then(Value::as_i64).map(|p| p + 1),
+            text: text.split_whitespace().collect::<Vec<_>>().join(" "),
+        }
+    }
+
+    /// What the alignment compares: the type and the words, case aside.
+    fn key(&self) -> String {
+        format!("{}\u{1f}{}", self.kind, self.text.to_lowercase())
+    }
+}
+
+fn shortened(text: &str) -> Option<String> {
+    if text.is_empty() {
+        return None;
+    }
+    let mut kept: String = text.chars().take(TEXT_KEPT).collect();
+    if kept.len() < text.len() {
+        kept.push('…');
+    }
+    Some(kept)
+}
+
+/// The first `limit` blocks that differ, aligning the two content lists in reading order:
+/// a block replaced by another is `changed`, one only the baseline has `missing`, one only the
+/// canary has `added`.
+pub fn differences(stable: &Parsed, canary: &Parsed, limit: usize) -> Vec<BlockDifference> {
+    let old: Vec<BlockText> = stable.content_list.iter().map(BlockText::of).collect();
+    let new: Vec<BlockText> = canary.content_list.iter().map(BlockText::of).collect();
+    let (old_keys, new_keys): (Vec<String>, Vec<String>) = (
+        old.iter().map(BlockText::key).collect(),
+        new.iter().map(BlockText::key).collect(),
+    );
+    let difference = |change: &str, baseline: Option<&BlockText>, canary: Option<&BlockText>| {
+        let block = baseline.or(canary).expect("one side has the block");
+        BlockDifference {
+            page: block.page,
+            block: block.kind.clone(),
+            change: change.to_owned(),
+            baseline: baseline.and_then(|b| shortened(&b.text)),
+            canary: canary.and_then(|c| shortened(&c.text)),
+        }
+    };
+    let mut found = Vec::new();
+    for op in similar::capture_diff_slices(similar::Algorithm::Myers, &old_keys, &new_keys) {
+        let (_, old_range, new_range) = op.as_tag_tuple();
+        let (olds, news) = (&old[old_range], &new[new_range]);
+        for index in 0..olds.len().max(news.len()) {
+            let change = match (olds.get(index), news.get(index)) {
+                (Some(_), Some(_)) if op.tag() == similar::DiffTag::Equal => continue,
+                (Some(_), Some(_)) => "changed",
+                (Some(_), None) => "missing",
+                (None, Some(_)) => "added",
+                (None, None) => continue,
+            };
+            found.push(difference(change, olds.get(index), news.get(index)));
+            if found.len() == limit {
+                return found;
+            }
+        }
+    }
+    found
 }
 
 fn block_types(items: &[Value]) -> String {
@@ -216,10 +299,15 @@ pub async fn compare_one(
         similarity: 0.0,
         verdict,
         message: Some(message),
+        differences: Vec::new(),
     };
     match (baseline, canary) {
         (Ok(baseline), Ok(canary)) => {
-            scored(document, similarity(&baseline, &canary), min_similarity)
+            let mut result = scored(document, similarity(&baseline, &canary), min_similarity);
+            if result.verdict == Verdict::Fail {
+                result.differences = differences(&baseline, &canary, DIFFERENCES_KEPT);
+            }
+            result
         }
         (Ok(_), Err(canary)) => unanswered(Verdict::Fail, canary.to_string()),
         (Err(baseline), Ok(_)) => unanswered(Verdict::Error, baseline.to_string()),
@@ -306,6 +394,63 @@ mod tests {
         let empty = parsed("", &[]);
         assert_eq!(similarity(&empty, &empty.clone()), 1.0);
         assert!(similarity(&empty, &parsed(TEXT, &["text"])) < 0.01);
+    }
+
+    fn blocks(items: &[(&str, &str, i64)]) -> Parsed {
+        Parsed {
+            markdown: String::new(),
+            content_list: items
+                .iter()
+                .map(|(kind, text, page)| json!({"type": kind, "text": text, "page_idx": page}))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn differences_name_the_blocks_that_changed_went_missing_or_were_added() {
+        let stable = blocks(&[
+            ("title", "Annual report", 0),
+            ("text", "Revenue grew in every region.", 0),
+            ("table", "<table><tr><td>1</td></tr></table>", 1),
+            ("text", "Outlook is steady.", 1),
+        ]);
+        let canary = blocks(&[
+            ("title", "ANNUAL  report", 0),
+            ("text", "Revenue fell in every region.", 0),
+            ("text", "Outlook is steady.", 1),
+            ("text", "An extra paragraph.", 1),
+        ]);
+        let found = differences(&stable, &canary, 10);
+        let summary: Vec<_> = found
+            .iter()
+            .map(|d| (d.change.as_str(), d.block.as_str(), d.page))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("changed", "text", Some(1)),
+                ("missing", "table", Some(2)),
+                ("added", "text", Some(2)),
+            ],
+            "{found:?}"
+        );
+        assert_eq!(
+            found[0].baseline.as_deref(),
+            Some("Revenue grew in every region.")
+        );
+        assert_eq!(
+            found[0].canary.as_deref(),
+            Some("Revenue fell in every region.")
+        );
+        assert_eq!(
+            differences(&stable, &canary, 1).len(),
+            1,
+            "at most the limit"
+        );
+        assert!(differences(&stable, &stable.clone(), 10).is_empty());
+        let long = "word ".repeat(100);
+        let shortened = differences(&blocks(&[("text", &long, 0)]), &blocks(&[]), 1);
+        assert!(shortened[0].baseline.as_deref().unwrap().ends_with('…'));
     }
 
     #[test]

@@ -1206,6 +1206,7 @@ fn golden(total: usize, regressed: usize, errors: usize) -> Vec<QualityResult> {
                 similarity,
                 verdict,
                 message: None,
+                differences: Vec::new(),
             }
         })
         .collect()

@@ -301,6 +301,7 @@ fn document(name: &str, verdict: Verdict) -> QualityResult {
         similarity: if verdict == Verdict::Pass { 0.99 } else { 0.5 },
         verdict,
         message: None,
+        differences: Vec::new(),
     }
 }
 

@@ -11,7 +11,9 @@ use kube::{
     Api, Client,
     api::{Patch, PatchParams},
 };
-use mineru_crds::{CheckStatus, LegacyRole, MineruDeployment, MineruDeploymentStatus, RolloutSpec};
+use mineru_crds::{
+    CheckStatus, LegacyRole, MineruDeployment, MineruDeploymentStatus, RolloutSpec, Verdict,
+};
 use mineru_operator::{
     commands,
     planner::{self, Canary, Spread, StepForecast, Traffic},
@@ -33,6 +35,9 @@ struct Cli {
 enum Action {
     /// Show phase, step, weight, revisions and every check's latest value.
     Status { name: String },
+    /// Show the golden-document round: how far it is, each document's similarity (worst
+    /// first), and for regressed documents the blocks that differ.
+    Quality { name: String },
     /// Leave the current step now (gates, pause and approval notwithstanding); `--full` promotes.
     /// During the post-promotion window: accept the promoted revisions and let the way back go.
     Promote {
@@ -118,12 +123,16 @@ async fn run(cli: Cli) -> Result<(), String> {
         .unwrap_or_else(|| client.default_namespace().to_owned());
     let api: Api<MineruDeployment> = Api::namespaced(client, &namespace);
     let (name, key, value) = match &cli.command {
-        Action::Status { name } => {
+        Action::Status { name } | Action::Quality { name } => {
             let object = api
                 .get(name)
                 .await
                 .map_err(|error| format!("minerudeployment {namespace}/{name}: {error}"))?;
-            print!("{}", render_status(&object));
+            let text = match cli.command {
+                Action::Quality { .. } => render_quality(&object),
+                _ => render_status(&object),
+            };
+            print!("{text}");
             return Ok(());
         }
         Action::Plan(args) => {
@@ -371,6 +380,86 @@ fn render_status(object: &MineruDeployment) -> String {
     out
 }
 
+fn render_quality(object: &MineruDeployment) -> String {
+    let name = object.metadata.name.as_deref().unwrap_or("?");
+    let default = MineruDeploymentStatus::default();
+    let status = object.status.as_ref().unwrap_or(&default);
+    let Some(quality) = &object.spec.rollout.analysis.quality else {
+        return format!("{name}: no quality gate (spec.rollout.analysis.quality is not set)\n");
+    };
+    let step = status.current_step.unwrap_or(0).max(0) as usize;
+    let counts = &quality.documents_per_step;
+    let wanted = counts.get(step).or(counts.last()).copied().unwrap_or(1);
+    let count = |verdict| {
+        status
+            .quality
+            .iter()
+            .filter(|r| r.verdict == verdict)
+            .count()
+    };
+    let canary = status
+        .canary
+        .as_ref()
+        .map(|c| format!(" of canary {}", c.worker_revision))
+        .unwrap_or_default();
+    let mut out = format!(
+        "{name}: golden documents{canary}: {} of {wanted} compared, {} regressed, {} not comparable (bar: similarity {}, at most {} regressed)\n",
+        status.quality.len(),
+        count(Verdict::Fail),
+        count(Verdict::Error),
+        quality.min_similarity,
+        quality.max_regression,
+    );
+    for check in status
+        .checks
+        .iter()
+        .filter(|c| c.name.starts_with("quality"))
+    {
+        out.push_str(&format!("  {}\n", render_check(check)));
+    }
+    let rank = |verdict: Verdict| match verdict {
+        Verdict::Fail => 0,
+        Verdict::Error => 1,
+        _ => 2,
+    };
+    let mut documents: Vec<_> = status.quality.iter().collect();
+    documents.sort_by(|a, b| {
+        rank(a.verdict)
+            .cmp(&rank(b.verdict))
+            .then(a.similarity.total_cmp(&b.similarity))
+    });
+    for document in documents {
+        out.push_str(&format!(
+            "  {:<5} {:.4}  {}{}\n",
+            format!("{:?}", document.verdict),
+            document.similarity,
+            document.document,
+            document
+                .message
+                .as_deref()
+                .map(|m| format!(" — {m}"))
+                .unwrap_or_default()
+        ));
+        for difference in &document.differences {
+            let page = difference
+                .page
+                .map(|p| format!("page {p} "))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "        {page}{} {}\n",
+                difference.block, difference.change
+            ));
+            if let Some(text) = &difference.baseline {
+                out.push_str(&format!("          - {text}\n"));
+            }
+            if let Some(text) = &difference.canary {
+                out.push_str(&format!("          + {text}\n"));
+            }
+        }
+    }
+    out
+}
+
 fn render_check(check: &CheckStatus) -> String {
     let number = |value: Option<f64>| {
         value
@@ -514,6 +603,49 @@ mod tests {
             shown.contains("12 samples (stable 108), about 140 more needed"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn the_quality_report_puts_the_worst_documents_first_with_their_differences() {
+        let production = include_str!("../../../examples/production.yaml");
+        let mut object: MineruDeployment = serde_yaml::from_str(production).unwrap();
+        let documents: Vec<mineru_crds::QualityResult> = serde_json::from_value(serde_json::json!([
+            {"document": "a.pdf", "similarity": 0.99, "verdict": "Pass"},
+            {"document": "b.pdf", "similarity": 0.41, "verdict": "Fail",
+             "message": "similarity below 0.95",
+             "differences": [{"page": 2, "block": "table", "change": "missing",
+                              "baseline": "<table>…</table>"}]},
+            {"document": "c.pdf", "similarity": 0.0, "verdict": "Error", "message": "both failed"}
+        ]))
+        .unwrap();
+        object.status = Some(MineruDeploymentStatus {
+            current_step: Some(0),
+            quality: documents,
+            ..MineruDeploymentStatus::default()
+        });
+        let shown = render_quality(&object);
+        assert!(
+            shown.contains("3 of 50 compared, 1 regressed, 1 not comparable"),
+            "{shown}"
+        );
+        let lines: Vec<&str> = shown.lines().collect();
+        assert!(
+            lines[1].contains("Fail") && lines[1].contains("b.pdf"),
+            "{shown}"
+        );
+        assert!(lines[2].contains("page 2 table missing"), "{shown}");
+        assert!(lines[3].contains("- <table>…</table>"), "{shown}");
+        assert!(
+            lines[4].contains("Error") && lines[4].contains("c.pdf"),
+            "{shown}"
+        );
+        assert!(
+            lines[5].contains("Pass") && lines[5].contains("a.pdf"),
+            "{shown}"
+        );
+        let minimal: MineruDeployment =
+            serde_yaml::from_str(include_str!("../../../examples/minimal.yaml")).unwrap();
+        assert!(render_quality(&minimal).contains("no quality gate"));
     }
 
     #[test]

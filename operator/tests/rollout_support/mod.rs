@@ -357,6 +357,7 @@ pub fn golden_documents(answer: &Answer) -> Vec<QualityResult> {
                 Verdict::Pass
             },
             message: None,
+            differences: Vec::new(),
         })
         .collect()
 }
