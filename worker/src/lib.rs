@@ -8,6 +8,7 @@ pub mod parse;
 pub mod pdf;
 pub mod protocol;
 pub mod server;
+pub mod signals;
 pub mod simulator;
 pub mod text;
 pub mod tokens;

@@ -347,6 +347,19 @@ pub struct Page {
     pub blocks: Vec<Block>,
     /// Page furniture (headers, footers, page numbers), kept out of the reading flow.
     pub discarded: Vec<Block>,
+    /// What the extraction noticed beyond the blocks; not part of MinerU's output.
+    #[serde(skip)]
+    pub signals: PageSignals,
+}
+
+/// What extracting a page showed about the model's answers (see [`crate::signals`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageSignals {
+    /// Answers for this page cut at the server's length limit (`finish_reason: length`).
+    pub truncated_answers: usize,
+    /// Whether the rendered page has ink; looked at only when the model found no block, and
+    /// unknown for the text backend (which does not render).
+    pub inked: Option<bool>,
 }
 
 impl Page {
@@ -357,6 +370,7 @@ impl Page {
             page_idx,
             blocks,
             discarded,
+            signals: PageSignals::default(),
         }
     }
 }

@@ -14,9 +14,10 @@ use image::codecs::png::{self, PngEncoder};
 use image::{ImageEncoder as _, Rgb, RgbImage, imageops};
 
 use crate::client::{ClientError, VlmClient};
-use crate::model::{Angle, Block, BlockType, Page};
+use crate::model::{Angle, Block, BlockType, Page, PageSignals};
 use crate::otsl::otsl_to_html;
 use crate::protocol::{LAYOUT_IMAGE_SIZE, MAX_IMAGE_EDGE_RATIO, MIN_IMAGE_EDGE, Step};
+use crate::signals::has_ink;
 use crate::tokens::{LayoutError, parse_layout, select_for_recognition};
 
 /// Renders pages of one document. Implementations may serialise internally (pdfium does);
@@ -117,6 +118,7 @@ pub async fn extract_page<R: PageRenderer>(
         .await
         .map_err(|source| VlmError::Server { page, source })?;
     drop(layout);
+    let mut truncated_answers = usize::from(answer.truncated);
     let mut blocks =
         parse_layout(&answer.content).map_err(|source| VlmError::Layout { page, source })?;
     let chosen = select_for_recognition(&mut blocks, options.image_analysis);
@@ -126,14 +128,19 @@ pub async fn extract_page<R: PageRenderer>(
         .map(|&i| (i, Step::for_block(blocks[i].kind)))
         .collect();
     let regions: Vec<Block> = chosen.iter().map(|&i| blocks[i].clone()).collect();
-    let images = blocking(page, move || {
+    // Ink matters only on a page the model found nothing on, so only such pages are scanned.
+    let nothing_found = blocks.iter().all(|b| b.kind.is_discarded());
+    let (images, inked) = blocking(page, move || {
         let images = regions
             .iter()
             .map(|block| block_png(&render, block))
             .collect::<Result<Vec<_>, _>>();
+        let inked = nothing_found.then(|| has_ink(&render));
         // The render goes here, before any recognition call is waited on.
         drop(render);
-        images.map_err(|source| VlmError::Image { page, source })
+        images
+            .map(|images| (images, inked))
+            .map_err(|source| VlmError::Image { page, source })
     })
     .await?;
 
@@ -145,9 +152,15 @@ pub async fn extract_page<R: PageRenderer>(
         .await
         .map_err(|source| VlmError::Server { page, source })?;
     for ((index, _), answer) in crops.into_iter().zip(answers) {
+        truncated_answers += usize::from(answer.truncated);
         blocks[index].content = Some(answer.content);
     }
-    Ok(Page::from_blocks(page, post_process(blocks)))
+    let mut result = Page::from_blocks(page, post_process(blocks));
+    result.signals = PageSignals {
+        truncated_answers,
+        inked,
+    };
+    Ok(result)
 }
 
 async fn blocking<T: Send + 'static>(

@@ -159,7 +159,7 @@ async fn the_binary_serves_as_the_image_runs_it_and_drains_on_sigterm() {
         .expect("text");
     assert!(
         metrics.contains(
-            "mineru_worker_requests_total{revision=\"w-image\",backend=\"vlm\",outcome=\"success\"} 1"
+            "mineru_worker_requests_total{revision=\"w-image\",backend=\"vlm\",source=\"traffic\",outcome=\"success\"} 1"
         ),
         "{metrics}"
     );

@@ -1,5 +1,8 @@
 //! Bounded admission: at most `limit` documents in progress; the next request is refused at once
 //! (429) rather than queued, so a loaded worker sheds load instead of hiding it in latency.
+//!
+//! Probe documents (the operator's evidence traffic) never crowd out clients: they hold at most
+//! a quarter of the slots, and never the last free one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ApiError;
+use super::metrics::Source;
 
 /// What a refused caller is told to wait: documents take seconds, so sooner is a busy loop.
 const BUSY_RETRY_AFTER: Duration = Duration::from_secs(2);
@@ -16,6 +20,7 @@ const BUSY_RETRY_AFTER: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct Admission {
     permits: Arc<Semaphore>,
+    probe_permits: Arc<Semaphore>,
     limit: usize,
     inflight: Gauge,
     closed: AtomicBool,
@@ -25,6 +30,7 @@ pub struct Admission {
 #[derive(Debug)]
 pub struct Ticket {
     _permit: OwnedSemaphorePermit,
+    _probe_permit: Option<OwnedSemaphorePermit>,
     inflight: Gauge,
 }
 
@@ -39,27 +45,44 @@ impl Admission {
         let limit = limit.max(1);
         Self {
             permits: Arc::new(Semaphore::new(limit)),
+            probe_permits: Arc::new(Semaphore::new((limit / 4).max(1))),
             limit,
             inflight,
             closed: AtomicBool::new(false),
         }
     }
 
-    pub fn enter(&self) -> Result<Ticket, ApiError> {
+    pub fn enter(&self, source: Source) -> Result<Ticket, ApiError> {
         if self.is_closed() {
             return Err(ApiError::ShuttingDown);
         }
+        let busy = || ApiError::Busy {
+            limit: self.limit,
+            retry_after: BUSY_RETRY_AFTER,
+        };
+        let probe_permit = match source {
+            Source::Traffic => None,
+            Source::Probe => {
+                let permit = self
+                    .probe_permits
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| busy())?;
+                if self.limit > 1 && self.permits.available_permits() <= 1 {
+                    return Err(busy());
+                }
+                Some(permit)
+            }
+        };
         let permit = self
             .permits
             .clone()
             .try_acquire_owned()
-            .map_err(|_| ApiError::Busy {
-                limit: self.limit,
-                retry_after: BUSY_RETRY_AFTER,
-            })?;
+            .map_err(|_| busy())?;
         self.inflight.inc();
         Ok(Ticket {
             _permit: permit,
+            _probe_permit: probe_permit,
             inflight: self.inflight.clone(),
         })
     }
@@ -71,5 +94,35 @@ impl Admission {
 
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_hold_a_quarter_of_the_slots_and_never_the_last_free_one() {
+        let admission = Admission::new(8, Gauge::default());
+        let probes: Vec<_> = (0..2)
+            .map(|_| admission.enter(Source::Probe).unwrap())
+            .collect();
+        assert!(
+            admission.enter(Source::Probe).is_err(),
+            "a quarter of 8 is 2"
+        );
+        let clients: Vec<_> = (0..6)
+            .map(|_| admission.enter(Source::Traffic).unwrap())
+            .collect();
+        drop(probes);
+        let probe = admission.enter(Source::Probe).unwrap();
+        assert!(
+            admission.enter(Source::Probe).is_err(),
+            "the last free slot stays for a client"
+        );
+        let last = admission.enter(Source::Traffic).unwrap();
+        assert!(admission.enter(Source::Traffic).is_err());
+        drop((clients, probe, last));
+        assert!(admission.enter(Source::Probe).is_ok());
     }
 }

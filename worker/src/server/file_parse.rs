@@ -6,18 +6,20 @@ use std::time::Instant;
 use axum::Json;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::output::{self, Backend};
 use crate::parse::{Extractor, PageRange, open_document, parse_pages};
+use crate::signals::DocumentSignals;
 use crate::vlm::VlmOptions;
 
 use super::App;
 use super::breaker::Pass;
 use super::error::ApiError;
 use super::form::{self, ParseForm, Upload};
-use super::metrics::{Outcome, backend_label};
+use super::metrics::{Outcome, Source, backend_label};
 
 /// The answer, as `mineru-api` shapes it.
 #[derive(Debug, Serialize)]
@@ -39,13 +41,15 @@ struct DocumentResult {
 
 pub async fn file_parse(
     State(app): State<Arc<App>>,
+    headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
     let started = Instant::now();
+    let source = Source::of(&headers);
     let mut backend = None;
     let result = match tokio::time::timeout(
         app.config.request_timeout,
-        handle(&app, multipart, &mut backend),
+        handle(&app, source, multipart, &mut backend),
     )
     .await
     {
@@ -56,7 +60,8 @@ pub async fn file_parse(
         Ok(_) => Outcome::Success,
         Err(e) => e.outcome(),
     };
-    app.metrics.request(backend, outcome, started.elapsed());
+    app.metrics
+        .request(backend, source, outcome, started.elapsed());
     match result {
         Ok(answer) => Json(answer).into_response(),
         Err(e) => {
@@ -72,12 +77,13 @@ pub async fn file_parse(
 
 async fn handle(
     app: &App,
+    source: Source,
     multipart: Result<Multipart, MultipartRejection>,
     used_backend: &mut Option<Backend>,
 ) -> Result<ParseResponse, ApiError> {
     let multipart = multipart.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     // Admission before the upload is read: an overloaded worker does not buffer what it refuses.
-    let _ticket = app.admission.enter()?;
+    let _ticket = app.admission.enter(source)?;
     let mut form = form::read(multipart, app.config.max_file_bytes.0).await?;
     let backend = form.backend.unwrap_or(app.config.backend);
     *used_backend = Some(backend);
@@ -86,7 +92,15 @@ async fn handle(
     let (extractor, _pass) = extractor(app, backend, &form).await?;
     let mut results = serde_json::Map::new();
     for Upload { stem, bytes } in std::mem::take(&mut form.files) {
-        let result = document(app, &extractor, backend, range, (&stem, bytes), &form).await?;
+        let result = document(
+            app,
+            &extractor,
+            (backend, source),
+            range,
+            (&stem, bytes),
+            &form,
+        )
+        .await?;
         let value = serde_json::to_value(result).map_err(|e| ApiError::Internal(e.to_string()))?;
         results.insert(stem, value);
     }
@@ -148,7 +162,7 @@ async fn extractor(
 async fn document(
     app: &App,
     extractor: &Extractor,
-    backend: Backend,
+    (backend, source): (Backend, Source),
     range: PageRange,
     (file, bytes): (&str, Vec<u8>),
     form: &ParseForm,
@@ -167,8 +181,12 @@ async fn document(
     let pages = parse_pages(&doc, range, extractor, Arc::new(|_| ()))
         .await
         .map_err(fail)?;
-    app.metrics
-        .document(backend, pages.len(), started.elapsed());
+    app.metrics.document(
+        backend,
+        source,
+        &DocumentSignals::of(&pages),
+        started.elapsed(),
+    );
     let out = output::build(&pages);
     let content_list = if form.return_content_list {
         let json = serde_json::to_string_pretty(&out.content_list)

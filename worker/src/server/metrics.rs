@@ -13,7 +13,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::client::CallError;
+use crate::model::BlockType;
 use crate::output::Backend;
+use crate::signals::DocumentSignals;
 
 /// How a `/file_parse` request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,15 +61,63 @@ pub fn backend_label(backend: Option<Backend>) -> &'static str {
     }
 }
 
+/// Who sent a document: a client (`traffic`), or the operator's probe traffic (`probe`, from
+/// the request header [`SOURCE_HEADER`]), so dashboards and gates can count them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Traffic,
+    Probe,
+}
+
+/// The request header that marks probe documents.
+pub const SOURCE_HEADER: &str = "x-mineru-source";
+
+impl Source {
+    pub const ALL: [Source; 2] = [Source::Traffic, Source::Probe];
+
+    pub fn of(headers: &axum::http::HeaderMap) -> Source {
+        match headers.get(SOURCE_HEADER).map(|v| v.as_bytes()) {
+            Some(b"probe") => Source::Probe,
+            _ => Source::Traffic,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Traffic => "traffic",
+            Source::Probe => "probe",
+        }
+    }
+}
+
+/// The signals of [`crate::signals`] a document can be flagged with.
+const SIGNALS: [&str; 3] = ["truncated", "repetition", "empty_page"];
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     backend: &'static str,
+    source: &'static str,
     outcome: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabels {
     backend: &'static str,
+    source: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BlockLabels {
+    backend: &'static str,
+    source: &'static str,
+    block_type: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignalLabels {
+    backend: &'static str,
+    source: &'static str,
+    signal: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -90,6 +140,13 @@ pub struct Metrics {
     request_duration: Family<BackendLabels, Histogram>,
     pages: Family<BackendLabels, Counter>,
     page_duration: Family<BackendLabels, Histogram>,
+    documents: Family<BackendLabels, Counter>,
+    flagged_documents: Family<SignalLabels, Counter>,
+    truncated_answers: Family<BackendLabels, Counter>,
+    repetitive_blocks: Family<BackendLabels, Counter>,
+    empty_pages: Family<BackendLabels, Counter>,
+    blocks: Family<BlockLabels, Counter>,
+    page_blocks: Family<BackendLabels, Histogram>,
     vllm_requests: Family<StatusLabels, Counter>,
     vllm_duration: Histogram,
     vllm_retries: Counter,
@@ -112,6 +169,9 @@ pub const PAGE_SECONDS_BUCKETS: [f64; 15] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// Bounds of `page_blocks`: an empty page, a sparse one, a dense one.
+pub const PAGE_BLOCKS_BUCKETS: [f64; 8] = [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+
 fn document_histogram() -> Histogram {
     Histogram::new(DOCUMENT_SECONDS_BUCKETS)
 }
@@ -132,6 +192,15 @@ impl Metrics {
         let pages = Family::<BackendLabels, Counter>::default();
         let page_duration =
             Family::<BackendLabels, Histogram>::new_with_constructor(page_histogram);
+        let documents = Family::<BackendLabels, Counter>::default();
+        let flagged_documents = Family::<SignalLabels, Counter>::default();
+        let truncated_answers = Family::<BackendLabels, Counter>::default();
+        let repetitive_blocks = Family::<BackendLabels, Counter>::default();
+        let empty_pages = Family::<BackendLabels, Counter>::default();
+        let blocks = Family::<BlockLabels, Counter>::default();
+        let page_blocks = Family::<BackendLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(PAGE_BLOCKS_BUCKETS)
+        });
         let vllm_requests = Family::<StatusLabels, Counter>::default();
         let vllm_duration = Histogram::new([
             0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -155,6 +224,41 @@ impl Metrics {
             "page_duration_seconds",
             "Each document's processing time divided by its pages",
             page_duration.clone(),
+        );
+        registry.register(
+            "documents",
+            "Documents extracted (the denominator of the quality signals)",
+            documents.clone(),
+        );
+        registry.register(
+            "flagged_documents",
+            "Extracted documents with at least one truncated answer, repetitive block or empty page",
+            flagged_documents.clone(),
+        );
+        registry.register(
+            "truncated_answers",
+            "Model answers cut at the server's length limit (finish_reason length)",
+            truncated_answers.clone(),
+        );
+        registry.register(
+            "repetitive_blocks",
+            "Blocks whose content repeats an n-gram past the degenerate-repetition bound",
+            repetitive_blocks.clone(),
+        );
+        registry.register(
+            "empty_pages",
+            "Pages with ink on which the model found no block",
+            empty_pages.clone(),
+        );
+        registry.register(
+            "blocks",
+            "Blocks extracted by block type (page furniture aside)",
+            blocks.clone(),
+        );
+        registry.register(
+            "page_blocks",
+            "Blocks extracted per page (page furniture aside)",
+            page_blocks.clone(),
         );
         registry.register(
             "vllm_requests",
@@ -189,15 +293,47 @@ impl Metrics {
         // Zero-valued series from the start, so rates and ratios exist before the first failure.
         for backend in [Backend::Text, Backend::Vlm] {
             let backend = backend_label(Some(backend));
-            for outcome in Outcome::ALL {
-                requests
-                    .get_or_create(&RequestLabels {
-                        backend,
-                        outcome: outcome.as_str(),
-                    })
-                    .inc_by(0);
+            for source in Source::ALL.map(Source::as_str) {
+                for outcome in Outcome::ALL {
+                    requests
+                        .get_or_create(&RequestLabels {
+                            backend,
+                            source,
+                            outcome: outcome.as_str(),
+                        })
+                        .inc_by(0);
+                }
+                let labels = BackendLabels { backend, source };
+                for counter in [
+                    &pages,
+                    &documents,
+                    &truncated_answers,
+                    &repetitive_blocks,
+                    &empty_pages,
+                ] {
+                    counter.get_or_create(&labels).inc_by(0);
+                }
+                // increase() misses the first count of a series born inside its window.
+                for kind in BlockType::ALL.into_iter().filter(|t| !t.is_discarded()) {
+                    blocks
+                        .get_or_create(&BlockLabels {
+                            backend,
+                            source,
+                            block_type: kind.as_str(),
+                        })
+                        .inc_by(0);
+                }
+                drop(page_blocks.get_or_create(&labels));
+                for signal in SIGNALS {
+                    flagged_documents
+                        .get_or_create(&SignalLabels {
+                            backend,
+                            source,
+                            signal,
+                        })
+                        .inc_by(0);
+                }
             }
-            pages.get_or_create(&BackendLabels { backend }).inc_by(0);
         }
         Self {
             registry,
@@ -205,6 +341,13 @@ impl Metrics {
             request_duration,
             pages,
             page_duration,
+            documents,
+            flagged_documents,
+            truncated_answers,
+            repetitive_blocks,
+            empty_pages,
+            blocks,
+            page_blocks,
             vllm_requests,
             vllm_duration,
             vllm_retries,
@@ -214,29 +357,83 @@ impl Metrics {
         }
     }
 
-    pub fn request(&self, backend: Option<Backend>, outcome: Outcome, elapsed: Duration) {
+    pub fn request(
+        &self,
+        backend: Option<Backend>,
+        source: Source,
+        outcome: Outcome,
+        elapsed: Duration,
+    ) {
         let backend = backend_label(backend);
+        let source = source.as_str();
         self.requests
             .get_or_create(&RequestLabels {
                 backend,
+                source,
                 outcome: outcome.as_str(),
             })
             .inc();
         self.request_duration
-            .get_or_create(&BackendLabels { backend })
+            .get_or_create(&BackendLabels { backend, source })
             .observe(elapsed.as_secs_f64());
     }
 
-    /// A document extracted: its pages, and the time it took per page.
-    pub fn document(&self, backend: Backend, pages: usize, elapsed: Duration) {
-        let labels = BackendLabels {
-            backend: backend_label(Some(backend)),
-        };
+    /// A document extracted: its pages, the time it took per page, and what its extraction
+    /// showed about the model's reading.
+    pub fn document(
+        &self,
+        backend: Backend,
+        source: Source,
+        signals: &DocumentSignals,
+        elapsed: Duration,
+    ) {
+        let (backend, source) = (backend_label(Some(backend)), source.as_str());
+        let labels = BackendLabels { backend, source };
+        let pages = signals.blocks_per_page.len();
         self.pages.get_or_create(&labels).inc_by(pages as u64);
         if pages > 0 {
             self.page_duration
                 .get_or_create(&labels)
                 .observe(elapsed.as_secs_f64() / pages as f64);
+        }
+        self.documents.get_or_create(&labels).inc();
+        let counts = [
+            (
+                "truncated",
+                &self.truncated_answers,
+                signals.truncated_blocks,
+            ),
+            (
+                "repetition",
+                &self.repetitive_blocks,
+                signals.repetitive_blocks,
+            ),
+            ("empty_page", &self.empty_pages, signals.empty_pages),
+        ];
+        for (signal, counter, count) in counts {
+            counter.get_or_create(&labels).inc_by(count as u64);
+            if count > 0 {
+                self.flagged_documents
+                    .get_or_create(&SignalLabels {
+                        backend,
+                        source,
+                        signal,
+                    })
+                    .inc();
+            }
+        }
+        for (&block_type, &count) in &signals.blocks_by_type {
+            self.blocks
+                .get_or_create(&BlockLabels {
+                    backend,
+                    source,
+                    block_type,
+                })
+                .inc_by(count);
+        }
+        let page_blocks = self.page_blocks.get_or_create(&labels);
+        for &blocks in &signals.blocks_per_page {
+            page_blocks.observe(blocks as f64);
         }
     }
 

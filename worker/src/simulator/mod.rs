@@ -495,6 +495,7 @@ async fn chat(
         }
         step => shared.config.scenario.content_for(step),
     };
+    let finish_reason = shared.config.scenario.finish_reason(accepted.step);
     let (width, height) = accepted.image.dimensions();
     let prompt_tokens = u64::from(width.div_ceil(28) * height.div_ceil(28)) + 20;
     let completion_tokens = (content.len() as u64).div_ceil(4);
@@ -512,7 +513,7 @@ async fn chat(
                 role: "assistant".into(),
                 content: Some(content),
             },
-            finish_reason: Some("stop".into()),
+            finish_reason: Some(finish_reason.into()),
         }],
         usage: Usage {
             prompt_tokens,
@@ -523,7 +524,7 @@ async fn chat(
     *lock(&shared.answered)
         .entry(accepted.step.name().to_owned())
         .or_default() += 1;
-    shared.metrics.count_success("stop");
+    shared.metrics.count_success(finish_reason);
     shared.metrics.prompt_tokens.inc_by(prompt_tokens);
     shared.metrics.generation_tokens.inc_by(completion_tokens);
     shared.metrics.ttft.observe(ttft.as_secs_f64());

@@ -11,6 +11,7 @@
 //! content:                     # step name -> answer
 //!   text: "Hello"
 //!   table: "<fcel>a<fcel>b<nl>"
+//! truncated: [text]            # steps answered with finish_reason "length" (cut at the limit)
 //! ```
 //!
 //! Pages are identified by content, not by arrival order, so answers stay deterministic however
@@ -54,6 +55,9 @@ pub struct Scenario {
     pub pages: BTreeMap<String, LayoutAnswer>,
     #[serde(default)]
     pub content: BTreeMap<String, String>,
+    /// Steps (layout included) whose answers stop at the length limit.
+    #[serde(default)]
+    pub truncated: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +76,10 @@ pub enum ScenarioError {
         "invalid scenario {path}: unknown content step {step:?} (expected table, equation, image or text)"
     )]
     UnknownStep { path: String, step: String },
+    #[error(
+        "invalid scenario {path}: unknown truncated step {step:?} (expected layout, table, equation, image or text)"
+    )]
+    UnknownTruncatedStep { path: String, step: String },
 }
 
 impl Default for Scenario {
@@ -80,6 +88,7 @@ impl Default for Scenario {
             layout: default_layout(),
             pages: BTreeMap::new(),
             content: BTreeMap::new(),
+            truncated: Vec::new(),
         }
     }
 }
@@ -107,6 +116,16 @@ impl Scenario {
                 step: step.clone(),
             });
         }
+        if let Some(step) = scenario
+            .truncated
+            .iter()
+            .find(|k| Step::from_name(k).is_none())
+        {
+            return Err(ScenarioError::UnknownTruncatedStep {
+                path: shown,
+                step: step.clone(),
+            });
+        }
         Ok(scenario)
     }
 
@@ -120,6 +139,15 @@ impl Scenario {
         key.and_then(|k| self.pages.get(k))
             .unwrap_or(&self.layout)
             .render()
+    }
+
+    /// The `finish_reason` of an answer to `step`.
+    pub fn finish_reason(&self, step: Step) -> &'static str {
+        if self.truncated.iter().any(|name| name == step.name()) {
+            "length"
+        } else {
+            "stop"
+        }
     }
 
     /// The answer to a recognition call.

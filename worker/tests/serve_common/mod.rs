@@ -213,18 +213,19 @@ pub fn retry_after(response: &reqwest::Response) -> Option<u64> {
 pub struct Metrics(pub String);
 
 impl Metrics {
-    /// The sample `name` whose labels include all of `labels`.
+    /// The sum of the samples `name` whose labels include all of `labels` (`None` when there
+    /// is no such series).
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        self.0.lines().find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
-            if metric != name {
-                return None;
-            }
-            let all = labels
-                .iter()
-                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-            all.then(|| value.parse().ok()).flatten()
-        })
+        self.0
+            .lines()
+            .filter_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+                let all = labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+                (metric == name && all).then(|| value.parse::<f64>().ok())?
+            })
+            .reduce(|a, b| a + b)
     }
 }
