@@ -22,6 +22,7 @@ pub struct Admission {
     permits: Arc<Semaphore>,
     probe_permits: Arc<Semaphore>,
     limit: usize,
+    probe_limit: usize,
     inflight: Gauge,
     closed: AtomicBool,
 }
@@ -43,10 +44,12 @@ impl Drop for Ticket {
 impl Admission {
     pub fn new(limit: usize, inflight: Gauge) -> Self {
         let limit = limit.max(1);
+        let probe_limit = (limit / 4).max(1);
         Self {
             permits: Arc::new(Semaphore::new(limit)),
-            probe_permits: Arc::new(Semaphore::new((limit / 4).max(1))),
+            probe_permits: Arc::new(Semaphore::new(probe_limit)),
             limit,
+            probe_limit,
             inflight,
             closed: AtomicBool::new(false),
         }
@@ -60,16 +63,20 @@ impl Admission {
             limit: self.limit,
             retry_after: BUSY_RETRY_AFTER,
         };
+        let deferred = || ApiError::ProbeDeferred {
+            probe_limit: self.probe_limit,
+            retry_after: BUSY_RETRY_AFTER,
+        };
         let probe_permit = match source {
-            Source::Traffic => None,
+            Source::Traffic | Source::Golden => None,
             Source::Probe => {
                 let permit = self
                     .probe_permits
                     .clone()
                     .try_acquire_owned()
-                    .map_err(|_| busy())?;
+                    .map_err(|_| deferred())?;
                 if self.limit > 1 && self.permits.available_permits() <= 1 {
-                    return Err(busy());
+                    return Err(deferred());
                 }
                 Some(permit)
             }
@@ -78,7 +85,10 @@ impl Admission {
             .permits
             .clone()
             .try_acquire_owned()
-            .map_err(|_| busy())?;
+            .map_err(|_| match source {
+                Source::Probe => deferred(),
+                _ => busy(),
+            })?;
         self.inflight.inc();
         Ok(Ticket {
             _permit: permit,

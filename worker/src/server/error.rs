@@ -35,6 +35,14 @@ pub enum ApiError {
     },
     #[error("busy: {limit} documents in progress; retry later")]
     Busy { limit: usize, retry_after: Duration },
+    /// A probe document turned away to keep the worker's slots for clients.
+    #[error(
+        "probe documents hold at most {probe_limit} slots and never the last free one; retry later"
+    )]
+    ProbeDeferred {
+        probe_limit: usize,
+        retry_after: Duration,
+    },
     #[error("the vLLM tier is unavailable (circuit breaker open); retry later")]
     BreakerOpen { retry_after: Duration },
     #[error("shutting down; retry on another worker")]
@@ -96,7 +104,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) | ApiError::TooManyPages { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Document { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Busy { .. } | ApiError::ProbeDeferred { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BreakerOpen { .. } | ApiError::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -112,9 +120,9 @@ impl ApiError {
     /// When the caller may try again; every 429 and 503 carries one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::Busy { retry_after, .. } | ApiError::BreakerOpen { retry_after } => {
-                Some(*retry_after)
-            }
+            ApiError::Busy { retry_after, .. }
+            | ApiError::ProbeDeferred { retry_after, .. }
+            | ApiError::BreakerOpen { retry_after } => Some(*retry_after),
             ApiError::Upstream {
                 retryable: true,
                 retry_after,
@@ -134,6 +142,7 @@ impl ApiError {
             ApiError::Busy { .. } | ApiError::BreakerOpen { .. } | ApiError::ShuttingDown => {
                 Outcome::Rejected
             }
+            ApiError::ProbeDeferred { .. } => Outcome::Deferred,
             ApiError::Upstream { .. } | ApiError::Internal(_) => Outcome::Error,
             ApiError::Timeout(_) => Outcome::Timeout,
         }
@@ -217,6 +226,15 @@ mod tests {
                 429,
                 Some(WAIT),
                 Outcome::Rejected,
+            ),
+            (
+                ApiError::ProbeDeferred {
+                    probe_limit: 1,
+                    retry_after: WAIT,
+                },
+                429,
+                Some(WAIT),
+                Outcome::Deferred,
             ),
             (
                 ApiError::BreakerOpen { retry_after: WAIT },

@@ -29,15 +29,18 @@ pub enum Outcome {
     Error,
     /// The request deadline passed.
     Timeout,
+    /// A probe document turned away to keep the slots for clients: says nothing of the revision.
+    Deferred,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::Success,
         Outcome::ClientError,
         Outcome::Rejected,
         Outcome::Error,
         Outcome::Timeout,
+        Outcome::Deferred,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -47,6 +50,7 @@ impl Outcome {
             Outcome::Rejected => "rejected",
             Outcome::Error => "error",
             Outcome::Timeout => "timeout",
+            Outcome::Deferred => "deferred",
         }
     }
 }
@@ -61,23 +65,26 @@ pub fn backend_label(backend: Option<Backend>) -> &'static str {
     }
 }
 
-/// Who sent a document: a client (`traffic`), or the operator's probe traffic (`probe`, from
-/// the request header [`SOURCE_HEADER`]), so dashboards and gates can count them apart.
+/// Who sent a document: a client (`traffic`), the operator's probe traffic (`probe`), or the
+/// operator's golden-document comparisons (`golden`), from the request header
+/// [`SOURCE_HEADER`], so dashboards and gates can count them apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     Traffic,
     Probe,
+    Golden,
 }
 
 /// The request header that marks probe documents.
 pub const SOURCE_HEADER: &str = "x-mineru-source";
 
 impl Source {
-    pub const ALL: [Source; 2] = [Source::Traffic, Source::Probe];
+    pub const ALL: [Source; 3] = [Source::Traffic, Source::Probe, Source::Golden];
 
     pub fn of(headers: &axum::http::HeaderMap) -> Source {
         match headers.get(SOURCE_HEADER).map(|v| v.as_bytes()) {
             Some(b"probe") => Source::Probe,
+            Some(b"golden") => Source::Golden,
             _ => Source::Traffic,
         }
     }
@@ -86,6 +93,7 @@ impl Source {
         match self {
             Source::Traffic => "traffic",
             Source::Probe => "probe",
+            Source::Golden => "golden",
         }
     }
 }
