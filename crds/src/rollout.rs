@@ -276,6 +276,13 @@ pub struct EvidenceSpec {
     #[serde(default = "default_regression")]
     #[x_kube(validation = Rule::new("self > 1.0 && self <= 100.0").message("evidence.regression must be in (1, 100]"))]
     pub regression: f64,
+
+    /// Blocks (`layout-mix`) or pages (`blocks-per-page`) each side must have before a
+    /// distribution is compared with the baseline's: below it the distance between two samples
+    /// of one mix is mostly noise.
+    #[serde(default = "default_min_counts")]
+    #[x_kube(validation = Rule::new("self >= 1.0").message("evidence.minCounts must be at least 1"))]
+    pub min_counts: f64,
 }
 
 impl Default for EvidenceSpec {
@@ -284,6 +291,7 @@ impl Default for EvidenceSpec {
             confidence: default_confidence(),
             power: default_power(),
             regression: default_regression(),
+            min_counts: default_min_counts(),
         }
     }
 }
@@ -511,6 +519,46 @@ pub struct QualitySpec {
     #[schemars(length(min = 1, max = 16))]
     #[x_kube(validation = Rule::new("self.all(n, n >= 1 && n <= 10000)").message("documentsPerStep counts must be in [1, 10000]"))]
     pub documents_per_step: Vec<i32>,
+
+    /// Golden documents sent as probe traffic while a step gathers evidence, so that a rollout
+    /// with little real traffic still decides.
+    #[serde(default)]
+    pub probes: ProbeSpec,
+}
+
+/// Probe traffic: golden documents sent to the canary and the baseline workers alike, marked
+/// `X-Mineru-Source: probe` so the workers count them apart (`source="probe"`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeSpec {
+    /// Documents sent to each side per hour during a step that splits traffic; 0 sends none.
+    #[serde(default = "default_probes_per_hour")]
+    #[x_kube(validation = Rule::new("self >= 0.0 && self <= 3600.0").message("probes.documentsPerHour must be in [0, 3600]"))]
+    pub documents_per_hour: f64,
+
+    /// Share (0–1] of one worker's `maxConcurrentDocuments` that probes may hold at once on
+    /// each side (at least one document); a tick that finds them all busy sends nothing. The
+    /// workers themselves never give probes more than a quarter of their slots, nor the last
+    /// free one.
+    #[serde(default = "default_probe_share")]
+    #[x_kube(validation = Rule::new("self > 0.0 && self <= 1.0").message("probes.maxShare must be in (0, 1]"))]
+    pub max_share: f64,
+
+    /// Whether the built-in checks count the operator's documents (probes and golden-document
+    /// rounds) as evidence; when false they read clients' documents only
+    /// (`source!~"probe|golden"`).
+    #[serde(default = "default_true")]
+    pub count_as_evidence: bool,
+}
+
+impl Default for ProbeSpec {
+    fn default() -> Self {
+        ProbeSpec {
+            documents_per_hour: default_probes_per_hour(),
+            max_share: default_probe_share(),
+            count_as_evidence: true,
+        }
+    }
 }
 
 /// Where golden documents come from: the PDFs (`binaryData` or `data` entries) of one ConfigMap,
@@ -584,6 +632,15 @@ fn default_power() -> f64 {
 }
 fn default_regression() -> f64 {
     3.0
+}
+fn default_min_counts() -> f64 {
+    200.0
+}
+fn default_probes_per_hour() -> f64 {
+    12.0
+}
+fn default_probe_share() -> f64 {
+    0.25
 }
 fn default_query_timeout() -> Duration {
     duration::literal("10s")

@@ -91,7 +91,8 @@ pub fn manifest_with_checks(model_image: &str, prometheus: &str, checks: &str) -
 /// of 25%, 50% and 100% with a few seconds' pause each, Gateway API routing, and evidence that
 /// decides on tens of documents (a 20x regression caught with 80% power, 5% false fails). The
 /// two spike triggers are the built-ins' queries with a `for` of seconds instead of 15 minutes,
-/// which the post-promotion window would otherwise last.
+/// which the post-promotion window would otherwise last; the distributions of blocks are
+/// compared from 20 blocks or pages a side (200 by default).
 pub fn built_in_manifest(model_image: &str, prometheus: &str) -> String {
     built_ins(model_image, prometheus, Routing::Gateway)
 }
@@ -119,12 +120,12 @@ fn built_ins(model_image: &str, prometheus: &str, routing: Routing) -> String {
     analysis:
       prometheus: {{address: "{prometheus}"}}
       interval: 2s
-      evidence: {{confidence: 0.95, power: 0.8, regression: 20}}
+      evidence: {{confidence: 0.95, power: 0.8, regression: 20, minCounts: 20}}
       rollbackTriggers:
       - name: error-spike
         proportion:
           bad: 'sum(increase(mineru_worker_requests_total{{namespace="{{{{namespace}}}}",revision="{{{{revision}}}}",outcome=~"error|timeout|rejected"}}[{{{{window}}}}]))'
-          total: 'sum(increase(mineru_worker_requests_total{{namespace="{{{{namespace}}}}",revision="{{{{revision}}}}",outcome!="client_error"}}[{{{{window}}}}]))'
+          total: 'sum(increase(mineru_worker_requests_total{{namespace="{{{{namespace}}}}",revision="{{{{revision}}}}",outcome!~"client_error|deferred"}}[{{{{window}}}}]))'
         maxRatioToStable: 1.2
         ratioFloor: 0.01
         for: 4s

@@ -1,6 +1,7 @@
 //! The built-in checks deciding on real worker metrics through the real Prometheus, at low
 //! document traffic (about a document a second, steps scaled down): a healthy canary is held
-//! until its documents are enough, then promoted by its gates.
+//! until its documents are enough, then promoted by its gates; one whose model cuts its answers
+//! short is rolled back on the worker's document-level signals.
 
 use std::{thread, time::Duration};
 
@@ -86,5 +87,51 @@ fn the_built_ins_promote_a_healthy_canary_once_its_documents_are_enough() {
     assert!(
         answered >= 10 && failed == 0,
         "{answered} answered, {failed} failed"
+    );
+}
+
+/// A canary model that answers every table cut at the length limit parses without an error and
+/// as fast: only the document-level signals see it. The built-ins roll it back at the first
+/// step, on the real traffic's documents (no golden documents here).
+#[test]
+fn the_built_ins_roll_back_a_canary_whose_answers_are_cut_short() {
+    let setup = Setup {
+        canary_scenario: Some("truncated: [table]\n"),
+        ..Setup::built_ins(Routing::Gateway)
+    };
+    let mut scenario = Scenario::start_with("built-ins-truncated", &Nodes::default(), setup);
+    scenario.settle_on_stable();
+    let (stable, canary) = (scenario.stable.clone(), scenario.canary.clone());
+    scenario.apply_canary();
+
+    let mut heaviest = 0;
+    let rolled_back = loop {
+        let status = scenario.status();
+        heaviest = heaviest.max(status["canaryWeight"].as_i64().unwrap_or(0));
+        if status["lastRollback"].is_object() {
+            break status;
+        }
+        assert_ne!(
+            pair(&status, "stable"),
+            Some((
+                canary.model_revision.clone(),
+                canary.worker_revision.clone()
+            )),
+            "promoted a canary whose answers are cut short: {status}"
+        );
+        thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(heaviest, 25, "stopped at the first step");
+    let rollback = &rolled_back["lastRollback"];
+    assert_eq!(rollback["reason"], "CriterionFailed", "{rollback}");
+    assert_eq!(rollback["check"], "truncated-answers", "{rollback}");
+    assert_eq!(
+        pair(&rolled_back, "stable"),
+        Some((stable.model_revision, stable.worker_revision))
+    );
+    let (answered, failed) = scenario.load.answers(&canary.worker_revision);
+    assert!(
+        answered > 0 && failed == 0,
+        "every canary document was answered: {answered} answered, {failed} failed"
     );
 }

@@ -79,6 +79,14 @@ fn a_canary_reading_documents_differently_is_rolled_back_at_10_percent() {
                 .as_str()
                 .is_some_and(|d| d.ends_with(".pdf"))
         );
+        // The blocks that differ, with both readings: the canary reads every text block anew.
+        let first = &document["differences"][0];
+        assert_eq!(first["change"], "changed", "{document}");
+        assert_eq!(
+            first["canary"], "An entirely different reading of this page.",
+            "{document}"
+        );
+        assert!(first["baseline"].is_string(), "{document}");
     }
     assert!(rolled_back["canary"].is_null(), "{rolled_back}");
 }

@@ -1,6 +1,7 @@
 //! A slow golden-document round does not hold the safety loop: while it compares, an `abort`
 //! rolls the canary back, and — retried — a rollback trigger in breach rolls it back again,
-//! both before the round has finished.
+//! both before the round has finished. An operator killed mid-round resumes it from status
+//! without comparing a finished document again.
 
 use std::time::Duration;
 
@@ -71,4 +72,66 @@ fn an_abort_and_a_trigger_act_while_a_slow_round_compares() {
     });
     assert_eq!(fired["lastRollback"]["check"], "slow-vllm", "{fired}");
     assert!(compared(&fired) < 4, "the round had not finished: {fired}");
+}
+
+/// Golden documents alone gate the rollout, four a step, without probe traffic (every golden
+/// document a worker sees belongs to the round).
+fn round_only_manifest(model_image: &str, prometheus: &str) -> String {
+    manifest_with_checks(
+        model_image,
+        prometheus,
+        "      quality: {goldenDocuments: {configMapLabels: {golden: docs}}, documentsPerStep: [4], probes: {documentsPerHour: 0}}\n",
+    )
+}
+
+#[test]
+fn an_operator_killed_mid_round_resumes_without_comparing_a_finished_document_again() {
+    let setup = Setup {
+        template: round_only_manifest,
+        operator_args: &["--quality-concurrency=1"],
+        senders: 0,
+        ..Setup::default()
+    };
+    let mut scenario = Scenario::start_with("quality-resume", &Nodes::default(), setup);
+    scenario.golden_documents(4);
+    scenario.settle_on_stable();
+    scenario.slow_canary_vllm(Duration::from_millis(1500));
+    let canary = scenario.canary.clone();
+    scenario.apply_canary();
+
+    let before = scenario.wait_for("two documents compared", Duration::from_secs(240), |s| {
+        s["canaryWeight"] == 10 && (2..4).contains(&compared(s))
+    });
+    scenario.restart_operator("operator-1");
+    let done = scenario.wait_for("the round to finish", Duration::from_secs(240), |s| {
+        compared(s) == 4 || s["canaryWeight"].as_i64().is_some_and(|w| w > 10)
+    });
+    assert!(done["lastRollback"].is_null(), "{done}");
+    for document in before["quality"].as_array().unwrap() {
+        assert!(
+            done["quality"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["document"] == document["document"] && d["verdict"] == "Pass"),
+            "{document} kept: {done}"
+        );
+    }
+    // The canary parsed each golden document once, and at most once more the one in flight
+    // when the operator was killed: comparing the finished ones again would be two more.
+    let answered = format!(
+        r#"sum(mineru_worker_requests_total{{revision="{}",source="probe",outcome="success"}})"#,
+        canary.worker_revision
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let budget = Duration::from_secs(30);
+        for bound in [format!("{answered} >= 4"), format!("{answered} <= 5")] {
+            scenario
+                .prometheus
+                .wait_for_series(&bound, budget)
+                .await
+                .unwrap_or_else(|error| panic!("{bound}: {error}"));
+        }
+    });
 }

@@ -174,6 +174,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     };
     let metrics = ctx.metrics.clone();
     let quality_rounds = ctx.rollout_io.quality_rounds.clone();
+    let probes = ctx.rollout_io.probes.clone();
     Controller::new(
         Api::<MineruDeployment>::all(client.clone()),
         watcher::Config::default(),
@@ -186,14 +187,17 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     .graceful_shutdown_on(shutdown)
     .run(reconcile, error_policy, ctx)
     .for_each(|result| {
-        let (metrics, quality_rounds) = (metrics.clone(), quality_rounds.clone());
+        let (metrics, quality_rounds, probes) =
+            (metrics.clone(), quality_rounds.clone(), probes.clone());
         async move {
             match result {
                 Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
                 Err(controller::Error::ObjectNotFound(object)) => {
                     let namespace = object.namespace.as_deref().unwrap_or_default();
                     metrics.forget(namespace, &object.name);
-                    quality_rounds.cancel(&format!("{namespace}/{}", object.name));
+                    let key = format!("{namespace}/{}", object.name);
+                    quality_rounds.cancel(&key);
+                    probes.stop(&key);
                 }
                 // error_policy already logged it with its retry delay.
                 Err(controller::Error::ReconcilerFailed(..)) => {}

@@ -3,21 +3,22 @@
 //! Prometheus readings, the golden documents — and call [`rollout::step`]. The engine decides
 //! and judges; this module only fetches.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::{Client, ResourceExt};
-use mineru_crds::{MineruDeployment, Revisions};
+use mineru_crds::{MineruDeployment, QualitySpec, Revisions};
 
 use crate::{
     VLLM_PORT, WORKER_PORT, capacity,
     gates::reading::Measured,
     gates::round::{self, Subject},
     labels, preflight,
+    probes::{ProbePlan, ProbeTraffic},
     quality_rounds::{Comparison, Progress, QualityRounds},
     rollout::{
         self, AnalysisRound, Baseline, CapacityRead, Command, Decision, Input, Needs, Observed,
-        QualityRequest, ReadingRequest, ReadingResult, Sizes,
+        ProbeRequest, QualityRequest, ReadingRequest, ReadingResult, Sizes,
     },
     sources,
     warmup::{self, ServiceResolver},
@@ -38,6 +39,8 @@ pub struct RolloutIo {
     pub quality_concurrency: usize,
     /// The golden-document rounds running in the background.
     pub quality_rounds: Arc<QualityRounds>,
+    /// The probe traffic flowing in the background.
+    pub probes: Arc<ProbeTraffic>,
 }
 
 impl Default for RolloutIo {
@@ -49,6 +52,7 @@ impl Default for RolloutIo {
             quality_timeout: Duration::from_secs(300),
             quality_concurrency: 4,
             quality_rounds: Arc::default(),
+            probes: Arc::default(),
         }
     }
 }
@@ -117,6 +121,7 @@ async fn fetch(
             Err(error) => tracing::warn!(%error, "GPU capacity could not be read"),
         }
     }
+    send_probes(client, io, md, needs.probes.as_ref());
     let quality = compare(client, io, md, needs.quality.as_ref());
     if needs.readings.is_empty() && quality.results.is_empty() {
         return;
@@ -184,31 +189,19 @@ fn compare(
         io.quality_rounds.cancel(&object);
         return Progress::default();
     };
-    let worker_url = |revision: &str| {
-        let service = labels::names::worker(&name, revision);
-        io.resolver.url(&namespace, &service, WORKER_PORT)
-    };
-    let baseline_url = match (&request.baseline, md.spec.rollout.legacy_backend()) {
-        (Baseline::Stable(stable), _) => worker_url(&stable.worker_revision),
-        (Baseline::Legacy, Some(legacy)) => io.resolver.url(&namespace, &legacy.name, legacy.port),
-        (Baseline::Legacy, None) => {
-            tracing::warn!("no legacy Service to compare golden documents with");
-            return Progress::default();
-        }
+    let Some(baseline_url) = baseline_url(io, md, &request.baseline) else {
+        return Progress::default();
     };
     let comparison = Comparison {
         canary_revision: request.judged.clone(),
         baseline_url,
-        canary_url: worker_url(&request.judged),
+        canary_url: worker_url(io, md, &request.judged),
         documents: request.documents,
         min_similarity: spec.min_similarity,
         timeout: io.quality_timeout,
         concurrency: io.quality_concurrency,
     };
-    let golden = {
-        let (client, source) = (client.clone(), spec.golden_documents.clone());
-        async move { sources::golden_documents(&client, &namespace, &source).await }
-    };
+    let golden = golden(client, md, spec);
     let done = md
         .status
         .as_ref()
@@ -220,4 +213,73 @@ fn compare(
         tracing::warn!(%error, "golden documents could not be compared; starting the round again");
     }
     progress
+}
+
+/// Keeps the probe traffic the engine asks for flowing, or stops it.
+fn send_probes(
+    client: &Client,
+    io: &RolloutIo,
+    md: &MineruDeployment,
+    request: Option<&ProbeRequest>,
+) {
+    let object = format!("{}/{}", md.namespace().unwrap_or_default(), md.name_any());
+    let plan = request.zip(md.spec.rollout.analysis.quality.as_ref());
+    let Some((request, spec)) = plan else {
+        io.probes.stop(&object);
+        return;
+    };
+    let baseline_url = match &request.baseline {
+        Some(baseline) => match baseline_url(io, md, baseline) {
+            Some(url) => Some(url),
+            None => {
+                io.probes.stop(&object);
+                return;
+            }
+        },
+        None => None,
+    };
+    let plan = ProbePlan {
+        canary_revision: request.judged.clone(),
+        canary_url: worker_url(io, md, &request.judged),
+        baseline_url,
+        documents_per_hour: request.documents_per_hour,
+        concurrency: request.concurrency,
+        timeout: io.quality_timeout,
+    };
+    io.probes
+        .ensure(&object, plan, &io.http, golden(client, md, spec));
+}
+
+/// Where a worker revision of `md` parses.
+fn worker_url(io: &RolloutIo, md: &MineruDeployment, revision: &str) -> String {
+    let service = labels::names::worker(&md.name_any(), revision);
+    io.resolver
+        .url(&md.namespace().unwrap_or_default(), &service, WORKER_PORT)
+}
+
+/// Where the baseline parses: its stable workers, or the legacy Service during a migration.
+fn baseline_url(io: &RolloutIo, md: &MineruDeployment, baseline: &Baseline) -> Option<String> {
+    match (baseline, md.spec.rollout.legacy_backend()) {
+        (Baseline::Stable(stable), _) => Some(worker_url(io, md, &stable.worker_revision)),
+        (Baseline::Legacy, Some(legacy)) => Some(io.resolver.url(
+            &md.namespace().unwrap_or_default(),
+            &legacy.name,
+            legacy.port,
+        )),
+        (Baseline::Legacy, None) => {
+            tracing::warn!("no legacy Service to send golden documents to");
+            None
+        }
+    }
+}
+
+/// Reads the golden documents, in the background.
+fn golden(
+    client: &Client,
+    md: &MineruDeployment,
+    spec: &QualitySpec,
+) -> impl std::future::Future<Output = Result<BTreeMap<String, Vec<u8>>, String>> + Send + 'static {
+    let (client, source) = (client.clone(), spec.golden_documents.clone());
+    let namespace = md.namespace().unwrap_or_default();
+    async move { sources::golden_documents(&client, &namespace, &source).await }
 }

@@ -14,6 +14,7 @@
 //! `regression` times worse, however often the counts are looked at (the likelihood ratio is a
 //! martingale under H0). docs/adr/0008 gives the derivation and why this test was chosen.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::gates::Threshold;
@@ -269,6 +270,20 @@ impl Histogram {
             lower = (le, count);
         }
         self.count()
+    }
+
+    /// The count in each bucket (not at or below it), keyed by its bound: the histogram as a
+    /// distribution over its buckets.
+    pub fn bucket_counts(&self) -> BTreeMap<String, f64> {
+        let mut below = 0.0;
+        self.buckets
+            .iter()
+            .map(|&(le, count)| {
+                let inside = count - below;
+                below = count;
+                (format!("le={le}"), inside)
+            })
+            .collect()
     }
 
     /// The `q`-quantile, interpolated as `histogram_quantile` does; `None` without documents.
@@ -549,6 +564,103 @@ pub fn quantile(
     }
 }
 
+/// Whether the canary's distribution over categories (block types, blocks per page) matches the
+/// baseline's. There is no sequential test here: the categories are many and the counts are not
+/// independent documents (blocks come in documents), so the distance is judged at each look
+/// with a guard each way:
+///
+/// - below `min_samples` on either side nothing is said;
+/// - the total-variation distance (half the sum of the share differences) within
+///   `threshold.max_distance` passes;
+/// - beyond it, the verdict is Fail only when a chi-square test of homogeneity also finds the
+///   two distributions different at the configured confidence: a distance made of noise waits
+///   for more counts (the distance of two samples of one distribution shrinks as they grow).
+pub fn distribution(
+    canary: &BTreeMap<String, f64>,
+    baseline: &BTreeMap<String, f64>,
+    min_samples: f64,
+    threshold: &Threshold,
+    confidence: &Confidence,
+) -> Judged {
+    let total = |counts: &BTreeMap<String, f64>| counts.values().map(|c| c.max(0.0)).sum::<f64>();
+    let (n1, n2) = (total(canary), total(baseline));
+    let max_distance = threshold.max_distance.unwrap_or(f64::INFINITY);
+    let judged = |outcome, value, needed, reason| Judged {
+        outcome,
+        value,
+        baseline_value: None,
+        samples: n1,
+        baseline_samples: Some(n2),
+        needed,
+        reason,
+    };
+    if n1 < min_samples || n2 < min_samples {
+        return judged(
+            Outcome::Continue,
+            None,
+            None,
+            Some(format!(
+                "needs {min_samples} counts on each side (canary {}, baseline {})",
+                n1.floor(),
+                n2.floor()
+            )),
+        );
+    }
+    let categories: std::collections::BTreeSet<&String> =
+        canary.keys().chain(baseline.keys()).collect();
+    let count = |counts: &BTreeMap<String, f64>, key: &String| {
+        counts.get(key).copied().unwrap_or(0.0).max(0.0)
+    };
+    let mut distance = 0.0;
+    let mut chi_square = 0.0;
+    let mut occupied = 0usize;
+    for key in &categories {
+        let (c, b) = (count(canary, key), count(baseline, key));
+        distance += (c / n1 - b / n2).abs() / 2.0;
+        let pooled = (c + b) / (n1 + n2);
+        if pooled > 0.0 {
+            occupied += 1;
+            let (e1, e2) = (n1 * pooled, n2 * pooled);
+            chi_square += (c - e1).powi(2) / e1 + (b - e2).powi(2) / e2;
+        }
+    }
+    let distance = round(distance);
+    if distance <= max_distance {
+        return judged(Outcome::Accept, Some(distance), None, None);
+    }
+    let freedom = occupied.saturating_sub(1).max(1) as f64;
+    let critical = chi_square_quantile(1.0 - confidence.false_fail, freedom);
+    if chi_square >= critical {
+        return judged(
+            Outcome::Reject,
+            Some(distance),
+            None,
+            Some(format!(
+                "distance {distance} to the baseline's distribution is beyond {max_distance}, and significant (chi-square {} >= {})",
+                round(chi_square),
+                round(critical)
+            )),
+        );
+    }
+    judged(
+        Outcome::Continue,
+        Some(distance),
+        None,
+        Some(format!(
+            "distance {distance} is beyond {max_distance} but not yet significant (chi-square {} < {}): waiting for more counts",
+            round(chi_square),
+            round(critical)
+        )),
+    )
+}
+
+/// The chi-square distribution's `p`-quantile with `k` degrees of freedom, by the
+/// Wilson–Hilferty approximation (within a few percent for k ≥ 1 at the tails used here).
+fn chi_square_quantile(p: f64, k: f64) -> f64 {
+    let spread = 2.0 / (9.0 * k);
+    k * (1.0 - spread + normal_quantile(p) * spread.sqrt()).powi(3)
+}
+
 /// An upper bound of a histogram's `q`-quantile, exceeded by the true one with probability
 /// `alpha`: the quantile at rank `q + z·sqrt(q(1 − q)/n)` (the binomial count of documents
 /// below the true quantile, normally approximated). Infinite while that rank passes 1.
@@ -593,6 +705,99 @@ mod tests {
 
     fn counts(bad: f64, total: f64) -> Counts {
         Counts { bad, total }
+    }
+
+    #[test]
+    fn the_chi_square_quantile_is_close_enough() {
+        // (p, degrees of freedom, tabulated quantile)
+        for (p, k, x) in [
+            (0.995, 1.0, 7.879),
+            (0.995, 5.0, 16.750),
+            (0.99, 10.0, 23.209),
+        ] {
+            let approx = chi_square_quantile(p, k);
+            assert!((approx - x).abs() / x < 0.05, "{p} {k}: {approx} vs {x}");
+        }
+    }
+
+    #[test]
+    fn distributions_are_judged_by_distance_and_significance() {
+        let mix = |text: f64, table: f64, equation: f64| {
+            BTreeMap::from([
+                ("text".to_owned(), text),
+                ("table".to_owned(), table),
+                ("equation".to_owned(), equation),
+            ])
+        };
+        let threshold = Threshold {
+            max_distance: Some(0.1),
+            ..Threshold::default()
+        };
+        let judge = |canary, baseline| {
+            distribution(&canary, &baseline, 200.0, &threshold, &CONFIDENCE).outcome
+        };
+        // (behaviour, canary, baseline, outcome)
+        let cases = [
+            (
+                "too few counts",
+                mix(50.0, 40.0, 10.0),
+                mix(700.0, 200.0, 100.0),
+                Outcome::Continue,
+            ),
+            (
+                "the same mix",
+                mix(690.0, 210.0, 100.0),
+                mix(700.0, 200.0, 100.0),
+                Outcome::Accept,
+            ),
+            (
+                "tables read as text",
+                mix(880.0, 20.0, 100.0),
+                mix(700.0, 200.0, 100.0),
+                Outcome::Reject,
+            ),
+            // Distance 0.11 over 200 counts a side: beyond the bar, within what chance does.
+            (
+                "noisy, not yet significant",
+                mix(118.0, 62.0, 20.0),
+                mix(140.0, 40.0, 20.0),
+                Outcome::Continue,
+            ),
+            (
+                "a category only one side has",
+                mix(600.0, 0.0, 100.0),
+                mix(500.0, 150.0, 50.0),
+                Outcome::Reject,
+            ),
+        ];
+        for (behaviour, canary, baseline, outcome) in cases {
+            assert_eq!(judge(canary, baseline), outcome, "{behaviour}");
+        }
+        let judged = distribution(
+            &mix(880.0, 20.0, 100.0),
+            &mix(700.0, 200.0, 100.0),
+            200.0,
+            &threshold,
+            &CONFIDENCE,
+        );
+        assert_eq!(
+            (judged.value, judged.samples, judged.baseline_samples),
+            (Some(0.18), 1000.0, Some(1000.0))
+        );
+    }
+
+    #[test]
+    fn a_histogram_is_a_distribution_over_its_buckets() {
+        let histogram =
+            Histogram::new(vec![(0.0, 1.0), (4.0, 3.0), (f64::INFINITY, 10.0)]).unwrap();
+        assert_eq!(
+            histogram.bucket_counts(),
+            BTreeMap::from([
+                ("le=0".to_owned(), 1.0),
+                ("le=4".to_owned(), 2.0),
+                ("le=inf".to_owned(), 7.0)
+            ])
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod notify;
 pub mod observe;
 pub mod planner;
 pub mod preflight;
+pub mod probes;
 pub mod quality;
 pub mod quality_rounds;
 pub mod reconcile;

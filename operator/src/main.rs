@@ -15,6 +15,7 @@ use mineru_operator::{
     http::{self, Readiness},
     leader::Elector,
     metrics::Metrics,
+    probes::ProbeTraffic,
     reconcile::Settings,
     warmup::ServiceResolver,
 };
@@ -136,6 +137,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         resolver,
         quality_concurrency: usize::from(args.quality_concurrency),
         quality_timeout: args.quality_timeout.get(),
+        probes: Arc::new(ProbeTraffic::counted_in(metrics.clone())),
         ..RolloutIo::default()
     };
     let ctx = Arc::new(Context::new(

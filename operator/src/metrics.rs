@@ -52,6 +52,17 @@ pub struct ObjectLabels {
     pub name: String,
 }
 
+/// Labels of a probe document: the object, the side it went to, how it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    /// `namespace/name` of the MineruDeployment.
+    pub object: String,
+    /// `canary` or `baseline`.
+    pub side: String,
+    /// `answered`, `refused` or `skipped`.
+    pub result: String,
+}
+
 const PHASES: [Phase; 4] = [
     Phase::Healthy,
     Phase::Progressing,
@@ -76,6 +87,7 @@ pub struct Metrics {
     canary_weight: Family<ObjectLabels, Gauge>,
     canary_share: Family<ObjectLabels, Gauge>,
     rollbacks: Family<RollbackLabels, Counter>,
+    probes: Family<ProbeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -89,6 +101,7 @@ impl Default for Metrics {
         let canary_weight = Family::<ObjectLabels, Gauge>::default();
         let canary_share = Family::<ObjectLabels, Gauge>::default();
         let rollbacks = Family::<RollbackLabels, Counter>::default();
+        let probes = Family::<ProbeLabels, Counter>::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -120,6 +133,11 @@ impl Default for Metrics {
             "Rollbacks, by object and reason",
             rollbacks.clone(),
         );
+        registry.register(
+            "probe_documents",
+            "Probe documents (golden documents sent as evidence traffic), by object, side and result",
+            probes.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -129,6 +147,7 @@ impl Default for Metrics {
             canary_weight,
             canary_share,
             rollbacks,
+            probes,
         }
     }
 }
@@ -141,6 +160,17 @@ impl Metrics {
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),
                 reason: format!("{reason:?}"),
+            })
+            .inc();
+    }
+
+    /// Counts a probe document sent to (or skipped for) one side of `object`'s rollout.
+    pub fn probe(&self, object: &str, side: &str, result: &str) {
+        self.probes
+            .get_or_create(&ProbeLabels {
+                object: object.to_owned(),
+                side: side.to_owned(),
+                result: result.to_owned(),
             })
             .inc();
     }

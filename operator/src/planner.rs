@@ -207,7 +207,7 @@ fn run_step(
     triggers: &[Check],
     traffic: &Traffic,
     canary_kind: Canary,
-    share: f64,
+    canary_rate: f64,
     baseline_rate: f64,
     pause: Duration,
     max_duration: Duration,
@@ -218,10 +218,8 @@ fn run_step(
 ) -> Ending {
     let mut canary = Side::new();
     let mut baseline = Side::new();
-    let per_second = traffic.documents_per_hour / 3600.0;
-    let baseline_per_second = baseline_rate / 3600.0;
-    let total_rate = per_second * share + baseline_per_second;
-    let canary_odds = per_second * share / total_rate.max(f64::MIN_POSITIVE);
+    let total_rate = (canary_rate + baseline_rate) / 3600.0;
+    let canary_odds = canary_rate / 3600.0 / total_rate.max(f64::MIN_POSITIVE);
     let error_ratio = |factor: f64| (traffic.error_ratio * factor).min(1.0);
     let mut passed = vec![false; criteria.len()];
     let mut failures = vec![0; criteria.len()];
@@ -331,6 +329,14 @@ pub fn forecast(
     let confidence = Confidence::from(&analysis.evidence);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut previous_share = 0.0;
+    // Probe documents per hour to each side, when they count as evidence.
+    let probes = analysis
+        .quality
+        .as_ref()
+        .map(|q| &q.probes)
+        .filter(|p| p.count_as_evidence)
+        .map_or(0.0, |p| p.documents_per_hour);
+    let mut probes_before = 0.0;
     rollout
         .steps
         .iter()
@@ -353,13 +359,20 @@ pub fn forecast(
                 .collect();
             let share = rollout::step_share(rollout, worker_replicas, step.weight);
             // Beside a 100% canary no baseline traffic is left: its documents of the step before
-            // stand in, at the rate it served them then.
-            let baseline_rate = if step.weight >= 100 {
-                traffic.documents_per_hour * (1.0 - previous_share)
+            // stand in, at the rate it served them then. Probes add to both sides while they
+            // split the traffic, to the canary alone at 100%.
+            let (baseline_rate, baseline_probes) = if step.weight >= 100 {
+                (
+                    traffic.documents_per_hour * (1.0 - previous_share),
+                    probes_before,
+                )
             } else {
-                traffic.documents_per_hour * (1.0 - share)
+                (traffic.documents_per_hour * (1.0 - share), probes)
             };
+            let canary_rate = traffic.documents_per_hour * share + probes;
+            let baseline_rate = baseline_rate + baseline_probes;
             previous_share = share;
+            probes_before = probes;
             let pause = step.pause.as_ref().map_or(Duration::ZERO, |p| p.get());
             let mut simulate = |kind: Canary| -> Vec<Ending> {
                 (0..runs)
@@ -369,7 +382,7 @@ pub fn forecast(
                             &triggers,
                             traffic,
                             kind,
-                            share,
+                            canary_rate,
                             baseline_rate,
                             pause,
                             step.max_duration.get(),

@@ -102,15 +102,10 @@ pub async fn check(
             window: interval,
         };
         // No data yet is expected before traffic; a query Prometheus refuses is not.
-        let is_buckets = matches!(check.source, gates::Source::Quantile { .. });
         for template in check.source.templates() {
             match template::render(template, &context) {
                 Ok(query) => {
-                    let reading = if is_buckets {
-                        source.read_buckets(&query, at).await
-                    } else {
-                        source.read(&query, at).await
-                    };
+                    let reading = source.read_as(&check.source, &query, at).await;
                     if let Reading::Error(error) = reading {
                         problems.push(format!("check {}: {error}", check.name));
                     }

@@ -172,6 +172,22 @@ pub enum QualityError {
     },
 }
 
+/// The request header that marks a document as the operator's — `golden` for a round's,
+/// `probe` for probe traffic — so the workers count it apart from clients' documents (label
+/// `source`) and hold probes to their share of the slots.
+pub const SOURCE_HEADER: &str = "x-mineru-source";
+
+/// The `/file_parse` form of one golden document, asking for Markdown and the content list.
+pub fn parse_form(document: &str, pdf: &[u8]) -> reqwest::Result<reqwest::multipart::Form> {
+    let part = reqwest::multipart::Part::bytes(pdf.to_vec())
+        .file_name(document.to_owned())
+        .mime_str("application/pdf")?;
+    Ok(reqwest::multipart::Form::new()
+        .part("files", part)
+        .text("return_md", "true")
+        .text("return_content_list", "true"))
+}
+
 /// Sends a document to a worker's `/file_parse` (MinerU's API) and reads its answer.
 pub async fn parse_with(
     http: &reqwest::Client,
@@ -191,17 +207,11 @@ pub async fn parse_with(
     // again after the wait it names, within the document's budget, rather than failing it.
     let deadline = tokio::time::Instant::now() + timeout;
     let response = loop {
-        let part = reqwest::multipart::Part::bytes(pdf.to_vec())
-            .file_name(document.to_owned())
-            .mime_str("application/pdf")
-            .map_err(|error| failed(error.to_string()))?;
-        let form = reqwest::multipart::Form::new()
-            .part("files", part)
-            .text("return_md", "true")
-            .text("return_content_list", "true");
+        let form = parse_form(document, pdf).map_err(|error| failed(error.to_string()))?;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let response = http
             .post(format!("{}/file_parse", url.trim_end_matches('/')))
+            .header(SOURCE_HEADER, "golden")
             .multipart(form)
             .timeout(left)
             .send()

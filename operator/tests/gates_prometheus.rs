@@ -365,6 +365,24 @@ async fn counts_and_buckets_over_the_evidence_window() {
         "{not_buckets:?}"
     );
     assert!(Histogram::new(vec![]).is_err());
+    // The same buckets as a distribution: what falls in each bucket, 5 : 4 : 1.
+    let Reading::Counts(per_bucket) = source.read_counts(buckets, now()).await else {
+        panic!("counts by bucket");
+    };
+    assert_eq!(
+        per_bucket.keys().collect::<Vec<_>>(),
+        ["le=1", "le=10", "le=inf"]
+    );
+    assert!(per_bucket["le=1"] > per_bucket["le=10"] && per_bucket["le=10"] > per_bucket["le=inf"]);
+    // Any other label names its category.
+    let by_label = r#"sum by (kind) (label_replace(mineru_worker_request_duration_seconds_bucket, "kind", "k$1", "le", "(.*)"))"#;
+    let Reading::Counts(by_kind) = source.read_counts(by_label, now()).await else {
+        panic!("counts by label");
+    };
+    assert_eq!(
+        by_kind.keys().collect::<Vec<_>>(),
+        ["kind=k+Inf", "kind=k1", "kind=k10"]
+    );
     prometheus.stop();
     assert!(matches!(
         source.read_buckets(buckets, now()).await,
@@ -389,7 +407,6 @@ async fn every_built_in_query_is_accepted_by_prometheus() {
     let checks = gates::checks(&analysis, &steps, false);
     let mut read = 0;
     for check in &checks {
-        let buckets = matches!(check.source, Source::Quantile { .. });
         for template in check.source.templates() {
             let context = Context {
                 namespace: "parsing",
@@ -402,11 +419,7 @@ async fn every_built_in_query_is_accepted_by_prometheus() {
                 window: Duration::from_secs(3600),
             };
             let query = template::render(template, &context).unwrap();
-            let reading = if buckets {
-                source.read_buckets(&query, now()).await
-            } else {
-                source.read(&query, now()).await
-            };
+            let reading = source.read_as(&check.source, &query, now()).await;
             assert!(
                 !matches!(reading, Reading::Error(_)),
                 "{}: {query}: {reading:?}",

@@ -270,7 +270,7 @@ fn the_status_message_says_step_weight_canary_gates_and_time_left() {
     world.round(Answer::Pass);
     assert_eq!(
         world.message(),
-        "step 1/3: 10% (really 25% by replicas) to canary m-7f3c/w-19ab, gates passing (6/6), 4m left"
+        "step 1/3: 10% (really 25% by replicas) to canary m-7f3c/w-19ab, gates passing (11/11), 4m left"
     );
 }
 
@@ -706,6 +706,11 @@ fn a_criterion_limited_to_other_steps_is_not_run() {
         [
             "error-ratio",
             "latency-p95",
+            "truncated-answers",
+            "repetition",
+            "empty-pages",
+            "layout-mix",
+            "blocks-per-page",
             "breaker-opens",
             "vllm-queue-depth",
             "vllm-ttft-p95",
@@ -1141,6 +1146,54 @@ fn in_place_replicas_come_back_on_promotion() {
     world.decide();
     assert_eq!(world.replicas("m-7f3c"), Some(2));
     assert_eq!(world.status().in_place_model_replicas, None);
+}
+
+// ---- how the canary reads ----
+
+#[test]
+fn a_canary_that_reads_another_mix_of_blocks_is_rolled_back_at_the_first_step() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    world.wait(60);
+    world.answer(Answer::Pass, &[("layout-mix", Answer::Fail)]);
+    world.decide();
+    let rollback = world.status().last_rollback.clone().expect("rolled back");
+    assert_eq!(rollback.reason, RollbackReason::CriterionFailed);
+    assert_eq!(rollback.check.as_deref(), Some("layout-mix"));
+}
+
+#[test]
+fn probes_flow_to_both_sides_while_a_step_splits_traffic_and_to_the_canary_at_100() {
+    let quality = json!({"analysis": {"quality": {
+        "goldenDocuments": {"configMapRef": {"name": "golden"}},
+        "probes": {"documentsPerHour": 30, "maxShare": 0.5}}}});
+    let mut world = World::at_first_step(quality, new_model());
+    let probes = world.needs().probes.expect("probes at 10%");
+    assert!(probes.baseline.is_some(), "to both sides");
+    assert_eq!(probes.documents_per_hour, 30.0);
+    assert_eq!(probes.concurrency, 2, "half of a worker's 4 slots");
+    assert_eq!(
+        Some(probes.judged),
+        world
+            .status()
+            .canary
+            .as_ref()
+            .map(|c| c.worker_revision.clone())
+    );
+    world.pass_step(50);
+    assert_eq!(world.weight(), 50);
+    assert!(world.needs().probes.is_some(), "probes at 50%");
+    world.pass_step(50);
+    assert_eq!(world.weight(), 100);
+    let alone = world.needs().probes.expect("probes at 100%");
+    assert_eq!(alone.baseline, None, "the canary alone, judged by the SLOs");
+
+    let off = json!({"analysis": {"quality": {
+        "goldenDocuments": {"configMapRef": {"name": "golden"}},
+        "probes": {"documentsPerHour": 0}}}});
+    let world = World::at_first_step(off, new_model());
+    assert_eq!(world.needs().probes, None, "documentsPerHour 0 sends none");
+    let world = World::at_first_step(defaults(), new_model());
+    assert_eq!(world.needs().probes, None, "no golden documents, no probes");
 }
 
 // ---- quality gate ----

@@ -508,6 +508,41 @@ fn built_ins_follow_the_go_no_go_table() {
             Policy::Hold,
         ),
         (
+            "truncated-answers",
+            CheckKind::Promotion,
+            vec![0],
+            "<= 1.5 x max(stable, 0.02)",
+            Policy::Rollback,
+        ),
+        (
+            "repetition",
+            CheckKind::Promotion,
+            vec![1],
+            "<= 1.25 x max(stable, 0.02)",
+            Policy::Hold,
+        ),
+        (
+            "empty-pages",
+            CheckKind::Promotion,
+            vec![0],
+            "<= 1.5 x max(stable, 0.02)",
+            Policy::Rollback,
+        ),
+        (
+            "layout-mix",
+            CheckKind::Promotion,
+            vec![0],
+            "distance to stable <= 0.1",
+            Policy::Rollback,
+        ),
+        (
+            "blocks-per-page",
+            CheckKind::Promotion,
+            vec![1],
+            "distance to stable <= 0.1",
+            Policy::Hold,
+        ),
+        (
             "slo-error-ratio",
             CheckKind::Promotion,
             vec![2],
@@ -624,7 +659,7 @@ fn statistical_built_ins_read_counts_and_buckets_over_the_evidence_window() {
     );
     assert_eq!(
         render(&total, &context()).unwrap(),
-        r#"sum(increase(mineru_worker_requests_total{namespace="parsing",revision="w-19ab",outcome!="client_error"}[5400s]))"#
+        r#"sum(increase(mineru_worker_requests_total{namespace="parsing",revision="w-19ab",outcome!~"client_error|deferred"}[5400s]))"#
     );
     let Source::Quantile { q, buckets } = source("latency-p95") else {
         panic!("latency-p95 is a quantile");
@@ -643,6 +678,34 @@ fn statistical_built_ins_read_counts_and_buckets_over_the_evidence_window() {
         buckets.contains("mineru_worker_page_duration_seconds_bucket"),
         "{buckets}"
     );
+    // How the canary reads: flagged documents among those extracted, and distributions.
+    let Source::Proportion { bad, total } = source("truncated-answers") else {
+        panic!("truncated-answers is a proportion");
+    };
+    assert_eq!(
+        render(&bad, &context()).unwrap(),
+        r#"sum(increase(mineru_worker_flagged_documents_total{namespace="parsing",revision="w-19ab",signal="truncated"}[5400s]))"#
+    );
+    assert_eq!(
+        render(&total, &context()).unwrap(),
+        r#"sum(increase(mineru_worker_documents_total{namespace="parsing",revision="w-19ab"}[5400s]))"#
+    );
+    let Source::Distribution {
+        counts,
+        min_samples,
+    } = source("layout-mix")
+    else {
+        panic!("layout-mix is a distribution");
+    };
+    assert_eq!(
+        render(&counts, &context()).unwrap(),
+        r#"sum by (block_type) (increase(mineru_worker_blocks_total{namespace="parsing",revision="w-19ab"}[5400s]))"#
+    );
+    assert_eq!(min_samples, 200.0, "evidence.minCounts");
+    let Source::Distribution { counts, .. } = source("blocks-per-page") else {
+        panic!("blocks-per-page is a distribution");
+    };
+    assert!(counts.starts_with("sum by (le) (increase(mineru_worker_page_blocks_bucket{"));
 }
 
 /// The throughput criterion's verdict for a canary at `share` of the baseline's pages per
@@ -721,6 +784,36 @@ fn quality_checks_exist_only_when_the_quality_gate_is_configured() {
             ("quality-collapse", "<= 0.05".to_owned())
         ]
     );
+}
+
+#[test]
+fn probe_documents_count_as_evidence_unless_the_spec_says_not() {
+    let quality = |count: bool| {
+        analysis(json!({"quality": {
+            "goldenDocuments": {"configMapRef": {"name": "golden"}},
+            "probes": {"countAsEvidence": count}}}))
+    };
+    let templates = |count: bool| -> Vec<String> {
+        gates::checks(&quality(count), &steps(), false)
+            .iter()
+            .flat_map(|c| {
+                c.source
+                    .templates()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    assert!(templates(true).iter().all(|t| !t.contains("source")));
+    let clients_only = templates(false);
+    assert!(!clients_only.is_empty());
+    for template in &clients_only {
+        assert!(
+            template.contains(r#"revision="{{revision}}",source!~"probe|golden""#),
+            "{template}"
+        );
+    }
 }
 
 #[test]

@@ -118,6 +118,23 @@ impl Exported {
     fn read(&self, request: &ReadingRequest) -> ReadingResult {
         let counts = self.window(&request.revision, request.at, request.window);
         let measured = match &request.source {
+            // Both revisions read documents alike: nothing flagged, the same mix of blocks.
+            Source::Proportion { bad, .. } if bad.contains("flagged_documents") => {
+                Measured::Proportion {
+                    bad: Reading::Value(0.0),
+                    total: Reading::Value(counts.documents),
+                }
+            }
+            Source::Distribution { .. } => Measured::Distribution {
+                counts: Reading::Counts(
+                    [("text", 7.0), ("table", 3.0)]
+                        .into_iter()
+                        .map(|(kind, per_document)| {
+                            (kind.to_owned(), per_document * counts.documents)
+                        })
+                        .collect(),
+                ),
+            },
             Source::Proportion { .. } => Measured::Proportion {
                 bad: Reading::Value(counts.errors),
                 total: Reading::Value(counts.documents),
@@ -173,6 +190,7 @@ fn simulate(traffic: &Traffic, canary_errors: f64, rng: &mut StdRng) -> Outcome 
             model_replicas: 2,
             gpus_per_replica: 1,
             worker_replicas: WORKERS,
+            worker_concurrency: 4,
         },
         desired: canary(),
         status: MineruDeploymentStatus {

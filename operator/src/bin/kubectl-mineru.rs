@@ -543,24 +543,45 @@ mod tests {
         );
     }
 
+    /// The median time step 1 takes to pass for `object` at `docs` documents an hour.
+    fn first_step_median(object: &MineruDeployment, docs: &str) -> f64 {
+        let text = plan(object, "d", &plan_args(&["--docs-per-hour", docs])).unwrap();
+        text.lines()
+            .find(|l| l.starts_with("step=1 "))
+            .and_then(|line| {
+                line.split_whitespace()
+                    .find_map(|pair| pair.strip_prefix("passed_median_s="))
+            })
+            .and_then(|field| field.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no passed_median_s in {text}"))
+    }
+
     #[test]
     fn more_traffic_decides_sooner() {
         let defaults: MineruDeployment = serde_yaml::from_str(DEFAULT_OBJECT).unwrap();
-        let median = |docs: &str| {
-            let text = plan(&defaults, "d", &plan_args(&["--docs-per-hour", docs])).unwrap();
-            let line = text
-                .lines()
-                .find(|l| l.starts_with("step=1 "))
-                .unwrap()
-                .to_owned();
-            let field = line
-                .split_whitespace()
-                .find_map(|pair| pair.strip_prefix("passed_median_s="))
-                .unwrap()
-                .to_owned();
-            field.parse::<f64>().unwrap()
-        };
-        assert!(median("6000") < median("60") / 10.0);
+        assert!(first_step_median(&defaults, "6000") < first_step_median(&defaults, "60") / 10.0);
+    }
+
+    #[test]
+    fn probes_that_count_as_evidence_shorten_a_thin_step() {
+        let defaults: MineruDeployment = serde_yaml::from_str(DEFAULT_OBJECT).unwrap();
+        let mut probed = defaults.clone();
+        probed.spec.rollout.analysis.quality = Some(
+            serde_json::from_value(serde_json::json!({
+                "goldenDocuments": {"configMapRef": {"name": "golden"}},
+                "probes": {"documentsPerHour": 30}
+            }))
+            .unwrap(),
+        );
+        let (without, with) = (
+            first_step_median(&defaults, "60"),
+            first_step_median(&probed, "60"),
+        );
+        // The default object's canary gets half of 60 documents an hour: 30 probes double that.
+        assert!(
+            with < without * 0.7,
+            "{with} s with probes, {without} s without"
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Worker series are `mineru_worker_*{namespace, revision}` (`revision` set by the worker from
 //! its pod label, `namespace` by the PodMonitor). A document counts as bad for the error checks
 //! when the canary is to blame — `outcome` `error`, `timeout` or `rejected` (at capacity,
-//! breaker open) — and not at all when the client sent a bad document (`client_error`). vLLM
+//! breaker open) — and not at all when the client sent a bad document (`client_error`) or a
+//! probe was turned away to keep room for clients (`deferred`). vLLM
 //! series get `revision` from the pod label `mineru.dev/revision` through scrape relabeling.
 //!
 //! Every count is read over the evidence window `{{window}}` — the time since the step's
@@ -40,7 +41,7 @@ fn document_errors() -> Source {
             r#"sum(increase(mineru_worker_requests_total{$SEL,outcome=~"error|timeout|rejected"}[{{window}}]))"#,
         ),
         total: query(
-            r#"sum(increase(mineru_worker_requests_total{$SEL,outcome!="client_error"}[{{window}}]))"#,
+            r#"sum(increase(mineru_worker_requests_total{$SEL,outcome!~"client_error|deferred"}[{{window}}]))"#,
         ),
     }
 }
@@ -62,6 +63,35 @@ fn seconds_per_page() -> Source {
         buckets: query(
             "sum by (le) (increase(mineru_worker_page_duration_seconds_bucket{$SEL}[{{window}}]))",
         ),
+    }
+}
+
+/// Documents the worker flagged with `signal` (a truncated answer, degenerate repetition, an
+/// empty page), among those it extracted.
+fn flagged_documents(signal: &str) -> Source {
+    Source::Proportion {
+        bad: query(&format!(
+            r#"sum(increase(mineru_worker_flagged_documents_total{{$SEL,signal="{signal}"}}[{{{{window}}}}]))"#
+        )),
+        total: query("sum(increase(mineru_worker_documents_total{$SEL}[{{window}}]))"),
+    }
+}
+
+/// The mix of block types the model finds, once there are `min_blocks` a side.
+fn block_mix(min_blocks: f64) -> Source {
+    Source::Distribution {
+        counts: query(
+            "sum by (block_type) (increase(mineru_worker_blocks_total{$SEL}[{{window}}]))",
+        ),
+        min_samples: min_blocks,
+    }
+}
+
+/// How many blocks the model finds per page, once there are `min_pages` a side.
+fn blocks_per_page(min_pages: f64) -> Source {
+    Source::Distribution {
+        counts: query("sum by (le) (increase(mineru_worker_page_blocks_bucket{$SEL}[{{window}}]))"),
+        min_samples: min_pages,
     }
 }
 
@@ -95,6 +125,12 @@ fn vllm_ttft() -> Source {
         ),
     }
 }
+
+/// Total-variation distance between a canary's and the baseline's distributions that counts as
+/// reading documents differently: a tenth of the blocks moved to another type or count.
+const MAX_DISTRIBUTION_DISTANCE: f64 = 0.10;
+/// Shares of flagged documents below 2% are noise (a few odd documents in any mix).
+const SIGNAL_RATIO_FLOOR: f64 = 0.02;
 
 /// An average queue length over fewer requests than this says nothing.
 const MIN_VLLM_REQUESTS: f64 = 20.0;
@@ -212,8 +248,9 @@ fn roles(steps: &[Step]) -> Roles {
 }
 
 /// The built-in checks of `defaultCriteria` for a rollout over `steps`. `migrating`: the canary
-/// is compared with a legacy Service rather than stable revisions.
-pub fn checks(steps: &[Step], migrating: bool) -> Vec<Check> {
+/// is compared with a legacy Service rather than stable revisions; `min_counts`: the floor of
+/// the distribution checks (`evidence.minCounts`).
+pub fn checks(steps: &[Step], migrating: bool, min_counts: f64) -> Vec<Check> {
     let throughput = if migrating {
         THROUGHPUT_TO_LEGACY
     } else {
@@ -277,6 +314,14 @@ pub fn checks(steps: &[Step], migrating: bool) -> Vec<Check> {
                 Hold,
             ),
         ]);
+    }
+    // How the canary reads documents, by the same rule.
+    for (steps, policy, signal_ratio) in
+        [(&roles.first, Rollback, 1.5), (&roles.second, Hold, 1.25)]
+    {
+        if !steps.is_empty() {
+            checks.extend(reading_checks(steps, policy, signal_ratio, min_counts));
+        }
     }
     // With all traffic on the canary there is no baseline beside it: the SLOs are the bar.
     // Missing them holds at 100% for a person, as rolling back to a baseline that was sharing
@@ -383,6 +428,51 @@ pub fn checks(steps: &[Step], migrating: bool) -> Vec<Check> {
         ),
     ]);
     checks
+}
+
+/// How the canary reads documents, on every document it extracts, against the baseline: the
+/// worker's document-level signals (docs/worker-metrics.md).
+fn reading_checks(
+    steps: &[i32],
+    on_fail: Policy,
+    signal_ratio: f64,
+    min_counts: f64,
+) -> Vec<Check> {
+    let signal = |name, signal| {
+        spec(
+            name,
+            Tier::Worker,
+            flagged_documents(signal),
+            ratio(signal_ratio, SIGNAL_RATIO_FLOOR),
+            None,
+        )
+    };
+    let distance = Threshold {
+        max_distance: Some(MAX_DISTRIBUTION_DISTANCE),
+        ..Threshold::default()
+    };
+    [
+        signal("truncated-answers", "truncated"),
+        signal("repetition", "repetition"),
+        signal("empty-pages", "empty_page"),
+        spec(
+            "layout-mix",
+            Tier::Worker,
+            block_mix(min_counts),
+            distance,
+            None,
+        ),
+        spec(
+            "blocks-per-page",
+            Tier::Worker,
+            blocks_per_page(min_counts),
+            distance,
+            None,
+        ),
+    ]
+    .into_iter()
+    .map(|spec| criterion(spec, steps, on_fail))
+    .collect()
 }
 
 /// The checks of a configured quality gate: leaving 10% a regression rolls back, leaving 50%

@@ -66,6 +66,15 @@ pub enum Source {
         /// Template returning the cumulative buckets.
         buckets: String,
     },
+    /// Counts by category (one series each: a label's values, or a histogram's buckets by
+    /// `le`), whose distribution is compared with the baseline's (see
+    /// [`crate::evidence::distribution`]).
+    Distribution {
+        /// Template returning one count per category.
+        counts: String,
+        /// Fewer counts than this, on either side, make the verdict Inconclusive.
+        min_samples: f64,
+    },
     /// Restarts of the canary's vLLM containers, read from pod status: a crash is visible there
     /// long before any metric shows it, and it needs no Prometheus.
     CanaryVllmRestarts,
@@ -78,7 +87,10 @@ impl Source {
     pub fn reads_prometheus(&self) -> bool {
         matches!(
             self,
-            Source::Value { .. } | Source::Proportion { .. } | Source::Quantile { .. }
+            Source::Value { .. }
+                | Source::Proportion { .. }
+                | Source::Quantile { .. }
+                | Source::Distribution { .. }
         )
     }
 
@@ -87,7 +99,10 @@ impl Source {
     /// a bare value passes just as well with no traffic at all.
     pub fn evidence_backed(&self) -> bool {
         match self {
-            Source::Proportion { .. } | Source::Quantile { .. } | Source::Quality => true,
+            Source::Proportion { .. }
+            | Source::Quantile { .. }
+            | Source::Distribution { .. }
+            | Source::Quality => true,
             Source::Value { samples, .. } => samples.is_some(),
             Source::CanaryVllmRestarts => false,
         }
@@ -101,6 +116,7 @@ impl Source {
                 .collect(),
             Source::Proportion { bad, total } => vec![bad, total],
             Source::Quantile { buckets, .. } => vec![buckets],
+            Source::Distribution { counts, .. } => vec![counts],
             Source::CanaryVllmRestarts | Source::Quality => Vec::new(),
         }
     }
@@ -137,12 +153,14 @@ pub struct Threshold {
     pub max_ratio_to_stable: Option<f64>,
     /// Lower bound of the stable value in the ratio.
     pub ratio_floor: Option<f64>,
+    /// Distributions: total-variation distance to the baseline's ≤ max_distance.
+    pub max_distance: Option<f64>,
 }
 
 impl Threshold {
     /// Whether judging needs the baseline's readings.
     pub fn compares_with_stable(&self) -> bool {
-        self.max_ratio_to_stable.is_some()
+        self.max_ratio_to_stable.is_some() || self.max_distance.is_some()
     }
 
     /// The threshold in words, as status shows it: `<= 1.05 x stable`, `>= 0.95`.
@@ -160,11 +178,41 @@ impl Threshold {
                 None => parts.push(format!("<= {ratio} x stable")),
             }
         }
+        if let Some(distance) = self.max_distance {
+            parts.push(format!("distance to stable <= {distance}"));
+        }
         parts.join(" and ")
     }
 }
 
 impl Check {
+    /// Reads client documents only: every query selecting the judged revision leaves out the
+    /// series of the operator's documents (`source` `probe` or `golden`; series without the
+    /// label, like vLLM's, are kept).
+    fn exclude_probes(&mut self) {
+        let exclude = |template: &mut String| {
+            *template = template.replace(
+                r#"revision="{{revision}}""#,
+                r#"revision="{{revision}}",source!~"probe|golden""#,
+            );
+        };
+        match &mut self.source {
+            Source::Value { query, samples } => {
+                exclude(query);
+                if let Some(samples) = samples {
+                    exclude(&mut samples.query);
+                }
+            }
+            Source::Proportion { bad, total } => {
+                exclude(bad);
+                exclude(total);
+            }
+            Source::Quantile { buckets, .. } => exclude(buckets),
+            Source::Distribution { counts, .. } => exclude(counts),
+            Source::CanaryVllmRestarts | Source::Quality => {}
+        }
+    }
+
     /// Whether this check gates leaving step `index` (triggers gate nothing; they watch).
     pub fn gates_step(&self, index: i32) -> bool {
         self.kind == CheckKind::Promotion
@@ -191,6 +239,7 @@ impl Check {
                 min: criterion.min,
                 max_ratio_to_stable: criterion.max_ratio_to_stable,
                 ratio_floor: criterion.ratio_floor,
+                max_distance: None,
             },
             after_steps: criterion.after_steps.clone(),
             on_fail: criterion.on_fail,
@@ -215,6 +264,7 @@ impl Check {
                 min: trigger.min,
                 max_ratio_to_stable: trigger.max_ratio_to_stable,
                 ratio_floor: trigger.ratio_floor,
+                max_distance: None,
             },
             after_steps: Vec::new(),
             on_fail: Policy::Rollback,
@@ -260,10 +310,17 @@ pub fn checks(analysis: &AnalysisSpec, steps: &[Step], migrating: bool) -> Vec<C
         .chain(analysis.rollback_triggers.iter().map(Check::from_trigger))
         .collect();
     let mut builtins = if analysis.default_criteria {
-        builtin::checks(steps, migrating)
+        builtin::checks(steps, migrating, analysis.evidence.min_counts)
     } else {
         Vec::new()
     };
+    let counts_probes = analysis
+        .quality
+        .as_ref()
+        .is_none_or(|quality| quality.probes.count_as_evidence);
+    if !counts_probes {
+        builtins.iter_mut().for_each(Check::exclude_probes);
+    }
     // A configured quality gate is a choice of its own, with or without the other built-ins.
     builtins.extend(
         analysis

@@ -2,13 +2,17 @@
 //! [`Reading`]. Every failure becomes `Reading::Error` with the reason, never a number, so that
 //! an unreachable or misconfigured Prometheus can only hold a rollout, never promote it.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mineru_crds::PrometheusSpec;
-use prometheus_http_query::{Client, response::Data};
+use prometheus_http_query::{
+    Client,
+    response::{Data, InstantVector},
+};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 
-use super::reading::Reading;
+use super::{Source, reading::Reading};
 use crate::evidence::Histogram;
 
 /// How the operator authenticates to Prometheus (from `analysis.prometheus.authSecretRef`).
@@ -99,38 +103,68 @@ impl PrometheusSource {
         }
     }
 
+    /// Runs one of `source`'s queries at `at` and reads it in the shape `source` judges:
+    /// buckets, counts by category, or a value.
+    pub async fn read_as(&self, source: &Source, query: &str, at: i64) -> Reading {
+        match source {
+            Source::Quantile { .. } => self.read_buckets(query, at).await,
+            Source::Distribution { .. } => self.read_counts(query, at).await,
+            _ => self.read(query, at).await,
+        }
+    }
+
     /// Runs `query` at `at` and reads its series as cumulative buckets by their `le` label.
     pub async fn read_buckets(&self, query: &str, at: i64) -> Reading {
-        let data = match self.instant(query, at).await {
-            Ok(data) => data,
+        match self.vector(query, at).await {
+            Ok(series) if series.is_empty() => Reading::Empty,
+            Ok(series) => match histogram(query, &series) {
+                Ok(histogram) => Reading::Buckets(histogram),
+                Err(error) => error,
+            },
+            Err(error) => error,
+        }
+    }
+
+    /// Runs `query` at `at` and reads one count per series, keyed by its labels; series
+    /// labelled `le` alone are a histogram, and count what falls in each bucket.
+    pub async fn read_counts(&self, query: &str, at: i64) -> Reading {
+        let series = match self.vector(query, at).await {
+            Ok(series) if series.is_empty() => return Reading::Empty,
+            Ok(series) => series,
             Err(error) => return error,
         };
-        let Data::Vector(series) = data else {
-            return Reading::Error(format!(
-                "query {query:?} must return one series per bucket, labelled le"
-            ));
+        let bucketed = series
+            .iter()
+            .all(|one| one.metric().len() == 1 && one.metric().contains_key("le"));
+        if bucketed {
+            return match histogram(query, &series) {
+                Ok(histogram) => Reading::Counts(histogram.bucket_counts()),
+                Err(error) => error,
+            };
+        }
+        let category = |one: &InstantVector| {
+            let labels: BTreeMap<_, _> = one.metric().iter().collect();
+            labels
+                .into_iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect::<Vec<_>>()
+                .join(",")
         };
-        if series.is_empty() {
-            return Reading::Empty;
-        }
-        let mut buckets = Vec::with_capacity(series.len());
-        for one in &series {
-            let bound = one.metric().get("le").map(|le| match le.as_str() {
-                "+Inf" => Ok(f64::INFINITY),
-                finite => finite.parse::<f64>(),
-            });
-            match bound {
-                Some(Ok(le)) => buckets.push((le, one.sample().value())),
-                _ => {
-                    return Reading::Error(format!(
-                        "query {query:?} returned a series without a numeric le label: aggregate with `sum by (le)`"
-                    ));
-                }
-            }
-        }
-        match Histogram::new(buckets) {
-            Ok(histogram) => Reading::Buckets(histogram),
-            Err(error) => Reading::Error(format!("query {query:?}: {error}")),
+        Reading::Counts(
+            series
+                .iter()
+                .map(|one| (category(one), one.sample().value()))
+                .collect(),
+        )
+    }
+
+    /// An instant query whose answer must be a vector.
+    async fn vector(&self, query: &str, at: i64) -> Result<Vec<InstantVector>, Reading> {
+        match self.instant(query, at).await? {
+            Data::Vector(series) => Ok(series),
+            _ => Err(Reading::Error(format!(
+                "query {query:?} must return one series per bucket or category"
+            ))),
         }
     }
 
@@ -148,4 +182,24 @@ impl PrometheusSource {
             Err(error) => Err(Reading::Error(format!("query {query:?} failed: {error}"))),
         }
     }
+}
+
+/// Series labelled `le` as a cumulative histogram.
+fn histogram(query: &str, series: &[InstantVector]) -> Result<Histogram, Reading> {
+    let mut buckets = Vec::with_capacity(series.len());
+    for one in series {
+        let bound = one.metric().get("le").map(|le| match le.as_str() {
+            "+Inf" => Ok(f64::INFINITY),
+            finite => finite.parse::<f64>(),
+        });
+        match bound {
+            Some(Ok(le)) => buckets.push((le, one.sample().value())),
+            _ => {
+                return Err(Reading::Error(format!(
+                    "query {query:?} returned a series without a numeric le label: aggregate with `sum by (le)`"
+                )));
+            }
+        }
+    }
+    Histogram::new(buckets).map_err(|error| Reading::Error(format!("query {query:?}: {error}")))
 }

@@ -1,5 +1,7 @@
 //! Raw readings: what Prometheus answered for one check and one revision, before any judging.
 
+use std::collections::BTreeMap;
+
 use super::Source;
 use crate::evidence::Histogram;
 
@@ -10,6 +12,8 @@ pub enum Reading {
     Value(f64),
     /// Cumulative histogram buckets by `le`.
     Buckets(Histogram),
+    /// Counts by category.
+    Counts(BTreeMap<String, f64>),
     /// The query succeeded but returned no series.
     Empty,
     /// The query failed: Prometheus unreachable, timeout, invalid PromQL, a result of the wrong
@@ -48,6 +52,8 @@ pub enum Measured {
     Proportion { bad: Reading, total: Reading },
     /// Histogram buckets.
     Quantile { buckets: Reading },
+    /// Counts by category.
+    Distribution { counts: Reading },
 }
 
 impl Measured {
@@ -60,6 +66,7 @@ impl Measured {
                 total: error(),
             },
             Source::Quantile { .. } => Measured::Quantile { buckets: error() },
+            Source::Distribution { .. } => Measured::Distribution { counts: error() },
             _ => Measured::Value {
                 value: error(),
                 samples: None,
@@ -75,6 +82,7 @@ impl Measured {
             }
             Measured::Proportion { bad, total } => vec![bad, total],
             Measured::Quantile { buckets } => vec![buckets],
+            Measured::Distribution { counts } => vec![counts],
         }
     }
 

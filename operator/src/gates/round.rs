@@ -85,6 +85,13 @@ async fn read_one(
             }
             Err(error) => (None, Measured::failed(&request.source, &error.to_string())),
         },
+        Source::Distribution { counts, .. } => match render(counts) {
+            Ok(query) => {
+                let counts = source.read_counts(&query, at).await;
+                (Some(query), Measured::Distribution { counts })
+            }
+            Err(error) => (None, Measured::failed(&request.source, &error.to_string())),
+        },
         Source::CanaryVllmRestarts | Source::Quality => (
             None,
             Measured::failed(&request.source, "not a Prometheus check"),

@@ -12,7 +12,7 @@ use k8s_openapi::jiff::Timestamp;
 use mineru_crds::{CheckKind, LegacyRole, MineruDeploymentStatus, Revisions, Tier, Verdict};
 
 use super::{
-    Baseline, Input, QualityRequest, ReadingRequest, Role, plan,
+    Baseline, Input, ProbeRequest, QualityRequest, ReadingRequest, Role, plan,
     state::{Stage, View, elapsed, later, weight_of, whole_second},
 };
 use crate::gates::{self, Check, Source};
@@ -127,7 +127,7 @@ pub(super) fn status_of<'a>(
 pub(super) fn decided(view: &View<'_>, check: &Check) -> bool {
     let statistical = matches!(
         check.source,
-        Source::Proportion { .. } | Source::Quantile { .. }
+        Source::Proportion { .. } | Source::Quantile { .. } | Source::Distribution { .. }
     );
     statistical
         && check.kind == CheckKind::Promotion
@@ -169,6 +169,27 @@ fn quality_due(view: &View<'_>, applicable: &[Applicable]) -> Option<usize> {
             })
         });
     due.then_some(count)
+}
+
+/// Probe traffic flows during every step when the quality gate configures a rate: to the canary
+/// and the baseline alike while they split traffic, to the canary alone at a 100% step (whose
+/// SLO checks judge it alone).
+pub(super) fn probes(view: &View<'_>) -> Option<ProbeRequest> {
+    let spec = &view.input.rollout.analysis.quality.as_ref()?.probes;
+    let Stage::Stepping(index) = view.stage() else {
+        return None;
+    };
+    if spec.documents_per_hour <= 0.0 {
+        return None;
+    }
+    let (judged, baseline) = judged(view.s, view.stage())?;
+    let slots = view.input.sizes.worker_concurrency as f64 * spec.max_share;
+    Some(ProbeRequest {
+        judged: judged.worker_revision,
+        baseline: baseline.filter(|_| view.weight_of(index) < 100),
+        documents_per_hour: spec.documents_per_hour,
+        concurrency: (slots.floor() as usize).max(1),
+    })
 }
 
 /// The judged revision's evidence window: from the stage's start to now, at least an interval

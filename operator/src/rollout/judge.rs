@@ -199,6 +199,34 @@ fn judge_readings(
                 evidence::quantile(&canary, baseline.as_ref(), *q, &check.threshold, confidence),
             )
         }
+        (Measured::Distribution { counts: reading }, Source::Distribution { min_samples, .. }) => {
+            let counts = |reading: &Reading| match reading {
+                Reading::Counts(counts) => Ok(counts.clone()),
+                Reading::Empty => Ok(Default::default()),
+                other => Err(format!("not counts by category: {other:?}")),
+            };
+            let canary = match counts(reading) {
+                Ok(counts) => counts,
+                Err(error) => return Some(error_evaluation(error)),
+            };
+            let baseline = match baseline {
+                Some(Measured::Distribution { counts: baseline }) => match counts(baseline) {
+                    Ok(counts) => counts,
+                    Err(error) => return Some(error_evaluation(error)),
+                },
+                _ => return Some(skip("no baseline to compare the distribution with")),
+            };
+            statistical(
+                check,
+                evidence::distribution(
+                    &canary,
+                    &baseline,
+                    *min_samples,
+                    &check.threshold,
+                    confidence,
+                ),
+            )
+        }
         _ => error_evaluation("the readings do not match the check's source".into()),
     };
     Some(evaluation)

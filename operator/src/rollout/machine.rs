@@ -71,6 +71,7 @@ pub(super) fn needs(input: &Input) -> Needs {
         capacity,
         readings,
         quality,
+        probes: analysis::probes(&view),
     }
 }
 

@@ -89,6 +89,8 @@ pub struct Sizes {
     pub gpus_per_replica: i32,
     /// `spec.worker.replicas`.
     pub worker_replicas: i32,
+    /// `spec.worker.maxConcurrentDocuments`: one worker's document slots.
+    pub worker_concurrency: i32,
 }
 
 impl Sizes {
@@ -98,6 +100,7 @@ impl Sizes {
             model_replicas: spec.model.replicas,
             gpus_per_replica: spec.model.gpus_per_replica,
             worker_replicas: spec.worker.replicas,
+            worker_concurrency: spec.worker.max_concurrent_documents,
         }
     }
 }
@@ -186,6 +189,8 @@ pub struct Needs {
     pub readings: Vec<ReadingRequest>,
     /// Compare golden documents this round.
     pub quality: Option<QualityRequest>,
+    /// Keep probe traffic flowing to both sides; none sent without.
+    pub probes: Option<ProbeRequest>,
 }
 
 /// How much of the cluster a GPU capacity count reads.
@@ -254,6 +259,20 @@ pub struct QualityRequest {
     pub baseline: Baseline,
     /// How many documents.
     pub documents: usize,
+}
+
+/// Probe traffic to send while the current step gathers evidence.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeRequest {
+    /// The judged worker revision.
+    pub judged: String,
+    /// The side it is compared with, which gets the same documents; none at a 100% step,
+    /// where the canary is judged alone (by the SLOs).
+    pub baseline: Option<Baseline>,
+    /// Documents per hour to each side.
+    pub documents_per_hour: f64,
+    /// Probes in flight at once on each side.
+    pub concurrency: usize,
 }
 
 /// `revision` label value of the legacy Service's series during a migration: relabel its

@@ -125,6 +125,7 @@ impl World {
                     model_replicas: 2,
                     gpus_per_replica: 1,
                     worker_replicas: 4,
+                    worker_concurrency: 4,
                 },
                 desired: old(),
                 status: MineruDeploymentStatus::default(),
@@ -422,6 +423,23 @@ pub fn reading(request: &ReadingRequest, threshold: &Threshold, answer: &Answer)
             };
             Measured::Quantile { buckets }
         }
+        Source::Distribution { .. } => {
+            let mix = |text: f64, table: f64| {
+                Reading::Counts(
+                    [("text".to_owned(), text), ("table".to_owned(), table)]
+                        .into_iter()
+                        .collect(),
+                )
+            };
+            // The baseline's mix, that mix again, or every table read as text.
+            let counts = match (answer, baseline) {
+                (Answer::Error, _) => Reading::Error("connection refused".into()),
+                (Answer::Inconclusive, _) => Reading::Empty,
+                (_, true) | (Answer::Pass, false) => mix(8e5, 2e5),
+                (Answer::Fail, false) => mix(1e6, 0.0),
+            };
+            Measured::Distribution { counts }
+        }
         Source::CanaryVllmRestarts | Source::Quality => {
             panic!("{} is not read from Prometheus", request.check)
         }
@@ -435,6 +453,7 @@ pub fn reading(request: &ReadingRequest, threshold: &Threshold, answer: &Answer)
             Source::Value { query, .. } => Some(query.clone()),
             Source::Proportion { bad, .. } => Some(bad.clone()),
             Source::Quantile { buckets, .. } => Some(buckets.clone()),
+            Source::Distribution { counts, .. } => Some(counts.clone()),
             _ => None,
         },
         measured,
