@@ -381,12 +381,34 @@ fn cases() -> Vec<Case> {
                     "/spec/rollout/analysis/evidence",
                     json!({"confidence": 0.99, "power": 0.95, "regression": 1}),
                 ),
+                (
+                    "/spec/rollout/analysis/evidence",
+                    json!({"confidence": 0.99, "power": 0.95, "regression": 3, "minCounts": 0}),
+                ),
             ],
             accepted: vec![(
                 "/spec/rollout/analysis/evidence",
-                json!({"confidence": 0.95, "power": 0.8, "regression": 10}),
+                json!({"confidence": 0.95, "power": 0.8, "regression": 10, "minCounts": 20}),
             )],
             message: "evidence.",
+        },
+        Case {
+            rule: "probe traffic",
+            rejected: vec![
+                (
+                    "/spec/rollout/analysis/quality",
+                    json!({"goldenDocuments": {"configMapRef": {"name": "g"}}, "probes": {"documentsPerHour": -1}}),
+                ),
+                (
+                    "/spec/rollout/analysis/quality",
+                    json!({"goldenDocuments": {"configMapRef": {"name": "g"}}, "probes": {"maxShare": 0}}),
+                ),
+            ],
+            accepted: vec![(
+                "/spec/rollout/analysis/quality",
+                json!({"goldenDocuments": {"configMapRef": {"name": "g"}}, "probes": {"documentsPerHour": 0, "maxShare": 1}}),
+            )],
+            message: "probes.",
         },
         Case {
             rule: "webhook url",

@@ -498,6 +498,29 @@ impl Scenario {
             .unwrap();
     }
 
+    /// Follows the rollout until it is rolled back, failing if the canary is ever promoted:
+    /// the status then, and the heaviest weight the canary reached.
+    pub fn until_rolled_back(&mut self) -> (Value, i64) {
+        let canary = (
+            self.canary.model_revision.clone(),
+            self.canary.worker_revision.clone(),
+        );
+        let mut heaviest = 0;
+        loop {
+            let status = self.status();
+            heaviest = heaviest.max(status["canaryWeight"].as_i64().unwrap_or(0));
+            if status["lastRollback"].is_object() {
+                return (status, heaviest);
+            }
+            assert_ne!(
+                pair(&status, "stable"),
+                Some(canary.clone()),
+                "the canary was promoted: {status}"
+            );
+            thread::sleep(Duration::from_millis(300));
+        }
+    }
+
     pub fn settle_on_stable(&mut self) {
         let stable = self.stable.clone();
         let manifest = (self.template)(STABLE_IMAGE, self.prometheus.url());

@@ -104,23 +104,7 @@ fn the_built_ins_roll_back_a_canary_whose_answers_are_cut_short() {
     let (stable, canary) = (scenario.stable.clone(), scenario.canary.clone());
     scenario.apply_canary();
 
-    let mut heaviest = 0;
-    let rolled_back = loop {
-        let status = scenario.status();
-        heaviest = heaviest.max(status["canaryWeight"].as_i64().unwrap_or(0));
-        if status["lastRollback"].is_object() {
-            break status;
-        }
-        assert_ne!(
-            pair(&status, "stable"),
-            Some((
-                canary.model_revision.clone(),
-                canary.worker_revision.clone()
-            )),
-            "promoted a canary whose answers are cut short: {status}"
-        );
-        thread::sleep(Duration::from_millis(300));
-    };
+    let (rolled_back, heaviest) = scenario.until_rolled_back();
     assert_eq!(heaviest, 25, "stopped at the first step");
     let rollback = &rolled_back["lastRollback"];
     assert_eq!(rollback["reason"], "CriterionFailed", "{rollback}");

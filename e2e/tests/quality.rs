@@ -2,8 +2,6 @@
 //! differently is rolled back at 10% by the quality gate, with the regressed documents in
 //! status, before its round has compared them all.
 
-use std::{thread, time::Duration};
-
 use mineru_e2e::{
     controlplane::Nodes,
     scenario::{Scenario, Setup, manifest_with_checks, pair},
@@ -30,26 +28,10 @@ fn a_canary_reading_documents_differently_is_rolled_back_at_10_percent() {
     let mut scenario = Scenario::start_with("quality-regression", &Nodes::default(), setup);
     scenario.golden_documents(4);
     scenario.settle_on_stable();
-    let (stable, canary) = (scenario.stable.clone(), scenario.canary.clone());
+    let stable = scenario.stable.clone();
     scenario.apply_canary();
 
-    let mut heaviest = 0;
-    let rolled_back = loop {
-        let status = scenario.status();
-        heaviest = heaviest.max(status["canaryWeight"].as_i64().unwrap_or(0));
-        if status["lastRollback"].is_object() {
-            break status;
-        }
-        assert_ne!(
-            pair(&status, "stable"),
-            Some((
-                canary.model_revision.clone(),
-                canary.worker_revision.clone()
-            )),
-            "promoted a canary that reads differently: {status}"
-        );
-        thread::sleep(Duration::from_millis(300));
-    };
+    let (rolled_back, heaviest) = scenario.until_rolled_back();
     assert_eq!(heaviest, 10, "stopped at the first step");
     let rollback = &rolled_back["lastRollback"];
     assert_eq!(rollback["reason"], "QualityRegressed", "{rollback}");

@@ -120,7 +120,7 @@ fn an_operator_killed_mid_round_resumes_without_comparing_a_finished_document_ag
     // The canary parsed each golden document once, and at most once more the one in flight
     // when the operator was killed: comparing the finished ones again would be two more.
     let answered = format!(
-        r#"sum(mineru_worker_requests_total{{revision="{}",source="probe",outcome="success"}})"#,
+        r#"sum(mineru_worker_requests_total{{revision="{}",source="golden",outcome="success"}})"#,
         canary.worker_revision
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();

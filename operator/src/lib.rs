@@ -1,5 +1,6 @@
 //! The mineru-operator controller.
 
+pub mod background;
 pub mod capacity;
 pub mod commands;
 pub mod context;

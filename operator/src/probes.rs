@@ -18,9 +18,13 @@ use std::{
     time::Duration,
 };
 
-use tokio::{task::JoinHandle, time::MissedTickBehavior};
+use tokio::time::MissedTickBehavior;
 
-use crate::{metrics::Metrics, quality};
+use crate::{
+    background::{Task, lock},
+    metrics::Metrics,
+    quality,
+};
 
 /// Where and how fast one object's probes go.
 #[derive(Clone, Debug, PartialEq)]
@@ -62,19 +66,8 @@ impl std::fmt::Debug for ProbeTraffic {
 
 struct Sender {
     plan: ProbePlan,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Sender {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Dropping the sender (replaced, stopped) stops its probes.
+    _task: Task,
 }
 
 /// How one probe ended, as `mineru_operator_probe_documents_total{result}` counts it.
@@ -117,14 +110,14 @@ impl ProbeTraffic {
         if senders.get(object).is_some_and(|s| s.plan == plan) {
             return;
         }
-        let task = tokio::spawn(run(
+        let task = Task::spawn(run(
             object.to_owned(),
             plan.clone(),
             http.clone(),
             self.metrics.clone(),
             golden,
         ));
-        senders.insert(object.to_owned(), Sender { plan, task });
+        senders.insert(object.to_owned(), Sender { plan, _task: task });
     }
 
     /// Stops `object`'s probes, if any flow.

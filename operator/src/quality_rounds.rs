@@ -15,11 +15,12 @@ use std::{
     time::Duration,
 };
 
+use crate::{
+    background::{Task, lock},
+    quality,
+};
 use futures::StreamExt;
 use mineru_crds::QualityResult;
-use tokio::task::JoinHandle;
-
-use crate::quality;
 
 /// One round's documents and where they are parsed.
 #[derive(Clone, Debug, PartialEq)]
@@ -72,19 +73,8 @@ struct Round {
     found: Arc<Mutex<Vec<QualityResult>>>,
     sampled: Arc<Mutex<Option<usize>>>,
     outcome: Arc<Mutex<Option<Result<(), String>>>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Round {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Dropping the round (replaced, cancelled) stops it.
+    _task: Task,
 }
 
 impl QualityRounds {
@@ -127,7 +117,7 @@ impl QualityRounds {
         let found = Arc::new(Mutex::new(Vec::new()));
         let sampled = Arc::new(Mutex::new(None));
         let outcome = Arc::new(Mutex::new(None));
-        let task = tokio::spawn(run(
+        let task = Task::spawn(run(
             comparison.clone(),
             http.clone(),
             golden,
@@ -138,7 +128,7 @@ impl QualityRounds {
                 outcome: outcome.clone(),
             },
         ));
-        // Replacing a round aborts the old one (Round's Drop).
+        // Replacing a round aborts the old one (its Task's Drop).
         rounds.insert(
             object.to_owned(),
             Round {
@@ -146,7 +136,7 @@ impl QualityRounds {
                 found,
                 sampled,
                 outcome,
-                task,
+                _task: task,
             },
         );
         progress
