@@ -357,8 +357,8 @@ pub struct Page {
 pub struct PageSignals {
     /// Answers for this page cut at the server's length limit (`finish_reason: length`).
     pub truncated_answers: usize,
-    /// Whether the rendered page has ink; looked at only when the model found no block, and
-    /// unknown for the text backend (which does not render).
+    /// Whether the rendered page has ink; looked at only when the model found no block at all
+    /// (`None` otherwise, and for the text backend, which does not render).
     pub inked: Option<bool>,
 }
 

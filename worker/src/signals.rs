@@ -25,7 +25,7 @@ pub struct DocumentSignals {
     pub truncated_blocks: usize,
     /// Blocks whose content repeats itself past [`MIN_REPEATS`].
     pub repetitive_blocks: usize,
-    /// Pages with ink on which the model found no block.
+    /// Pages with ink on which the model found no block at all.
     pub empty_pages: usize,
 }
 
@@ -49,7 +49,7 @@ impl DocumentSignals {
                 .filter_map(|b| b.content.as_deref())
                 .filter(|content| is_repetitive(content))
                 .count();
-            if page.blocks.is_empty() && page.signals.inked == Some(true) {
+            if page.signals.inked == Some(true) {
                 signals.empty_pages += 1;
             }
         }
@@ -94,14 +94,21 @@ fn tokens(text: &str) -> Vec<&str> {
     let mut tokens = Vec::new();
     let mut in_tag = false;
     let mut word: Option<usize> = None;
-    for (at, c) in text.char_indices() {
-        let separates = in_tag || c == '<' || c.is_whitespace() || is_cjk(c);
+    let mut chars = text.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
+        // `<` opens a tag only before a letter or `/`: in `x < y` it is text.
+        let opens_tag = c == '<'
+            && !in_tag
+            && chars
+                .peek()
+                .is_some_and(|&(_, next)| next.is_ascii_alphabetic() || next == '/');
+        let separates = in_tag || opens_tag || c.is_whitespace() || is_cjk(c);
         if separates && let Some(start) = word.take() {
             tokens.push(&text[start..at]);
         }
         if in_tag {
             in_tag = c != '>';
-        } else if c == '<' {
+        } else if opens_tag {
             in_tag = true;
         } else if is_cjk(c) {
             tokens.push(&text[at..at + c.len_utf8()]);
@@ -179,6 +186,10 @@ mod tests {
             "markup is not text"
         );
         assert!(!is_repetitive(&"the model repeats ".repeat(7)));
+        assert!(
+            is_repetitive(&format!("x < y and {}", "then again ".repeat(9))),
+            "a `<` in text hides nothing"
+        );
     }
 
     #[test]

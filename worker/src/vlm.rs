@@ -128,8 +128,9 @@ pub async fn extract_page<R: PageRenderer>(
         .map(|&i| (i, Step::for_block(blocks[i].kind)))
         .collect();
     let regions: Vec<Block> = chosen.iter().map(|&i| blocks[i].clone()).collect();
-    // Ink matters only on a page the model found nothing on, so only such pages are scanned.
-    let nothing_found = blocks.iter().all(|b| b.kind.is_discarded());
+    // Ink matters only on a page the model found nothing on (not even a header), so only such
+    // pages are scanned.
+    let nothing_found = blocks.is_empty();
     let (images, inked) = blocking(page, move || {
         let images = regions
             .iter()

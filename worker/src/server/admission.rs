@@ -2,7 +2,9 @@
 //! (429) rather than queued, so a loaded worker sheds load instead of hiding it in latency.
 //!
 //! Probe documents (the operator's evidence traffic) never crowd out clients: they hold at most
-//! a quarter of the slots, and never the last free one.
+//! a quarter of the slots, and never the last free one (a worker with a single slot lends it).
+//! The operator's documents turned away are `deferred`, never `rejected`: that outcome would
+//! count against the revision.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,28 +69,29 @@ impl Admission {
             probe_limit: self.probe_limit,
             retry_after: BUSY_RETRY_AFTER,
         };
+        // The operator's documents (probes, golden documents) turned away say nothing of the
+        // revision: they are deferred, not rejected.
+        let operator_sent = source != Source::Traffic;
+        let refused = || if operator_sent { deferred() } else { busy() };
         let probe_permit = match source {
             Source::Traffic | Source::Golden => None,
-            Source::Probe => {
-                let permit = self
-                    .probe_permits
+            Source::Probe => Some(
+                self.probe_permits
                     .clone()
                     .try_acquire_owned()
-                    .map_err(|_| deferred())?;
-                if self.limit > 1 && self.permits.available_permits() <= 1 {
-                    return Err(deferred());
-                }
-                Some(permit)
-            }
+                    .map_err(|_| deferred())?,
+            ),
         };
         let permit = self
             .permits
             .clone()
             .try_acquire_owned()
-            .map_err(|_| match source {
-                Source::Probe => deferred(),
-                _ => busy(),
-            })?;
+            .map_err(|_| refused())?;
+        // Checked after taking the slot, so two probes racing cannot both take the last ones:
+        // a probe that took the last free slot gives it back.
+        if source == Source::Probe && self.limit > 1 && self.permits.available_permits() == 0 {
+            return Err(deferred());
+        }
         self.inflight.inc();
         Ok(Ticket {
             _permit: permit,

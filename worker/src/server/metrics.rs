@@ -298,7 +298,19 @@ impl Metrics {
             "Documents being processed",
             inflight.clone(),
         );
-        // Zero-valued series from the start, so rates and ratios exist before the first failure.
+        // Zero-valued series from the start, so rates and ratios exist before the first failure;
+        // a request refused before its form was read has no backend yet.
+        for source in Source::ALL.map(Source::as_str) {
+            for outcome in [Outcome::Rejected, Outcome::Deferred, Outcome::ClientError] {
+                requests
+                    .get_or_create(&RequestLabels {
+                        backend: backend_label(None),
+                        source,
+                        outcome: outcome.as_str(),
+                    })
+                    .inc_by(0);
+            }
+        }
         for backend in [Backend::Text, Backend::Vlm] {
             let backend = backend_label(Some(backend));
             for source in Source::ALL.map(Source::as_str) {
@@ -381,9 +393,12 @@ impl Metrics {
                 outcome: outcome.as_str(),
             })
             .inc();
-        self.request_duration
-            .get_or_create(&BackendLabels { backend, source })
-            .observe(elapsed.as_secs_f64());
+        // A deferred document was never served: its milliseconds would pull latency down.
+        if outcome != Outcome::Deferred {
+            self.request_duration
+                .get_or_create(&BackendLabels { backend, source })
+                .observe(elapsed.as_secs_f64());
+        }
     }
 
     /// A document extracted: its pages, the time it took per page, and what its extraction
