@@ -277,12 +277,12 @@ pub struct EvidenceSpec {
     #[x_kube(validation = Rule::new("self > 1.0 && self <= 100.0").message("evidence.regression must be in (1, 100]"))]
     pub regression: f64,
 
-    /// Blocks (`layout-mix`) or pages (`blocks-per-page`) each side must have before a
-    /// distribution is compared with the baseline's: below it the distance between two samples
-    /// of one mix is mostly noise.
-    #[serde(default = "default_min_counts")]
-    #[x_kube(validation = Rule::new("self >= 1.0").message("evidence.minCounts must be at least 1"))]
-    pub min_counts: f64,
+    /// Documents each side must have extracted before its distributions of blocks
+    /// (`layout-mix`, `blocks-per-page`) are compared with the baseline's: below it the
+    /// distance between two samples of one mix is mostly noise.
+    #[serde(default = "default_min_documents")]
+    #[x_kube(validation = Rule::new("self >= 1.0").message("evidence.minDocuments must be at least 1"))]
+    pub min_documents: f64,
 }
 
 impl Default for EvidenceSpec {
@@ -291,7 +291,7 @@ impl Default for EvidenceSpec {
             confidence: default_confidence(),
             power: default_power(),
             regression: default_regression(),
-            min_counts: default_min_counts(),
+            min_documents: default_min_documents(),
         }
     }
 }
@@ -633,8 +633,8 @@ fn default_power() -> f64 {
 fn default_regression() -> f64 {
     3.0
 }
-fn default_min_counts() -> f64 {
-    200.0
+fn default_min_documents() -> f64 {
+    30.0
 }
 fn default_probes_per_hour() -> f64 {
     12.0

@@ -383,12 +383,12 @@ fn cases() -> Vec<Case> {
                 ),
                 (
                     "/spec/rollout/analysis/evidence",
-                    json!({"confidence": 0.99, "power": 0.95, "regression": 3, "minCounts": 0}),
+                    json!({"confidence": 0.99, "power": 0.95, "regression": 3, "minDocuments": 0}),
                 ),
             ],
             accepted: vec![(
                 "/spec/rollout/analysis/evidence",
-                json!({"confidence": 0.95, "power": 0.8, "regression": 10, "minCounts": 20}),
+                json!({"confidence": 0.95, "power": 0.8, "regression": 10, "minDocuments": 20}),
             )],
             message: "evidence.",
         },

@@ -92,7 +92,7 @@ pub fn manifest_with_checks(model_image: &str, prometheus: &str, checks: &str) -
 /// decides on tens of documents (a 20x regression caught with 80% power, 5% false fails). The
 /// two spike triggers are the built-ins' queries with a `for` of seconds instead of 15 minutes,
 /// which the post-promotion window would otherwise last; the distributions of blocks are
-/// compared from 20 blocks or pages a side (200 by default).
+/// compared from 5 documents a side (30 by default).
 pub fn built_in_manifest(model_image: &str, prometheus: &str) -> String {
     built_ins(model_image, prometheus, Routing::Gateway)
 }
@@ -120,7 +120,7 @@ fn built_ins(model_image: &str, prometheus: &str, routing: Routing) -> String {
     analysis:
       prometheus: {{address: "{prometheus}"}}
       interval: 2s
-      evidence: {{confidence: 0.95, power: 0.8, regression: 20, minCounts: 20}}
+      evidence: {{confidence: 0.95, power: 0.8, regression: 20, minDocuments: 5}}
       rollbackTriggers:
       - name: error-spike
         proportion:

@@ -15,6 +15,11 @@ impl Task {
     pub fn spawn(work: impl Future<Output = ()> + Send + 'static) -> Task {
         Task(tokio::spawn(work))
     }
+
+    /// Whether the work has ended (done, or given up).
+    pub fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
 }
 
 impl Drop for Task {

@@ -564,58 +564,78 @@ pub fn quantile(
     }
 }
 
+/// One side of a distribution: counts by category, and the documents they come from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Categories {
+    pub counts: BTreeMap<String, f64>,
+    pub documents: f64,
+}
+
+impl Categories {
+    fn total(&self) -> f64 {
+        self.counts.values().map(|c| c.max(0.0)).sum()
+    }
+
+    fn count(&self, key: &str) -> f64 {
+        self.counts.get(key).copied().unwrap_or(0.0).max(0.0)
+    }
+}
+
 /// Whether the canary's distribution over categories (block types, blocks per page) matches the
-/// baseline's. There is no sequential test here: the categories are many and the counts are not
-/// independent documents (blocks come in documents), so the distance is judged at each look
-/// with a guard each way:
+/// baseline's. There is no sequential test here: the categories are many and the counts come in
+/// documents, so the distance is judged at each look with a guard each way:
 ///
-/// - below `min_samples` on either side nothing is said;
+/// - below `min_documents` on either side nothing is said;
 /// - the total-variation distance (half the sum of the share differences) within
 ///   `threshold.max_distance` passes;
 /// - beyond it, the verdict is Fail only when a chi-square test of homogeneity also finds the
-///   two distributions different at the configured confidence: a distance made of noise waits
-///   for more counts (the distance of two samples of one distribution shrinks as they grow).
+///   two distributions different at the configured confidence, with the statistic divided by
+///   the design effect of counting in documents (Rao–Scott, taking the worst case: every count
+///   of one document alike, so the design effect is the counts per document). A distance made
+///   of noise, or of a few odd documents, waits for more documents.
+///
+/// This guards against gross changes; unlike the sequential tests it makes no promise about
+/// how often a smaller regression passes.
 pub fn distribution(
-    canary: &BTreeMap<String, f64>,
-    baseline: &BTreeMap<String, f64>,
-    min_samples: f64,
+    canary: &Categories,
+    baseline: &Categories,
+    min_documents: f64,
     threshold: &Threshold,
     confidence: &Confidence,
 ) -> Judged {
-    let total = |counts: &BTreeMap<String, f64>| counts.values().map(|c| c.max(0.0)).sum::<f64>();
-    let (n1, n2) = (total(canary), total(baseline));
+    let (n1, n2) = (canary.total(), baseline.total());
     let max_distance = threshold.max_distance.unwrap_or(f64::INFINITY);
-    let judged = |outcome, value, needed, reason| Judged {
+    let judged = |outcome, value, reason| Judged {
         outcome,
         value,
         baseline_value: None,
-        samples: n1,
-        baseline_samples: Some(n2),
-        needed,
+        samples: canary.documents,
+        baseline_samples: Some(baseline.documents),
+        needed: None,
         reason,
     };
-    if n1 < min_samples || n2 < min_samples {
+    if canary.documents < min_documents
+        || baseline.documents < min_documents
+        || n1 <= 0.0
+        || n2 <= 0.0
+    {
         return judged(
             Outcome::Continue,
             None,
-            None,
             Some(format!(
-                "needs {min_samples} counts on each side (canary {}, baseline {})",
-                n1.floor(),
-                n2.floor()
+                "needs {min_documents} documents on each side (canary {}, baseline {})",
+                canary.documents.floor(),
+                baseline.documents.floor()
             )),
         );
     }
     let categories: std::collections::BTreeSet<&String> =
-        canary.keys().chain(baseline.keys()).collect();
-    let count = |counts: &BTreeMap<String, f64>, key: &String| {
-        counts.get(key).copied().unwrap_or(0.0).max(0.0)
-    };
+        canary.counts.keys().chain(baseline.counts.keys()).collect();
     let mut distance = 0.0;
     let mut chi_square = 0.0;
     let mut occupied = 0usize;
-    for key in &categories {
-        let (c, b) = (count(canary, key), count(baseline, key));
+    for key in categories {
+        let (c, b) = (canary.count(key), baseline.count(key));
         distance += (c / n1 - b / n2).abs() / 2.0;
         let pooled = (c + b) / (n1 + n2);
         if pooled > 0.0 {
@@ -626,30 +646,32 @@ pub fn distribution(
     }
     let distance = round(distance);
     if distance <= max_distance {
-        return judged(Outcome::Accept, Some(distance), None, None);
+        return judged(Outcome::Accept, Some(distance), None);
     }
+    let design_effect = ((n1 + n2) / (canary.documents + baseline.documents)).max(1.0);
+    let adjusted = chi_square / design_effect;
     let freedom = occupied.saturating_sub(1).max(1) as f64;
     let critical = chi_square_quantile(1.0 - confidence.false_fail, freedom);
-    if chi_square >= critical {
+    let numbers = format!(
+        "chi-square {} over {} counts per document, against {}",
+        round(adjusted),
+        round(design_effect),
+        round(critical)
+    );
+    if adjusted >= critical {
         return judged(
             Outcome::Reject,
             Some(distance),
-            None,
             Some(format!(
-                "distance {distance} to the baseline's distribution is beyond {max_distance}, and significant (chi-square {} >= {})",
-                round(chi_square),
-                round(critical)
+                "distance {distance} to the baseline's distribution is beyond {max_distance}, and significant ({numbers})"
             )),
         );
     }
     judged(
         Outcome::Continue,
         Some(distance),
-        None,
         Some(format!(
-            "distance {distance} is beyond {max_distance} but not yet significant (chi-square {} < {}): waiting for more counts",
-            round(chi_square),
-            round(critical)
+            "distance {distance} is beyond {max_distance} but not yet significant ({numbers}): waiting for more documents"
         )),
     )
 }
@@ -722,25 +744,27 @@ mod tests {
 
     #[test]
     fn distributions_are_judged_by_distance_and_significance() {
-        let mix = |text: f64, table: f64, equation: f64| {
-            BTreeMap::from([
+        // Ten blocks a document.
+        let mix = |text: f64, table: f64, equation: f64| Categories {
+            counts: BTreeMap::from([
                 ("text".to_owned(), text),
                 ("table".to_owned(), table),
                 ("equation".to_owned(), equation),
-            ])
+            ]),
+            documents: (text + table + equation) / 10.0,
         };
         let threshold = Threshold {
             max_distance: Some(0.1),
             ..Threshold::default()
         };
-        let judge = |canary, baseline| {
-            distribution(&canary, &baseline, 200.0, &threshold, &CONFIDENCE).outcome
+        let judge = |canary: Categories, baseline: Categories| {
+            distribution(&canary, &baseline, 20.0, &threshold, &CONFIDENCE).outcome
         };
         // (behaviour, canary, baseline, outcome)
         let cases = [
             (
-                "too few counts",
-                mix(50.0, 40.0, 10.0),
+                "too few documents",
+                mix(100.0, 60.0, 20.0),
                 mix(700.0, 200.0, 100.0),
                 Outcome::Continue,
             ),
@@ -756,7 +780,8 @@ mod tests {
                 mix(700.0, 200.0, 100.0),
                 Outcome::Reject,
             ),
-            // Distance 0.11 over 200 counts a side: beyond the bar, within what chance does.
+            // Distance 0.11 over 20 documents a side: as many blocks would be significant, as
+            // many documents are not.
             (
                 "noisy, not yet significant",
                 mix(118.0, 62.0, 20.0),
@@ -776,13 +801,13 @@ mod tests {
         let judged = distribution(
             &mix(880.0, 20.0, 100.0),
             &mix(700.0, 200.0, 100.0),
-            200.0,
+            20.0,
             &threshold,
             &CONFIDENCE,
         );
         assert_eq!(
             (judged.value, judged.samples, judged.baseline_samples),
-            (Some(0.18), 1000.0, Some(1000.0))
+            (Some(0.18), 100.0, Some(100.0))
         );
     }
 

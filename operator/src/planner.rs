@@ -336,7 +336,6 @@ pub fn forecast(
         .map(|q| &q.probes)
         .filter(|p| p.count_as_evidence)
         .map_or(0.0, |p| p.documents_per_hour);
-    let mut probes_before = 0.0;
     rollout
         .steps
         .iter()
@@ -359,20 +358,24 @@ pub fn forecast(
                 .collect();
             let share = rollout::step_share(rollout, worker_replicas, step.weight);
             // Beside a 100% canary no baseline traffic is left: its documents of the step before
-            // stand in, at the rate it served them then. Probes add to both sides while they
-            // split the traffic, to the canary alone at 100%.
-            let (baseline_rate, baseline_probes) = if step.weight >= 100 {
-                (
-                    traffic.documents_per_hour * (1.0 - previous_share),
-                    probes_before,
-                )
+            // stand in, at the rate it served them then. With probes, each comparison is judged
+            // on clients' documents and on probes apart, and the faster decides: simulated as
+            // one test at the higher of the two rates (probes go to both sides while they split
+            // the traffic). The last step's SLOs count every document the canary gets.
+            let clients_baseline = if step.weight >= 100 {
+                traffic.documents_per_hour * (1.0 - previous_share)
             } else {
-                (traffic.documents_per_hour * (1.0 - share), probes)
+                traffic.documents_per_hour * (1.0 - share)
             };
-            let canary_rate = traffic.documents_per_hour * share + probes;
-            let baseline_rate = baseline_rate + baseline_probes;
+            let clients_canary = traffic.documents_per_hour * share;
+            let (canary_rate, baseline_rate) = if step.weight >= 100 {
+                (clients_canary + probes, clients_baseline)
+            } else if probes > clients_canary {
+                (probes, probes)
+            } else {
+                (clients_canary, clients_baseline)
+            };
             previous_share = share;
-            probes_before = probes;
             let pause = step.pause.as_ref().map_or(Duration::ZERO, |p| p.get());
             let mut simulate = |kind: Canary| -> Vec<Ending> {
                 (0..runs)

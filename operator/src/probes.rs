@@ -67,7 +67,7 @@ impl std::fmt::Debug for ProbeTraffic {
 struct Sender {
     plan: ProbePlan,
     /// Dropping the sender (replaced, stopped) stops its probes.
-    _task: Task,
+    task: Task,
 }
 
 /// How one probe ended, as `mineru_operator_probe_documents_total{result}` counts it.
@@ -101,13 +101,17 @@ impl ProbeTraffic {
     }
 
     /// Keeps `object`'s probes flowing as `plan` says: starts the sender, or replaces one with
-    /// another plan; the documents come from `golden`.
+    /// another plan or one that gave up (its documents could not be read); the documents come
+    /// from `golden`, read when the sender starts.
     pub fn ensure<G>(&self, object: &str, plan: ProbePlan, http: &reqwest::Client, golden: G)
     where
         G: Future<Output = Result<BTreeMap<String, Vec<u8>>, String>> + Send + 'static,
     {
         let mut senders = lock(&self.senders);
-        if senders.get(object).is_some_and(|s| s.plan == plan) {
+        if senders
+            .get(object)
+            .is_some_and(|s| s.plan == plan && !s.task.is_finished())
+        {
             return;
         }
         let task = Task::spawn(run(
@@ -117,7 +121,7 @@ impl ProbeTraffic {
             self.metrics.clone(),
             golden,
         ));
-        senders.insert(object.to_owned(), Sender { plan, _task: task });
+        senders.insert(object.to_owned(), Sender { plan, task });
     }
 
     /// Stops `object`'s probes, if any flow.
@@ -156,10 +160,13 @@ async fn run<G>(
         .chain(plan.baseline_url.clone().map(|url| ("baseline", url)))
         .map(|(side, url)| (side, url, Arc::new(AtomicUsize::new(0))))
         .collect();
+    // The probes in flight belong to this task: stopping or replacing the sender aborts them.
+    let mut probes = tokio::task::JoinSet::new();
     let mut ticks = tokio::time::interval(plan.period());
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     for (name, pdf) in documents.iter().cycle() {
         ticks.tick().await;
+        while probes.try_join_next().is_some() {}
         for (side, url, in_flight) in &sides {
             let count = |result: ProbeResult| {
                 if let Some(metrics) = &metrics {
@@ -181,7 +188,7 @@ async fn run<G>(
             let timeout = plan.timeout;
             let metrics = metrics.clone();
             let (object, side) = (object.clone(), *side);
-            tokio::spawn(async move {
+            probes.spawn(async move {
                 let result = send(&http, &url, &name, &pdf, timeout).await;
                 in_flight.fetch_sub(1, Ordering::SeqCst);
                 if let Some(metrics) = metrics {

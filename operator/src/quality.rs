@@ -18,6 +18,9 @@ const STRUCTURE_WEIGHT: f64 = 0.25;
 /// Differing blocks kept per regressed document, and characters kept of each block's text.
 const DIFFERENCES_KEPT: usize = 3;
 const TEXT_KEPT: usize = 120;
+/// Regressed documents whose differences status keeps (the worst ones): a round of thousands
+/// of documents must still fit in an object.
+const DOCUMENTS_WITH_DIFFERENCES: usize = 20;
 
 /// What one worker answered for one document, in MinerU's shape.
 #[derive(Clone, Debug, PartialEq)]
@@ -49,6 +52,19 @@ pub fn scored(document: &str, similarity: f64, min_similarity: f64) -> QualityRe
         message: (!pass).then(|| format!("similarity below {min_similarity}")),
         differences: Vec::new(),
     }
+}
+
+/// A round's results as status keeps them: every verdict, and the differences of the
+/// [`DOCUMENTS_WITH_DIFFERENCES`] least similar documents only.
+pub fn kept_in_status(mut results: Vec<QualityResult>) -> Vec<QualityResult> {
+    let mut worst: Vec<usize> = (0..results.len())
+        .filter(|&i| !results[i].differences.is_empty())
+        .collect();
+    worst.sort_by(|&a, &b| results[a].similarity.total_cmp(&results[b].similarity));
+    for &index in worst.iter().skip(DOCUMENTS_WITH_DIFFERENCES) {
+        results[index].differences.clear();
+    }
+    results
 }
 
 /// A block's type and text as the comparison sees it.
@@ -414,6 +430,32 @@ mod tests {
                 .map(|(kind, text, page)| json!({"type": kind, "text": text, "page_idx": page}))
                 .collect(),
         }
+    }
+
+    #[test]
+    fn status_keeps_the_differences_of_the_worst_documents_only() {
+        let results: Vec<QualityResult> = (0..30)
+            .map(|i| QualityResult {
+                document: format!("doc-{i:02}.pdf"),
+                similarity: f64::from(i) / 100.0,
+                verdict: Verdict::Fail,
+                message: None,
+                differences: differences(
+                    &blocks(&[("text", "a", 0)]),
+                    &blocks(&[("text", "b", 0)]),
+                    1,
+                ),
+            })
+            .collect();
+        let kept = kept_in_status(results);
+        assert_eq!(kept.len(), 30, "every verdict stays");
+        let with: Vec<_> = kept
+            .iter()
+            .filter(|r| !r.differences.is_empty())
+            .map(|r| r.document.as_str())
+            .collect();
+        assert_eq!(with.len(), 20);
+        assert_eq!((with[0], with[19]), ("doc-00.pdf", "doc-19.pdf"));
     }
 
     #[test]

@@ -1162,6 +1162,36 @@ fn a_canary_that_reads_another_mix_of_blocks_is_rolled_back_at_the_first_step() 
 }
 
 #[test]
+fn a_comparison_passes_on_its_twin_of_probe_documents_and_fails_on_either() {
+    let quality = json!({"analysis": {"quality": {
+        "goldenDocuments": {"configMapRef": {"name": "golden"}}}}});
+    // At night: clients' documents say nothing, the probes decide.
+    let mut world = World::at_first_step(quality.clone(), new_model());
+    for _ in 0..15 {
+        world.wait(60);
+        world.answer(Answer::Pass, &[("error-ratio", Answer::Inconclusive)]);
+        world.decide();
+        world.converge();
+        if world.weight() == 50 {
+            break;
+        }
+    }
+    assert_eq!(
+        world.weight(),
+        50,
+        "passed on error-ratio-probes: {}",
+        world.message()
+    );
+    // A regression on clients' documents rolls back whatever the probes say.
+    let mut world = World::at_first_step(quality, new_model());
+    world.wait(60);
+    world.answer(Answer::Pass, &[("error-ratio", Answer::Fail)]);
+    world.decide();
+    let rollback = world.status().last_rollback.clone().expect("rolled back");
+    assert_eq!(rollback.check.as_deref(), Some("error-ratio"));
+}
+
+#[test]
 fn probes_flow_to_both_sides_while_a_step_splits_traffic_and_to_the_canary_at_100() {
     let quality = json!({"analysis": {"quality": {
         "goldenDocuments": {"configMapRef": {"name": "golden"}},

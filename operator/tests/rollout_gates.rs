@@ -692,6 +692,7 @@ fn statistical_built_ins_read_counts_and_buckets_over_the_evidence_window() {
     );
     let Source::Distribution {
         counts,
+        units,
         min_samples,
     } = source("layout-mix")
     else {
@@ -701,7 +702,11 @@ fn statistical_built_ins_read_counts_and_buckets_over_the_evidence_window() {
         render(&counts, &context()).unwrap(),
         r#"sum by (block_type) (increase(mineru_worker_blocks_total{namespace="parsing",revision="w-19ab"}[5400s]))"#
     );
-    assert_eq!(min_samples, 200.0, "evidence.minCounts");
+    assert_eq!(min_samples, 30.0, "evidence.minDocuments");
+    assert_eq!(
+        render(&units, &context()).unwrap(),
+        render(&total, &context()).unwrap()
+    );
     let Source::Distribution { counts, .. } = source("blocks-per-page") else {
         panic!("blocks-per-page is a distribution");
     };
@@ -787,33 +792,60 @@ fn quality_checks_exist_only_when_the_quality_gate_is_configured() {
 }
 
 #[test]
-fn probe_documents_count_as_evidence_unless_the_spec_says_not() {
+fn with_a_quality_gate_worker_comparisons_are_split_by_who_sent_the_documents() {
     let quality = |count: bool| {
         analysis(json!({"quality": {
             "goldenDocuments": {"configMapRef": {"name": "golden"}},
             "probes": {"countAsEvidence": count}}}))
     };
-    let templates = |count: bool| -> Vec<String> {
-        gates::checks(&quality(count), &steps(), false)
-            .iter()
-            .flat_map(|c| {
-                c.source
-                    .templates()
-                    .into_iter()
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>()
-            })
+    let templates = |check: &gates::Check| -> Vec<String> {
+        check
+            .source
+            .templates()
+            .into_iter()
+            .map(str::to_owned)
             .collect()
     };
-    assert!(templates(true).iter().all(|t| !t.contains("source")));
-    let clients_only = templates(false);
-    assert!(!clients_only.is_empty());
-    for template in &clients_only {
+    let split = gates::checks(&quality(true), &steps(), false);
+    let find = |name: &str| split.iter().find(|c| c.name == name).unwrap();
+    let (clients, probes) = (find("error-ratio"), find("error-ratio-probes"));
+    assert_eq!(probes.stands_for.as_deref(), Some("error-ratio"));
+    assert!(
+        templates(clients)
+            .iter()
+            .all(|t| t.contains(r#"source!~"probe|golden""#))
+    );
+    assert!(
+        templates(probes)
+            .iter()
+            .all(|t| t.contains(r#"source=~"probe|golden""#))
+    );
+    assert!(split.iter().any(|c| c.name == "layout-mix-probes"));
+    // Absolute bounds and the GPU tier stay whole.
+    for whole in ["slo-error-ratio", "breaker-opens", "vllm-ttft-p95"] {
         assert!(
-            template.contains(r#"revision="{{revision}}",source!~"probe|golden""#),
-            "{template}"
+            !split.iter().any(|c| c.name == format!("{whole}-probes")),
+            "{whole}"
+        );
+        assert!(
+            templates(find(whole)).iter().all(|t| !t.contains("source")),
+            "{whole}"
         );
     }
+    // Without the probes as evidence, every built-in reads clients' documents only.
+    let clients_only = gates::checks(&quality(false), &steps(), false);
+    assert!(!clients_only.iter().any(|c| c.name.ends_with("-probes")));
+    for template in clients_only.iter().flat_map(templates) {
+        assert!(template.contains(r#"source!~"probe|golden""#), "{template}");
+    }
+    // Without a quality gate there are no operator documents to tell apart.
+    let plain = gates::checks(&analysis(json!({})), &steps(), false);
+    assert!(
+        plain
+            .iter()
+            .flat_map(templates)
+            .all(|t| !t.contains("source"))
+    );
 }
 
 #[test]

@@ -134,6 +134,7 @@ impl Exported {
                         })
                         .collect(),
                 ),
+                units: Reading::Value(counts.documents),
             },
             Source::Proportion { .. } => Measured::Proportion {
                 bad: Reading::Value(counts.errors),

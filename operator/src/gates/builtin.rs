@@ -73,25 +73,32 @@ fn flagged_documents(signal: &str) -> Source {
         bad: query(&format!(
             r#"sum(increase(mineru_worker_flagged_documents_total{{$SEL,signal="{signal}"}}[{{{{window}}}}]))"#
         )),
-        total: query("sum(increase(mineru_worker_documents_total{$SEL}[{{window}}]))"),
+        total: extracted_documents(),
     }
 }
 
-/// The mix of block types the model finds, once there are `min_blocks` a side.
-fn block_mix(min_blocks: f64) -> Source {
+/// Documents extracted: the units the distributions' counts come in.
+fn extracted_documents() -> String {
+    query("sum(increase(mineru_worker_documents_total{$SEL}[{{window}}]))")
+}
+
+/// The mix of block types the model finds, once there are `min_documents` a side.
+fn block_mix(min_documents: f64) -> Source {
     Source::Distribution {
         counts: query(
             "sum by (block_type) (increase(mineru_worker_blocks_total{$SEL}[{{window}}]))",
         ),
-        min_samples: min_blocks,
+        units: extracted_documents(),
+        min_samples: min_documents,
     }
 }
 
-/// How many blocks the model finds per page, once there are `min_pages` a side.
-fn blocks_per_page(min_pages: f64) -> Source {
+/// How many blocks the model finds per page, once there are `min_documents` a side.
+fn blocks_per_page(min_documents: f64) -> Source {
     Source::Distribution {
         counts: query("sum by (le) (increase(mineru_worker_page_blocks_bucket{$SEL}[{{window}}]))"),
-        min_samples: min_pages,
+        units: extracted_documents(),
+        min_samples: min_documents,
     }
 }
 
@@ -170,6 +177,7 @@ fn criterion(spec: Spec, after_steps: &[i32], on_fail: Policy) -> Check {
         on_fail,
         sustained_for: Duration::ZERO,
         measure: spec.measure,
+        stands_for: None,
     }
 }
 
@@ -184,6 +192,7 @@ fn trigger(spec: Spec, sustained_for: Duration) -> Check {
         on_fail: Policy::Rollback,
         sustained_for,
         measure: spec.measure,
+        stands_for: None,
     }
 }
 
@@ -248,9 +257,9 @@ fn roles(steps: &[Step]) -> Roles {
 }
 
 /// The built-in checks of `defaultCriteria` for a rollout over `steps`. `migrating`: the canary
-/// is compared with a legacy Service rather than stable revisions; `min_counts`: the floor of
-/// the distribution checks (`evidence.minCounts`).
-pub fn checks(steps: &[Step], migrating: bool, min_counts: f64) -> Vec<Check> {
+/// is compared with a legacy Service rather than stable revisions; `min_documents`: the floor
+/// of the distribution checks (`evidence.minDocuments`).
+pub fn checks(steps: &[Step], migrating: bool, min_documents: f64) -> Vec<Check> {
     let throughput = if migrating {
         THROUGHPUT_TO_LEGACY
     } else {
@@ -320,7 +329,7 @@ pub fn checks(steps: &[Step], migrating: bool, min_counts: f64) -> Vec<Check> {
         [(&roles.first, Rollback, 1.5), (&roles.second, Hold, 1.25)]
     {
         if !steps.is_empty() {
-            checks.extend(reading_checks(steps, policy, signal_ratio, min_counts));
+            checks.extend(reading_checks(steps, policy, signal_ratio, min_documents));
         }
     }
     // With all traffic on the canary there is no baseline beside it: the SLOs are the bar.
@@ -436,7 +445,7 @@ fn reading_checks(
     steps: &[i32],
     on_fail: Policy,
     signal_ratio: f64,
-    min_counts: f64,
+    min_documents: f64,
 ) -> Vec<Check> {
     let signal = |name, signal| {
         spec(
@@ -458,14 +467,14 @@ fn reading_checks(
         spec(
             "layout-mix",
             Tier::Worker,
-            block_mix(min_counts),
+            block_mix(min_documents),
             distance,
             None,
         ),
         spec(
             "blocks-per-page",
             Tier::Worker,
-            blocks_per_page(min_counts),
+            blocks_per_page(min_documents),
             distance,
             None,
         ),

@@ -40,6 +40,9 @@ pub struct Check {
     /// What a built-in measures, so that `kubectl mineru plan` can simulate it; user queries
     /// measure something only their author knows.
     pub measure: Option<Measure>,
+    /// The comparison this one is the operator's-documents twin of: judged on probe and golden
+    /// documents alone, its Pass also passes that check (see [`checks`]).
+    pub stands_for: Option<String>,
 }
 
 /// Where a check's value comes from.
@@ -72,7 +75,10 @@ pub enum Source {
     Distribution {
         /// Template returning one count per category.
         counts: String,
-        /// Fewer counts than this, on either side, make the verdict Inconclusive.
+        /// Template counting the documents the counts come from: blocks come in documents and
+        /// are alike within one, so documents, not blocks, are the independent units.
+        units: String,
+        /// Fewer documents than this, on either side, make the verdict Inconclusive.
         min_samples: f64,
     },
     /// Restarts of the canary's vLLM containers, read from pod status: a crash is visible there
@@ -116,7 +122,7 @@ impl Source {
                 .collect(),
             Source::Proportion { bad, total } => vec![bad, total],
             Source::Quantile { buckets, .. } => vec![buckets],
-            Source::Distribution { counts, .. } => vec![counts],
+            Source::Distribution { counts, units, .. } => vec![counts, units],
             Source::CanaryVllmRestarts | Source::Quality => Vec::new(),
         }
     }
@@ -186,31 +192,56 @@ impl Threshold {
 }
 
 impl Check {
-    /// Reads client documents only: every query selecting the judged revision leaves out the
-    /// series of the operator's documents (`source` `probe` or `golden`; series without the
-    /// label, like vLLM's, are kept).
-    fn exclude_probes(&mut self) {
-        let exclude = |template: &mut String| {
+    /// Reads only the documents `matcher` selects by their `source` label: every query
+    /// selecting the judged revision gets it (series without the label, like vLLM's, match a
+    /// negative matcher).
+    fn restrict(&mut self, matcher: &str) {
+        let restrict = |template: &mut String| {
             *template = template.replace(
                 r#"revision="{{revision}}""#,
-                r#"revision="{{revision}}",source!~"probe|golden""#,
+                &format!(r#"revision="{{{{revision}}}}",{matcher}"#),
             );
         };
         match &mut self.source {
             Source::Value { query, samples } => {
-                exclude(query);
+                restrict(query);
                 if let Some(samples) = samples {
-                    exclude(&mut samples.query);
+                    restrict(&mut samples.query);
                 }
             }
             Source::Proportion { bad, total } => {
-                exclude(bad);
-                exclude(total);
+                restrict(bad);
+                restrict(total);
             }
-            Source::Quantile { buckets, .. } => exclude(buckets),
-            Source::Distribution { counts, .. } => exclude(counts),
+            Source::Quantile { buckets, .. } => restrict(buckets),
+            Source::Distribution { counts, units, .. } => {
+                restrict(counts);
+                restrict(units);
+            }
             Source::CanaryVllmRestarts | Source::Quality => {}
         }
+    }
+
+    /// A comparison of worker series split by who sent the documents: clients' alone, and the
+    /// operator's alone (`<name>-probes`, standing for the first). Each compares like with like:
+    /// a 10% canary gets as many probes as the baseline but a tenth of the clients, so pooled,
+    /// the two sides would read different mixes of documents. Other checks stay whole.
+    fn by_source(self) -> Vec<Check> {
+        let compares = self.tier == Tier::Worker
+            && self.source.reads_prometheus()
+            && self.threshold.compares_with_stable();
+        if !compares {
+            return vec![self];
+        }
+        let mut clients = self.clone();
+        clients.restrict(CLIENT_DOCUMENTS);
+        let mut operator = self;
+        operator.restrict(OPERATOR_DOCUMENTS);
+        operator.stands_for = Some(operator.name.clone());
+        operator.name = format!("{}-probes", operator.name);
+        // Simulated as one check at the faster of the two rates.
+        operator.measure = None;
+        vec![clients, operator]
     }
 
     /// Whether this check gates leaving step `index` (triggers gate nothing; they watch).
@@ -245,6 +276,7 @@ impl Check {
             on_fail: criterion.on_fail,
             sustained_for: Duration::ZERO,
             measure: None,
+            stands_for: None,
         }
     }
 
@@ -270,6 +302,7 @@ impl Check {
             on_fail: Policy::Rollback,
             sustained_for: trigger.sustained_for.get(),
             measure: None,
+            stands_for: None,
         }
     }
 }
@@ -299,9 +332,16 @@ fn user_source(
     }
 }
 
+/// Series selectors of clients' documents and of the operator's (golden rounds and probes).
+const CLIENT_DOCUMENTS: &str = r#"source!~"probe|golden""#;
+const OPERATOR_DOCUMENTS: &str = r#"source=~"probe|golden""#;
+
 /// Every check a rollout over `steps` runs: the built-ins (unless `defaultCriteria: false`) and
 /// the quality gate's checks (when configured), with user entries replacing built-ins of the
-/// same name and kind, then the remaining user entries.
+/// same name and kind (and their `-probes` twins), then the remaining user entries. With a
+/// quality gate, the built-in worker comparisons are split by who sent the documents
+/// ([`Check::by_source`]), or read clients' documents only when `probes.countAsEvidence` is
+/// false.
 pub fn checks(analysis: &AnalysisSpec, steps: &[Step], migrating: bool) -> Vec<Check> {
     let user: Vec<Check> = analysis
         .promotion_criteria
@@ -310,16 +350,21 @@ pub fn checks(analysis: &AnalysisSpec, steps: &[Step], migrating: bool) -> Vec<C
         .chain(analysis.rollback_triggers.iter().map(Check::from_trigger))
         .collect();
     let mut builtins = if analysis.default_criteria {
-        builtin::checks(steps, migrating, analysis.evidence.min_counts)
+        builtin::checks(steps, migrating, analysis.evidence.min_documents)
     } else {
         Vec::new()
     };
-    let counts_probes = analysis
+    // The operator's own documents (golden rounds, probes) exist only with a quality gate.
+    match analysis
         .quality
         .as_ref()
-        .is_none_or(|quality| quality.probes.count_as_evidence);
-    if !counts_probes {
-        builtins.iter_mut().for_each(Check::exclude_probes);
+        .map(|q| q.probes.count_as_evidence)
+    {
+        None => {}
+        Some(false) => builtins
+            .iter_mut()
+            .for_each(|check| check.restrict(CLIENT_DOCUMENTS)),
+        Some(true) => builtins = builtins.into_iter().flat_map(Check::by_source).collect(),
     }
     // A configured quality gate is a choice of its own, with or without the other built-ins.
     builtins.extend(
@@ -330,7 +375,11 @@ pub fn checks(analysis: &AnalysisSpec, steps: &[Step], migrating: bool) -> Vec<C
     );
     let mut merged: Vec<Check> = builtins
         .into_iter()
-        .filter(|b| !user.iter().any(|u| u.name == b.name && u.kind == b.kind))
+        .filter(|b| {
+            !user.iter().any(|u| {
+                u.kind == b.kind && (u.name == b.name || b.stands_for.as_ref() == Some(&u.name))
+            })
+        })
         .collect();
     merged.extend(user);
     merged

@@ -52,8 +52,8 @@ pub enum Measured {
     Proportion { bad: Reading, total: Reading },
     /// Histogram buckets.
     Quantile { buckets: Reading },
-    /// Counts by category.
-    Distribution { counts: Reading },
+    /// Counts by category, and the documents they come from.
+    Distribution { counts: Reading, units: Reading },
 }
 
 impl Measured {
@@ -66,7 +66,10 @@ impl Measured {
                 total: error(),
             },
             Source::Quantile { .. } => Measured::Quantile { buckets: error() },
-            Source::Distribution { .. } => Measured::Distribution { counts: error() },
+            Source::Distribution { .. } => Measured::Distribution {
+                counts: error(),
+                units: error(),
+            },
             _ => Measured::Value {
                 value: error(),
                 samples: None,
@@ -82,7 +85,7 @@ impl Measured {
             }
             Measured::Proportion { bad, total } => vec![bad, total],
             Measured::Quantile { buckets } => vec![buckets],
-            Measured::Distribution { counts } => vec![counts],
+            Measured::Distribution { counts, units } => vec![counts, units],
         }
     }
 

@@ -85,10 +85,11 @@ async fn read_one(
             }
             Err(error) => (None, Measured::failed(&request.source, &error.to_string())),
         },
-        Source::Distribution { counts, .. } => match render(counts) {
+        Source::Distribution { counts, units, .. } => match render(counts) {
             Ok(query) => {
-                let counts = source.read_counts(&query, at).await;
-                (Some(query), Measured::Distribution { counts })
+                let (counts, (_, units)) =
+                    futures::join!(source.read_counts(&query, at), value(units));
+                (Some(query), Measured::Distribution { counts, units })
             }
             Err(error) => (None, Measured::failed(&request.source, &error.to_string())),
         },

@@ -125,9 +125,11 @@ pub(super) fn status_of<'a>(
 /// A statistical criterion that passed during this step has decided: its test stops, and its
 /// Pass holds for the rest of the step. Guards (values, pod status) keep being read.
 pub(super) fn decided(view: &View<'_>, check: &Check) -> bool {
+    // A distribution's pass is a point estimate, not a sequential test's verdict: it is read
+    // again every round, and a later significant difference still fails it.
     let statistical = matches!(
         check.source,
-        Source::Proportion { .. } | Source::Quantile { .. } | Source::Distribution { .. }
+        Source::Proportion { .. } | Source::Quantile { .. }
     );
     statistical
         && check.kind == CheckKind::Promotion
@@ -341,26 +343,43 @@ pub(super) fn gates(view: &View<'_>) -> Gates {
         evidence: false,
         blocking: None,
     };
-    let criteria = applicable(view)
+    let criteria: Vec<Check> = applicable(view)
         .into_iter()
-        .filter(|a| a.check.kind == CheckKind::Promotion && a.skipped.is_none());
-    for Applicable { check, .. } in criteria {
+        .filter(|a| a.check.kind == CheckKind::Promotion && a.skipped.is_none())
+        .map(|a| a.check)
+        .collect();
+    let in_stage = |check: &Check| {
+        status_of(view.s, check).filter(|s| since.is_some_and(|since| s.evaluated_at > *since))
+    };
+    // A comparison passes when it, or its twin on the operator's documents, passed.
+    for check in criteria.iter().filter(|c| c.stands_for.is_none()) {
+        let twin = criteria
+            .iter()
+            .find(|t| t.stands_for.as_ref() == Some(&check.name))
+            .and_then(in_stage);
+        let status = in_stage(check);
+        if status.is_some_and(|s| s.verdict == Verdict::Skipped) && twin.is_none() {
+            // Judged not to apply here (no baseline series to compare with): it gates nothing.
+            continue;
+        }
         gates.total += 1;
-        let status = status_of(view.s, &check)
-            .filter(|s| since.is_some_and(|since| s.evaluated_at > *since));
-        match status {
-            Some(s) if s.verdict == Verdict::Pass => {
+        let passed = [status, twin]
+            .into_iter()
+            .flatten()
+            .find(|s| s.verdict == Verdict::Pass);
+        match (passed, status) {
+            (Some(s), _) => {
                 gates.passing += 1;
                 gates.evidence |=
                     check.source.evidence_backed() && s.samples.is_some_and(|n| n > 0.0);
             }
-            Some(s) => {
+            (None, Some(s)) => {
                 let why = s.message.as_deref().unwrap_or("");
                 gates
                     .blocking
                     .get_or_insert_with(|| format!("{} {:?}: {why}", s.name, s.verdict));
             }
-            None => {
+            (None, None) => {
                 gates
                     .blocking
                     .get_or_insert_with(|| format!("{} not evaluated yet", check.name));

@@ -16,7 +16,7 @@ use super::{
     state::{Evidence, View, human, later},
 };
 use crate::{
-    evidence::{self, Confidence, Counts, Histogram, Judged, Outcome},
+    evidence::{self, Categories, Confidence, Counts, Histogram, Judged, Outcome},
     gates::{
         Check, Source,
         reading::{Measured, Reading},
@@ -199,19 +199,30 @@ fn judge_readings(
                 evidence::quantile(&canary, baseline.as_ref(), *q, &check.threshold, confidence),
             )
         }
-        (Measured::Distribution { counts: reading }, Source::Distribution { min_samples, .. }) => {
-            let counts = |reading: &Reading| match reading {
-                Reading::Counts(counts) => Ok(counts.clone()),
-                Reading::Empty => Ok(Default::default()),
-                other => Err(format!("not counts by category: {other:?}")),
+        (Measured::Distribution { counts, units }, Source::Distribution { min_samples, .. }) => {
+            let side = |counts: &Reading, units: &Reading| match (counts, units.count()) {
+                (Reading::Counts(by_category), Some(documents)) => Ok(Some(Categories {
+                    counts: by_category.clone(),
+                    documents,
+                })),
+                // No such series at all: a worker from before these metrics.
+                (Reading::Empty, _) => Ok(None),
+                (other, _) => Err(format!(
+                    "not counts by category and documents: {other:?} {units:?}"
+                )),
             };
-            let canary = match counts(reading) {
-                Ok(counts) => counts,
+            let canary = match side(counts, units) {
+                Ok(canary) => canary.unwrap_or_default(),
                 Err(error) => return Some(error_evaluation(error)),
             };
             let baseline = match baseline {
-                Some(Measured::Distribution { counts: baseline }) => match counts(baseline) {
-                    Ok(counts) => counts,
+                Some(Measured::Distribution { counts, units }) => match side(counts, units) {
+                    Ok(Some(baseline)) => baseline,
+                    Ok(None) => {
+                        return Some(skip(
+                            "the baseline exports no block counts (a worker older than these metrics, or a legacy Service)",
+                        ));
+                    }
                     Err(error) => return Some(error_evaluation(error)),
                 },
                 _ => return Some(skip("no baseline to compare the distribution with")),

@@ -11,7 +11,10 @@ use super::{
     NotificationKind, analysis, judge, plan, report,
     state::{Evidence, Stage, View, human, reached, show, show_or_legacy, whole_second},
 };
-use crate::gates::{Check, Source};
+use crate::{
+    gates::{Check, Source},
+    quality,
+};
 
 pub(super) struct Machine<'a> {
     pub input: &'a Input,
@@ -306,7 +309,7 @@ impl Machine<'_> {
         let judgement = judge::judge(&self.view(), round, at, self.s.consecutive_errors);
         self.s.last_analysis_at = Some(Time(at));
         if !round.quality.is_empty() {
-            self.s.quality = round.quality.clone();
+            self.s.quality = quality::kept_in_status(round.quality.clone());
         }
         for record in judgement.records {
             self.s

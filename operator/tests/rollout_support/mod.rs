@@ -431,14 +431,20 @@ pub fn reading(request: &ReadingRequest, threshold: &Threshold, answer: &Answer)
                         .collect(),
                 )
             };
-            // The baseline's mix, that mix again, or every table read as text.
+            // The baseline's mix, that mix again, or every table read as text, over 1e5
+            // documents (none when inconclusive).
             let counts = match (answer, baseline) {
                 (Answer::Error, _) => Reading::Error("connection refused".into()),
-                (Answer::Inconclusive, _) => Reading::Empty,
+                (Answer::Inconclusive, _) => mix(0.0, 0.0),
                 (_, true) | (Answer::Pass, false) => mix(8e5, 2e5),
                 (Answer::Fail, false) => mix(1e6, 0.0),
             };
-            Measured::Distribution { counts }
+            let units = match answer {
+                Answer::Error => Reading::Error("connection refused".into()),
+                Answer::Inconclusive => Reading::Value(0.0),
+                _ => Reading::Value(1e5),
+            };
+            Measured::Distribution { counts, units }
         }
         Source::CanaryVllmRestarts | Source::Quality => {
             panic!("{} is not read from Prometheus", request.check)
