@@ -36,36 +36,56 @@ impl GpuCapacity {
 
 /// Counts the capacity from a snapshot of the cluster; without `pods`, only the largest node.
 pub fn gpu_capacity(nodes: &[Node], pods: Option<&[Pod]>, model: &ModelSpec) -> GpuCapacity {
-    let resource = &model.gpu_resource_name;
-    let mut used: BTreeMap<&str, i64> = BTreeMap::new();
-    for pod in pods.unwrap_or_default() {
-        let Some(spec) = &pod.spec else {
-            continue;
-        };
-        let Some(node) = spec.node_name.as_deref() else {
-            continue;
-        };
-        let finished = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.phase.as_deref())
-            .is_some_and(|phase| phase == "Succeeded" || phase == "Failed");
-        if finished {
-            continue;
+    let used = pods.map(|pods| {
+        let mut used = GpusInUse::default();
+        used.add(pods, &model.gpu_resource_name);
+        used
+    });
+    capacity_of(nodes, used.as_ref(), model)
+}
+
+/// GPUs held by unfinished pods, per node: all a capacity count keeps of the pods it reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GpusInUse(BTreeMap<String, i64>);
+
+impl GpusInUse {
+    /// Adds what `pods` hold of `resource`.
+    pub fn add(&mut self, pods: &[Pod], resource: &str) {
+        for pod in pods {
+            let Some(spec) = &pod.spec else {
+                continue;
+            };
+            let Some(node) = spec.node_name.as_deref() else {
+                continue;
+            };
+            let finished = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .is_some_and(|phase| phase == "Succeeded" || phase == "Failed");
+            if finished {
+                continue;
+            }
+            let gpus: i64 = spec
+                .containers
+                .iter()
+                .filter_map(|container| {
+                    let resources = container.resources.as_ref()?;
+                    // Extended resources are requested as limits; requests default to them.
+                    let requests = resources.requests.as_ref().and_then(|r| r.get(resource));
+                    let limits = resources.limits.as_ref().and_then(|l| l.get(resource));
+                    requests.or(limits).and_then(|q| whole(&q.0))
+                })
+                .sum();
+            if gpus > 0 {
+                *self.0.entry(node.to_owned()).or_default() += gpus;
+            }
         }
-        let gpus: i64 = spec
-            .containers
-            .iter()
-            .filter_map(|container| {
-                let resources = container.resources.as_ref()?;
-                // Extended resources are requested as limits; requests default to them.
-                let requests = resources.requests.as_ref().and_then(|r| r.get(resource));
-                let limits = resources.limits.as_ref().and_then(|l| l.get(resource));
-                requests.or(limits).and_then(|q| whole(&q.0))
-            })
-            .sum();
-        *used.entry(node).or_default() += gpus;
     }
+}
+
+fn capacity_of(nodes: &[Node], used: Option<&GpusInUse>, model: &ModelSpec) -> GpuCapacity {
+    let resource = &model.gpu_resource_name;
     let per_replica = i64::from(model.gpus_per_replica.max(1));
     let (mut free, mut largest_node) = (0, 0);
     for node in nodes.iter().filter(|node| allowed(node, model)) {
@@ -77,32 +97,70 @@ pub fn gpu_capacity(nodes: &[Node], pods: Option<&[Pod]>, model: &ModelSpec) -> 
             .and_then(|q| whole(&q.0))
             .unwrap_or(0);
         let name = node.metadata.name.as_deref().unwrap_or_default();
-        let free_here = (allocatable - used.get(name).copied().unwrap_or(0)).max(0);
+        let in_use = used.and_then(|u| u.0.get(name)).copied().unwrap_or(0);
+        let free_here = (allocatable - in_use).max(0);
         free += to_i32(free_here / per_replica * per_replica);
         largest_node = largest_node.max(to_i32(allocatable));
     }
     GpuCapacity {
-        free: pods.map(|_| free),
+        free: used.map(|_| free),
         largest_node,
     }
 }
 
-/// Lists the cluster's Nodes, and its running Pods when the `free` GPUs are wanted.
+/// Objects read per list call: a cluster of thousands of pods is read a page at a time, and of
+/// each page only the GPUs held are kept, so the count stays within the operator's memory.
+pub const PAGE: u32 = 500;
+
+/// Reads the cluster's Nodes, and the GPUs its running Pods hold when the `free` GPUs are
+/// wanted, `page` objects per call.
 pub async fn read(
     client: &Client,
     model: &ModelSpec,
     free: bool,
+    page: u32,
 ) -> Result<GpuCapacity, kube::Error> {
-    let nodes = Api::<Node>::all(client.clone())
-        .list(&ListParams::default())
-        .await?;
-    let pods = if free {
+    let mut nodes = Vec::new();
+    for_each_page(
+        &Api::<Node>::all(client.clone()),
+        ListParams::default(),
+        page,
+        |items| nodes.extend(items),
+    )
+    .await?;
+    let used = if free {
+        let mut used = GpusInUse::default();
         let running = ListParams::default().fields("status.phase!=Succeeded,status.phase!=Failed");
-        Some(Api::<Pod>::all(client.clone()).list(&running).await?.items)
+        for_each_page(&Api::<Pod>::all(client.clone()), running, page, |pods| {
+            used.add(&pods, &model.gpu_resource_name)
+        })
+        .await?;
+        Some(used)
     } else {
         None
     };
-    Ok(gpu_capacity(&nodes.items, pods.as_deref(), model))
+    Ok(capacity_of(&nodes, used.as_ref(), model))
+}
+
+/// Lists `api` a page at a time, handing each page to `each`.
+async fn for_each_page<K>(
+    api: &Api<K>,
+    params: ListParams,
+    page: u32,
+    mut each: impl FnMut(Vec<K>),
+) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    let mut params = params.limit(page.max(1));
+    loop {
+        let list = api.list(&params).await?;
+        each(list.items);
+        match list.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(()),
+        }
+    }
 }
 
 fn to_i32(value: i64) -> i32 {

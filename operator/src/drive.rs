@@ -109,7 +109,14 @@ async fn fetch(
         input.observed.preflight = preflight::check(client, md, canary, input.now).await;
     }
     if let Some(read) = needs.capacity {
-        match capacity::read(client, &md.spec.model, read == CapacityRead::Free).await {
+        match capacity::read(
+            client,
+            &md.spec.model,
+            read == CapacityRead::Free,
+            capacity::PAGE,
+        )
+        .await
+        {
             Ok(capacity) => {
                 input.observed.free_gpus = capacity.free;
                 input
