@@ -36,6 +36,20 @@ fn wait_for(plane: &ControlPlane, what: &str, args: &[&str], expected: &str) {
     }
 }
 
+fn wait_for_nodes_ready(plane: &ControlPlane, nodes: usize) {
+    wait_for(
+        plane,
+        "nodes ready",
+        &[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+        &vec!["True"; nodes].join(" "),
+    );
+}
+
 #[test]
 fn gpu_pods_land_on_gpu_nodes_and_excess_stays_pending() {
     let plane = ControlPlane::start(
@@ -47,17 +61,7 @@ fn gpu_pods_land_on_gpu_nodes_and_excess_stays_pending() {
         },
     )
     .unwrap();
-    wait_for(
-        &plane,
-        "nodes ready",
-        &[
-            "get",
-            "nodes",
-            "-o",
-            "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
-        ],
-        "True True",
-    );
+    wait_for_nodes_ready(&plane, 2);
 
     plane.apply(&gpu_pod("fits", 2)).unwrap();
     wait_for(
@@ -107,17 +111,7 @@ fn the_gpu_capacity_count_pages_through_pods() {
         },
     )
     .unwrap();
-    wait_for(
-        &plane,
-        "nodes ready",
-        &[
-            "get",
-            "nodes",
-            "-o",
-            "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
-        ],
-        "True True True",
-    );
+    wait_for_nodes_ready(&plane, 3);
     for index in 0..5 {
         plane.apply(&gpu_pod(&format!("gpu-{index}"), 1)).unwrap();
     }
