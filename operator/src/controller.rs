@@ -25,7 +25,7 @@ use kube::{
     },
 };
 use mineru_crds::{MineruDeployment, Phase};
-use serde_json::{Value, json};
+use serde_json::json;
 use tracing::{Instrument, field};
 
 use crate::{
@@ -37,7 +37,8 @@ use crate::{
     metrics::CanaryTraffic,
     notify, observe,
     reconcile::{
-        DesiredObjects, Owner, SpecRevisions, Topology, apply::ChildSet, events, recorded_templates,
+        DesiredObjects, Owner, SpecRevisions, Topology, apply::ChildSet, apply::retry_on_conflict,
+        events, recorded_templates,
     },
     rollout::{EventReason, Notification, Plan},
     traffic::httproute::{self, Backends},
@@ -222,18 +223,11 @@ pub async fn reconcile(md: Arc<MineruDeployment>, ctx: Arc<Context>) -> Result<A
     ctx.metrics
         .set_state(&namespace, &name, decided.phase, decided.canary);
     ctx.succeeded(&namespace, &name);
-    if decided.stale {
-        return Ok(Action::requeue(STALE_RETRY));
-    }
     Ok(Action::requeue(next_look(
         decided.requeue_at,
         (ctx.clock)().0,
     )))
 }
-
-/// How soon a decision dropped for an outdated object is made again, if no watch event of the
-/// newer version comes first.
-const STALE_RETRY: Duration = Duration::from_secs(1);
 
 /// When to reconcile again: when the engine asked (a pause ending, an analysis round due), and
 /// at the latest after [`RESYNC`].
@@ -322,20 +316,13 @@ async fn reconcile_objects(md: &MineruDeployment, ctx: &Context) -> Result<Decid
     }
 
     // Commands are consumed before the status that acts on them is written: a crash in between
-    // loses a command rather than applying it twice. Both writes carry the resourceVersion the
-    // decision was made from: if the object moved on meanwhile (another writer, or a cache
-    // behind the operator's own last write), the decision is dropped unrecorded and unannounced,
-    // and made again from the newer object.
-    let mut version = md.resource_version();
+    // loses a command rather than applying it twice.
     if !requested.is_empty() {
-        match consume_commands(ctx, md, &requested.consumed, version.as_deref()).await? {
-            Written::Now(newer) => version = newer,
-            Written::Stale => return Ok(stale(&old)),
-        }
+        consume_commands(ctx, md, &requested.consumed).await?;
     }
     let new = decision.status;
-    if new != old && patch_status(ctx, md, &new, version.as_deref()).await? == Written::Stale {
-        return Ok(stale(&old));
+    if new != old {
+        patch_status(ctx, md, &new).await?;
     }
     let mut notices = events::notices(&old, &new, children.report());
     notices.extend(events::from_rollout(&decision.events));
@@ -355,7 +342,6 @@ async fn reconcile_objects(md: &MineruDeployment, ctx: &Context) -> Result<Decid
             share: new.canary_share.unwrap_or(0),
         },
         requeue_at: decision.requeue_at,
-        stale: false,
     })
 }
 
@@ -381,8 +367,6 @@ struct Decided {
     phase: Phase,
     canary: CanaryTraffic,
     requeue_at: Option<Timestamp>,
-    /// The decision was made from an outdated object and dropped.
-    stale: bool,
 }
 
 /// The vLLM pods of this MineruDeployment (restarts, scheduling); owned by their StatefulSets.
@@ -447,56 +431,18 @@ async fn route_traffic(
     .map_err(|error| Error::Traffic(error.to_string()))
 }
 
-/// How a write conditioned on a resourceVersion went.
-#[derive(Debug, PartialEq, Eq)]
-enum Written {
-    /// Done; the object's new resourceVersion.
-    Now(Option<String>),
-    /// The object had moved on: nothing was written.
-    Stale,
-}
-
-/// A decision made from an outdated object: nothing is recorded or announced, and the object
-/// is looked at again shortly (its newer version is on its way through the watch).
-fn stale(old: &mineru_crds::MineruDeploymentStatus) -> Decided {
-    tracing::debug!("the object changed since it was read; deciding again");
-    Decided {
-        phase: old.phase.unwrap_or(Phase::Progressing),
-        canary: CanaryTraffic {
-            weight: old.canary_weight.unwrap_or(0),
-            share: old.canary_share.unwrap_or(0),
-        },
-        requeue_at: None,
-        stale: true,
-    }
-}
-
-/// `patch` with the resourceVersion it was computed from, as a precondition.
-fn conditioned(mut patch: Value, version: Option<&str>) -> Value {
-    if let Some(version) = version {
-        patch["metadata"]["resourceVersion"] = Value::from(version);
-    }
-    patch
-}
-
-async fn consume_commands(
-    ctx: &Context,
-    md: &MineruDeployment,
-    consumed: &[String],
-    version: Option<&str>,
-) -> Result<Written> {
+async fn consume_commands(ctx: &Context, md: &MineruDeployment, consumed: &[String]) -> Result<()> {
     let api: Api<MineruDeployment> =
         Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
     let name = md.name_any();
-    let patch = conditioned(commands::removal_patch(consumed), version);
-    match api
-        .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-    {
-        Ok(patched) => Ok(Written::Now(patched.resource_version())),
-        Err(kube::Error::Api(status)) if status.is_conflict() => Ok(Written::Stale),
-        Err(source) => Err(Error::kube("patch", "MineruDeployment", name, source)),
-    }
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(commands::removal_patch(consumed)),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|source| Error::kube("patch", "MineruDeployment", name, source))
 }
 
 /// Best-effort webhook delivery; a receiver that is down never holds up a rollout.
@@ -539,32 +485,24 @@ async fn patch_status(
     ctx: &Context,
     md: &MineruDeployment,
     status: &mineru_crds::MineruDeploymentStatus,
-    version: Option<&str>,
-) -> Result<Written> {
+) -> Result<()> {
     let api: Api<MineruDeployment> =
         Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
     let name = md.name_any();
     // The whole status under one field manager: a field left out is a field removed.
-    let patch = conditioned(
-        json!({
-            "apiVersion": MineruDeployment::api_version(&()),
-            "kind": MineruDeployment::kind(&()),
-            "status": status,
-        }),
-        version,
-    );
+    let patch = Patch::Apply(json!({
+        "apiVersion": MineruDeployment::api_version(&()),
+        "kind": MineruDeployment::kind(&()),
+        "status": status,
+    }));
     let params = PatchParams::apply(labels::MANAGER).force();
-    match api.patch_status(&name, &params, &Patch::Apply(patch)).await {
-        Ok(patched) => Ok(Written::Now(patched.resource_version())),
-        // Retrying the same status would undo whatever moved the object on.
-        Err(kube::Error::Api(status)) if status.is_conflict() => Ok(Written::Stale),
-        Err(source) => Err(Error::kube(
-            "patch status",
-            "MineruDeployment",
-            name,
-            source,
-        )),
-    }
+    retry_on_conflict(|| async {
+        api.patch_status(&name, &params, &patch)
+            .await
+            .map_err(|source| Error::kube("patch status", "MineruDeployment", name.clone(), source))
+    })
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -957,27 +895,6 @@ mod tests {
         let patches: Vec<_> = calls.iter().filter(|c| c.path == sts).collect();
         assert_eq!(patches.len(), 2);
         assert_eq!(patches[0].body, patches[1].body);
-    }
-
-    #[tokio::test]
-    async fn a_decision_from_an_outdated_object_is_dropped_unannounced_and_made_again() {
-        let mut md = MineruDeployment::test();
-        md.metadata.resource_version = Some("7".into());
-        let server = ApiServer::default().failing_once(Method::PATCH, STATUS, 409);
-        let (result, calls) = run(server, &md).await;
-        assert_eq!(result.unwrap(), Action::requeue(STALE_RETRY));
-        let status_writes: Vec<_> = calls.iter().filter(|c| c.path == STATUS).collect();
-        assert_eq!(
-            status_writes.len(),
-            1,
-            "the same stale status is not sent again"
-        );
-        assert_eq!(status_writes[0].body["metadata"]["resourceVersion"], "7");
-        assert!(
-            !calls.iter().any(|c| c.path == EVENTS),
-            "nothing announced: {:?}",
-            lines(&calls)
-        );
     }
 
     #[tokio::test]
