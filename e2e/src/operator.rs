@@ -17,12 +17,21 @@ use crate::{
 pub fn install(plane: &ControlPlane) -> Result<()> {
     let crds = repo_path("crds/minerudeployments.yaml");
     plane.kubectl(&["apply", "--server-side", "-f", crds.to_str().unwrap()])?;
-    plane.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/minerudeployments.mineru.dev",
-        "--timeout=60s",
-    ])?;
+    // `kubectl wait` fails at once, rather than waiting, while a just-created CRD has no
+    // conditions yet: poll the condition instead.
+    crate::wait_until(
+        "the MineruDeployment CRD to be Established",
+        std::time::Duration::from_secs(60),
+        || {
+            let established = plane.kubectl(&[
+                "get",
+                "crd/minerudeployments.mineru.dev",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+            ])?;
+            Ok((established.trim() == "True").then_some(()))
+        },
+    )?;
     plane.kubectl(&["create", "namespace", OPERATOR_NAMESPACE])?;
     let chart = repo_path("charts/mineru-operator");
     let output = Command::new(plane.bin().join("helm"))
