@@ -23,7 +23,12 @@ fn a_rolled_back_canary_leaves_the_entry_service_before_it_is_scaled_down() {
     scenario.settle_on_stable();
     let (stable, canary) = (scenario.stable.clone(), scenario.canary.clone());
     scenario.begin_canary();
-    let stepping = scenario.status();
+    // The step is recorded before its worker exists; the real share follows once it is ready.
+    let stepping = scenario.wait_for(
+        "the canary worker to take its share",
+        Duration::from_secs(120),
+        |s| s["canaryShare"].as_i64().is_some_and(|share| share > 0),
+    );
     assert_eq!(
         (
             stepping["canaryWeight"].as_i64(),

@@ -40,6 +40,20 @@ impl Requested {
     pub fn is_empty(&self) -> bool {
         self.consumed.is_empty()
     }
+
+    /// These commands once their annotations are gone: still to be acted on, nothing to remove.
+    pub fn removed(mut self) -> Self {
+        self.consumed.clear();
+        self
+    }
+
+    /// These commands, then `later`'s.
+    pub fn then(mut self, later: Requested) -> Self {
+        self.commands.extend(later.commands);
+        self.refused.extend(later.refused);
+        self.consumed.extend(later.consumed);
+        self
+    }
 }
 
 /// Reads the manual-control annotations of an object.
@@ -143,6 +157,16 @@ mod tests {
                 Command::PromoteFull
             ]
         );
+    }
+
+    #[test]
+    fn removed_commands_are_acted_on_before_later_ones_and_not_removed_again() {
+        let earlier = read(&annotations(&[(ABORT, ""), (PROMOTE, "bogus")])).removed();
+        let later = read(&annotations(&[(PAUSE, "")]));
+        let both = earlier.then(later);
+        assert_eq!(both.commands, [Command::Abort, Command::Pause]);
+        assert_eq!(both.refused.len(), 1);
+        assert_eq!(both.consumed, [PAUSE]);
     }
 
     #[test]

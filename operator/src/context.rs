@@ -2,7 +2,7 @@
 //! the per-object error backoff.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -35,6 +35,8 @@ pub struct Context {
     /// The current time, whole seconds (what a status timestamp stores), passed in so tests
     /// are deterministic.
     pub clock: fn() -> Time,
+    /// Versions of each object this operator has written past.
+    pub outdated: OutdatedVersions,
     failures: Mutex<HashMap<(String, String), u32>>,
 }
 
@@ -59,6 +61,7 @@ impl Context {
             settings,
             rollout_io,
             clock,
+            outdated: OutdatedVersions::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -77,6 +80,49 @@ impl Context {
     pub fn succeeded(&self, namespace: &str, name: &str) {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         failures.remove(&(namespace.to_owned(), name.to_owned()));
+    }
+}
+
+/// How many superseded versions are remembered per object; the watch delivers a write within a
+/// few versions, so an older one is never seen again.
+const OUTDATED_KEPT: usize = 8;
+
+/// The resourceVersions of each object that this operator's own writes have superseded. The
+/// watch cache can still hand one of them to a reconcile that starts right after a write: a
+/// decision from it would act on a status older than the one recorded. resourceVersions are
+/// opaque (no ordering may be assumed), so versions are remembered rather than compared.
+#[derive(Default)]
+pub struct OutdatedVersions {
+    versions: Mutex<HashMap<(String, String), VecDeque<String>>>,
+}
+
+impl OutdatedVersions {
+    /// Remembers that `version` of the object was written past.
+    pub fn superseded(&self, namespace: &str, name: &str, version: &str) {
+        let mut versions = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = versions
+            .entry((namespace.to_owned(), name.to_owned()))
+            .or_default();
+        if !kept.iter().any(|v| v == version) {
+            kept.push_back(version.to_owned());
+        }
+        while kept.len() > OUTDATED_KEPT {
+            kept.pop_front();
+        }
+    }
+
+    /// True when `version` of the object is known to have been written past.
+    pub fn contains(&self, namespace: &str, name: &str, version: &str) -> bool {
+        let versions = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+        versions
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .is_some_and(|kept| kept.iter().any(|v| v == version))
+    }
+
+    /// Drops what is known of a deleted object.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        let mut versions = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+        versions.remove(&(namespace.to_owned(), name.to_owned()));
     }
 }
 
@@ -101,6 +147,22 @@ mod tests {
         let delays: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
         assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
         assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn outdated_versions_are_kept_per_object_and_the_oldest_forgotten_first() {
+        let outdated = OutdatedVersions::default();
+        for version in 1..=OUTDATED_KEPT + 1 {
+            outdated.superseded("parsing", "docs", &version.to_string());
+        }
+        assert!(
+            !outdated.contains("parsing", "docs", "1"),
+            "the oldest is dropped"
+        );
+        assert!(outdated.contains("parsing", "docs", "2"));
+        assert!(!outdated.contains("parsing", "other", "2"), "per object");
+        outdated.forget("parsing", "docs");
+        assert!(!outdated.contains("parsing", "docs", "2"));
     }
 
     #[test]

@@ -37,8 +37,7 @@ use crate::{
     metrics::CanaryTraffic,
     notify, observe,
     reconcile::{
-        DesiredObjects, Owner, SpecRevisions, Topology, apply::ChildSet, apply::retry_on_conflict,
-        events, recorded_templates,
+        DesiredObjects, Owner, SpecRevisions, Topology, apply::ChildSet, events, recorded_templates,
     },
     rollout::{EventReason, Notification, Plan},
     traffic::httproute::{self, Backends},
@@ -172,9 +171,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let owned = || {
         watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER))
     };
-    let metrics = ctx.metrics.clone();
-    let quality_rounds = ctx.rollout_io.quality_rounds.clone();
-    let probes = ctx.rollout_io.probes.clone();
+    let forgetting = ctx.clone();
     Controller::new(
         Api::<MineruDeployment>::all(client.clone()),
         watcher::Config::default(),
@@ -187,17 +184,17 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     .graceful_shutdown_on(shutdown)
     .run(reconcile, error_policy, ctx)
     .for_each(|result| {
-        let (metrics, quality_rounds, probes) =
-            (metrics.clone(), quality_rounds.clone(), probes.clone());
+        let ctx = forgetting.clone();
         async move {
             match result {
                 Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
                 Err(controller::Error::ObjectNotFound(object)) => {
                     let namespace = object.namespace.as_deref().unwrap_or_default();
-                    metrics.forget(namespace, &object.name);
+                    ctx.metrics.forget(namespace, &object.name);
+                    ctx.outdated.forget(namespace, &object.name);
                     let key = format!("{namespace}/{}", object.name);
-                    quality_rounds.cancel(&key);
-                    probes.stop(&key);
+                    ctx.rollout_io.quality_rounds.cancel(&key);
+                    ctx.rollout_io.probes.stop(&key);
                 }
                 // error_policy already logged it with its retry delay.
                 Err(controller::Error::ReconcilerFailed(..)) => {}
@@ -208,7 +205,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     .await;
 }
 
-/// Reconciles one MineruDeployment: its objects, then its status and Events.
+/// Reconciles one MineruDeployment: decides from its newest version, records the decision in
+/// status, then writes its objects and announces what changed.
 pub async fn reconcile(md: Arc<MineruDeployment>, ctx: Arc<Context>) -> Result<Action> {
     let namespace = md.namespace().unwrap_or_default();
     let name = md.name_any();
@@ -217,16 +215,71 @@ pub async fn reconcile(md: Arc<MineruDeployment>, ctx: Arc<Context>) -> Result<A
         span.record("generation", generation);
     }
     let started = Instant::now();
-    let result = reconcile_objects(&md, &ctx).instrument(span).await;
+    let result = reconcile_current(md, &ctx).instrument(span).await;
     ctx.metrics.reconciled(started.elapsed());
     let decided = result?;
+    ctx.succeeded(&namespace, &name);
+    let Some(decided) = decided else {
+        return Ok(Action::requeue(OUTDATED_RETRY));
+    };
     ctx.metrics
         .set_state(&namespace, &name, decided.phase, decided.canary);
-    ctx.succeeded(&namespace, &name);
     Ok(Action::requeue(next_look(
         decided.requeue_at,
         (ctx.clock)().0,
     )))
+}
+
+/// Decisions made in one reconcile before it gives up on an object that keeps moving on
+/// between the read and the write (another writer racing this one).
+const DECISION_ATTEMPTS: usize = 3;
+
+/// How soon an object that kept moving on is looked at again.
+const OUTDATED_RETRY: Duration = Duration::from_secs(1);
+
+/// Decides from the newest version of the object: the cached one unless this operator has
+/// written past it already (the watch lags behind its own writes), and from a fresh read after
+/// a write found that the object had moved on. `None`: it kept moving on; nothing was recorded.
+async fn reconcile_current(
+    cached: Arc<MineruDeployment>,
+    ctx: &Context,
+) -> Result<Option<Decided>> {
+    let mut md = cached;
+    // Commands whose annotations were removed by a round whose status write was then refused:
+    // they are acted on by the next round, not lost.
+    let mut carried = commands::Requested::default();
+    for _ in 0..DECISION_ATTEMPTS {
+        if is_outdated(ctx, &md) {
+            md = Arc::new(read_current(ctx, &md).await?);
+        }
+        match reconcile_objects(&md, ctx, carried).await? {
+            Round::Decided(decided) => return Ok(Some(decided)),
+            Round::Outdated(left) => carried = left,
+        }
+    }
+    if !carried.commands.is_empty() {
+        tracing::warn!(commands = ?carried.commands, "the object kept changing; commands consumed but not acted on");
+    }
+    Ok(None)
+}
+
+fn is_outdated(ctx: &Context, md: &MineruDeployment) -> bool {
+    md.resource_version().is_some_and(|version| {
+        ctx.outdated.contains(
+            &md.namespace().unwrap_or_default(),
+            &md.name_any(),
+            &version,
+        )
+    })
+}
+
+async fn read_current(ctx: &Context, md: &MineruDeployment) -> Result<MineruDeployment> {
+    let name = md.name_any();
+    tracing::debug!("the cached object is outdated; reading the current one");
+    api(ctx, md)
+        .get(&name)
+        .await
+        .map_err(|source| Error::kube("get", "MineruDeployment", name, source))
 }
 
 /// When to reconcile again: when the engine asked (a pause ending, an analysis round due), and
@@ -248,23 +301,38 @@ pub fn error_policy(md: Arc<MineruDeployment>, error: &Error, ctx: Arc<Context>)
     Action::requeue(delay)
 }
 
-async fn reconcile_objects(md: &MineruDeployment, ctx: &Context) -> Result<Decided> {
+/// How one round of observe, decide, record, act went.
+enum Round {
+    /// Recorded and acted on.
+    Decided(Decided),
+    /// The object had moved on since it was read: nothing recorded, nothing done; the commands
+    /// already consumed are left to act on.
+    Outdated(commands::Requested),
+}
+
+/// One round: observe the owned objects, decide, record the decision (commands consumed, then
+/// status), act on it (objects, traffic, orphans), announce it. Recording first means a crash
+/// or a failed write while acting leaves a status the next round finishes acting on, never
+/// objects or traffic that no recorded decision allowed (docs/adr/0011).
+async fn reconcile_objects(
+    md: &MineruDeployment,
+    ctx: &Context,
+    carried: commands::Requested,
+) -> Result<Round> {
     let owner = Owner::of(md)?;
     let mut children = ChildSet::new(ctx.client.clone(), &owner);
-
-    let statefulsets = children.list::<StatefulSet>().await?;
-    let deployments = children.list::<Deployment>().await?;
-    let services = children.list::<Service>().await?;
-    let network_policies = children.list::<NetworkPolicy>().await?;
-    let pdbs = children.list::<PodDisruptionBudget>().await?;
+    let observed_children = children.list_all().await?;
     let model_pods = list_model_pods(ctx, &owner).await?;
 
     let spec_revisions = SpecRevisions::of(&owner.instance, &md.spec)?;
-    let recorded = recorded_templates(&statefulsets, &deployments);
-    let requested = commands::read(md.annotations());
+    let recorded = recorded_templates(
+        &observed_children.statefulsets,
+        &observed_children.deployments,
+    );
+    let requested = carried.clone().then(commands::read(md.annotations()));
     let observed = observe::observe(
-        &statefulsets,
-        &deployments,
+        &observed_children.statefulsets,
+        &observed_children.deployments,
         &model_pods,
         &md.spec.model.gpu_resource_name,
     );
@@ -281,49 +349,39 @@ async fn reconcile_objects(md: &MineruDeployment, ctx: &Context) -> Result<Decid
     .await;
     let topology = Topology::from_plan(md, &spec_revisions, &recorded, &decision.plan);
     let desired = DesiredObjects::build(&owner, &md.spec, &topology, &ctx.settings)?;
-
     let old = md.status.clone().unwrap_or_default();
-    let written = async {
-        // New objects first, then deletions, so a replaced revision is never the only one gone.
-        for object in desired.statefulsets {
-            children.apply(object, &statefulsets).await?;
+    let new = decision.status;
+
+    // Record. Commands are consumed before the status that acts on them is written: a crash in
+    // between loses a command rather than applying it twice. Both writes carry the
+    // resourceVersion the decision was made from, so a decision from an outdated object is
+    // refused and made again from the current one.
+    let mut version = md.resource_version();
+    if !requested.is_empty() {
+        match consume_commands(ctx, md, &requested.consumed, version.as_deref()).await? {
+            Written::Now(newer) => version = superseded(ctx, md, version, newer),
+            Written::Outdated => return Ok(outdated(ctx, md, carried)),
         }
-        for object in desired.services {
-            children.apply(object, &services).await?;
+    }
+    if new != old {
+        match patch_status(ctx, md, &new, version.as_deref()).await? {
+            Written::Now(newer) => {
+                superseded(ctx, md, version, newer);
+            }
+            Written::Outdated => return Ok(outdated(ctx, md, requested.removed())),
         }
-        for object in desired.deployments {
-            children.apply(object, &deployments).await?;
-        }
-        for object in desired.network_policies {
-            children.apply(object, &network_policies).await?;
-        }
-        for object in desired.pdbs {
-            children.apply(object, &pdbs).await?;
-        }
+    }
+
+    // Act, from what was recorded.
+    let acted = async {
+        children.apply_all(desired, &observed_children).await?;
         route_traffic(ctx, md, &owner, &decision.plan).await?;
-        children.delete_orphans(&deployments).await?;
-        children.delete_orphans(&statefulsets).await?;
-        children.delete_orphans(&services).await?;
-        children.delete_orphans(&network_policies).await?;
-        children.delete_orphans(&pdbs).await
+        children.delete_all_orphans(&observed_children).await
     }
     .await;
-    if let Err(error) = written {
-        // What was written before the failure is announced all the same; the next round
-        // finds it applied and would not announce it again.
-        publish(ctx, md, events::notices(&old, &old, children.report())).await;
-        return Err(error);
-    }
 
-    // Commands are consumed before the status that acts on them is written: a crash in between
-    // loses a command rather than applying it twice.
-    if !requested.is_empty() {
-        consume_commands(ctx, md, &requested.consumed).await?;
-    }
-    let new = decision.status;
-    if new != old {
-        patch_status(ctx, md, &new).await?;
-    }
+    // Announce the decision, and the objects written even if acting failed part-way: the next
+    // round finds them written and the status recorded, and announces neither again.
     let mut notices = events::notices(&old, &new, children.report());
     notices.extend(events::from_rollout(&decision.events));
     notices.extend(requested.refused.into_iter().map(events::refused_command));
@@ -335,14 +393,37 @@ async fn reconcile_objects(md: &MineruDeployment, ctx: &Context) -> Result<Decid
                 .rolled_back(&owner.namespace, &owner.instance, reason);
         }
     }
-    Ok(Decided {
+    acted?;
+    Ok(Round::Decided(Decided {
         phase: new.phase.unwrap_or(Phase::Progressing),
         canary: CanaryTraffic {
             weight: new.canary_weight.unwrap_or(0),
             share: new.canary_share.unwrap_or(0),
         },
         requeue_at: decision.requeue_at,
-    })
+    }))
+}
+
+/// Remembers that `read` was written past by `written`; returns `written`.
+fn superseded(
+    ctx: &Context,
+    md: &MineruDeployment,
+    read: Option<String>,
+    written: Option<String>,
+) -> Option<String> {
+    if let Some(read) = read {
+        ctx.outdated
+            .superseded(&md.namespace().unwrap_or_default(), &md.name_any(), &read);
+    }
+    written
+}
+
+/// A round whose decision came from an outdated object: the version it read is known to be
+/// outdated, so the next round reads the current one.
+fn outdated(ctx: &Context, md: &MineruDeployment, carried: commands::Requested) -> Round {
+    tracing::debug!("the object changed since it was read; deciding again");
+    superseded(ctx, md, md.resource_version(), None);
+    Round::Outdated(carried)
 }
 
 async fn publish(ctx: &Context, md: &MineruDeployment, notices: Vec<events::Notice>) {
@@ -431,18 +512,53 @@ async fn route_traffic(
     .map_err(|error| Error::Traffic(error.to_string()))
 }
 
-async fn consume_commands(ctx: &Context, md: &MineruDeployment, consumed: &[String]) -> Result<()> {
-    let api: Api<MineruDeployment> =
-        Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
+fn api(ctx: &Context, md: &MineruDeployment) -> Api<MineruDeployment> {
+    Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default())
+}
+
+/// How a write conditioned on a resourceVersion went.
+#[derive(Debug, PartialEq, Eq)]
+enum Written {
+    /// Done; the object's new resourceVersion.
+    Now(Option<String>),
+    /// The object had moved on: nothing was written.
+    Outdated,
+}
+
+/// `patch` with the resourceVersion it was computed from, as a precondition.
+fn conditioned(mut patch: serde_json::Value, version: Option<&str>) -> serde_json::Value {
+    if let Some(version) = version {
+        patch["metadata"]["resourceVersion"] = version.into();
+    }
+    patch
+}
+
+/// A conditioned write's outcome: a conflict means the object moved on. Retrying the same body
+/// would undo whatever moved it, so the caller decides again instead.
+fn written(
+    result: kube::Result<MineruDeployment>,
+    verb: &'static str,
+    name: String,
+) -> Result<Written> {
+    match result {
+        Ok(object) => Ok(Written::Now(object.resource_version())),
+        Err(kube::Error::Api(status)) if status.is_conflict() => Ok(Written::Outdated),
+        Err(source) => Err(Error::kube(verb, "MineruDeployment", name, source)),
+    }
+}
+
+async fn consume_commands(
+    ctx: &Context,
+    md: &MineruDeployment,
+    consumed: &[String],
+    version: Option<&str>,
+) -> Result<Written> {
     let name = md.name_any();
-    api.patch(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(commands::removal_patch(consumed)),
-    )
-    .await
-    .map(|_| ())
-    .map_err(|source| Error::kube("patch", "MineruDeployment", name, source))
+    let patch = conditioned(commands::removal_patch(consumed), version);
+    let result = api(ctx, md)
+        .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await;
+    written(result, "patch", name)
 }
 
 /// Best-effort webhook delivery; a receiver that is down never holds up a rollout.
@@ -485,24 +601,23 @@ async fn patch_status(
     ctx: &Context,
     md: &MineruDeployment,
     status: &mineru_crds::MineruDeploymentStatus,
-) -> Result<()> {
-    let api: Api<MineruDeployment> =
-        Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
+    version: Option<&str>,
+) -> Result<Written> {
     let name = md.name_any();
     // The whole status under one field manager: a field left out is a field removed.
-    let patch = Patch::Apply(json!({
-        "apiVersion": MineruDeployment::api_version(&()),
-        "kind": MineruDeployment::kind(&()),
-        "status": status,
-    }));
+    let patch = conditioned(
+        json!({
+            "apiVersion": MineruDeployment::api_version(&()),
+            "kind": MineruDeployment::kind(&()),
+            "status": status,
+        }),
+        version,
+    );
     let params = PatchParams::apply(labels::MANAGER).force();
-    retry_on_conflict(|| async {
-        api.patch_status(&name, &params, &patch)
-            .await
-            .map_err(|source| Error::kube("patch status", "MineruDeployment", name.clone(), source))
-    })
-    .await?;
-    Ok(())
+    let result = api(ctx, md)
+        .patch_status(&name, &params, &Patch::Apply(patch))
+        .await;
+    written(result, "patch status", name)
 }
 
 #[cfg(test)]
@@ -527,6 +642,7 @@ mod tests {
     const NETPOL: &str = "/apis/networking.k8s.io/v1/namespaces/parsing/networkpolicies";
     const PDB: &str = "/apis/policy/v1/namespaces/parsing/poddisruptionbudgets";
     const PODS: &str = "/api/v1/namespaces/parsing/pods";
+    const PARENT: &str = "/apis/mineru.dev/v1alpha1/namespaces/parsing/minerudeployments/docs";
     const STATUS: &str =
         "/apis/mineru.dev/v1alpha1/namespaces/parsing/minerudeployments/docs/status";
     const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/parsing/events";
@@ -621,13 +737,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn first_reconcile_applies_the_full_object_set_then_status_then_events() {
+    async fn first_reconcile_records_status_then_applies_the_full_object_set_then_events() {
         let md = MineruDeployment::test();
         let (m, w) = revisions(&md);
         let (result, calls) = run(ApiServer::default(), &md).await;
         assert_eq!(result.unwrap(), Action::requeue(RESYNC));
         let mut expected = lists();
         expected.extend([
+            format!("PATCH {STATUS}"),
             format!("PATCH {STS}/docs-vllm-{m}"),
             format!("PATCH {SVC}/docs-vllm-{m}-pods"),
             format!("PATCH {SVC}/docs-vllm-{m}"),
@@ -637,7 +754,6 @@ mod tests {
             format!("PATCH {NETPOL}/docs-vllm"),
             format!("PATCH {PDB}/docs-vllm"),
             format!("PATCH {PDB}/docs-worker"),
-            format!("PATCH {STATUS}"),
             format!("POST {EVENTS}"),
             format!("POST {EVENTS}"),
         ]);
@@ -770,12 +886,12 @@ mod tests {
         assert_eq!(
             writes(&calls),
             [
+                format!("PATCH {STATUS}"),
                 format!("PATCH {SVC}/docs-worker-{w2}"),
                 // The entry Service selects both revisions while they share the traffic.
                 format!("PATCH {SVC}/docs"),
                 format!("PATCH {DEPLOY}/docs-worker-{w}"),
                 format!("PATCH {DEPLOY}/docs-worker-{w2}"),
-                format!("PATCH {STATUS}"),
                 format!("POST {EVENTS}"),
                 format!("POST {EVENTS}"),
                 format!("POST {EVENTS}"),
@@ -907,7 +1023,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn objects_written_before_a_failure_are_announced() {
+    async fn a_recorded_decision_and_the_objects_written_before_a_failure_are_announced() {
         let md = MineruDeployment::test();
         let (m, _) = revisions(&md);
         let headless = format!("{SVC}/docs-vllm-{m}-pods");
@@ -916,14 +1032,132 @@ mod tests {
         assert!(result.is_err());
         let mut expected = lists();
         expected.extend([
+            format!("PATCH {STATUS}"),
             format!("PATCH {STS}/docs-vllm-{m}"),
             format!("PATCH {headless}"),
             format!("POST {EVENTS}"),
+            format!("POST {EVENTS}"),
         ]);
         assert_eq!(lines(&calls), expected);
-        let event = &calls.last().unwrap().body;
-        assert_eq!(event["reason"], "Created");
-        assert_eq!(event["note"], format!("created StatefulSet/docs-vllm-{m}"));
+        let events: Vec<_> = calls.iter().filter(|c| c.path == EVENTS).collect();
+        assert_eq!(events[0].body["reason"], "NewRevision");
+        assert_eq!(events[1].body["reason"], "Created");
+        assert_eq!(
+            events[1].body["note"],
+            format!("created StatefulSet/docs-vllm-{m}")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_status_write_writes_no_object() {
+        let md = MineruDeployment::test();
+        let server = ApiServer::default().failing_once(Method::PATCH, STATUS, 500);
+        let (result, calls) = run(server, &md).await;
+        assert!(result.is_err());
+        assert_eq!(writes(&calls), [format!("PATCH {STATUS}")]);
+    }
+
+    #[tokio::test]
+    async fn a_status_write_carries_the_version_it_was_decided_from() {
+        let (calls, _) = settled().await;
+        let patch = calls.iter().find(|c| c.path == STATUS).unwrap();
+        assert_eq!(patch.body["metadata"]["resourceVersion"], "1");
+    }
+
+    #[tokio::test]
+    async fn a_conflicting_status_write_is_decided_again_from_the_fresh_object() {
+        let md = MineruDeployment::test();
+        // Another writer moved the object on after the cache read it.
+        let server = ApiServer::default()
+            .with_parent(serde_json::to_value(&md).unwrap())
+            .with_parent_changed(|_| {});
+        let (client, calls) = server.start();
+        let result = reconcile(Arc::new(md.clone()), context(client)).await;
+        let calls = calls.await.unwrap();
+        assert_eq!(result.unwrap(), Action::requeue(RESYNC));
+        let status_writes: Vec<_> = calls.iter().filter(|c| c.path == STATUS).collect();
+        let versions: Vec<_> = status_writes
+            .iter()
+            .map(|c| c.body["metadata"]["resourceVersion"].clone())
+            .collect();
+        assert_eq!(versions, ["1", "2"], "refused, then decided from version 2");
+        let first_status = calls.iter().position(|c| c.path == STATUS).unwrap();
+        assert_eq!(calls[first_status + 1].line(), format!("GET {PARENT}"));
+        let applied_before_record = calls[..first_status]
+            .iter()
+            .chain(&calls[first_status + 1..first_status + 2])
+            .any(Call::is_write);
+        assert!(!applied_before_record, "{:?}", lines(&calls));
+        let sts_writes = calls
+            .iter()
+            .filter(|c| c.method == Method::PATCH && c.path.starts_with(STS))
+            .count();
+        assert_eq!(sts_writes, 1, "objects written once, after the record");
+        let new_revision_events = calls
+            .iter()
+            .filter(|c| c.path == EVENTS && c.body["reason"] == "NewRevision")
+            .count();
+        assert_eq!(new_revision_events, 1, "announced once");
+    }
+
+    #[tokio::test]
+    async fn a_cache_older_than_the_last_status_write_is_never_decided_from() {
+        let md = MineruDeployment::test();
+        let (client, calls) = ApiServer::default()
+            .with_parent(serde_json::to_value(&md).unwrap())
+            .start();
+        let ctx = context(client);
+        let cached = Arc::new(md);
+        reconcile(cached.clone(), ctx.clone()).await.unwrap();
+        // The watch has not delivered the status just written: the same version comes again.
+        reconcile(cached, ctx.clone()).await.unwrap();
+        drop(ctx);
+        let calls = calls.await.unwrap();
+        let second = calls
+            .iter()
+            .rposition(|c| c.line() == format!("GET {STS}"))
+            .unwrap();
+        assert_eq!(
+            calls[second - 1].line(),
+            format!("GET {PARENT}"),
+            "the current object is read before deciding: {:?}",
+            lines(&calls)
+        );
+        let status_writes = calls.iter().filter(|c| c.path == STATUS).count();
+        assert_eq!(
+            status_writes, 1,
+            "decided from the recorded status: no stale write, nothing to write again"
+        );
+        assert!(
+            !calls[second..]
+                .iter()
+                .any(|c| c.path == EVENTS && c.body["reason"] == "NewRevision"),
+            "nothing announced again"
+        );
+    }
+
+    #[tokio::test]
+    async fn commands_consumed_before_a_refused_status_write_are_acted_on_from_the_fresh_object() {
+        let (first, md) = settled().await;
+        let changed = md.with_worker_image("registry.example/mineru-worker:0.2.0");
+        let (result, second) = run(holding(&first), &changed).await;
+        result.unwrap();
+        let mut stepping = with_written_status(changed, &second);
+        stepping
+            .annotations_mut()
+            .insert(commands::PAUSE.to_owned(), String::new());
+        let history: Vec<Call> = first.into_iter().chain(second).collect();
+        let server = holding(&history).failing_once(Method::PATCH, STATUS, 409);
+        let (result, calls) = run(server, &stepping).await;
+        result.unwrap();
+        let consumed = calls
+            .iter()
+            .filter(|c| c.line() == format!("PATCH {PARENT}"))
+            .count();
+        assert_eq!(consumed, 1, "{:?}", lines(&calls));
+        let recorded = calls.iter().rfind(|c| c.path == STATUS).unwrap();
+        assert_eq!(recorded.body["status"]["paused"], true);
+        assert_eq!(recorded.body["metadata"]["resourceVersion"], "2");
     }
 
     #[tokio::test]

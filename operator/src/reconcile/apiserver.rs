@@ -1,5 +1,7 @@
 //! A scripted Kubernetes API server for call-sequence tests: it answers a kube `Client` through
 //! tower-test's mock service, records every call in order, and serves lists from fixed objects.
+//! The parent object is kept like the real server keeps it: writes to it bump its
+//! resourceVersion and are refused with 409 when they carry an older one.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -40,8 +42,9 @@ pub struct ApiServer {
     lists: BTreeMap<String, Vec<Value>>,
     /// Status codes to answer matching calls with, once each, in order.
     failures: VecDeque<(Method, String, u16)>,
-    /// The object whose status subresource is patched.
+    /// The object whose status subresource is patched, and its path.
     parent: Value,
+    parent_path: String,
     /// Objects answered to a GET of their exact path.
     objects: BTreeMap<String, Value>,
 }
@@ -75,9 +78,24 @@ impl ApiServer {
         self
     }
 
-    /// Answers status patches with `parent` carrying the patched status.
+    /// Keeps `parent` (a namespaced custom resource): served to a GET of its path, patched by
+    /// merge patches of it and of its status.
     pub fn with_parent(mut self, parent: Value) -> Self {
+        let kind = parent["kind"].as_str().unwrap_or_default().to_lowercase();
+        self.parent_path = format!(
+            "/apis/{}/namespaces/{}/{kind}s/{}",
+            parent["apiVersion"].as_str().unwrap_or_default(),
+            parent["metadata"]["namespace"].as_str().unwrap_or_default(),
+            parent["metadata"]["name"].as_str().unwrap_or_default(),
+        );
         self.parent = parent;
+        self
+    }
+
+    /// Moves the parent on to a newer version, as another writer would.
+    pub fn with_parent_changed(mut self, change: impl FnOnce(&mut Value)) -> Self {
+        change(&mut self.parent);
+        self.bump_parent_version();
         self
     }
 
@@ -122,21 +140,14 @@ impl ApiServer {
             .position(|(method, path, _)| *method == call.method && *path == call.path);
         if let Some(index) = failing {
             let (_, _, code) = self.failures.remove(index).unwrap();
-            let reason = match code {
-                404 => "NotFound",
-                409 => "Conflict",
-                422 => "Invalid",
-                _ => "InternalError",
-            };
-            let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": format!("scripted {code}"), "reason": reason, "code": code});
-            return (StatusCode::from_u16(code).unwrap(), status);
+            return failure(code);
         }
         let ok = StatusCode::OK;
         match call.method {
             Method::GET if self.objects.contains_key(&call.path) => {
                 (ok, self.objects[&call.path].clone())
             }
+            Method::GET if call.path == self.parent_path => (ok, self.parent.clone()),
             Method::GET => {
                 let plural = call.path.rsplit('/').next().unwrap_or_default();
                 let items = self.lists.get(plural).cloned().unwrap_or_default();
@@ -149,13 +160,69 @@ impl ApiServer {
                 ok,
                 json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
             ),
-            Method::PATCH if call.path.ends_with("/status") => {
-                let mut parent = self.parent.clone();
-                parent["status"] = call.body["status"].clone();
-                (ok, parent)
+            Method::PATCH
+                if call.path == self.parent_path
+                    || call.path == format!("{}/status", self.parent_path) =>
+            {
+                let expected = &call.body["metadata"]["resourceVersion"];
+                if !expected.is_null() && *expected != self.parent["metadata"]["resourceVersion"] {
+                    return failure(409);
+                }
+                if call.path.ends_with("/status") {
+                    self.parent["status"] = call.body["status"].clone();
+                } else {
+                    let mut patch = call.body.clone();
+                    if let Some(metadata) = patch["metadata"].as_object_mut() {
+                        metadata.remove("resourceVersion");
+                    }
+                    merge(&mut self.parent, &patch);
+                }
+                self.bump_parent_version();
+                (ok, self.parent.clone())
             }
             // Apply, create and replace answer with what was sent.
             _ => (ok, call.body.clone()),
+        }
+    }
+
+    fn bump_parent_version(&mut self) {
+        let version = &mut self.parent["metadata"]["resourceVersion"];
+        let next = version
+            .as_str()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
+        *version = Value::String(next.to_string());
+    }
+}
+
+/// A Status answer with `code`.
+fn failure(code: u16) -> (StatusCode, Value) {
+    let reason = match code {
+        404 => "NotFound",
+        409 => "Conflict",
+        422 => "Invalid",
+        _ => "InternalError",
+    };
+    let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("scripted {code}"), "reason": reason, "code": code});
+    (StatusCode::from_u16(code).unwrap(), status)
+}
+
+/// Applies a JSON merge patch (RFC 7386).
+fn merge(target: &mut Value, patch: &Value) {
+    let Some(fields) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    for (key, value) in fields {
+        if value.is_null() {
+            target.as_object_mut().unwrap().remove(key);
+        } else {
+            merge(&mut target[key.as_str()], value);
         }
     }
 }

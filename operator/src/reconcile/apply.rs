@@ -1,22 +1,31 @@
 //! The one place objects are written: server-side apply of what differs, then orphan cleanup.
 //!
-//! Every owned object is applied through [`ChildSet::apply`], which skips the write when the
-//! observed object carries the hash of the same desired object and no other writer has taken
-//! over a field we set ([`drift`]), and remembers what it applied; [`ChildSet::delete_orphans`]
-//! then deletes owned objects not applied this round. The hash and field ownership (rather than
+//! [`ChildSet::list_all`] reads every owned object into [`Children`]; [`ChildSet::apply_all`]
+//! applies each desired object, skipping the write when the observed object carries the hash of
+//! the same desired object and no other writer has taken over a field we set ([`drift`]), and
+//! remembers what it applied; [`ChildSet::delete_all_orphans`] then deletes owned objects not
+//! applied this round. The hash and field ownership (rather than
 //! a field-by-field comparison) keep steady state write-free even where the API server
 //! normalizes what it stores (quantities, defaults).
 
 use std::{collections::BTreeSet, fmt::Debug, future::Future};
 
-use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::{
+    NamespaceResourceScope,
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        core::v1::Service,
+        networking::v1::NetworkPolicy,
+        policy::v1::PodDisruptionBudget,
+    },
+};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions},
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{Owner, drift};
+use super::{DesiredObjects, Owner, drift};
 use crate::error::{Error, Result};
 use crate::{labels, revision};
 
@@ -32,6 +41,21 @@ pub struct ApplyReport {
     pub updated: Vec<String>,
     /// Owned objects no longer desired.
     pub deleted: Vec<String>,
+}
+
+/// The owned objects of one MineruDeployment as listed at the start of a reconcile.
+#[derive(Clone, Debug, Default)]
+pub struct Children {
+    /// vLLM StatefulSets, one per model revision.
+    pub statefulsets: Vec<StatefulSet>,
+    /// Worker Deployments, one per worker revision.
+    pub deployments: Vec<Deployment>,
+    /// Services of both tiers and the entry Service.
+    pub services: Vec<Service>,
+    /// The GPU tier's fence.
+    pub network_policies: Vec<NetworkPolicy>,
+    /// One per tier.
+    pub pdbs: Vec<PodDisruptionBudget>,
 }
 
 /// The objects one MineruDeployment owns, and what this reconcile did to them.
@@ -62,9 +86,50 @@ impl ChildSet {
         &self.report
     }
 
+    /// Every owned object, of each kind.
+    pub async fn list_all(&self) -> Result<Children> {
+        Ok(Children {
+            statefulsets: self.list().await?,
+            deployments: self.list().await?,
+            services: self.list().await?,
+            network_policies: self.list().await?,
+            pdbs: self.list().await?,
+        })
+    }
+
+    /// Applies every desired object that `observed` does not already hold. New objects come
+    /// before [`ChildSet::delete_all_orphans`], so a replaced revision is never the only one gone.
+    pub async fn apply_all(&mut self, desired: DesiredObjects, observed: &Children) -> Result<()> {
+        for object in desired.statefulsets {
+            self.apply(object, &observed.statefulsets).await?;
+        }
+        for object in desired.services {
+            self.apply(object, &observed.services).await?;
+        }
+        for object in desired.deployments {
+            self.apply(object, &observed.deployments).await?;
+        }
+        for object in desired.network_policies {
+            self.apply(object, &observed.network_policies).await?;
+        }
+        for object in desired.pdbs {
+            self.apply(object, &observed.pdbs).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every observed object not applied this round: workers before the vLLM they call.
+    pub async fn delete_all_orphans(&mut self, observed: &Children) -> Result<()> {
+        self.delete_orphans(&observed.deployments).await?;
+        self.delete_orphans(&observed.statefulsets).await?;
+        self.delete_orphans(&observed.services).await?;
+        self.delete_orphans(&observed.network_policies).await?;
+        self.delete_orphans(&observed.pdbs).await
+    }
+
     /// The owned objects of kind `K`: labelled as ours and controlled by this owner's uid (the
     /// label alone could be copied onto someone else's object).
-    pub async fn list<K>(&self) -> Result<Vec<K>>
+    async fn list<K>(&self) -> Result<Vec<K>>
     where
         K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
             + Clone
@@ -89,7 +154,7 @@ impl ChildSet {
     }
 
     /// Applies `desired` unless `observed` (this kind's owned objects) already holds it.
-    pub async fn apply<K>(&mut self, mut desired: K, observed: &[K]) -> Result<()>
+    async fn apply<K>(&mut self, mut desired: K, observed: &[K]) -> Result<()>
     where
         K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
             + Clone
@@ -138,7 +203,7 @@ impl ChildSet {
     }
 
     /// Deletes the observed objects of this kind that were not applied this round.
-    pub async fn delete_orphans<K>(&mut self, observed: &[K]) -> Result<()>
+    async fn delete_orphans<K>(&mut self, observed: &[K]) -> Result<()>
     where
         K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
             + Clone
