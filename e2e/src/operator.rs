@@ -66,8 +66,9 @@ pub fn start(
         .env("KUBECONFIG", plane.operator_kubeconfig())
         .env("RUST_LOG", "info,mineru_operator=debug")
         .args(["--identity", name, "--namespace", OPERATOR_NAMESPACE])
-        // A killed leader's Lease must expire quickly for its successor in restart tests.
-        .args(["--lease-duration-seconds", "3"])
+        // Short, so a killed leader's successor takes over quickly; long enough that renewals
+        // (each with a third of the 4 s renew deadline) survive a busy 2-core machine.
+        .args(["--lease-duration-seconds", "6"])
         .arg(format!("--listen=127.0.0.1:{}", free_port()?));
     if let Some(path) = service_map {
         operator.arg("--service-map").arg(path);

@@ -71,6 +71,33 @@ impl Supervised {
         let _ = self.child.wait();
     }
 
+    /// Freezes the process group (SIGSTOP), as a stalled node or a debugger would.
+    pub fn freeze(&self) {
+        signal_group(&self.child, libc::SIGSTOP);
+    }
+
+    /// Lets a frozen process group run again (SIGCONT).
+    pub fn thaw(&self) {
+        signal_group(&self.child, libc::SIGCONT);
+    }
+
+    /// Waits up to `budget` for the process to exit; true if it did.
+    pub fn exits_within(&mut self, budget: Duration) -> bool {
+        let deadline = std::time::Instant::now() + budget;
+        while std::time::Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// The process's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// Sends SIGTERM and waits up to `grace` before SIGKILL.
     pub fn stop(&mut self, grace: Duration) {
         if matches!(self.child.try_wait(), Ok(Some(_))) {

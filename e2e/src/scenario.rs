@@ -383,15 +383,23 @@ impl Scenario {
         if let Some(mut old) = self.operator.take() {
             old.kill();
         }
-        self.operator = Some(
-            operator::start(
-                &self.plane,
-                name,
-                Some(&self.service_map),
-                self.operator_args,
-            )
-            .unwrap(),
-        );
+        self.operator = Some(self.start_operator(name));
+    }
+
+    /// Another operator replica, as the scenario runs its own, beside it.
+    pub fn start_operator(&self, name: &str) -> Supervised {
+        operator::start(
+            &self.plane,
+            name,
+            Some(&self.service_map),
+            self.operator_args,
+        )
+        .unwrap()
+    }
+
+    /// The scenario's own operator replica, handed over (its liveness no longer checked).
+    pub fn take_operator(&mut self) -> Supervised {
+        self.operator.take().expect("the scenario runs an operator")
     }
 
     pub fn apply(&self, manifest: &str) {

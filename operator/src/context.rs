@@ -8,12 +8,16 @@ use std::{
 };
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
-use kube::{
-    Client,
-    runtime::events::{Recorder, Reporter},
-};
+use kube::Client;
 
-use crate::{drive::RolloutIo, labels, metrics::Metrics, reconcile::Settings};
+use crate::{
+    drive::RolloutIo,
+    error::{Error, Result},
+    leader::Leadership,
+    metrics::Metrics,
+    reconcile::Settings,
+    recorder::Recorder,
+};
 
 /// First retry delay after a failed reconcile.
 const BACKOFF_BASE: Duration = Duration::from_secs(5);
@@ -37,6 +41,8 @@ pub struct Context {
     pub clock: fn() -> Time,
     /// Versions of each object this operator has written past.
     pub outdated: OutdatedVersions,
+    /// Whether this replica may write (leader election).
+    pub leadership: Arc<Leadership>,
     failures: Mutex<HashMap<(String, String), u32>>,
 }
 
@@ -50,19 +56,31 @@ impl Context {
         rollout_io: RolloutIo,
         clock: fn() -> Time,
     ) -> Self {
-        let reporter = Reporter {
-            controller: labels::MANAGER.into(),
-            instance,
-        };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Recorder::new(client.clone(), instance),
             client,
             metrics,
             settings,
             rollout_io,
             clock,
             outdated: OutdatedVersions::default(),
+            leadership: Arc::new(Leadership::unconditional()),
             failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// This context, writing only while `leadership` holds.
+    pub fn with_leadership(mut self, leadership: Arc<Leadership>) -> Self {
+        self.leadership = leadership;
+        self
+    }
+
+    /// Fails with [`Error::NotLeading`] unless this replica may write now.
+    pub fn ensure_leading(&self) -> Result<()> {
+        if self.leadership.holds() {
+            Ok(())
+        } else {
+            Err(Error::NotLeading)
         }
     }
 

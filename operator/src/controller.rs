@@ -20,7 +20,6 @@ use kube::{
     runtime::{
         Controller,
         controller::{self, Action},
-        events::Event,
         watcher,
     },
 };
@@ -356,6 +355,9 @@ async fn reconcile_objects(
     // between loses a command rather than applying it twice. Both writes carry the
     // resourceVersion the decision was made from, so a decision from an outdated object is
     // refused and made again from the current one.
+    // Checked before each phase of writes: a replica whose renewal is overdue (frozen, cut off)
+    // may no longer be the leader, and writes nothing.
+    ctx.ensure_leading()?;
     let mut version = md.resource_version();
     if !requested.is_empty() {
         match consume_commands(ctx, md, &requested.consumed, version.as_deref()).await? {
@@ -374,6 +376,7 @@ async fn reconcile_objects(
 
     // Act, from what was recorded.
     let acted = async {
+        ctx.ensure_leading()?;
         children.apply_all(desired, &observed_children).await?;
         route_traffic(ctx, md, &owner, &decision.plan).await?;
         children.delete_all_orphans(&observed_children).await
@@ -429,15 +432,8 @@ fn outdated(ctx: &Context, md: &MineruDeployment, carried: commands::Requested) 
 async fn publish(ctx: &Context, md: &MineruDeployment, notices: Vec<events::Notice>) {
     let reference = md.object_ref(&());
     for notice in notices {
-        let event = Event {
-            type_: notice.type_,
-            reason: notice.reason.into(),
-            note: Some(notice.note),
-            action: notice.action.into(),
-            secondary: None,
-        };
         // An Event is information, not state: failing to publish one must not fail the reconcile.
-        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+        if let Err(error) = ctx.recorder.publish(&notice, &reference).await {
             tracing::warn!(reason = notice.reason, %error, "publishing event failed");
         }
     }
@@ -1055,6 +1051,23 @@ mod tests {
         let (result, calls) = run(server, &md).await;
         assert!(result.is_err());
         assert_eq!(writes(&calls), [format!("PATCH {STATUS}")]);
+    }
+
+    #[tokio::test]
+    async fn a_replica_whose_leadership_lapsed_writes_nothing() {
+        let md = MineruDeployment::test();
+        let (client, calls) = ApiServer::default()
+            .with_parent(serde_json::to_value(&md).unwrap())
+            .start();
+        let lapsed = Arc::new(crate::leader::Leadership::elected(Duration::from_secs(10)));
+        let ctx = Arc::new(
+            Arc::into_inner(context(client))
+                .unwrap()
+                .with_leadership(lapsed),
+        );
+        let error = reconcile(Arc::new(md), ctx).await.unwrap_err();
+        assert!(matches!(error, Error::NotLeading), "{error}");
+        assert_eq!(writes(&calls.await.unwrap()), Vec::<String>::new());
     }
 
     #[tokio::test]

@@ -57,6 +57,20 @@ pub enum Error {
         source: Box<kube::Error>,
     },
 
+    /// A Lease call did not answer within its timeout: a hung call must not keep a leader alive.
+    #[error("leader election on Lease {lease}: no answer within {timeout:?}")]
+    LeaseUnanswered {
+        /// `namespace/name` of the Lease.
+        lease: String,
+        /// How long the call was given.
+        timeout: std::time::Duration,
+    },
+
+    /// This replica's leadership is not known to be current (renewal overdue), so it writes
+    /// nothing until it is.
+    #[error("not leading: the Lease was not renewed within the renew deadline")]
+    NotLeading,
+
     /// Leadership was lost while reconciling; the process stops so that only one replica acts.
     #[error("lost leadership of Lease {lease} (now held by {holder})")]
     LeadershipLost {
@@ -82,7 +96,8 @@ impl Error {
             Error::InvalidSpec { .. } => "invalid_spec".to_owned(),
             Error::Serialize { .. } => "serialize".to_owned(),
             Error::Traffic(_) => "traffic".to_owned(),
-            Error::Lease { .. } => "lease".to_owned(),
+            Error::Lease { .. } | Error::LeaseUnanswered { .. } => "lease".to_owned(),
+            Error::NotLeading => "not_leading".to_owned(),
             Error::LeadershipLost { .. } => "leadership_lost".to_owned(),
         }
     }

@@ -3,13 +3,22 @@
 //! The decision is pure ([`decide`], [`next_spec`]); [`Elector`] reads and writes the Lease
 //! with optimistic concurrency (replace at the read resourceVersion), so two candidates racing
 //! for an expired Lease cannot both win: the loser gets 409 and stays a follower.
+//!
+//! Every duration is measured on this replica's monotonic clock from what it observed, never by
+//! comparing the holder's `renewTime` with the local wall clock (clocks of two nodes differ): a
+//! follower takes over once the Lease record has not changed for a whole lease duration, and a
+//! leader stops writing ([`Leadership::holds`]) once a renew deadline, shorter than the lease,
+//! has passed since the start of its last successful renewal. Each Lease call has a timeout, so
+//! a hung call cannot keep a zombie leader writing.
 
-use std::time::Duration;
+use std::{sync::Mutex, time::Duration};
+
+use tokio::time::Instant;
 
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
-    jiff::{SignedDuration, Timestamp},
+    jiff::Timestamp,
 };
 use kube::{
     Api, Client,
@@ -41,8 +50,9 @@ pub enum Claim {
     Renew,
 }
 
-/// Decides from the Lease's spec (`None`: no Lease object) at `now`.
-pub fn decide(lease: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Decision {
+/// Decides from the Lease's spec (`None`: no Lease object), `unchanged_for` being how long this
+/// candidate has seen the very same record: the holder is alive while it keeps renewing.
+pub fn decide(lease: Option<&LeaseSpec>, identity: &str, unchanged_for: Duration) -> Decision {
     let Some(spec) = lease else {
         return Decision::Claim(Claim::Create);
     };
@@ -50,15 +60,67 @@ pub fn decide(lease: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Deci
     if holder == identity {
         return Decision::Claim(Claim::Renew);
     }
-    let expires = spec.renew_time.as_ref().map(|renewed| {
-        let seconds = i64::from(spec.lease_duration_seconds.unwrap_or(0));
-        renewed.0 + SignedDuration::from_secs(seconds)
-    });
-    match expires {
-        Some(expires) if !holder.is_empty() && expires > now => Decision::Follow {
+    let lease =
+        Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0));
+    if !holder.is_empty() && unchanged_for < lease {
+        Decision::Follow {
             holder: holder.to_owned(),
-        },
-        _ => Decision::Claim(Claim::Acquire),
+        }
+    } else {
+        Decision::Claim(Claim::Acquire)
+    }
+}
+
+/// The renew deadline for a lease of `lease`: two thirds of it, so a leader that cannot renew
+/// stops writing a third of a lease before any follower may take over.
+pub fn renew_deadline(lease: Duration) -> Duration {
+    lease * 2 / 3
+}
+
+/// Whether this replica may write, shared by the elector and the controller.
+#[derive(Debug)]
+pub struct Leadership {
+    /// `None`: no election (a single replica); always held.
+    deadline: Option<Duration>,
+    renewal_started: Mutex<Option<Instant>>,
+}
+
+impl Leadership {
+    /// No election: this replica always leads.
+    pub fn unconditional() -> Self {
+        Leadership {
+            deadline: None,
+            renewal_started: Mutex::new(None),
+        }
+    }
+
+    /// Held for `deadline` after the start of each successful renewal; not held yet.
+    pub fn elected(deadline: Duration) -> Self {
+        Leadership {
+            deadline: Some(deadline),
+            renewal_started: Mutex::new(None),
+        }
+    }
+
+    /// A renewal that was sent at `started` succeeded. The start, not the answer, counts: the
+    /// Lease may have been written as soon as the call left.
+    pub fn renewed(&self, started: Instant) {
+        *self
+            .renewal_started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(started);
+    }
+
+    /// True while the last successful renewal started less than the renew deadline ago.
+    pub fn holds(&self) -> bool {
+        let Some(deadline) = self.deadline else {
+            return true;
+        };
+        let started = *self
+            .renewal_started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        started.is_some_and(|started| started.elapsed() < deadline)
     }
 }
 
@@ -97,6 +159,8 @@ pub struct Elector {
     name: String,
     identity: String,
     duration: Duration,
+    /// The Lease record last read and when it was first seen so, on the monotonic clock.
+    observed: Mutex<Option<(LeaseSpec, Instant)>>,
 }
 
 impl Elector {
@@ -113,6 +177,34 @@ impl Elector {
             name: name.to_owned(),
             identity: identity.to_owned(),
             duration,
+            observed: Mutex::new(None),
+        }
+    }
+
+    /// The lease duration this candidate writes.
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// Longest a Lease call may take: a third of the renew deadline, so a hung call still leaves
+    /// time for another attempt before leadership lapses.
+    pub fn call_timeout(&self) -> Duration {
+        renew_deadline(self.duration) / 3
+    }
+
+    /// How long `spec` has been the record this candidate sees.
+    fn unchanged_for(&self, spec: Option<&LeaseSpec>) -> Duration {
+        let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+        match (&*observed, spec) {
+            (Some((seen, since)), Some(spec)) if seen == spec => since.elapsed(),
+            (_, Some(spec)) => {
+                *observed = Some((spec.clone(), Instant::now()));
+                Duration::ZERO
+            }
+            (_, None) => {
+                *observed = None;
+                Duration::ZERO
+            }
         }
     }
 
@@ -121,15 +213,16 @@ impl Elector {
         &self.identity
     }
 
-    /// One round at `now`: read, decide, write. Ok(holder): who holds the Lease afterwards.
+    /// One round, each call under [`Elector::call_timeout`]: read, decide, write; `now` is the
+    /// renewTime written (for others to see a change, never compared). Ok(holder): who holds
+    /// the Lease afterwards.
     pub async fn round(&self, now: Timestamp) -> Result<String> {
         let lease = self
-            .api
-            .get_opt(&self.name)
-            .await
+            .answered(self.api.get_opt(&self.name))
+            .await?
             .map_err(|e| self.error(e))?;
         let spec = lease.as_ref().and_then(|l| l.spec.as_ref());
-        let claim = match decide(spec, &self.identity, now) {
+        let claim = match decide(spec, &self.identity, self.unchanged_for(spec)) {
             Decision::Claim(claim) => claim,
             Decision::Follow { holder } => return Ok(holder),
         };
@@ -143,14 +236,14 @@ impl Elector {
                     },
                     spec: Some(next),
                 };
-                self.api.create(&PostParams::default(), &lease).await
+                self.answered(self.api.create(&PostParams::default(), &lease))
+                    .await?
             }
             Some(mut lease) => {
                 lease.spec = Some(next);
                 // resourceVersion stays the one read: a concurrent writer makes this a 409.
-                self.api
-                    .replace(&self.name, &PostParams::default(), &lease)
-                    .await
+                self.answered(self.api.replace(&self.name, &PostParams::default(), &lease))
+                    .await?
             }
         };
         match written {
@@ -162,12 +255,21 @@ impl Elector {
         }
     }
 
+    /// `call`'s answer, or [`Error::LeaseUnanswered`] after [`Elector::call_timeout`].
+    async fn answered<T>(&self, call: impl std::future::Future<Output = T>) -> Result<T> {
+        tokio::time::timeout(self.call_timeout(), call)
+            .await
+            .map_err(|_| Error::LeaseUnanswered {
+                lease: self.lease_name(),
+                timeout: self.call_timeout(),
+            })
+    }
+
     /// Gives the Lease up so a standby takes over at once instead of after it expires.
     pub async fn release(&self) -> Result<()> {
         let Some(mut lease) = self
-            .api
-            .get_opt(&self.name)
-            .await
+            .answered(self.api.get_opt(&self.name))
+            .await?
             .map_err(|e| self.error(e))?
         else {
             return Ok(());
@@ -179,36 +281,72 @@ impl Elector {
             return Ok(());
         }
         spec.holder_identity = None;
-        self.api
-            .replace(&lease.name_any(), &PostParams::default(), &lease)
-            .await
-            .map_err(|e| self.error(e))?;
+        self.answered(
+            self.api
+                .replace(&lease.name_any(), &PostParams::default(), &lease),
+        )
+        .await?
+        .map_err(|e| self.error(e))?;
         Ok(())
     }
 
+    /// Rounds every `period` until this candidate holds the Lease (true, `leadership` renewed)
+    /// or `stop` resolves (false).
+    pub async fn acquire(
+        &self,
+        leadership: &Leadership,
+        period: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> bool {
+        let mut ticks = tokio::time::interval(period);
+        tokio::pin!(stop);
+        let mut follows = String::new();
+        loop {
+            tokio::select! {
+                () = &mut stop => return false,
+                _ = ticks.tick() => {}
+            }
+            let started = Instant::now();
+            match self.round(Timestamp::now()).await {
+                Ok(holder) if holder == self.identity => {
+                    leadership.renewed(started);
+                    return true;
+                }
+                Ok(holder) if holder != follows => {
+                    tracing::info!(leader = %holder, "standing by");
+                    follows = holder;
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "leader election round failed"),
+            }
+        }
+    }
+
     /// Renews every `period` until `stop` resolves; fails with [`Error::LeadershipLost`] when the
-    /// Lease went to someone else or could not be renewed before it expired.
+    /// Lease went to someone else or was not renewed within the renew deadline — also when this
+    /// process was frozen past it, which is noticed before any renewal is tried.
     pub async fn keep(
         &self,
+        leadership: &Leadership,
         period: Duration,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<()> {
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_renewal = tokio::time::Instant::now();
         tokio::pin!(stop);
         loop {
             tokio::select! {
                 () = &mut stop => return Ok(()),
                 _ = ticks.tick() => {}
             }
+            if !leadership.holds() {
+                return Err(self.lost("nobody (not renewed within the renew deadline)".into()));
+            }
+            let started = Instant::now();
             match self.round(Timestamp::now()).await {
-                Ok(holder) if holder == self.identity => last_renewal = tokio::time::Instant::now(),
+                Ok(holder) if holder == self.identity => leadership.renewed(started),
                 Ok(holder) => return Err(self.lost(holder)),
-                Err(error) if last_renewal.elapsed() < self.duration => {
-                    tracing::warn!(%error, "renewing the lease failed; retrying");
-                }
-                Err(_) => return Err(self.lost("nobody (renewal failed until expiry)".into())),
+                Err(error) => tracing::warn!(%error, "renewing the lease failed; retrying"),
             }
         }
     }
@@ -257,31 +395,43 @@ mod tests {
         }
     }
 
+    const LEASE_LIFE: Duration = Duration::from_secs(15);
+
     #[test]
     fn no_lease_is_created() {
-        assert_eq!(decide(None, "a", at(100)), Decision::Claim(Claim::Create));
+        assert_eq!(
+            decide(None, "a", Duration::ZERO),
+            Decision::Claim(Claim::Create)
+        );
     }
 
     #[test]
     fn own_lease_is_renewed() {
         assert_eq!(
-            decide(Some(&held_by("a", 0)), "a", at(100)),
+            decide(Some(&held_by("a", 0)), "a", LEASE_LIFE * 10),
             Decision::Claim(Claim::Renew)
         );
     }
 
     #[test]
-    fn a_live_lease_of_another_is_followed() {
-        let decision = decide(Some(&held_by("b", 90)), "a", at(100));
-        assert_eq!(decision, Decision::Follow { holder: "b".into() });
+    fn a_lease_of_another_is_followed_until_it_went_unchanged_for_its_duration() {
+        let lease = held_by("b", 90);
+        let follow = Decision::Follow { holder: "b".into() };
+        assert_eq!(
+            decide(Some(&lease), "a", LEASE_LIFE - Duration::from_millis(1)),
+            follow
+        );
+        assert_eq!(
+            decide(Some(&lease), "a", LEASE_LIFE),
+            Decision::Claim(Claim::Acquire)
+        );
     }
 
     #[test]
-    fn an_expired_lease_is_acquired() {
-        assert_eq!(
-            decide(Some(&held_by("b", 80)), "a", at(100)),
-            Decision::Claim(Claim::Acquire)
-        );
+    fn the_holders_renew_time_is_never_compared_with_the_local_clock() {
+        // Renewed at second 0 by the holder's clock: a newly seen record is live all the same.
+        let decision = decide(Some(&held_by("b", 0)), "a", Duration::ZERO);
+        assert_eq!(decision, Decision::Follow { holder: "b".into() });
     }
 
     #[test]
@@ -289,9 +439,26 @@ mod tests {
         let mut released = held_by("b", 99);
         released.holder_identity = None;
         assert_eq!(
-            decide(Some(&released), "a", at(100)),
+            decide(Some(&released), "a", Duration::ZERO),
             Decision::Claim(Claim::Acquire)
         );
+    }
+
+    #[test]
+    fn the_renew_deadline_is_shorter_than_the_lease() {
+        assert_eq!(renew_deadline(LEASE_LIFE), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leadership_lapses_at_the_renew_deadline_after_the_renewal_started() {
+        let leadership = Leadership::elected(Duration::from_secs(10));
+        assert!(!leadership.holds(), "not held before the first renewal");
+        leadership.renewed(Instant::now());
+        tokio::time::advance(Duration::from_millis(9_999)).await;
+        assert!(leadership.holds());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(!leadership.holds());
+        assert!(Leadership::unconditional().holds());
     }
 
     #[test]
@@ -343,13 +510,7 @@ mod tests {
     async fn a_missing_lease_is_created_by_the_first_candidate() {
         let server = ApiServer::default().failing_once(Method::GET, LEASE, 404);
         let (client, calls) = server.start();
-        let elector = Elector::new(
-            client,
-            "ops",
-            "mineru-operator",
-            "a",
-            Duration::from_secs(15),
-        );
+        let elector = elector(client);
         assert_eq!(elector.round(at(100)).await.unwrap(), "a");
         drop(elector);
         let calls = calls.await.unwrap();
@@ -368,51 +529,110 @@ mod tests {
     async fn a_live_lease_of_another_is_left_alone() {
         let server = ApiServer::default().with_object(LEASE, lease_json(&held_by("b", 95)));
         let (client, calls) = server.start();
-        let elector = Elector::new(
-            client,
-            "ops",
-            "mineru-operator",
-            "a",
-            Duration::from_secs(15),
-        );
+        let elector = elector(client);
         assert_eq!(elector.round(at(100)).await.unwrap(), "b");
         drop(elector);
         assert!(calls.await.unwrap().iter().all(|c| !c.is_write()));
     }
 
-    #[tokio::test]
+    fn elector(client: Client) -> Elector {
+        Elector::new(client, "ops", "mineru-operator", "a", LEASE_LIFE)
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn losing_the_race_for_an_expired_lease_leaves_a_follower() {
         let server = ApiServer::default()
             .with_object(LEASE, lease_json(&held_by("b", 10)))
             .failing_once(Method::PUT, LEASE, 409);
         let (client, calls) = server.start();
-        let elector = Elector::new(
-            client,
-            "ops",
-            "mineru-operator",
-            "a",
-            Duration::from_secs(15),
-        );
-        assert_ne!(elector.round(at(100)).await.unwrap(), "a");
+        let elector = elector(client);
+        assert_eq!(elector.round(at(100)).await.unwrap(), "b", "newly seen");
+        tokio::time::advance(LEASE_LIFE).await;
+        assert_ne!(elector.round(at(115)).await.unwrap(), "a");
         drop(elector);
         let calls = calls.await.unwrap();
+        let lines: Vec<_> = calls.iter().map(|c| c.line()).collect();
         assert_eq!(
-            calls[1].body["metadata"]["resourceVersion"], "7",
+            lines,
+            [
+                format!("GET {LEASE}"),
+                format!("GET {LEASE}"),
+                format!("PUT {LEASE}")
+            ]
+        );
+        assert_eq!(
+            calls[2].body["metadata"]["resourceVersion"], "7",
             "replace is conditional on what was read"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_call_that_never_answers_times_out() {
+        let (service, _never_answered) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let elector = elector(Client::new(service, "default"));
+        let error = elector.round(at(100)).await.unwrap_err();
+        assert!(
+            matches!(error, Error::LeaseUnanswered { timeout, .. } if timeout < renew_deadline(LEASE_LIFE)),
+            "{error}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_frozen_past_its_renew_deadline_gives_up_before_writing() {
+        let (client, calls) = ApiServer::default()
+            .with_object(LEASE, lease_json(&held_by("a", 95)))
+            .start();
+        let elector = elector(client);
+        let leadership = Leadership::elected(renew_deadline(LEASE_LIFE));
+        leadership.renewed(Instant::now());
+        // As if SIGSTOPped: the monotonic clock ran on while nothing did.
+        tokio::time::advance(renew_deadline(LEASE_LIFE)).await;
+        let kept = elector
+            .keep(&leadership, Duration::from_secs(2), std::future::pending())
+            .await;
+        assert!(
+            matches!(kept, Err(Error::LeadershipLost { .. })),
+            "{kept:?}"
+        );
+        drop(elector);
+        assert!(calls.await.unwrap().is_empty(), "no Lease call once lapsed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_keeps_renewing_while_its_renewals_succeed() {
+        let (client, calls) = ApiServer::default()
+            .with_object(LEASE, lease_json(&held_by("a", 95)))
+            .start();
+        let elector = elector(client);
+        let leadership = Leadership::elected(renew_deadline(LEASE_LIFE));
+        leadership.renewed(Instant::now());
+        let kept = elector
+            .keep(
+                &leadership,
+                Duration::from_secs(2),
+                tokio::time::sleep(Duration::from_secs(30)),
+            )
+            .await;
+        assert!(kept.is_ok(), "{kept:?}");
+        assert!(leadership.holds());
+        drop(elector);
+        let renewals = calls
+            .await
+            .unwrap()
+            .iter()
+            .filter(|c| c.method == Method::PUT)
+            .count();
+        assert!(renewals >= 14, "every 2 s for 30 s: {renewals}");
     }
 
     #[tokio::test]
     async fn release_clears_the_holder_only_when_it_is_us() {
         let server = ApiServer::default().with_object(LEASE, lease_json(&held_by("a", 95)));
         let (client, calls) = server.start();
-        let elector = Elector::new(
-            client,
-            "ops",
-            "mineru-operator",
-            "a",
-            Duration::from_secs(15),
-        );
+        let elector = elector(client);
         elector.release().await.unwrap();
         drop(elector);
         let calls = calls.await.unwrap();

@@ -21,6 +21,7 @@ pub mod probes;
 pub mod quality;
 pub mod quality_rounds;
 pub mod reconcile;
+pub mod recorder;
 pub mod revision;
 pub mod rollout;
 pub mod sources;
