@@ -1,5 +1,5 @@
-//! The kube-runtime Controller: watches MineruDeployments and what they own, and reconciles
-//! each into its objects and status.
+//! The kube-runtime Controller: watches MineruDeployments and what they own, and runs each
+//! reconcile as observe → decide → record → act → announce (docs/adr/0011).
 
 use std::{future::Future, sync::Arc, time::Duration, time::Instant};
 
@@ -11,7 +11,6 @@ use k8s_openapi::{
         networking::v1::NetworkPolicy,
         policy::v1::PodDisruptionBudget,
     },
-    apimachinery::pkg::apis::meta::v1::Time,
     jiff::Timestamp,
 };
 use kube::{
@@ -28,7 +27,7 @@ use serde_json::json;
 use tracing::{Instrument, field};
 
 use crate::{
-    WORKER_PORT, commands,
+    commands,
     context::Context,
     drive,
     error::{Error, Result},
@@ -38,114 +37,12 @@ use crate::{
     reconcile::{
         DesiredObjects, Owner, SpecRevisions, Topology, apply::ChildSet, events, recorded_templates,
     },
-    rollout::{EventReason, Notification, Plan},
-    traffic::httproute::{self, Backends},
+    rollout::EventReason,
+    traffic,
 };
 
 /// How often an unchanged object is looked at again; changes of owned objects trigger sooner.
 const RESYNC: Duration = Duration::from_secs(600);
-
-/// One API permission the operator uses; the ClusterRole must grant exactly these.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ApiAccess {
-    /// API group, `""` for core.
-    pub group: &'static str,
-    /// Resource, with `/subresource` where one is used.
-    pub resource: &'static str,
-    /// Verbs, sorted.
-    pub verbs: &'static [&'static str],
-}
-
-/// Owned kinds are listed (reconcile and watches), applied (server-side apply is a patch that
-/// may create) and deleted (orphans).
-const OWNED_VERBS: &[&str] = &["create", "delete", "list", "patch", "watch"];
-
-/// Every API call the operator makes, by resource.
-pub const API_ACCESS: &[ApiAccess] = &[
-    // Watched and reconciled; patched to consume manual-control annotations.
-    ApiAccess {
-        group: "mineru.dev",
-        resource: "minerudeployments",
-        verbs: &["list", "patch", "watch"],
-    },
-    ApiAccess {
-        group: "mineru.dev",
-        resource: "minerudeployments/status",
-        verbs: &["patch"],
-    },
-    ApiAccess {
-        group: "apps",
-        resource: "statefulsets",
-        verbs: OWNED_VERBS,
-    },
-    ApiAccess {
-        group: "apps",
-        resource: "deployments",
-        verbs: OWNED_VERBS,
-    },
-    ApiAccess {
-        group: "",
-        resource: "services",
-        verbs: OWNED_VERBS,
-    },
-    ApiAccess {
-        group: "networking.k8s.io",
-        resource: "networkpolicies",
-        verbs: OWNED_VERBS,
-    },
-    ApiAccess {
-        group: "policy",
-        resource: "poddisruptionbudgets",
-        verbs: OWNED_VERBS,
-    },
-    // vLLM pods: restarts and GPU scheduling, for the rollout engine.
-    ApiAccess {
-        group: "",
-        resource: "pods",
-        verbs: &["list"],
-    },
-    // GPU capacity for a canary vLLM: allocatable GPUs per node, and the pods using them.
-    ApiAccess {
-        group: "",
-        resource: "nodes",
-        verbs: &["list"],
-    },
-    // Migration preflight: the legacy Service must exist before the rollout relies on it.
-    ApiAccess {
-        group: "",
-        resource: "services",
-        verbs: &["get"],
-    },
-    // The API key (warm-up), Prometheus credentials and the webhook token.
-    ApiAccess {
-        group: "",
-        resource: "secrets",
-        verbs: &["get"],
-    },
-    // Golden documents of the quality gate: one ConfigMap by name, or several by label.
-    ApiAccess {
-        group: "",
-        resource: "configmaps",
-        verbs: &["get", "list"],
-    },
-    // Gateway API mode: the user's HTTPRoute, whose backendRef weights follow the rollout.
-    ApiAccess {
-        group: "gateway.networking.k8s.io",
-        resource: "httproutes",
-        verbs: &["get", "update"],
-    },
-    // The Recorder creates an Event, then patches it when the same Event repeats.
-    ApiAccess {
-        group: "events.k8s.io",
-        resource: "events",
-        verbs: &["create", "patch"],
-    },
-    ApiAccess {
-        group: "coordination.k8s.io",
-        resource: "leases",
-        verbs: &["create", "get", "update"],
-    },
-];
 
 /// Fails with [`Error::CrdMissing`] when MineruDeployments cannot be listed for lack of the CRD.
 pub async fn ensure_crd(client: &Client) -> Result<()> {
@@ -378,7 +275,7 @@ async fn reconcile_objects(
     let acted = async {
         ctx.ensure_leading()?;
         children.apply_all(desired, &observed_children).await?;
-        route_traffic(ctx, md, &owner, &decision.plan).await?;
+        traffic::route(&ctx.client, md, &owner, &decision.plan).await?;
         children.delete_all_orphans(&observed_children).await
     }
     .await;
@@ -389,7 +286,14 @@ async fn reconcile_objects(
     notices.extend(events::from_rollout(&decision.events));
     notices.extend(requested.refused.into_iter().map(events::refused_command));
     publish(ctx, md, notices).await;
-    notify(ctx, md, &decision.notifications, &now).await;
+    notify::send(
+        &ctx.client,
+        &ctx.rollout_io.http,
+        md,
+        &decision.notifications,
+        &now,
+    )
+    .await;
     for event in &decision.events {
         if let EventReason::RolledBack(reason) = event.reason {
             ctx.metrics
@@ -461,53 +365,6 @@ async fn list_model_pods(ctx: &Context, owner: &Owner) -> Result<Vec<Pod>> {
         .map_err(|source| Error::kube("list", "Pod", owner.namespace.clone(), source))
 }
 
-/// Gateway API mode: the HTTPRoute's weights follow the plan. Replica-ratio mode needs nothing
-/// here: the plan's replica counts are the split.
-async fn route_traffic(
-    ctx: &Context,
-    md: &MineruDeployment,
-    owner: &Owner,
-    plan: &Plan,
-) -> Result<()> {
-    let Some(gateway) = &md.spec.rollout.traffic_routing.gateway_api else {
-        return Ok(());
-    };
-    let worker_service = |revision: &str| labels::names::worker(&owner.instance, revision);
-    let legacy = md.spec.rollout.legacy_backend();
-    // Without stable revisions (migrating), the legacy Service serves stable's share.
-    let baseline = match (&plan.stable, legacy) {
-        (Some(stable), _) => (worker_service(&stable.worker_revision), WORKER_PORT),
-        (None, Some(legacy)) => (legacy.name.clone(), legacy.port),
-        (None, None) => return Err(Error::Traffic("no stable revisions to route to".into())),
-    };
-    let canary = plan
-        .canary
-        .as_ref()
-        .map(|canary| worker_service(&canary.worker_revision));
-    let mut known: Vec<String> = plan
-        .worker
-        .iter()
-        .map(|scale| worker_service(&scale.revision))
-        .collect();
-    known.push(owner.instance.clone());
-    known.extend(legacy.map(|backend| backend.name.clone()));
-    let backends = Backends::split(
-        (&baseline.0, baseline.1),
-        canary.as_deref().map(|name| (name, WORKER_PORT)),
-        plan.canary_weight,
-        known,
-    );
-    httproute::apply(
-        ctx.client.clone(),
-        &owner.namespace,
-        &gateway.http_route.name,
-        &backends,
-    )
-    .await
-    .map(|_| ())
-    .map_err(|error| Error::Traffic(error.to_string()))
-}
-
 fn api(ctx: &Context, md: &MineruDeployment) -> Api<MineruDeployment> {
     Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default())
 }
@@ -555,42 +412,6 @@ async fn consume_commands(
         .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
         .await;
     written(result, "patch", name)
-}
-
-/// Best-effort webhook delivery; a receiver that is down never holds up a rollout.
-async fn notify(ctx: &Context, md: &MineruDeployment, notifications: &[Notification], now: &Time) {
-    let Some(webhook) = md.spec.rollout.notifications.as_ref().map(|n| &n.webhook) else {
-        return;
-    };
-    if notifications.is_empty() {
-        return;
-    }
-    let namespace = md.namespace().unwrap_or_default();
-    let token = match &webhook.secret_ref {
-        Some(secret) => {
-            crate::sources::secret_value(&ctx.client, &namespace, &secret.name, "token")
-                .await
-                .unwrap_or_else(|error| {
-                    tracing::warn!(%error, "webhook token unreadable; sending without it");
-                    None
-                })
-        }
-        None => None,
-    };
-    let name = md.name_any();
-    for notification in notifications {
-        let payload = notify::payload(&namespace, &name, notification, now.0.to_string());
-        if let Err(error) = notify::deliver(
-            &ctx.rollout_io.http,
-            &webhook.url,
-            token.as_deref(),
-            &payload,
-        )
-        .await
-        {
-            tracing::warn!(%error, "notification not delivered");
-        }
-    }
 }
 
 async fn patch_status(

@@ -20,6 +20,7 @@ pub mod preflight;
 pub mod probes;
 pub mod quality;
 pub mod quality_rounds;
+pub mod rbac;
 pub mod reconcile;
 pub mod recorder;
 pub mod revision;

@@ -3,9 +3,7 @@
 use std::{collections::BTreeMap, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use clap::{Parser, ValueEnum};
-use k8s_openapi::{
-    api::networking::v1::NetworkPolicyPeer, apimachinery::pkg::apis::meta::v1::LabelSelector,
-};
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use kube::Client;
 use mineru_operator::{
     context::{self, Context},
@@ -15,7 +13,7 @@ use mineru_operator::{
     leader::{self, Elector, Leadership},
     metrics::Metrics,
     probes::ProbeTraffic,
-    reconcile::Settings,
+    reconcile::{Settings, networkpolicy},
     warmup::ServiceResolver,
 };
 use tokio::sync::watch;
@@ -267,47 +265,13 @@ fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
         .collect()
 }
 
-/// Who besides the workers may reach vLLM: the operator itself (the warm-up gate asks the
-/// model before any traffic) and the metrics scraper.
+/// Who besides the workers may reach vLLM, from the flags.
 fn vllm_peers(args: &Args) -> Vec<NetworkPolicyPeer> {
-    let operator = NetworkPolicyPeer {
-        namespace_selector: Some(namespace_selector(&args.namespace)),
-        pod_selector: Some(LabelSelector {
-            match_labels: Some(BTreeMap::from([(
-                "app.kubernetes.io/name".to_owned(),
-                "mineru-operator".to_owned(),
-            )])),
-            ..LabelSelector::default()
-        }),
-        ..NetworkPolicyPeer::default()
-    };
-    let scraper = scraper_peer(
+    networkpolicy::vllm_peers(
+        &args.namespace,
         &args.metrics_scraper_namespace,
         &args.metrics_scraper_pod_selector,
-    );
-    std::iter::once(operator).chain(scraper).collect()
-}
-
-fn namespace_selector(namespace: &str) -> LabelSelector {
-    LabelSelector {
-        match_labels: Some(BTreeMap::from([(
-            "kubernetes.io/metadata.name".to_owned(),
-            namespace.to_owned(),
-        )])),
-        ..LabelSelector::default()
-    }
-}
-
-/// The scraper as a NetworkPolicy peer: pods (matching `pods`) of the namespace `namespace`.
-fn scraper_peer(namespace: &str, pods: &BTreeMap<String, String>) -> Option<NetworkPolicyPeer> {
-    (!namespace.is_empty()).then(|| NetworkPolicyPeer {
-        namespace_selector: Some(namespace_selector(namespace)),
-        pod_selector: (!pods.is_empty()).then(|| LabelSelector {
-            match_labels: Some(pods.clone()),
-            ..LabelSelector::default()
-        }),
-        ..NetworkPolicyPeer::default()
-    })
+    )
 }
 
 #[cfg(test)]
@@ -328,11 +292,7 @@ mod tests {
     #[test]
     fn default_scraper_is_every_pod_of_the_monitoring_namespace() {
         let args = Args::parse_from(["mineru-operator"]);
-        let peer = scraper_peer(
-            &args.metrics_scraper_namespace,
-            &args.metrics_scraper_pod_selector,
-        )
-        .unwrap();
+        let peer = vllm_peers(&args).pop().unwrap();
         let namespaces = peer.namespace_selector.unwrap().match_labels.unwrap();
         assert_eq!(namespaces["kubernetes.io/metadata.name"], "monitoring");
         assert_eq!(peer.pod_selector, None);
@@ -345,11 +305,7 @@ mod tests {
             "--metrics-scraper-namespace=observability",
             "--metrics-scraper-pod-selector=app.kubernetes.io/name=prometheus",
         ]);
-        let peer = scraper_peer(
-            &args.metrics_scraper_namespace,
-            &args.metrics_scraper_pod_selector,
-        )
-        .unwrap();
+        let peer = vllm_peers(&args).pop().unwrap();
         assert_eq!(
             peer.namespace_selector.unwrap().match_labels.unwrap()["kubernetes.io/metadata.name"],
             "observability"
@@ -363,13 +319,7 @@ mod tests {
     #[test]
     fn an_empty_scraper_namespace_admits_no_scraper() {
         let args = Args::parse_from(["mineru-operator", "--metrics-scraper-namespace="]);
-        assert_eq!(
-            scraper_peer(
-                &args.metrics_scraper_namespace,
-                &args.metrics_scraper_pod_selector
-            ),
-            None
-        );
+        assert_eq!(vllm_peers(&args).len(), 1, "the operator alone");
     }
 
     #[test]

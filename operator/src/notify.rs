@@ -7,6 +7,10 @@ use std::time::Duration;
 use serde::Serialize;
 use thiserror::Error;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{Client, ResourceExt};
+use mineru_crds::MineruDeployment;
+
 use crate::rollout::{Notification, NotificationKind};
 
 /// The JSON body of a notification.
@@ -92,6 +96,39 @@ pub async fn deliver(
         return Err(failed(format!("HTTP {}", response.status())));
     }
     Ok(())
+}
+
+/// Best-effort webhook delivery; a receiver that is down never holds up a rollout.
+pub async fn send(
+    client: &Client,
+    http: &reqwest::Client,
+    md: &MineruDeployment,
+    notifications: &[Notification],
+    now: &Time,
+) {
+    let Some(webhook) = md.spec.rollout.notifications.as_ref().map(|n| &n.webhook) else {
+        return;
+    };
+    if notifications.is_empty() {
+        return;
+    }
+    let namespace = md.namespace().unwrap_or_default();
+    let token = match &webhook.secret_ref {
+        Some(secret) => crate::sources::secret_value(client, &namespace, &secret.name, "token")
+            .await
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "webhook token unreadable; sending without it");
+                None
+            }),
+        None => None,
+    };
+    let name = md.name_any();
+    for notification in notifications {
+        let payload = payload(&namespace, &name, notification, now.0.to_string());
+        if let Err(error) = deliver(http, &webhook.url, token.as_deref(), &payload).await {
+            tracing::warn!(%error, "notification not delivered");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mineru_operator::controller::API_ACCESS;
+use mineru_operator::rbac::API_ACCESS;
 use serde_yaml::Value;
 
 type Grants = BTreeMap<(String, String), BTreeSet<String>>;

@@ -2,6 +2,8 @@
 //! operator is configured with (the operator itself for the warm-up gate, the metrics
 //! scraper), may reach vLLM.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::{
     api::networking::v1::{
         NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -48,6 +50,50 @@ pub fn desired(owner: &Owner, extra_peers: &[NetworkPolicyPeer]) -> NetworkPolic
             ..NetworkPolicySpec::default()
         }),
     }
+}
+
+/// Who besides the workers may reach vLLM: the operator itself (the warm-up gate asks the
+/// model before any traffic) and the metrics scraper.
+pub fn vllm_peers(
+    operator_namespace: &str,
+    scraper_namespace: &str,
+    scraper_pods: &BTreeMap<String, String>,
+) -> Vec<NetworkPolicyPeer> {
+    let operator = NetworkPolicyPeer {
+        namespace_selector: Some(namespace_selector(operator_namespace)),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/name".to_owned(),
+                "mineru-operator".to_owned(),
+            )])),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    };
+    let scraper = scraper_peer(scraper_namespace, scraper_pods);
+    std::iter::once(operator).chain(scraper).collect()
+}
+
+fn namespace_selector(namespace: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(BTreeMap::from([(
+            "kubernetes.io/metadata.name".to_owned(),
+            namespace.to_owned(),
+        )])),
+        ..LabelSelector::default()
+    }
+}
+
+/// The scraper as a NetworkPolicy peer: pods (matching `pods`) of the namespace `namespace`.
+fn scraper_peer(namespace: &str, pods: &BTreeMap<String, String>) -> Option<NetworkPolicyPeer> {
+    (!namespace.is_empty()).then(|| NetworkPolicyPeer {
+        namespace_selector: Some(namespace_selector(namespace)),
+        pod_selector: (!pods.is_empty()).then(|| LabelSelector {
+            match_labels: Some(pods.clone()),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    })
 }
 
 #[cfg(test)]
