@@ -1,6 +1,7 @@
 //! Harness of the end-to-end suite: a real Kubernetes control plane (etcd, kube-apiserver,
 //! kube-controller-manager, kube-scheduler, kwok) on loopback, built from the Go module proxy.
 
+pub mod audit;
 pub mod controlplane;
 pub mod operator;
 pub mod process;

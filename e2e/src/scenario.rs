@@ -545,6 +545,20 @@ impl Scenario {
 }
 
 /// The Events of the scenario's namespace as `reason: note` lines.
+/// Asserts that every step of the 10 → 50 → 100 rollout was announced exactly once.
+pub fn assert_each_step_announced_once(plane: &ControlPlane) {
+    let notes = event_notes(plane);
+    for step in [
+        "CanaryReady: canary ",
+        "StepCompleted: step 1/3 (10%) completed: gates passed; now 50%",
+        "StepCompleted: step 2/3 (50%) completed: gates passed; now 100%",
+        "Promoted: promoted ",
+    ] {
+        let count = notes.lines().filter(|line| line.starts_with(step)).count();
+        assert_eq!(count, 1, "{step}\n{notes}");
+    }
+}
+
 pub fn event_notes(plane: &ControlPlane) -> String {
     plane
         .kubectl(&[

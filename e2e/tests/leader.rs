@@ -5,12 +5,22 @@
 use std::time::{Duration, Instant};
 
 use mineru_e2e::{
+    audit,
     controlplane::{ControlPlane, Nodes, OPERATOR_NAMESPACE},
     operator::get_json,
-    scenario::{NAMESPACE, Scenario, event_notes, pair},
+    scenario::{NAMESPACE, Scenario, assert_each_step_announced_once, pair},
     wait_until,
 };
 use serde_json::Value;
+
+/// Writes the replica `identity` made, of `events`.
+fn writes_by(events: &[Value], identity: &str) -> Vec<String> {
+    audit::writes(
+        events
+            .iter()
+            .filter(|event| audit::sent_by(event, identity)),
+    )
+}
 
 /// What `e2e/src/operator.rs` passes as `--lease-duration-seconds`.
 const LEASE: Duration = Duration::from_secs(6);
@@ -35,36 +45,6 @@ fn wait_for_holder(plane: &ControlPlane, identity: &str, budget: Duration) -> Du
     started.elapsed()
 }
 
-/// Audit log lines so far, to look only at what comes after.
-fn audit_lines(plane: &ControlPlane) -> Vec<Value> {
-    std::fs::read_to_string(plane.audit_log())
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
-}
-
-/// Writes the replica `identity` made (its user agent names it), of the audit events given.
-fn writes_by(events: &[Value], identity: &str) -> Vec<String> {
-    let agent = format!("({identity})");
-    events
-        .iter()
-        .filter(|event| event["stage"] == "ResponseComplete")
-        .filter(|event| {
-            event["userAgent"]
-                .as_str()
-                .is_some_and(|ua| ua.contains(&agent))
-        })
-        .filter(|event| !matches!(event["verb"].as_str(), Some("get" | "list" | "watch")))
-        .map(|event| {
-            format!(
-                "{} {} {}",
-                event["verb"], event["objectRef"]["resource"], event["objectRef"]["name"]
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn a_standby_finishes_a_killed_leaders_rollout_and_a_frozen_leader_writes_nothing_after_waking() {
     let mut scenario = Scenario::start("leader", &Nodes::default());
@@ -72,7 +52,7 @@ fn a_standby_finishes_a_killed_leaders_rollout_and_a_frozen_leader_writes_nothin
     let canary = scenario.canary.clone();
     let mut standby = scenario.start_operator("standby-1");
     assert_eq!(lease_holder(&scenario.plane).as_deref(), Some("operator-0"));
-    let audit = audit_lines(&scenario.plane);
+    let audit = audit::events(&scenario.plane);
     assert!(
         !writes_by(&audit, "operator-0").is_empty(),
         "the leader writes"
@@ -108,16 +88,7 @@ fn a_standby_finishes_a_killed_leaders_rollout_and_a_frozen_leader_writes_nothin
     })
     .unwrap();
     assert!(promoted["canary"].is_null(), "{promoted}");
-    let notes = event_notes(&scenario.plane);
-    for step in [
-        "CanaryReady: canary ",
-        "StepCompleted: step 1/3 (10%) completed: gates passed; now 50%",
-        "StepCompleted: step 2/3 (50%) completed: gates passed; now 100%",
-        "Promoted: promoted ",
-    ] {
-        let count = notes.lines().filter(|line| line.starts_with(step)).count();
-        assert_eq!(count, 1, "{step}\n{notes}");
-    }
+    assert_each_step_announced_once(&scenario.plane);
 
     // Freeze the leader past its lease; a second standby takes over meanwhile.
     let mut second = scenario.start_operator("standby-2");
@@ -136,7 +107,7 @@ fn a_standby_finishes_a_killed_leaders_rollout_and_a_frozen_leader_writes_nothin
             "--overwrite",
         ])
         .unwrap();
-    let woken_at = audit_lines(&scenario.plane).len();
+    let woken_at = audit::events(&scenario.plane).len();
     standby.thaw();
     assert!(
         standby.exits_within(Duration::from_secs(30)),
@@ -147,7 +118,7 @@ fn a_standby_finishes_a_killed_leaders_rollout_and_a_frozen_leader_writes_nothin
         "{}",
         standby.log()
     );
-    let after = audit_lines(&scenario.plane);
+    let after = audit::events(&scenario.plane);
     assert_eq!(
         writes_by(&after[woken_at..], "standby-1"),
         Vec::<String>::new(),

@@ -6,29 +6,18 @@
 use std::{process::Command, time::Duration};
 
 use mineru_e2e::{
+    audit,
     controlplane::{ControlPlane, Nodes},
     operator::{self, get_json},
     repo_path, wait_until, workspace_binary,
 };
-use serde_json::Value;
 
 const NAMESPACE: &str = "parsing";
 
-/// Writes (anything but get/list/watch) by the operator's identity, leader election excluded.
+/// Writes by the operator's identity, leader election excluded.
 fn operator_writes(plane: &ControlPlane) -> Vec<String> {
-    let log = std::fs::read_to_string(plane.audit_log()).unwrap_or_default();
-    log.lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|event| event["stage"] == "ResponseComplete")
-        .filter(|event| !matches!(event["verb"].as_str(), Some("get" | "list" | "watch")))
-        .filter(|event| event["objectRef"]["resource"] != "leases")
-        .map(|event| {
-            format!(
-                "{} {} {}",
-                event["verb"], event["objectRef"]["resource"], event["objectRef"]["name"]
-            )
-        })
-        .collect()
+    let events = audit::events(plane);
+    audit::writes(events.iter().filter(|event| !audit::about_leases(event)))
 }
 
 #[test]

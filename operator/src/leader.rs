@@ -376,7 +376,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::reconcile::apiserver::ApiServer;
+    use tokio::task::JoinHandle;
+
+    use crate::reconcile::apiserver::{ApiServer, Call};
 
     const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/ops/leases/mineru-operator";
 
@@ -580,14 +582,19 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_leader_frozen_past_its_renew_deadline_gives_up_before_writing() {
+    /// Candidate `a`, holding the Lease it just renewed; the server's recorded calls.
+    fn leading() -> (Elector, Leadership, JoinHandle<Vec<Call>>) {
         let (client, calls) = ApiServer::default()
             .with_object(LEASE, lease_json(&held_by("a", 95)))
             .start();
-        let elector = elector(client);
         let leadership = Leadership::elected(renew_deadline(LEASE_LIFE));
         leadership.renewed(Instant::now());
+        (elector(client), leadership, calls)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_frozen_past_its_renew_deadline_gives_up_before_writing() {
+        let (elector, leadership, calls) = leading();
         // As if SIGSTOPped: the monotonic clock ran on while nothing did.
         tokio::time::advance(renew_deadline(LEASE_LIFE)).await;
         let kept = elector
@@ -603,12 +610,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_leader_keeps_renewing_while_its_renewals_succeed() {
-        let (client, calls) = ApiServer::default()
-            .with_object(LEASE, lease_json(&held_by("a", 95)))
-            .start();
-        let elector = elector(client);
-        let leadership = Leadership::elected(renew_deadline(LEASE_LIFE));
-        leadership.renewed(Instant::now());
+        let (elector, leadership, calls) = leading();
         let kept = elector
             .keep(
                 &leadership,

@@ -1,0 +1,42 @@
+//! Reading the API server's audit log: who wrote what.
+
+use serde_json::Value;
+
+use crate::controlplane::ControlPlane;
+
+/// Every audit event logged so far, in order.
+pub fn events(plane: &ControlPlane) -> Vec<Value> {
+    std::fs::read_to_string(plane.audit_log())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// The completed writes (anything but get, list and watch) among `events`, as
+/// `verb resource name`.
+pub fn writes<'a>(events: impl IntoIterator<Item = &'a Value>) -> Vec<String> {
+    events
+        .into_iter()
+        .filter(|event| event["stage"] == "ResponseComplete")
+        .filter(|event| !matches!(event["verb"].as_str(), Some("get" | "list" | "watch")))
+        .map(|event| {
+            format!(
+                "{} {} {}",
+                event["verb"], event["objectRef"]["resource"], event["objectRef"]["name"]
+            )
+        })
+        .collect()
+}
+
+/// True for a call made by the operator replica `identity` (its User-Agent names it).
+pub fn sent_by(event: &Value, identity: &str) -> bool {
+    event["userAgent"]
+        .as_str()
+        .is_some_and(|agent| agent.contains(&format!("({identity})")))
+}
+
+/// True for a call about a Lease (leader election).
+pub fn about_leases(event: &Value) -> bool {
+    event["objectRef"]["resource"] == "leases"
+}
