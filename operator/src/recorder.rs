@@ -8,7 +8,10 @@
 
 use std::{
     collections::HashMap,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use k8s_openapi::{
@@ -24,7 +27,6 @@ use kube::{
     api::{Patch, PatchParams, PostParams},
     runtime::events::EventType,
 };
-use tokio::sync::Mutex;
 
 use crate::{labels, reconcile::events::Notice};
 
@@ -63,8 +65,6 @@ impl Recorder {
     /// Creates the Event for `notice` about `regarding`, or counts a repeat of the same one.
     pub async fn publish(&self, notice: &Notice, regarding: &ObjectReference) -> kube::Result<()> {
         let now = Timestamp::now();
-        let mut published = self.published.lock().await;
-        published.retain(|_, event| last_seen(event).is_some_and(|at| at + REPEATS_WITHIN > now));
         let key = Key {
             regarding: regarding.uid.clone().unwrap_or_default(),
             warning: notice.type_ == EventType::Warning,
@@ -72,12 +72,18 @@ impl Recorder {
             action: notice.action,
             note: notice.note.clone(),
         };
+        // The lock is never held across a call: reconciles of other objects publish meanwhile.
+        let seen = {
+            let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+            published
+                .retain(|_, event| last_seen(event).is_some_and(|at| at + REPEATS_WITHIN > now));
+            published.get(&key).cloned()
+        };
         let namespace = regarding.namespace.clone().unwrap_or_default();
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        let event = match published.get(&key) {
-            Some(seen) => {
-                let count = seen.series.as_ref().map_or(2, |series| series.count + 1);
-                let mut event = seen.clone();
+        let event = match seen {
+            Some(mut event) => {
+                let count = event.series.as_ref().map_or(2, |series| series.count + 1);
                 event.series = Some(EventSeries {
                     count,
                     last_observed_time: MicroTime(now),
@@ -94,7 +100,10 @@ impl Recorder {
                     .await?
             }
         };
-        published.insert(key, event);
+        self.published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, event);
         Ok(())
     }
 
