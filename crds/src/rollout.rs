@@ -582,7 +582,8 @@ pub struct GoldenDocuments {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Notifications {
-    /// JSON events (step completed, paused, promoted, rolled back) POSTed to a URL.
+    /// Rollout events (started, preflight failed, step completed, holding, paused, promoted,
+    /// verified, rolled back) POSTed to a URL, each retried with backoff until it is taken.
     pub webhook: Webhook,
 }
 
@@ -598,6 +599,21 @@ pub struct Webhook {
     /// Secret whose key `token` is sent as a Bearer token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<LocalRef>,
+
+    /// The body: a CloudEvents 1.0 JSON event (`application/cloudevents+json`), or
+    /// `{"text": ...}` for a Slack-compatible incoming webhook.
+    #[serde(default)]
+    pub format: WebhookFormat,
+}
+
+/// How a notification is written.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// CloudEvents 1.0, structured JSON; `id` is the same on every redelivery.
+    #[default]
+    CloudEvents,
+    /// A Slack incoming-webhook message.
+    Slack,
 }
 
 fn default_documents_per_step() -> Vec<i32> {

@@ -128,6 +128,93 @@ pub struct MineruDeploymentStatus {
     /// migration to this stack; absent once the migration is verified, or without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub legacy: Option<LegacyRole>,
+
+    /// Webhook notifications recorded with the decision that made them and not delivered yet:
+    /// retried with backoff until the receiver takes them or newer ones supersede them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_notifications: Vec<PendingNotification>,
+}
+
+/// A webhook notification waiting for delivery.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingNotification {
+    /// Unique per decision and the same on every attempt: the CloudEvents `id`, by which a
+    /// receiver recognises a redelivery.
+    pub id: String,
+    /// What happened.
+    pub kind: NotificationKind,
+    /// The revisions concerned.
+    pub revisions: Revisions,
+    /// The step (0-based) concerned, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<i32>,
+    /// The canary weight after the decision.
+    pub weight: i32,
+    /// A sentence for people.
+    pub message: String,
+    /// The evidence of a rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackRecord>,
+    /// When it was decided.
+    pub at: Time,
+    /// Deliveries tried so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: i32,
+    /// When the next delivery is due; absent: now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<Time>,
+    /// Why the last delivery failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// Kinds of webhook notification.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotificationKind {
+    /// A rollout began.
+    Started,
+    /// What the canary needs before its first traffic is missing; it waits without a deadline.
+    PreflightFailed,
+    /// A step was completed.
+    StepCompleted,
+    /// A limit was reached and the policy is to hold; the message says which.
+    Holding,
+    /// The rollout waits for a person.
+    Paused,
+    /// The canary became stable.
+    Promoted,
+    /// The post-promotion window passed, or a person verified the promoted revisions.
+    Verified,
+    /// The canary was rolled back; the evidence comes along.
+    RolledBack,
+}
+
+impl NotificationKind {
+    /// The name, as in `status` and the CloudEvents `type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationKind::Started => "Started",
+            NotificationKind::PreflightFailed => "PreflightFailed",
+            NotificationKind::StepCompleted => "StepCompleted",
+            NotificationKind::Holding => "Holding",
+            NotificationKind::Paused => "Paused",
+            NotificationKind::Promoted => "Promoted",
+            NotificationKind::Verified => "Verified",
+            NotificationKind::RolledBack => "RolledBack",
+        }
+    }
+
+    /// A state rather than a step of the history: a newer notice about the same rollout
+    /// makes an undelivered one stale.
+    pub fn is_state(self) -> bool {
+        matches!(
+            self,
+            NotificationKind::PreflightFailed
+                | NotificationKind::Holding
+                | NotificationKind::Paused
+        )
+    }
 }
 
 /// The time a baseline served traffic beside the canary.

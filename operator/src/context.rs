@@ -11,9 +11,11 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::Client;
 
 use crate::{
+    crashpoints::CrashPoints,
     drive::RolloutIo,
     error::{Error, Result},
     leader::Leadership,
+    liveness::Liveness,
     metrics::Metrics,
     reconcile::Settings,
     recorder::Recorder,
@@ -43,6 +45,10 @@ pub struct Context {
     pub outdated: OutdatedVersions,
     /// Whether this replica may write (leader election).
     pub leadership: Arc<Leadership>,
+    /// The reconciles in flight, for `/healthz`.
+    pub liveness: Arc<Liveness>,
+    /// Where the crash-safety tests stop the process; disabled otherwise.
+    pub crash_points: CrashPoints,
     failures: Mutex<HashMap<(String, String), u32>>,
 }
 
@@ -65,6 +71,8 @@ impl Context {
             clock,
             outdated: OutdatedVersions::default(),
             leadership: Arc::new(Leadership::unconditional()),
+            liveness: Arc::default(),
+            crash_points: CrashPoints::disabled(),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -72,6 +80,18 @@ impl Context {
     /// This context, writing only while `leadership` holds.
     pub fn with_leadership(mut self, leadership: Arc<Leadership>) -> Self {
         self.leadership = leadership;
+        self
+    }
+
+    /// This context, reporting its reconciles to `liveness`.
+    pub fn with_liveness(mut self, liveness: Arc<Liveness>) -> Self {
+        self.liveness = liveness;
+        self
+    }
+
+    /// This context, crashing after writes as `crash_points` says.
+    pub fn with_crash_points(mut self, crash_points: CrashPoints) -> Self {
+        self.crash_points = crash_points;
         self
     }
 

@@ -22,7 +22,7 @@ use kube::{
         watcher,
     },
 };
-use mineru_crds::{MineruDeployment, Phase};
+use mineru_crds::{MineruDeployment, MineruDeploymentStatus, Phase};
 use serde_json::json;
 use tracing::{Instrument, field};
 
@@ -111,7 +111,9 @@ pub async fn reconcile(md: Arc<MineruDeployment>, ctx: Arc<Context>) -> Result<A
         span.record("generation", generation);
     }
     let started = Instant::now();
+    let reconciling = ctx.liveness.reconciling();
     let result = reconcile_current(md, &ctx).instrument(span).await;
+    drop(reconciling);
     ctx.metrics.reconciled(started.elapsed());
     let decided = result?;
     ctx.succeeded(&namespace, &name);
@@ -216,7 +218,8 @@ async fn reconcile_objects(
     carried: commands::Requested,
 ) -> Result<Round> {
     let owner = Owner::of(md)?;
-    let mut children = ChildSet::new(ctx.client.clone(), &owner);
+    let mut children =
+        ChildSet::new(ctx.client.clone(), &owner).crashing_after_writes(ctx.crash_points.clone());
     let observed_children = children.list_all().await?;
     let model_pods = list_model_pods(ctx, &owner).await?;
 
@@ -261,21 +264,31 @@ async fn reconcile_objects(
             Written::Now(newer) => version = superseded(ctx, md, version, newer),
             Written::Outdated => return Ok(outdated(ctx, md, carried)),
         }
+        ctx.crash_points
+            .after(|| format!("commands {}", requested.consumed.join(",")));
     }
     if new != old {
         match patch_status(ctx, md, &new, version.as_deref()).await? {
-            Written::Now(newer) => {
-                superseded(ctx, md, version, newer);
-            }
+            Written::Now(newer) => version = superseded(ctx, md, version, newer),
             Written::Outdated => return Ok(outdated(ctx, md, requested.removed())),
         }
+        ctx.crash_points
+            .after(|| format!("status {}", decided_state(&new)));
     }
 
     // Act, from what was recorded.
     let acted = async {
         ctx.ensure_leading()?;
         children.apply_all(desired, &observed_children).await?;
-        traffic::route(&ctx.client, md, &owner, &decision.plan).await?;
+        if traffic::route(&ctx.client, md, &owner, &decision.plan).await? {
+            let plan = &decision.plan;
+            ctx.crash_points.after(|| {
+                format!(
+                    "route {:?} {:?} {}",
+                    plan.stable, plan.canary, plan.canary_weight
+                )
+            });
+        }
         children.delete_all_orphans(&observed_children).await
     }
     .await;
@@ -286,14 +299,7 @@ async fn reconcile_objects(
     notices.extend(events::from_rollout(&decision.events));
     notices.extend(requested.refused.into_iter().map(events::refused_command));
     publish(ctx, md, notices).await;
-    notify::send(
-        &ctx.client,
-        &ctx.rollout_io.http,
-        md,
-        &decision.notifications,
-        &now,
-    )
-    .await;
+    deliver_notifications(ctx, md, &new, version, now.0).await;
     for event in &decision.events {
         if let EventReason::RolledBack(reason) = event.reason {
             ctx.metrics
@@ -309,6 +315,65 @@ async fn reconcile_objects(
         },
         requeue_at: decision.requeue_at,
     }))
+}
+
+/// Delivers what the recorded outbox holds that is due, then records what was delivered,
+/// conditioned on the version `status` was recorded at: a crash or a refused write in between
+/// delivers the same notifications again, under the same ids, never different ones.
+async fn deliver_notifications(
+    ctx: &Context,
+    md: &MineruDeployment,
+    status: &MineruDeploymentStatus,
+    version: Option<String>,
+    now: Timestamp,
+) {
+    let outbox = &status.pending_notifications;
+    let crash_points = &ctx.crash_points;
+    let after = |id: &str| crash_points.after(|| format!("deliver {id}"));
+    let outcomes =
+        notify::deliver_due(&ctx.client, &ctx.rollout_io.http, md, outbox, now, after).await;
+    if outcomes.is_empty() {
+        return;
+    }
+    let settled = MineruDeploymentStatus {
+        pending_notifications: notify::settle(outbox, &outcomes, now),
+        ..status.clone()
+    };
+    if ctx.ensure_leading().is_err() {
+        return;
+    }
+    match patch_status(ctx, md, &settled, version.as_deref()).await {
+        Ok(Written::Now(newer)) => {
+            superseded(ctx, md, version, newer);
+            let ids: Vec<&str> = outcomes.iter().map(|o| o.id.as_str()).collect();
+            crash_points.after(|| format!("delivered {}", ids.join(",")));
+        }
+        Ok(Written::Outdated) => {
+            tracing::debug!("the object moved on; what was delivered will be delivered again");
+        }
+        Err(error) => tracing::warn!(%error, "recording the delivered notifications failed"),
+    }
+}
+
+/// What a status write decided, for the crash points: the rollout's position and its outbox,
+/// not the message or readings that change on every round.
+fn decided_state(status: &MineruDeploymentStatus) -> String {
+    let pending: Vec<&str> = status
+        .pending_notifications
+        .iter()
+        .map(|p| p.id.as_str())
+        .collect();
+    format!(
+        "stable={:?} canary={:?} step={:?} weight={:?} phase={:?} paused={} retired={} pending={}",
+        status.stable,
+        status.canary,
+        status.current_step,
+        status.canary_weight,
+        status.phase,
+        status.paused,
+        status.retired.len(),
+        pending.join(",")
+    )
 }
 
 /// Remembers that `read` was written past by `written`; returns `written`.

@@ -13,7 +13,7 @@ use axum::{
     Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get,
 };
 
-use crate::metrics::Metrics;
+use crate::{liveness::Liveness, metrics::Metrics};
 
 /// Whether this replica can do its job: it reached the API server and found the CRD. A standby
 /// replica is ready too; only the Lease decides who reconciles.
@@ -35,15 +35,20 @@ impl Readiness {
 struct AppState {
     metrics: Arc<Metrics>,
     readiness: Readiness,
+    liveness: Arc<Liveness>,
 }
 
 /// The routes.
-pub fn router(metrics: Arc<Metrics>, readiness: Readiness) -> Router {
+pub fn router(metrics: Arc<Metrics>, readiness: Readiness, liveness: Arc<Liveness>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthy))
         .route("/readyz", get(ready))
-        .with_state(AppState { metrics, readiness })
+        .with_state(AppState {
+            metrics,
+            readiness,
+            liveness,
+        })
 }
 
 /// Serves `router` on `listen` until `shutdown` resolves.
@@ -67,6 +72,22 @@ async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+}
+
+/// Alive while reconciles finish: one stuck past its deadline means this replica (perhaps the
+/// leader) no longer makes progress, and a restart hands the work to a replica that does.
+async fn healthy(State(state): State<AppState>) -> impl IntoResponse {
+    match state.liveness.stalled() {
+        None => (StatusCode::OK, "ok".to_owned()),
+        Some(running) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "a reconcile has been running for {}s, past the {}s deadline",
+                running.as_secs(),
+                state.liveness.deadline().as_secs()
+            ),
+        ),
+    }
 }
 
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
@@ -100,19 +121,33 @@ mod tests {
         answer
     }
 
+    fn routes(metrics: Arc<Metrics>, readiness: Readiness) -> Router {
+        router(metrics, readiness, Arc::default())
+    }
+
     #[tokio::test]
-    async fn healthz_answers_ok() {
-        let answer = get_raw(router(Arc::default(), Readiness::default()), "/healthz").await;
+    async fn healthz_fails_while_a_reconcile_runs_past_its_deadline() {
+        let liveness = Arc::new(Liveness::new(std::time::Duration::ZERO));
+        let healthz = || router(Arc::default(), Readiness::default(), liveness.clone());
+        let answer = get_raw(healthz(), "/healthz").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let stuck = liveness.reconciling();
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let answer = get_raw(healthz(), "/healthz").await;
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(answer.contains("past the 0s deadline"), "{answer}");
+        drop(stuck);
+        let answer = get_raw(healthz(), "/healthz").await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
 
     #[tokio::test]
     async fn readyz_is_unavailable_until_marked_ready() {
         let readiness = Readiness::default();
-        let answer = get_raw(router(Arc::default(), readiness.clone()), "/readyz").await;
+        let answer = get_raw(routes(Arc::default(), readiness.clone()), "/readyz").await;
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
         readiness.set(true);
-        let answer = get_raw(router(Arc::default(), readiness), "/readyz").await;
+        let answer = get_raw(routes(Arc::default(), readiness), "/readyz").await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
 
@@ -120,7 +155,7 @@ mod tests {
     async fn metrics_are_served_in_the_openmetrics_format() {
         let metrics = Arc::new(Metrics::default());
         metrics.reconciled(std::time::Duration::from_millis(3));
-        let answer = get_raw(router(metrics, Readiness::default()), "/metrics").await;
+        let answer = get_raw(routes(metrics, Readiness::default()), "/metrics").await;
         assert!(answer.contains("application/openmetrics-text"), "{answer}");
         assert!(
             answer.contains("mineru_operator_reconciles_total 1"),

@@ -8,9 +8,11 @@ use kube::Client;
 use mineru_operator::{
     context::{self, Context},
     controller,
+    crashpoints::CrashPoints,
     drive::RolloutIo,
     http::{self, Readiness},
     leader::{self, Elector, Leadership},
+    liveness::Liveness,
     metrics::Metrics,
     probes::ProbeTraffic,
     reconcile::{Settings, networkpolicy},
@@ -78,6 +80,16 @@ struct Args {
     /// the cluster (development, the e2e suite); in-cluster DNS names are used otherwise.
     #[arg(long, env = "MINERU_OPERATOR_SERVICE_MAP")]
     service_map: Option<std::path::PathBuf>,
+
+    /// How long one reconcile may run before `/healthz` fails and the kubelet restarts the
+    /// replica.
+    #[arg(long, default_value = "300s")]
+    reconcile_deadline: mineru_crds::Duration,
+
+    /// Crash-safety tests only: abort right after each write not yet listed in this file, and
+    /// list it there first.
+    #[arg(long, hide = true)]
+    crash_after_writes: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -117,6 +129,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::try_from(config)?;
     let metrics = Arc::new(Metrics::default());
     let readiness = Readiness::default();
+    let liveness = Arc::new(Liveness::new(args.reconcile_deadline.get()));
     let (stop, stopping) = watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -125,7 +138,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     });
     let server = tokio::spawn(http::serve(
         args.listen,
-        http::router(metrics.clone(), readiness.clone()),
+        http::router(metrics.clone(), readiness.clone(), liveness.clone()),
         stopped(stopping.clone()),
     ));
 
@@ -160,7 +173,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             rollout_io,
             context::now,
         )
-        .with_leadership(leadership.clone()),
+        .with_leadership(leadership.clone())
+        .with_liveness(liveness)
+        .with_crash_points(match &args.crash_after_writes {
+            Some(file) => CrashPoints::from_file(file)?,
+            None => CrashPoints::disabled(),
+        }),
     );
 
     if args.no_leader_election {

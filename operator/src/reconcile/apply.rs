@@ -27,7 +27,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use super::{DesiredObjects, Owner, drift};
 use crate::error::{Error, Result};
-use crate::{labels, revision};
+use crate::{crashpoints::CrashPoints, labels, revision};
 
 /// Attempts of a write that meets an optimistic-concurrency conflict (HTTP 409).
 const CONFLICT_ATTEMPTS: usize = 3;
@@ -66,6 +66,7 @@ pub struct ChildSet {
     selector: String,
     applied: BTreeSet<(String, String)>,
     report: ApplyReport,
+    crash_points: CrashPoints,
 }
 
 impl ChildSet {
@@ -78,7 +79,14 @@ impl ChildSet {
             selector: labels::owned_selector(&owner.instance),
             applied: BTreeSet::new(),
             report: ApplyReport::default(),
+            crash_points: CrashPoints::disabled(),
         }
+    }
+
+    /// This set, crashing after its writes as `crash_points` says (the crash-safety tests).
+    pub fn crashing_after_writes(mut self, crash_points: CrashPoints) -> Self {
+        self.crash_points = crash_points;
+        self
     }
 
     /// What was written so far.
@@ -194,6 +202,7 @@ impl ChildSet {
         })
         .await?;
         let entry = format!("{kind}/{name}");
+        self.crash_points.after(|| format!("apply {entry} {hash}"));
         tracing::info!(object = %entry, created = current.is_none(), "applied");
         match current {
             None => self.report.created.push(entry),
@@ -231,6 +240,7 @@ impl ChildSet {
                 Err(source) => return Err(Error::kube("delete", kind, name, source)),
             }
             let entry = format!("{kind}/{name}");
+            self.crash_points.after(|| format!("delete {entry}"));
             tracing::info!(object = %entry, "deleted orphan");
             self.report.deleted.push(entry);
         }

@@ -154,13 +154,42 @@ impl Machine<'_> {
         step: Option<i32>,
         message: &str,
     ) {
+        let rollback = match kind {
+            NotificationKind::RolledBack => self.s.last_rollback.clone(),
+            _ => None,
+        };
         self.notifications.push(Notification {
             kind,
             revisions,
             step,
             weight: self.s.canary_weight.unwrap_or(0),
             message: message.to_owned(),
+            rollback,
         });
+    }
+
+    /// An Event, and the same sentence as a notification about the rollout under way.
+    fn hold(&mut self, message: String) {
+        let revisions = self
+            .s
+            .canary
+            .clone()
+            .unwrap_or_else(|| self.input.desired.clone());
+        let step = self.s.current_step;
+        self.notify(NotificationKind::Holding, revisions, step, &message);
+        self.event(EventReason::Holding, message);
+    }
+
+    /// The promoted revisions are let go of their way back: an Event and a notification.
+    fn verified(&mut self, message: String) {
+        let revisions = self
+            .s
+            .stable
+            .clone()
+            .unwrap_or_else(|| self.input.desired.clone());
+        self.end_verification();
+        self.notify(NotificationKind::Verified, revisions, None, &message);
+        self.event(EventReason::Verified, message);
     }
 
     fn command(&mut self, command: Command) {
@@ -203,8 +232,7 @@ impl Machine<'_> {
                     "{} verified by a person before the end of the post-promotion window",
                     show_or_legacy(self.input, self.s.stable.as_ref())
                 );
-                self.end_verification();
-                self.event(EventReason::Verified, message);
+                self.verified(message);
             }
             (Command::PromoteStep | Command::PromoteFull, Stage::Warming) => {
                 let message = "promote ignored: the canary is not ready and warmed up yet";
@@ -269,6 +297,7 @@ impl Machine<'_> {
             show(&desired),
             weights.join(" → ")
         );
+        self.notify(NotificationKind::Started, desired, Some(0), &message);
         self.event(EventReason::RolloutStarted, message);
         self.s.in_place_model_replicas = self.initial_in_place();
     }
@@ -323,7 +352,7 @@ impl Machine<'_> {
             0
         };
         for message in judgement.holds {
-            self.event(EventReason::Holding, message);
+            self.hold(message);
         }
         if let Some(evidence) = judgement.rollback {
             self.rollback(evidence);
@@ -363,8 +392,7 @@ impl Machine<'_> {
             self.baseline_name(),
             human(window)
         );
-        self.end_verification();
-        self.event(EventReason::Verified, message);
+        self.verified(message);
         true
     }
 
@@ -554,10 +582,9 @@ impl Machine<'_> {
             }
             Policy::Hold => {
                 self.s.evidence_overdue = true;
-                self.event(
-                    EventReason::Holding,
-                    format!("{message}; holding at this step (onInconclusive: Hold)"),
-                );
+                self.hold(format!(
+                    "{message}; holding at this step (onInconclusive: Hold)"
+                ));
             }
         }
         true

@@ -33,13 +33,15 @@
 //!    reading itself: Prometheus values and sequential tests, pod restarts, golden documents.
 //! 2. Remove consumed command annotations before writing status, so a command is applied at
 //!    most once even across a crash.
-//! 3. Apply [`Decision::plan`] (every revision listed is kept at the given replicas; owned
-//!    revisions not listed are deleted), write [`Decision::status`], emit the events and
-//!    notifications, and requeue at [`Decision::requeue_at`].
+//! 3. Write [`Decision::status`], then apply [`Decision::plan`] (every revision listed is kept
+//!    at the given replicas; owned revisions not listed are deleted), emit the events, deliver
+//!    what the status's outbox holds (`pendingNotifications`, which already includes this
+//!    decision's [`Decision::notifications`]) and requeue at [`Decision::requeue_at`].
 
 mod analysis;
 mod judge;
 mod machine;
+mod outbox;
 mod plan;
 mod report;
 mod state;
@@ -52,7 +54,7 @@ use std::{
 use k8s_openapi::jiff::Timestamp;
 use mineru_crds::{
     CheckKind, MineruDeploymentSpec, MineruDeploymentStatus, QualityResult, Revisions,
-    RollbackReason, RolloutSpec, Tier,
+    RollbackReason, RollbackRecord, RolloutSpec, Tier,
 };
 
 use crate::gates::{Source, reading::Measured};
@@ -415,8 +417,9 @@ impl EventReason {
     }
 }
 
-/// A webhook notification.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A webhook notification, as decided; status records it in its outbox
+/// (`pendingNotifications`) until it is delivered.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Notification {
     /// What happened.
     pub kind: NotificationKind,
@@ -428,21 +431,11 @@ pub struct Notification {
     pub weight: i32,
     /// A sentence for people.
     pub message: String,
+    /// The evidence, for a rollback.
+    pub rollback: Option<RollbackRecord>,
 }
 
-/// Kinds of webhook notification.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NotificationKind {
-    /// A step was completed.
-    StepCompleted,
-    /// The rollout waits for a person.
-    Paused,
-    /// The canary became stable.
-    Promoted,
-    /// The canary was rolled back.
-    RolledBack,
-}
-
+pub use mineru_crds::NotificationKind;
 pub use plan::step_share;
 
 /// What to measure before deciding with `input` (its `analysis` and the probed parts of

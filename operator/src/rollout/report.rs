@@ -10,7 +10,7 @@ use mineru_crds::{CheckKind, MineruDeploymentStatus, Phase, TierStatus, TierStat
 use super::{
     Decision, Event, Input, Notification, NotificationKind, Plan,
     analysis::{self, canary_ready, gates, trigger_breaching},
-    plan,
+    outbox, plan,
     state::{Stage, View, human, later, show, show_or_legacy},
 };
 use crate::gates::Check;
@@ -216,6 +216,13 @@ fn tiers(m: &View<'_>, plan: &Plan) -> TierStatuses {
     }
 }
 
+fn condition_true(status: &MineruDeploymentStatus, kind: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == kind && c.status == "True")
+}
+
 fn condition(m: &View<'_>, kind: &str, on: bool, reason: &str, message: &str) -> Condition {
     let status = if on { "True" } else { "False" };
     let since = m
@@ -344,18 +351,27 @@ pub(super) fn finish(
         Phase::Healthy
     };
     let text = message(&m, failed, &plan);
+    let about_rollout = |kind, message: String| Notification {
+        kind,
+        revisions: m
+            .s
+            .canary
+            .clone()
+            .unwrap_or_else(|| m.input.desired.clone()),
+        step: m.s.current_step,
+        weight: plan.canary_weight,
+        message,
+        rollback: None,
+    };
+    if preflight_failed && !condition_true(&m.input.status, "PreflightFailed") {
+        let why = m.input.observed.preflight.join("; ");
+        notifications.push(about_rollout(
+            NotificationKind::PreflightFailed,
+            format!("preflight failed, waiting without a deadline: {why}"),
+        ));
+    }
     if phase == Phase::Paused && m.input.status.phase != Some(Phase::Paused) {
-        let revisions =
-            m.s.canary
-                .clone()
-                .unwrap_or_else(|| m.input.desired.clone());
-        notifications.push(Notification {
-            kind: NotificationKind::Paused,
-            revisions,
-            step: m.s.current_step,
-            weight: plan.canary_weight,
-            message: text.clone(),
-        });
+        notifications.push(about_rollout(NotificationKind::Paused, text.clone()));
     }
     let rollback_reason =
         m.s.last_rollback
@@ -442,6 +458,7 @@ pub(super) fn finish(
     all.extend(conditions);
     let tiers = tiers(&m, &plan);
     let requeue_at = requeue_at(&m, &plan);
+    let webhook = m.input.rollout.notifications.is_some();
     let share = plan::canary_share(m.input, &plan);
     s.conditions = all;
     s.phase = Some(phase);
@@ -449,6 +466,14 @@ pub(super) fn finish(
     s.canary_weight = s.canary.as_ref().map(|_| plan.canary_weight);
     s.canary_share = s.canary.as_ref().map(|_| share);
     s.tiers = Some(tiers);
+    outbox::record(&mut s.pending_notifications, &notifications, webhook, now);
+    let requeue_at = [
+        requeue_at,
+        outbox::next_attempt(&s.pending_notifications, now),
+    ]
+    .into_iter()
+    .flatten()
+    .min();
     Decision {
         plan,
         status: s,

@@ -17,15 +17,15 @@ use crate::{
 use httproute::Backends;
 
 /// Gateway API mode: the HTTPRoute's weights follow the plan. Replica-ratio mode needs nothing
-/// here: the plan's replica counts are the split.
+/// here: the plan's replica counts are the split. True when the route was written.
 pub async fn route(
     client: &Client,
     md: &MineruDeployment,
     owner: &Owner,
     plan: &Plan,
-) -> Result<()> {
+) -> Result<bool> {
     let Some(gateway) = &md.spec.rollout.traffic_routing.gateway_api else {
-        return Ok(());
+        return Ok(false);
     };
     let worker_service = |revision: &str| labels::names::worker(&owner.instance, revision);
     let legacy = md.spec.rollout.legacy_backend();
@@ -59,6 +59,5 @@ pub async fn route(
         &backends,
     )
     .await
-    .map(|_| ())
     .map_err(|error| Error::Traffic(error.to_string()))
 }
