@@ -474,6 +474,13 @@ const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
+# The bodies of the operator's route and status writes, for the crash test's traffic audit.
+- level: Request
+  users: [\"system:serviceaccount:mineru-system:mineru-operator\"]
+  verbs: [update, patch]
+  resources:
+  - {group: gateway.networking.k8s.io, resources: [httproutes]}
+  - {group: mineru.dev, resources: [minerudeployments/status]}
 - level: Metadata
   users: [\"system:serviceaccount:mineru-system:mineru-operator\"]
 - level: None

@@ -61,11 +61,23 @@ pub fn start(
     service_map: Option<&Path>,
     extra: &[&str],
 ) -> Result<Supervised> {
+    start_logged(plane, name, name, service_map, extra)
+}
+
+/// The same, logging to `logs/<log>.log` rather than under the identity's name (a replica
+/// restarted under the same identity keeps its predecessor's log).
+pub fn start_logged(
+    plane: &ControlPlane,
+    identity: &str,
+    log: &str,
+    service_map: Option<&Path>,
+    extra: &[&str],
+) -> Result<Supervised> {
     let mut operator = Command::new(workspace_binary("mineru-operator")?);
     operator
         .env("KUBECONFIG", plane.operator_kubeconfig())
         .env("RUST_LOG", "info,mineru_operator=debug")
-        .args(["--identity", name, "--namespace", OPERATOR_NAMESPACE])
+        .args(["--identity", identity, "--namespace", OPERATOR_NAMESPACE])
         // Short, so a killed leader's successor takes over quickly; long enough that renewals
         // (each with a third of the 4 s renew deadline) survive a busy 2-core machine.
         .args(["--lease-duration-seconds", "6"])
@@ -74,7 +86,7 @@ pub fn start(
         operator.arg("--service-map").arg(path);
     }
     operator.args(extra);
-    Supervised::spawn(name, operator, &plane.dir().join("logs"))
+    Supervised::spawn(log, operator, &plane.dir().join("logs"))
 }
 
 /// `kubectl get ... -o json`, parsed.

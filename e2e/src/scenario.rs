@@ -198,8 +198,11 @@ pub struct Scenario {
     pub canary: Revisions,
     pub canary_manifest: String,
     template: Template,
-    operator_args: &'static [&'static str],
+    operator_args: Vec<String>,
+    restart_crashed: bool,
     operator: Option<Supervised>,
+    /// How often the operator was started again after it stopped on its own.
+    crash_restarts: u32,
     service_map: std::path::PathBuf,
     data_plane: Vec<(Simulator, Worker)>,
     pub load: Load,
@@ -221,7 +224,10 @@ pub struct Setup {
     /// What the canary's vLLM answers instead of the stable one's (a `vllm-sim` scenario).
     pub canary_scenario: Option<&'static str>,
     /// Extra flags of the operator.
-    pub operator_args: &'static [&'static str],
+    pub operator_args: Vec<String>,
+    /// An operator that stops on its own is started again under the same identity, as a
+    /// kubelet restarts a crashed container, instead of failing the test.
+    pub restart_crashed_operator: bool,
 }
 
 impl Default for Setup {
@@ -235,7 +241,8 @@ impl Default for Setup {
             senders: 3,
             pause: Duration::from_millis(100),
             canary_scenario: None,
-            operator_args: &[],
+            operator_args: Vec::new(),
+            restart_crashed_operator: false,
         }
     }
 }
@@ -359,8 +366,10 @@ impl Scenario {
         let canary_manifest = template(CANARY_IMAGE, prometheus.url());
         let mut scenario = Scenario {
             template,
-            operator_args: setup.operator_args,
+            operator_args: setup.operator_args.clone(),
+            restart_crashed: setup.restart_crashed_operator,
             operator: None,
+            crash_restarts: 0,
             service_map,
             prometheus,
             stable,
@@ -388,13 +397,38 @@ impl Scenario {
 
     /// Another operator replica, as the scenario runs its own, beside it.
     pub fn start_operator(&self, name: &str) -> Supervised {
-        operator::start(
-            &self.plane,
-            name,
-            Some(&self.service_map),
-            self.operator_args,
-        )
-        .unwrap()
+        self.start_operator_logged(name, name)
+    }
+
+    fn start_operator_logged(&self, identity: &str, log: &str) -> Supervised {
+        let args: Vec<&str> = self.operator_args.iter().map(String::as_str).collect();
+        operator::start_logged(&self.plane, identity, log, Some(&self.service_map), &args).unwrap()
+    }
+
+    /// Starts the scenario's operator again, under the same identity (so it takes its Lease
+    /// back at once, as a restarted pod would), if it has stopped on its own.
+    fn restart_crashed_operator(&mut self) {
+        let operator = self
+            .operator
+            .as_mut()
+            .expect("the scenario runs an operator");
+        if operator.ensure_running().is_ok() {
+            return;
+        }
+        let identity = operator
+            .name()
+            .split('.')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        self.crash_restarts += 1;
+        let log = format!("{identity}.{}", self.crash_restarts);
+        self.operator = Some(self.start_operator_logged(&identity, &log));
+    }
+
+    /// How often a crashed operator was started again.
+    pub fn crash_restarts(&self) -> u32 {
+        self.crash_restarts
     }
 
     /// The scenario's own operator replica, handed over (its liveness no longer checked).
@@ -428,9 +462,12 @@ impl Scenario {
         });
     }
 
-    /// Panics with the operator's last log lines if it has died.
+    /// Panics with the operator's last log lines if it has died (or starts it again, if the
+    /// scenario restarts a crashed operator).
     pub fn ensure_operator_running(&mut self) {
-        if let Some(operator) = &mut self.operator {
+        if self.restart_crashed && self.operator.is_some() {
+            self.restart_crashed_operator();
+        } else if let Some(operator) = &mut self.operator {
             operator.ensure_running().expect("the operator stopped");
         }
     }

@@ -38,7 +38,7 @@ fn an_abort_and_a_trigger_act_while_a_slow_round_compares() {
     let setup = Setup {
         template: slow_round_manifest,
         // One document at a time, each waiting on a slow canary vLLM.
-        operator_args: &["--quality-concurrency=1"],
+        operator_args: vec!["--quality-concurrency=1".into()],
         ..Setup::default()
     };
     let mut scenario = Scenario::start_with("quality-round", &Nodes::default(), setup);
@@ -88,7 +88,7 @@ fn round_only_manifest(model_image: &str, prometheus: &str) -> String {
 fn an_operator_killed_mid_round_resumes_without_comparing_a_finished_document_again() {
     let setup = Setup {
         template: round_only_manifest,
-        operator_args: &["--quality-concurrency=1"],
+        operator_args: vec!["--quality-concurrency=1".into()],
         senders: 0,
         ..Setup::default()
     };

@@ -346,7 +346,7 @@ async fn deliver_notifications(
         Ok(Written::Now(newer)) => {
             superseded(ctx, md, version, newer);
             let ids: Vec<&str> = outcomes.iter().map(|o| o.id.as_str()).collect();
-            crash_points.after(|| format!("delivered {}", ids.join(",")));
+            crash_points.after(|| format!("settled {}", ids.join(",")));
         }
         Ok(Written::Outdated) => {
             tracing::debug!("the object moved on; what was delivered will be delivered again");
@@ -1057,6 +1057,106 @@ mod tests {
         let recorded = calls.iter().rfind(|c| c.path == STATUS).unwrap();
         assert_eq!(recorded.body["status"]["paused"], true);
         assert_eq!(recorded.body["metadata"]["resourceVersion"], "2");
+    }
+
+    /// A webhook receiver on 127.0.0.1 answering `code`; its URL and the ids it was sent.
+    async fn receiver(code: u16) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let ids: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let taken = ids.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: String| async move {
+                let event: Value = serde_json::from_str(&body).unwrap();
+                taken
+                    .lock()
+                    .unwrap()
+                    .push(event["id"].as_str().unwrap().to_owned());
+                http::StatusCode::from_u16(code).unwrap()
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, ids)
+    }
+
+    /// The settled test object with a webhook and one notification waiting in its outbox.
+    async fn with_pending_notification(url: &str) -> (Vec<Call>, MineruDeployment) {
+        let (calls, mut md) = settled().await;
+        md.spec.rollout.notifications = Some(mineru_crds::Notifications {
+            webhook: mineru_crds::Webhook {
+                url: url.to_owned(),
+                secret_ref: None,
+                format: Default::default(),
+            },
+        });
+        let status = md.status.as_mut().unwrap();
+        status.pending_notifications = vec![mineru_crds::PendingNotification {
+            id: "started-m-1-w-1-1800000000-0".into(),
+            kind: mineru_crds::NotificationKind::Started,
+            revisions: status.stable.clone().unwrap(),
+            step: Some(0),
+            weight: 0,
+            message: "rollout started".into(),
+            rollback: None,
+            at: clock(),
+            attempts: 0,
+            next_attempt_at: None,
+            last_error: None,
+        }];
+        (calls, md)
+    }
+
+    #[tokio::test]
+    async fn a_delivered_notification_leaves_the_outbox_in_a_write_conditioned_on_its_record() {
+        let (url, received) = receiver(200).await;
+        let (first, md) = with_pending_notification(&url).await;
+        let (result, calls) = run(holding(&first), &md).await;
+        result.unwrap();
+        assert_eq!(*received.lock().unwrap(), ["started-m-1-w-1-1800000000-0"]);
+        let recorded = calls.iter().rfind(|c| c.path == STATUS).unwrap();
+        assert_eq!(recorded.body["metadata"]["resourceVersion"], "1");
+        let outbox = &recorded.body["status"]["pendingNotifications"];
+        assert!(outbox.as_array().is_none_or(Vec::is_empty), "{outbox}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_notification_stays_with_its_attempt_and_a_later_retry() {
+        let (url, received) = receiver(503).await;
+        let (first, md) = with_pending_notification(&url).await;
+        let (result, calls) = run(holding(&first), &md).await;
+        result.unwrap();
+        assert_eq!(received.lock().unwrap().len(), 1);
+        let recorded = calls.iter().rfind(|c| c.path == STATUS).unwrap();
+        let pending = &recorded.body["status"]["pendingNotifications"][0];
+        assert_eq!(pending["id"], "started-m-1-w-1-1800000000-0");
+        assert_eq!(pending["attempts"], 1);
+        assert_eq!(pending["nextAttemptAt"], "2027-01-15T08:00:02Z");
+        assert!(
+            pending["lastError"].as_str().unwrap().contains("503"),
+            "{pending}"
+        );
+        assert!(
+            !pending["lastError"].as_str().unwrap().contains(&url),
+            "{pending}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_notification_not_yet_due_is_not_sent() {
+        let (url, received) = receiver(200).await;
+        let (first, mut md) = with_pending_notification(&url).await;
+        let pending = &mut md.status.as_mut().unwrap().pending_notifications[0];
+        pending.attempts = 1;
+        pending.next_attempt_at = Some(Time(Timestamp::from_second(1_800_000_010).unwrap()));
+        let (result, calls) = run(holding(&first), &md).await;
+        result.unwrap();
+        assert!(received.lock().unwrap().is_empty());
+        assert!(
+            !calls.iter().any(|c| c.path == STATUS),
+            "{:?}",
+            lines(&calls)
+        );
     }
 
     #[tokio::test]
