@@ -2,11 +2,13 @@
 //! process itself is killed (PR_SET_PDEATHSIG).
 
 use std::{
+    collections::BTreeSet,
     fs::File,
     net::TcpListener,
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::Mutex,
     time::Duration,
 };
 
@@ -138,7 +140,25 @@ pub fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// A loopback port free at the time of the call.
+/// A loopback port free now, for a component to bind. Taken from below the kernel's ephemeral
+/// range (32768 and up on Linux), so that no outgoing connection (kubectl's, a client's) can take
+/// it before the component binds it, and never handed out twice by this process.
 pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    const RANGE: std::ops::Range<u32> = 20_000..32_000;
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    // Start somewhere different in each process, so concurrent test binaries rarely meet.
+    let seed = std::process::id().wrapping_mul(2_654_435_761)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    let span = RANGE.end - RANGE.start;
+    for step in 0..span {
+        let port = (RANGE.start + (seed.wrapping_add(step.wrapping_mul(7_919)) % span)) as u16;
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return Ok(port);
+        }
+    }
+    bail!("no free port between {} and {}", RANGE.start, RANGE.end)
 }

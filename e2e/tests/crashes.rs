@@ -253,7 +253,13 @@ fn a_rollout_crashed_after_every_write_does_each_step_once_and_routes_only_what_
             "no crash after a {kind}write:\n{crashed}"
         );
     }
-    assert_eq!(scenario.crash_restarts() as usize, crashes.len());
+    // Each crash was followed by a restart, but for one after the last look at status.
+    let restarts = scenario.crash_restarts() as usize;
+    assert!(
+        restarts <= crashes.len() && crashes.len() <= restarts + 1,
+        "{restarts} restarts after {} crashes",
+        crashes.len()
+    );
 
     // Steps in order, none repeated (polling may miss one that lasted a single interval).
     let mut expected = [(0, 10), (1, 50), (2, 100)].iter();
