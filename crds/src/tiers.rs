@@ -166,7 +166,9 @@ pub struct WorkerSpec {
     #[schemars(range(min = 1, max = 100000))]
     pub max_pages: i32,
 
-    /// CPU and memory for the worker container.
+    /// CPU and memory for the worker container. When absent, derived from the limits above:
+    /// memory `128Mi + documents × (2 × maxFileBytes + 128Mi)`, requested for one document and
+    /// limited at `maxConcurrentDocuments`; one CPU requested, none limited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 

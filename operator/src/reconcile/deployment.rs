@@ -1,21 +1,24 @@
 //! The CPU tier of one worker revision: a Deployment of mineru-worker.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec},
         core::v1::{
             Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
             HTTPGetAction, KeyToPath, ObjectFieldSelector, PodSecurityContext, PodSpec,
-            PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
-            VolumeMount,
+            PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+            SecurityContext, Volume, VolumeMount,
         },
     },
     apimachinery::pkg::{
+        api::resource::Quantity,
         apis::meta::v1::{LabelSelector, ObjectMeta},
         util::intstr::IntOrString,
     },
 };
-use mineru_crds::{Backend, Tier};
+use mineru_crds::{Backend, Tier, WorkerSpec};
 
 use super::{Owner, WorkerTemplate, with_revision};
 use crate::{WORKER_PORT, labels};
@@ -26,8 +29,8 @@ const SECRET_DIR: &str = "/var/run/secrets/mineru";
 const API_KEY_FILE: &str = "api-key";
 /// The unprivileged user the worker runs as (distroless `nonroot`).
 const NONROOT_UID: i64 = 65532;
-/// Longer than the worker's own 30 s shutdown grace, so in-flight documents finish before the
-/// kubelet kills the container.
+/// Longer than the worker's own shutdown (5 s still taking documents while endpoints update,
+/// then 30 s of grace), so in-flight documents finish before the kubelet kills the container.
 const TERMINATION_GRACE_SECONDS: i64 = 45;
 
 /// The Deployment `<name>-worker-<revision>` running `replicas` workers.
@@ -191,7 +194,11 @@ fn container(instance: &str, template: &WorkerTemplate) -> Container {
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
-        resources: spec.resources.clone(),
+        resources: Some(
+            spec.resources
+                .clone()
+                .unwrap_or_else(|| default_resources(spec)),
+        ),
         volume_mounts: Some(mounts),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -206,6 +213,43 @@ fn container(instance: &str, template: &WorkerTemplate) -> Container {
         readiness_probe: Some(http_probe("/ready")),
         liveness_probe: Some(http_probe("/health")),
         ..Container::default()
+    }
+}
+
+/// What a worker holds besides its documents: the runtime, libpdfium, connection pools.
+const BASE_MEMORY_BYTES: u64 = 128 << 20;
+/// Per document in progress, besides twice its upload (the upload and pdfium's parsed copy):
+/// the pages being rendered and cropped (a page is rendered at most 3500 px a side).
+const PAGE_WORKING_SET_BYTES: u64 = 128 << 20;
+
+/// Requests and limits when the spec sets none, from the limits the worker is given:
+/// `memory = 128Mi + documents × (2 × maxFileBytes + 128Mi)`, requested for one document and
+/// limited at `maxConcurrentDocuments` (with the defaults, 456Mi requested, 1440Mi limit), so
+/// a worker at capacity is not OOM-killed and the scheduler does not reserve the worst case
+/// for every pod. One CPU is requested (a worker renders one page at a time) and none is
+/// limited: a CPU limit only throttles a render half-way.
+fn default_resources(spec: &WorkerSpec) -> ResourceRequirements {
+    let upload = spec
+        .max_file_bytes
+        .0
+        .parse::<mineru_worker::server::ByteSize>()
+        .map_or(0, |size| size.0);
+    let per_document = upload
+        .saturating_mul(2)
+        .saturating_add(PAGE_WORKING_SET_BYTES);
+    let memory = |documents: u64| {
+        let bytes = BASE_MEMORY_BYTES.saturating_add(per_document.saturating_mul(documents));
+        // Whole MiB, as people write it.
+        Quantity(format!("{}Mi", bytes.div_ceil(1 << 20)))
+    };
+    let documents = u64::try_from(spec.max_concurrent_documents.max(1)).unwrap_or(1);
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity("1".into())),
+            ("memory".to_owned(), memory(1)),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_owned(), memory(documents))])),
+        ..ResourceRequirements::default()
     }
 }
 
@@ -393,6 +437,37 @@ mod tests {
                 .iter()
                 .any(|v| v.name == tmp.name && v.empty_dir.is_some())
         );
+    }
+
+    #[test]
+    fn without_resources_a_worker_gets_memory_for_its_documents_and_a_cpu() {
+        let resources = worker(&build(&template())).resources.clone().unwrap();
+        let requests = resources.requests.unwrap();
+        let limits = resources.limits.unwrap();
+        let spec = &template().worker;
+        assert_eq!(spec.max_file_bytes.0, "100Mi");
+        // 128Mi + n × (2 × 100Mi + 128Mi)
+        assert_eq!(requests["memory"].0, "456Mi");
+        assert_eq!(
+            limits["memory"].0,
+            format!("{}Mi", 128 + spec.max_concurrent_documents * 328)
+        );
+        assert_eq!(requests["cpu"].0, "1");
+        assert!(!limits.contains_key("cpu"), "a CPU limit only throttles");
+    }
+
+    #[test]
+    fn resources_in_the_spec_are_kept_as_written() {
+        let mut template = template();
+        let written = ResourceRequirements {
+            limits: Some(BTreeMap::from([(
+                "memory".to_owned(),
+                Quantity("3Gi".into()),
+            )])),
+            ..ResourceRequirements::default()
+        };
+        template.worker.resources = Some(written.clone());
+        assert_eq!(worker(&build(&template)).resources, Some(written));
     }
 
     #[test]
