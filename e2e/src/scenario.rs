@@ -581,21 +581,25 @@ impl Scenario {
     }
 }
 
-/// The Events of the scenario's namespace as `reason: note` lines.
-/// Asserts that every step of the 10 → 50 → 100 rollout was announced exactly once.
-pub fn assert_each_step_announced_once(plane: &ControlPlane) {
+/// Asserts that no step of the 10 → 50 → 100 rollout was announced twice, and the promotion
+/// once. Events are at most once across a kill (ADR 0013): these tests kill the operator just
+/// as a step begins, between the status that records the step and the Events that announce
+/// it, so a step's Event may be missing; that every step happened exactly once is shown by the
+/// notifications in `e2e/tests/crashes.rs`.
+pub fn assert_no_step_announced_twice(plane: &ControlPlane) {
     let notes = event_notes(plane);
+    let count = |step: &str| notes.lines().filter(|line| line.starts_with(step)).count();
     for step in [
         "CanaryReady: canary ",
         "StepCompleted: step 1/3 (10%) completed: gates passed; now 50%",
         "StepCompleted: step 2/3 (50%) completed: gates passed; now 100%",
-        "Promoted: promoted ",
     ] {
-        let count = notes.lines().filter(|line| line.starts_with(step)).count();
-        assert_eq!(count, 1, "{step}\n{notes}");
+        assert!(count(step) <= 1, "{step}\n{notes}");
     }
+    assert_eq!(count("Promoted: promoted "), 1, "{notes}");
 }
 
+/// The Events of the scenario's namespace as `reason: note` lines.
 pub fn event_notes(plane: &ControlPlane) -> String {
     plane
         .kubectl(&[

@@ -36,6 +36,14 @@ struct Process {
     log: Vec<String>,
 }
 
+impl Drop for Process {
+    /// A failed test leaves no worker behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Process {
     /// Starts `command` (which pipes stderr) and follows its log.
     fn spawn(mut command: Command) -> Process {
@@ -329,6 +337,4 @@ async fn a_hundred_large_uploads_at_once_stay_within_the_memory_the_limits_allow
         bound >> 20
     );
     assert!(peak < bound, "peak RSS {peak} over the bound {bound}");
-    let _ = process.child.kill();
-    let _ = process.child.wait();
 }
