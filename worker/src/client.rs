@@ -19,6 +19,9 @@ use crate::protocol::{Answer, AnswerError, ModelList, Step, parse_answer, reques
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Longest error body kept in an error message.
 const MAX_ERROR_BODY: usize = 512;
+/// Largest answer read from the server: a MinerU2.5 answer at its token limit is tens of KB,
+/// so anything near this is not an answer, and must not be held whole.
+pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
 
 /// How to reach the server and how hard to try.
 #[derive(Debug, Clone)]
@@ -43,14 +46,22 @@ pub struct ClientConfig {
     pub observer: Option<Arc<dyn CallObserver>>,
 }
 
-/// Sees every HTTP attempt the client makes, as it ends.
+/// Sees every HTTP attempt the client makes, as it ends, and may hold attempts back.
 pub trait CallObserver: Send + Sync + std::fmt::Debug {
     /// `outcome` is `Ok` for a usable 200; `retrying` is true when another attempt follows.
     fn attempt(&self, outcome: Result<(), &CallError>, elapsed: Duration, retrying: bool);
+
+    /// Asked before every attempt: how long to wait instead of calling a tier known to be down
+    /// (an open circuit breaker), or `None` to call now.
+    fn hold_off(&self) -> Option<Duration> {
+        None
+    }
 }
 
 impl ClientConfig {
-    /// MinerU's defaults: 100 in flight, 10 s connect, 600 s request, 3 retries.
+    /// 100 in flight (as MinerU), 10 s connect, 120 s per attempt (a long table on a loaded
+    /// GPU takes tens of seconds; MinerU's 600 s would let one hung call use a whole request's
+    /// deadline), 3 retries.
     pub fn new(server_url: impl Into<String>) -> Self {
         Self {
             server_url: server_url.into(),
@@ -58,7 +69,7 @@ impl ClientConfig {
             api_key: None,
             max_in_flight: 100,
             connect_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(600),
+            request_timeout: Duration::from_secs(120),
             max_retries: 3,
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
@@ -82,6 +93,8 @@ pub enum CallError {
     Transport(reqwest::Error),
     #[error("unusable answer: {0}")]
     Answer(#[from] AnswerError),
+    #[error("the answer exceeds {limit} bytes")]
+    TooLarge { limit: usize },
 }
 
 impl CallError {
@@ -93,7 +106,7 @@ impl CallError {
             }
             CallError::Timeout(_) => true,
             CallError::Transport(e) => !e.is_builder() && !e.is_redirect(),
-            CallError::Answer(_) => false,
+            CallError::Answer(_) | CallError::TooLarge { .. } => false,
         }
     }
 
@@ -132,6 +145,9 @@ pub enum ClientError {
         attempts: u32,
         source: CallError,
     },
+    /// Not sent: the tier stayed known-down (breaker open) for the whole retry budget.
+    #[error("{step} request not sent: the vLLM tier is unavailable (circuit breaker open)")]
+    HeldOff { step: &'static str },
 }
 
 impl ClientError {
@@ -141,7 +157,25 @@ impl ClientError {
             ClientError::Models { source, .. } | ClientError::Call { source, .. } => {
                 source.is_retryable()
             }
+            ClientError::HeldOff { .. } => true,
             _ => false,
+        }
+    }
+
+    /// The message without the text a server sent back, for a caller: another host's words
+    /// (its error pages, what it echoes of a request) are not reflected through the worker.
+    pub fn without_server_text(&self) -> String {
+        match self {
+            ClientError::Models {
+                url,
+                source: CallError::Status { status, .. },
+            } => format!("could not list models at {url}: HTTP {status}"),
+            ClientError::Call {
+                step,
+                attempts,
+                source: CallError::Status { status, .. },
+            } => format!("{step} request failed after {attempts} attempt(s): HTTP {status}"),
+            other => other.to_string(),
         }
     }
 }
@@ -268,9 +302,9 @@ async fn read_success(response: reqwest::Response) -> Result<Vec<u8>, CallError>
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let bytes = response.bytes().await.map_err(CallError::from_reqwest)?;
+    let bytes = read_capped(response, MAX_RESPONSE_BYTES).await?;
     if status == StatusCode::OK {
-        return Ok(bytes.to_vec());
+        return Ok(bytes);
     }
     let text = String::from_utf8_lossy(&bytes);
     let body = match text.char_indices().nth(MAX_ERROR_BODY) {
@@ -284,7 +318,28 @@ async fn read_success(response: reqwest::Response) -> Result<Vec<u8>, CallError>
     })
 }
 
-/// Runs `attempt` until it succeeds, fails for good, or the retries run out.
+/// The body, read chunk by chunk and refused past `limit` bytes (a `Content-Length` over it is
+/// refused before anything is read).
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, CallError> {
+    let too_large = CallError::TooLarge { limit };
+    let announced = response.content_length().unwrap_or(0);
+    if usize::try_from(announced).map_or(true, |n| n > limit) {
+        return Err(too_large);
+    }
+    let mut body = Vec::with_capacity(announced as usize);
+    while let Some(chunk) = response.chunk().await.map_err(CallError::from_reqwest)? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or the retries run out. While the observer
+/// holds attempts off (the tier is known to be down) no call is sent: the call waits the hold
+/// out, as often as it may attempt, so a restart shorter than a breaker's cool-down costs a
+/// wait, not the document.
 async fn with_retries<T, F, Fut>(
     config: &ClientConfig,
     step: &'static str,
@@ -295,7 +350,22 @@ where
     Fut: Future<Output = Result<T, CallError>>,
 {
     let mut attempts = 0;
+    let mut held = 0;
     loop {
+        if let Some(wait) = config.observer.as_ref().and_then(|o| o.hold_off()) {
+            // As many waits as attempts: a tier that keeps failing its probes still ends the call.
+            if held > config.max_retries {
+                return Err(ClientError::HeldOff { step });
+            }
+            held += 1;
+            tracing::debug!(
+                step,
+                ?wait,
+                "vLLM tier known to be down; waiting before calling"
+            );
+            tokio::time::sleep(wait.min(MAX_RETRY_AFTER)).await;
+            continue;
+        }
         attempts += 1;
         let started = Instant::now();
         let result = attempt().await;

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt as _;
 
@@ -11,7 +12,7 @@ use crate::client::VlmClient;
 use crate::output::PageResult;
 use crate::pdf::{Document, PdfError};
 use crate::text;
-use crate::vlm::{self, VlmError, VlmOptions};
+use crate::vlm::{self, PageRenderer, VlmError, VlmOptions};
 
 /// Which backend extracts the pages, with what it needs.
 #[derive(Debug, Clone)]
@@ -41,8 +42,11 @@ impl PageRange {
         if let Some(end) = end.filter(|&e| e < start) {
             return Err(format!("end page {end} is before start page {start}"));
         }
+        let first = start
+            .checked_add(1)
+            .ok_or_else(|| format!("start page {start} is past any document's end"))?;
         Ok(Self {
-            first: start + 1,
+            first,
             last: end.map(|e| e.saturating_add(1)),
         })
     }
@@ -108,6 +112,99 @@ pub enum ParseError {
     Vlm(#[from] VlmError),
     #[error("a pdfium task ended abnormally: {0}")]
     Task(String),
+    /// The request that wanted the document is gone; its work stopped at a page boundary.
+    #[error("abandoned: the request ended before the document was done")]
+    Abandoned,
+}
+
+/// The request's side of a document's blocking work. Dropped with the request (its deadline
+/// passed, its client left), it tells the work to stop at the next page.
+#[derive(Debug)]
+pub struct Job {
+    work: Work,
+}
+
+/// The work's side, cloned into every blocking task of a document. It holds what must live as
+/// long as the work really runs (a worker's admission ticket): a slot freed while pdfium still
+/// works on an abandoned document would let abandoned work pile up without bound.
+#[derive(Debug, Clone)]
+pub struct Work(Arc<WorkState>);
+
+struct WorkState {
+    abandoned: AtomicBool,
+    _held: Box<dyn Send + Sync>,
+}
+
+impl fmt::Debug for WorkState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkState")
+            .field("abandoned", &self.abandoned)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Job {
+    /// A job whose work keeps `held` alive until the last of its tasks ends.
+    pub fn holding(held: impl Send + Sync + 'static) -> Self {
+        Self {
+            work: Work(Arc::new(WorkState {
+                abandoned: AtomicBool::new(false),
+                _held: Box::new(held),
+            })),
+        }
+    }
+
+    /// What the blocking tasks carry.
+    pub fn work(&self) -> &Work {
+        &self.work
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        self.work.0.abandoned.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Work {
+    /// True once the request that wanted this work is gone.
+    pub fn abandoned(&self) -> bool {
+        self.0.abandoned.load(Ordering::Relaxed)
+    }
+
+    fn check(&self) -> Result<(), ParseError> {
+        if self.abandoned() {
+            Err(ParseError::Abandoned)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A document's pages rendered on behalf of `work`: each render task holds the work, and a
+/// render asked for after the request is gone is not started.
+struct WorkRenderer {
+    doc: Document,
+    work: Work,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum WorkRenderError {
+    #[error(transparent)]
+    Pdf(#[from] PdfError),
+    #[error("abandoned")]
+    Abandoned,
+}
+
+impl PageRenderer for WorkRenderer {
+    type Error = WorkRenderError;
+
+    fn render(&self, index: usize) -> Result<image::RgbImage, Self::Error> {
+        if self.work.abandoned() {
+            return Err(WorkRenderError::Abandoned);
+        }
+        Ok(self.doc.render_page(index)?)
+    }
 }
 
 /// Progress of one document, for progress bars.
@@ -128,45 +225,63 @@ pub async fn parse_document(
     extractor: &Extractor,
     progress: ProgressFn,
 ) -> Result<(Document, Vec<PageResult>), ParseError> {
-    let doc = open_document(bytes).await?;
-    let results = parse_pages(&doc, range, extractor, progress).await?;
+    let job = Job::holding(());
+    let doc = open_document(bytes, job.work()).await?;
+    let results = parse_pages(&doc, range, extractor, progress, job.work()).await?;
     Ok((doc, results))
 }
 
 /// Opens `bytes` with pdfium, so a caller can look at the document (its page count) before
 /// extracting it.
-pub async fn open_document(bytes: Vec<u8>) -> Result<Document, ParseError> {
+pub async fn open_document(bytes: Vec<u8>, work: &Work) -> Result<Document, ParseError> {
     // pdfium calls block (and serialise on one lock): keep them off the async threads.
-    blocking(move || Document::open(bytes).map_err(ParseError::from)).await
+    let work = work.clone();
+    blocking(move || {
+        work.check()?;
+        Document::open(bytes).map_err(ParseError::from)
+    })
+    .await
 }
 
-/// Extracts the selected pages of an open document, in page order.
+/// Extracts the selected pages of an open document, in page order, for as long as `work` is
+/// wanted: an abandoned request stops it at the next page.
 pub async fn parse_pages(
     doc: &Document,
     range: PageRange,
     extractor: &Extractor,
     progress: ProgressFn,
+    work: &Work,
 ) -> Result<Vec<PageResult>, ParseError> {
     let pages = range.resolve(doc.page_count())?;
     progress(Progress::Started { pages: pages.len() });
     let results = match extractor {
         Extractor::Text => {
-            let doc = doc.clone();
+            let (doc, work) = (doc.clone(), work.clone());
             let progress = progress.clone();
             blocking(move || {
-                text::parse(&doc, pages, |_| progress(Progress::PageDone)).map_err(ParseError::from)
+                let results = text::parse(&doc, pages, |_| {
+                    progress(Progress::PageDone);
+                    !work.abandoned()
+                })?;
+                work.check()?;
+                Ok(results)
             })
             .await?
         }
         Extractor::Vlm { client, options } => {
+            let renderer = WorkRenderer {
+                doc: doc.clone(),
+                work: work.clone(),
+            };
             let mut stream = std::pin::pin!(vlm::extract_pages(
                 client.clone(),
-                Arc::new(doc.clone()),
+                Arc::new(renderer),
                 pages.collect(),
                 options.clone(),
             ));
             let mut results = Vec::new();
             while let Some(page) = stream.next().await {
+                work.check()?;
                 results.push(PageResult::from_vlm(page?));
                 progress(Progress::PageDone);
             }
@@ -199,6 +314,25 @@ mod tests {
         assert!(r("5-2").is_err());
         assert!(r("a-b").is_err());
         assert!(r("").is_err());
+    }
+
+    #[test]
+    fn a_start_page_past_any_end_is_refused_without_overflow() {
+        assert!(PageRange::from_zero_based(usize::MAX, None).is_err());
+        assert!(PageRange::from_zero_based(usize::MAX - 1, None).is_ok());
+    }
+
+    #[test]
+    fn dropping_the_job_abandons_its_work_and_the_work_keeps_what_it_holds() {
+        let held = Arc::new(());
+        let job = Job::holding(held.clone());
+        let work = job.work().clone();
+        assert!(!work.abandoned());
+        drop(job);
+        assert!(work.abandoned());
+        assert_eq!(Arc::strong_count(&held), 2, "held while the work runs");
+        drop(work);
+        assert_eq!(Arc::strong_count(&held), 1, "released when it stops");
     }
 
     #[test]

@@ -41,17 +41,20 @@ const MAX_GUTTER_CANDIDATES: usize = 32;
 pub const LIMITATIONS_NOTE: &str =
     "text backend: tables, formulas and images are not recognised (text layer only)";
 
-/// Runs the text backend over `pages` of `doc`, calling `on_page` after each page.
+/// Runs the text backend over `pages` of `doc`, calling `on_page` after each page; it returns
+/// false to stop there (the request is gone).
 pub fn parse(
     doc: &Document,
     pages: Range<usize>,
-    mut on_page: impl FnMut(usize),
+    mut on_page: impl FnMut(usize) -> bool,
 ) -> Result<Vec<PageResult>, PdfError> {
     let mut out = Vec::with_capacity(pages.len());
     for page_idx in pages {
         let text = doc.page_text(page_idx)?;
         out.push(analyze_page(&text, page_idx));
-        on_page(page_idx);
+        if !on_page(page_idx) {
+            break;
+        }
     }
     link_across_pages(&mut out);
     Ok(out)

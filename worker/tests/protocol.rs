@@ -225,6 +225,88 @@ async fn api_key_is_required_when_configured() {
     assert_eq!(sim.deviations(), deviations_before);
 }
 
+/// A server whose model list is `size` bytes, sent with or without a `Content-Length`.
+async fn oversized_server(size: usize, announced: bool) -> String {
+    use axum::body::Body;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/v1/models",
+        axum::routing::get(move || async move {
+            let body = vec![b' '; size];
+            if announced {
+                Body::from(body)
+            } else {
+                let chunks = body
+                    .chunks(64 << 10)
+                    .map(|c| Ok::<_, std::io::Error>(c.to_vec()));
+                Body::from_stream(futures::stream::iter(chunks.collect::<Vec<_>>()))
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test]
+async fn an_answer_over_the_size_cap_is_refused_not_held() {
+    use mineru_worker::client::MAX_RESPONSE_BYTES;
+    for announced in [true, false] {
+        let url = oversized_server(MAX_RESPONSE_BYTES + 1, announced).await;
+        let err = VlmClient::connect(ClientConfig::new(url))
+            .await
+            .expect_err("too large");
+        assert!(
+            matches!(
+                &err,
+                ClientError::Models {
+                    source: CallError::TooLarge { .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(!err.is_retryable(), "the same answer would come again");
+    }
+}
+
+/// Holds every attempt off, as an open circuit breaker does, and counts the asks.
+#[derive(Debug, Default)]
+struct AlwaysDown(std::sync::atomic::AtomicU32);
+
+impl mineru_worker::client::CallObserver for AlwaysDown {
+    fn attempt(&self, _: Result<(), &CallError>, _: std::time::Duration, _: bool) {
+        panic!("no call goes out while held off");
+    }
+
+    fn hold_off(&self) -> Option<std::time::Duration> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Some(std::time::Duration::from_millis(1))
+    }
+}
+
+#[tokio::test]
+async fn a_held_off_client_sends_nothing_and_gives_up_after_as_many_waits_as_attempts() {
+    let sim = simulator::start_local(SimConfig::new(MODEL))
+        .await
+        .expect("start simulator");
+    let observer = std::sync::Arc::new(AlwaysDown::default());
+    let config = ClientConfig {
+        max_retries: 2,
+        observer: Some(observer.clone()),
+        ..ClientConfig::new(sim.url())
+    };
+    let err = VlmClient::connect(config).await.expect_err("held off");
+    assert!(matches!(err, ClientError::HeldOff { .. }), "{err}");
+    assert!(err.is_retryable());
+    assert_eq!(
+        observer.0.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "as many waits as attempts, then one more ask"
+    );
+    assert_eq!(sim.stats().requests, 0);
+}
+
 /// A valid body for `step`, as JSON to be bent by a test.
 fn valid_body(step: Step, image: &[u8]) -> Value {
     serde_json::to_value(ChatRequest::new(MODEL, step, image)).expect("serialise")

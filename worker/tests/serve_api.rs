@@ -3,6 +3,8 @@
 
 mod serve_common;
 
+use std::time::Duration;
+
 use mineru_worker::simulator::{Faults, SimConfig};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
@@ -116,12 +118,14 @@ async fn health_is_liveness_and_ready_checks_the_served_model() {
         "{body}"
     );
 
+    // Once it has seen its tier, a worker stays in the Service when the tier goes away: its
+    // clients get fast 503s with Retry-After instead of refused connections.
     sim.shutdown().await;
-    assert_eq!(
-        right.get("/ready").await.status(),
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    assert_eq!(right.get("/ready").await.status(), StatusCode::OK);
     assert_eq!(right.get("/health").await.status(), StatusCode::OK);
+    let response = right.parse(form("a.pdf", pdf(&["x"]), "vlm")).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(retry_after(&response).is_some());
 }
 
 #[tokio::test]
@@ -146,29 +150,90 @@ async fn pipeline_and_unknown_backends_are_refused_clearly() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST, "no vLLM tier");
 }
 
+/// What the simulator says when it refuses a token.
+const SIM_AUTH_ERROR: &str = "missing or wrong bearer token";
+
+async fn sim_with_key(key: &str) -> mineru_worker::simulator::SimHandle {
+    sim(SimConfig {
+        api_key: Some(key.into()),
+        ..sim_config()
+    })
+    .await
+}
+
 #[tokio::test]
-async fn a_caller_supplied_server_url_is_refused_unless_allowed() {
+async fn a_caller_supplied_server_url_is_refused_unless_its_origin_is_allowed() {
     let sim = sim(sim_config()).await;
+    let other = sim_with_key("not-for-you").await;
+    let request =
+        |url: String| form("a.pdf", pdf(&["x"]), "vlm-http-client").text("server_url", url);
+    let refused = |response: reqwest::Response| async move {
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body: serde_json::Value = response.json().await.expect("json");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("--allow-server-url"),
+            "{body}"
+        );
+    };
     let guarded = Worker::start(&["--backend", "text"]).await;
-    let request = || form("a.pdf", pdf(&["x"]), "vlm-http-client").text("server_url", sim.url());
-    let response = guarded.parse(request()).await;
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    let body: serde_json::Value = response.json().await.expect("json");
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("--allow-server-url"),
-        "{body}"
-    );
+    refused(guarded.parse(request(sim.url())).await).await;
     assert_eq!(sim.stats().requests, 0, "nothing reached the server");
 
-    let open = Worker::start(&["--backend", "text", "--allow-server-url"]).await;
-    let response = open.parse(request()).await;
+    let allowed = sim.url();
+    let open = Worker::start(&["--backend", "text", "--allow-server-url", &allowed]).await;
+    let response = open.parse(request(format!("{allowed}/v1"))).await;
     assert_eq!(response.status(), StatusCode::OK);
     let body: serde_json::Value = response.json().await.expect("json");
     assert_eq!(body["backend"], "vlm-http-client");
     assert!(sim.stats().requests > 0);
+    refused(open.parse(request(other.url())).await).await;
+    assert_eq!(other.stats().requests, 0, "another origin is not reached");
+}
+
+#[tokio::test]
+async fn the_configured_key_is_never_sent_to_a_caller_supplied_server() {
+    let tier = sim_with_key("tier-key").await;
+    let caller = sim_with_key("tier-key").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("api-key");
+    std::fs::write(&key, "tier-key\n").expect("write key");
+    let caller_url = caller.url();
+    let worker = Worker::vlm(
+        &tier,
+        &[
+            "--api-key-file",
+            key.to_str().unwrap(),
+            "--allow-server-url",
+            &caller_url,
+        ],
+    )
+    .await;
+    assert_eq!(
+        worker
+            .parse(form("a.pdf", pdf(&["x"]), "vlm"))
+            .await
+            .status(),
+        StatusCode::OK,
+        "the configured tier gets the key"
+    );
+    let response = worker
+        .parse(form("a.pdf", pdf(&["x"]), "vlm").text("server_url", caller_url))
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::BAD_GATEWAY,
+        "sent without a key"
+    );
+    let body: serde_json::Value = response.json().await.expect("json");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(error.contains("401"), "{body}");
+    assert!(
+        !error.contains(SIM_AUTH_ERROR),
+        "the other host's words are not reflected: {body}"
+    );
 }
 
 #[tokio::test]
@@ -436,21 +501,36 @@ async fn metrics_count_known_traffic_with_the_revision_label() {
 }
 
 #[tokio::test]
-async fn a_request_past_its_deadline_is_504() {
+async fn a_request_past_its_deadline_is_504_with_retry_after_and_its_work_stops() {
     let sim = sim(SimConfig {
         faults: Faults {
-            latency_ms: 2_000,
+            latency_ms: 200,
             ..Faults::default()
         },
         ..sim_config()
     })
     .await;
-    let worker = Worker::vlm(&sim, &["--request-timeout", "300ms"]).await;
-    let response = worker.parse(form("slow.pdf", pdf(&["x"]), "vlm")).await;
+    let worker = Worker::vlm(
+        &sim,
+        &["--request-timeout", "1s", "--vllm-timeout", "500ms"],
+    )
+    .await;
+    let pages: Vec<String> = (0..40).map(|i| format!("page {i}")).collect();
+    let pages: Vec<&str> = pages.iter().map(String::as_str).collect();
+    let response = worker.parse(form("long.pdf", pdf(&pages), "vlm")).await;
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(retry_after(&response).is_some());
+    // The slot is given back once the document's work has stopped, and nothing more is sent.
     worker
         .wait_for_metric("mineru_worker_inflight_documents", &[], 0.0)
         .await;
+    let sent = sim.stats().requests;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        sim.stats().requests,
+        sent,
+        "no call after the request ended"
+    );
     let metrics = worker.metrics().await;
     assert_eq!(
         metrics.value(

@@ -11,7 +11,7 @@ use mineru_worker::text;
 
 fn parse(pages: &[PageSpec]) -> Vec<PageResult> {
     let doc = Document::open(build_pdf(pages)).expect("open generated PDF");
-    text::parse(&doc, 0..doc.page_count(), |_| {}).expect("text backend")
+    text::parse(&doc, 0..doc.page_count(), |_| true).expect("text backend")
 }
 
 fn blocks(result: &PageResult) -> Vec<(BlockType, String)> {

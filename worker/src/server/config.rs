@@ -31,9 +31,11 @@ pub struct ServeArgs {
     /// How often the API key file is checked for a new key.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub api_key_poll: Duration,
-    /// Honour a caller-supplied `server_url` (off: it would let callers aim the worker anywhere).
-    #[arg(long)]
-    pub allow_server_url: bool,
+    /// A vLLM server a caller may name in `server_url` (`http://host:port`, repeatable); its
+    /// origin must match. None by default: it would let callers aim the worker anywhere. The
+    /// configured API key is never sent to such a server.
+    #[arg(long = "allow-server-url", value_name = "URL")]
+    pub allowed_server_urls: Vec<String>,
     /// Documents processed at once; further requests are answered 429.
     #[arg(long, default_value_t = 4)]
     pub max_concurrent_documents: usize,
@@ -46,7 +48,11 @@ pub struct ServeArgs {
     /// Deadline of one request, upload included.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub request_timeout: Duration,
-    /// Time in-flight requests get to finish after SIGTERM.
+    /// After SIGTERM, how long the worker keeps accepting documents while `/ready` says it is
+    /// leaving, so that endpoints stop sending before the listener closes.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+    /// Time in-flight requests get to finish once the listener has closed.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
     /// Consecutive failed vLLM calls that open the circuit breaker.
@@ -64,8 +70,9 @@ pub struct ServeArgs {
     /// Backoff before the first retry (doubles per retry, with jitter).
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     pub vllm_backoff: Duration,
-    /// Timeout of one vLLM call.
-    #[arg(long, default_value = "600s", value_parser = parse_duration)]
+    /// Timeout of one vLLM call attempt; it must leave room for retries within
+    /// `--request-timeout`.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
     pub vllm_timeout: Duration,
     /// How long a readiness verdict about the vLLM tier is reused.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]

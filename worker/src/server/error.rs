@@ -64,14 +64,17 @@ pub enum ApiError {
 impl ApiError {
     /// A document's failure: the input's fault (4xx), the tier's (502/503) or ours (500).
     pub fn from_parse(file: &str, err: ParseError, retry_after: Duration) -> Self {
-        let upstream = |source: &ClientError| ApiError::Upstream {
-            file: file.to_owned(),
-            reason: source.to_string(),
-            retryable: source.is_retryable(),
-            retry_after,
+        let upstream = |source: &ClientError| {
+            tracing::warn!(file, error = %source, "the vLLM tier failed");
+            ApiError::Upstream {
+                file: file.to_owned(),
+                reason: source.without_server_text(),
+                retryable: source.is_retryable(),
+                retry_after,
+            }
         };
         match &err {
-            ParseError::Pdf(PdfError::Library(_)) | ParseError::Task(_) => {
+            ParseError::Pdf(PdfError::Library(_)) | ParseError::Task(_) | ParseError::Abandoned => {
                 ApiError::Internal(format!("{file}: {err}"))
             }
             ParseError::Pdf(_) | ParseError::PagesOutOfRange { .. } => ApiError::Document {
@@ -91,9 +94,10 @@ impl ApiError {
 
     /// The vLLM tier could not be reached or refused us before any document work.
     pub fn from_client(err: &ClientError, retry_after: Duration) -> Self {
+        tracing::warn!(error = %err, "the vLLM tier cannot be used");
         ApiError::Upstream {
             file: "vLLM tier".to_owned(),
-            reason: err.to_string(),
+            reason: err.without_server_text(),
             retryable: err.is_retryable(),
             retry_after,
         }
@@ -117,7 +121,7 @@ impl ApiError {
         }
     }
 
-    /// When the caller may try again; every 429 and 503 carries one.
+    /// When the caller may try again; every 429, 503 and 504 carries one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::Busy { retry_after, .. }
@@ -128,7 +132,8 @@ impl ApiError {
                 retry_after,
                 ..
             } => Some(*retry_after),
-            ApiError::ShuttingDown => Some(Duration::from_secs(1)),
+            // Another worker (or this one, a moment later) may well finish it.
+            ApiError::ShuttingDown | ApiError::Timeout(_) => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -250,7 +255,12 @@ mod tests {
             ),
             (upstream(true), 503, Some(WAIT), Outcome::Error),
             (upstream(false), 502, None, Outcome::Error),
-            (ApiError::Timeout(WAIT), 504, None, Outcome::Timeout),
+            (
+                ApiError::Timeout(WAIT),
+                504,
+                Some(Duration::from_secs(1)),
+                Outcome::Timeout,
+            ),
             (ApiError::Internal("x".into()), 500, None, Outcome::Error),
         ];
         for (error, status, retry_after, outcome) in cases {

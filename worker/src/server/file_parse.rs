@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::output::{self, Backend};
-use crate::parse::{Extractor, PageRange, open_document, parse_pages};
+use crate::parse::{Extractor, Job, PageRange, Work, open_document, parse_pages};
 use crate::signals::DocumentSignals;
 use crate::vlm::VlmOptions;
 
@@ -81,10 +81,24 @@ async fn handle(
     multipart: Result<Multipart, MultipartRejection>,
     used_backend: &mut Option<Backend>,
 ) -> Result<ParseResponse, ApiError> {
-    let multipart = multipart.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let mut multipart = multipart.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     // Admission before the upload is read: an overloaded worker does not buffer what it refuses.
-    let _ticket = app.admission.enter(source)?;
-    let mut form = form::read(multipart, app.config.max_file_bytes.0).await?;
+    let ticket = match app.admission.enter(source) {
+        Ok(ticket) => ticket,
+        Err(refusal) => {
+            form::discard(&mut multipart).await;
+            return Err(refusal);
+        }
+    };
+    // The slot stays taken until the document's blocking work has really stopped.
+    let job = Job::holding(ticket);
+    let mut form = match form::read(&mut multipart, app.config.max_file_bytes.0).await {
+        Ok(form) => form,
+        Err(refusal) => {
+            form::discard(&mut multipart).await;
+            return Err(refusal);
+        }
+    };
     let backend = form.backend.unwrap_or(app.config.backend);
     *used_backend = Some(backend);
     let range = PageRange::from_zero_based(form.start_page_id, form.end_page_id)
@@ -94,7 +108,7 @@ async fn handle(
     for Upload { stem, bytes } in std::mem::take(&mut form.files) {
         let result = document(
             app,
-            &extractor,
+            (&extractor, job.work()),
             (backend, source),
             range,
             (&stem, bytes),
@@ -128,10 +142,10 @@ async fn extractor(
         options: VlmOptions::default(),
     };
     if let Some(url) = &form.server_url {
-        if !app.config.allow_server_url {
+        if !app.allows_server_url(url) {
             return Err(ApiError::BadRequest(
                 "server_url is refused: this worker only talks to its configured vLLM tier \
-                 (start it with --allow-server-url to accept caller-supplied servers)"
+                 and the servers named by --allow-server-url"
                     .into(),
             ));
         }
@@ -161,7 +175,7 @@ async fn extractor(
 
 async fn document(
     app: &App,
-    extractor: &Extractor,
+    (extractor, work): (&Extractor, &Work),
     (backend, source): (Backend, Source),
     range: PageRange,
     (file, bytes): (&str, Vec<u8>),
@@ -169,7 +183,7 @@ async fn document(
 ) -> Result<DocumentResult, ApiError> {
     let fail = |e| ApiError::from_parse(file, e, app.retry_after());
     let started = Instant::now();
-    let doc = open_document(bytes).await.map_err(fail)?;
+    let doc = open_document(bytes, work).await.map_err(fail)?;
     let selected = range.resolve(doc.page_count()).map_err(fail)?.len();
     if selected > app.config.max_pages {
         return Err(ApiError::TooManyPages {
@@ -178,7 +192,7 @@ async fn document(
             limit: app.config.max_pages,
         });
     }
-    let pages = parse_pages(&doc, range, extractor, Arc::new(|_| ()))
+    let pages = parse_pages(&doc, range, extractor, Arc::new(|_| ()), work)
         .await
         .map_err(fail)?;
     app.metrics.document(

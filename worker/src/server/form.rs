@@ -1,6 +1,8 @@
 //! The `/file_parse` form as MinerU's `mineru-api` takes it, read from multipart with every upload
 //! bounded while it streams in.
 
+use std::time::Duration;
+
 use axum::extract::Multipart;
 use axum::extract::multipart::{Field, MultipartError};
 
@@ -31,8 +33,25 @@ pub struct ParseForm {
     pub server_url: Option<String>,
 }
 
+/// How long a refused request's upload is read (and dropped) so that its client, still sending,
+/// receives the refusal instead of a reset connection.
+const DISCARD_FOR: Duration = Duration::from_secs(10);
+
+/// Reads and drops what is left of the upload, for at most [`DISCARD_FOR`] (the body limit
+/// bounds how much). A server that answers before the request is read closes the connection
+/// under a client that is still sending, which then sees a reset instead of the answer and
+/// its `Retry-After`.
+pub async fn discard(multipart: &mut Multipart) {
+    let drain = async {
+        while let Ok(Some(mut field)) = multipart.next_field().await {
+            while let Ok(Some(_)) = field.chunk().await {}
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_FOR, drain).await;
+}
+
 /// Reads the whole form; `max_file_bytes` bounds each upload.
-pub async fn read(mut multipart: Multipart, max_file_bytes: u64) -> Result<ParseForm, ApiError> {
+pub async fn read(multipart: &mut Multipart, max_file_bytes: u64) -> Result<ParseForm, ApiError> {
     let mut form = ParseForm {
         files: Vec::new(),
         backend: None,

@@ -467,6 +467,7 @@ impl Metrics {
             Err(CallError::Timeout(_)) => Cow::Borrowed("timeout"),
             Err(CallError::Transport(_)) => Cow::Borrowed("transport"),
             Err(CallError::Answer(_)) => Cow::Borrowed("invalid_answer"),
+            Err(CallError::TooLarge { .. }) => Cow::Borrowed("too_large"),
         };
         self.vllm_requests
             .get_or_create(&StatusLabels { status })

@@ -1,10 +1,14 @@
 //! `mineru-worker serve`: the CPU tier's HTTP service, compatible with MinerU's `mineru-api`.
 //!
 //! `POST /file_parse` extracts uploaded PDFs with either backend; `GET /health` is liveness,
-//! `GET /ready` readiness (pdfium loads and the vLLM tier serves the expected model, breaker not
-//! open), `GET /metrics` Prometheus metrics labelled with the revision, `GET /openapi.json` the
-//! API description (committed as docs/openapi/worker.yaml). Limits bound what one worker holds:
-//! documents in progress, upload size, pages, a deadline per request. On SIGTERM the listener
+//! `GET /ready` readiness: what this worker itself can do (pdfium loads, it is not leaving, and
+//! a vlm worker has once seen its tier serve the expected model). Trouble upstream later does
+//! not take a worker out of the Service — every worker would leave at once and clients would
+//! get connection errors — it turns into fast 503s with `Retry-After`. `GET /metrics` serves
+//! Prometheus metrics labelled with the revision, `GET /openapi.json` the API description
+//! (committed as docs/openapi/worker.yaml). Limits bound what one worker holds: documents in
+//! progress, upload size, pages, a deadline per request. On SIGTERM `/ready` turns false at once,
+//! documents are still taken for `--shutdown-delay` (while endpoints update), then the listener
 //! closes and requests in progress get `--shutdown-grace` to finish.
 
 mod admission;
@@ -21,6 +25,7 @@ mod upstream;
 use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -39,7 +44,7 @@ use crate::output::Backend;
 use admission::Admission;
 use breaker::Breaker;
 use metrics::Metrics;
-use upstream::{KeyFile, KeyFileError, Recorder, Upstream, with_key};
+use upstream::{KeyFile, KeyFileError, Recorder, Upstream};
 
 /// Room for the form fields and multipart framing around a maximal file.
 const FORM_OVERHEAD_BYTES: u64 = 1 << 20;
@@ -71,6 +76,10 @@ struct App {
     key: Option<Arc<KeyFile>>,
     upstream: Option<Upstream>,
     admission: Admission,
+    /// Set once the configured tier answered (the model list included).
+    tier_seen: Arc<AtomicBool>,
+    /// Set on SIGTERM: readiness turns false while documents are still taken.
+    leaving: AtomicBool,
 }
 
 impl App {
@@ -82,7 +91,21 @@ impl App {
                     .into(),
             ));
         }
+        if config.vllm_timeout >= config.request_timeout {
+            return Err(ServeError::Config(format!(
+                "--vllm-timeout ({}s) must be shorter than --request-timeout ({}s): one hung \
+                 call would use the whole deadline and never be retried",
+                config.vllm_timeout.as_secs_f64(),
+                config.request_timeout.as_secs_f64()
+            )));
+        }
+        for url in &config.allowed_server_urls {
+            origin(url).map_err(|reason| {
+                ServeError::Config(format!("--allow-server-url {url:?}: {reason}"))
+            })?;
+        }
         let metrics = Arc::new(Metrics::new(&config.revision));
+        let tier_seen = Arc::new(AtomicBool::new(false));
         let breaker = Arc::new(Breaker::new(
             config.breaker_failures,
             config.breaker_cool_down,
@@ -102,6 +125,7 @@ impl App {
             observer: Some(Arc::new(Recorder {
                 metrics: metrics.clone(),
                 breaker: breaker.clone(),
+                answered: tier_seen.clone(),
             })),
             ..ClientConfig::new(config.server_url.clone().unwrap_or_default())
         };
@@ -122,6 +146,8 @@ impl App {
             key,
             upstream,
             admission,
+            tier_seen,
+            leaving: AtomicBool::new(false),
         })
     }
 
@@ -133,14 +159,25 @@ impl App {
             .max(MIN_RETRY_AFTER)
     }
 
-    /// A one-off client for a caller-supplied server (`--allow-server-url`), kept out of the
-    /// metrics and the breaker, which describe the configured tier.
+    /// Whether a caller may name `server_url`: its origin is one of `--allow-server-url`.
+    fn allows_server_url(&self, server_url: &str) -> bool {
+        origin(server_url).is_ok_and(|wanted| {
+            self.config
+                .allowed_server_urls
+                .iter()
+                .any(|allowed| origin(allowed).is_ok_and(|allowed| allowed == wanted))
+        })
+    }
+
+    /// A one-off client for a caller-supplied server, kept out of the metrics and the breaker,
+    /// which describe the configured tier, and without the configured tier's API key.
     async fn upstream_for_caller(&self, server_url: &str) -> Result<VlmClient, ClientError> {
         VlmClient::connect(ClientConfig {
             server_url: server_url.to_owned(),
             model: None,
             observer: None,
-            ..with_key(&self.template, self.key.as_deref())
+            api_key: None,
+            ..self.template.clone()
         })
         .await
     }
@@ -181,8 +218,21 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// `scheme://host:port` of a URL (the port made explicit), or why it is not an http(s) URL.
+fn origin(url: &str) -> Result<String, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err("the scheme must be http or https".into());
+    }
+    let host = parsed.host_str().ok_or("the URL has no host")?;
+    let port = parsed
+        .port_or_known_default()
+        .ok_or("the URL has no port")?;
+    Ok(format!("{}://{host}:{port}", parsed.scheme()))
+}
+
 async fn readiness(app: &App) -> Result<(), String> {
-    if app.admission.is_closed() {
+    if app.leaving.load(Ordering::SeqCst) || app.admission.is_closed() {
         return Err("shutting down".into());
     }
     // The first call binds libpdfium (dlopen); later calls return the remembered outcome.
@@ -190,9 +240,15 @@ async fn readiness(app: &App) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    // A text-tier worker serves without the vLLM tier, so only a vlm worker waits for it.
+    // A text-tier worker serves without the vLLM tier, so only a vlm worker waits for it, and
+    // only until it has seen it once: a worker that never reached its tier (a wrong model name,
+    // a refused key) must not take traffic, one that did keeps its place through a blip.
     match (&app.upstream, app.config.backend) {
-        (Some(upstream), Backend::Vlm) => upstream.ready().await,
+        (Some(upstream), Backend::Vlm) if !app.tier_seen.load(Ordering::SeqCst) => {
+            upstream.ready().await?;
+            app.tier_seen.store(true, Ordering::SeqCst);
+            Ok(())
+        }
         _ => Ok(()),
     }
 }
@@ -217,7 +273,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let grace = config.shutdown_grace;
+    let (delay, grace) = (config.shutdown_delay, config.shutdown_grace);
     let app = Arc::new(App::new(config)?);
     let watcher = app
         .key
@@ -229,6 +285,12 @@ pub async fn run(
         let draining = draining.clone();
         async move {
             shutdown.await;
+            app.leaving.store(true, Ordering::SeqCst);
+            tracing::info!(
+                ?delay,
+                "leaving: not ready, still taking documents meanwhile"
+            );
+            tokio::time::sleep(delay).await;
             tracing::info!("shutting down: no new requests, finishing those in progress");
             app.admission.close();
             draining.notify_one();

@@ -64,7 +64,7 @@ pub fn document() -> Value {
                             "end_page_id": {"type": "integer", "minimum": 0, "default": 99999,
                                             "description": "Last page (inclusive), counted from 0"},
                             "server_url": {"type": "string",
-                                           "description": "Refused (400) unless the worker runs with --allow-server-url"}
+                                           "description": "Refused (400) unless its origin is one of the worker's --allow-server-url"}
                         }
                     }
                 }}},

@@ -3,6 +3,7 @@
 //! attempt into metrics and circuit-breaker input.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -14,16 +15,22 @@ use super::metrics::Metrics;
 /// A readiness check's calls get this long, so a hung tier cannot hang the probe.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Feeds every HTTP attempt to the metrics and the breaker.
+/// Feeds every HTTP attempt to the metrics and the breaker, and remembers that the tier once
+/// answered.
 #[derive(Debug)]
 pub struct Recorder {
     pub metrics: Arc<Metrics>,
     pub breaker: Arc<Breaker>,
+    /// Set by the first usable answer.
+    pub answered: Arc<AtomicBool>,
 }
 
 impl CallObserver for Recorder {
     fn attempt(&self, outcome: Result<(), &CallError>, elapsed: Duration, retrying: bool) {
         self.metrics.vllm_call(outcome, elapsed, retrying);
+        if outcome.is_ok() {
+            self.answered.store(true, Ordering::SeqCst);
+        }
         // A refusal (401, 400) proves the server is up; only unavailability counts against it.
         let ok = !matches!(outcome, Err(e) if e.is_retryable());
         let now = Instant::now();
@@ -36,6 +43,10 @@ impl CallObserver for Recorder {
             Transition::None => {}
         }
         self.metrics.breaker(self.breaker.state(now));
+    }
+
+    fn hold_off(&self) -> Option<Duration> {
+        Some(self.breaker.retry_after(Instant::now())).filter(|wait| !wait.is_zero())
     }
 }
 
@@ -114,7 +125,7 @@ fn read_key(path: &Path) -> Result<String, KeyFileError> {
 }
 
 /// `template` with the current key from `key`.
-pub fn with_key(template: &ClientConfig, key: Option<&KeyFile>) -> ClientConfig {
+fn with_key(template: &ClientConfig, key: Option<&KeyFile>) -> ClientConfig {
     ClientConfig {
         api_key: key.map(KeyFile::current),
         ..template.clone()

@@ -2,6 +2,8 @@
 //! written by pdfium, MinerU-style multipart requests and a reader for the metrics text.
 #![allow(dead_code)] // Each test binary uses its own subset.
 
+pub mod proxy;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -36,6 +38,9 @@ impl Worker {
             "--vllm-backoff",
             "20ms",
             "--ready-cache",
+            "0s",
+            // No endpoints to wait for in-process.
+            "--shutdown-delay",
             "0s",
         ];
         argv.extend_from_slice(args);
@@ -105,6 +110,23 @@ impl Worker {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("{name}{labels:?} never reached {value}");
+    }
+
+    /// Waits until the circuit breaker is no longer open (half-open lets the next document
+    /// probe the tier).
+    pub async fn wait_breaker_not_open(&self) {
+        for _ in 0..500 {
+            if self
+                .metrics()
+                .await
+                .value("mineru_worker_breaker_state", &[])
+                != Some(2.0)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the breaker never left the open state");
     }
 
     /// Signals shutdown and waits for the server to return.
