@@ -563,3 +563,82 @@ async fn the_served_openapi_document_is_the_committed_one() {
         "docs/openapi/worker.yaml is stale: rerun this test with UPDATE_OPENAPI=1"
     );
 }
+
+/// 32 clients send multi-page documents with hostile files mixed in, on both backends at once:
+/// the worker never goes down, every hostile file is refused as the client's fault (or parsed),
+/// and every good document comes back correct — retried while the worker says it is busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_clients_with_hostile_files_mixed_in_get_correct_answers_on_both_backends() {
+    let sim = sim(sim_config()).await;
+    let worker = Worker::vlm(&sim, &["--max-concurrent-documents", "8"]).await;
+    let good = pdf(&["alpha", "beta", "gamma"]);
+    let fixture = |name: &str| {
+        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(name)).expect("fixture")
+    };
+    let hostile: Vec<Vec<u8>> = vec![
+        fixture("tests/fixtures/encrypted.pdf"),
+        fixture("fuzz/corpus/open_pdf/flate-image-rotated.pdf"),
+        good[..good.len() / 2].to_vec(),
+        b"%PDF-1.7\n1 0 obj << /Type /Pages /Kids [1 0 R] /Count 9 >> endobj\n%%EOF".to_vec(),
+        huge_page(),
+        vec![0xff; 4096],
+    ];
+    // What a healthy parse of the good document reads, per backend.
+    let mut expected = std::collections::BTreeMap::new();
+    for backend in ["text", "vlm"] {
+        let response = worker.parse(form("good.pdf", good.clone(), backend)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: serde_json::Value = response.json().await.expect("json");
+        expected.insert(backend, body["results"]["good"]["md_content"].clone());
+    }
+    assert!(expected["text"].as_str().unwrap().contains("gamma"));
+    let expected = std::sync::Arc::new(expected);
+    let clients: Vec<_> = (0..32)
+        .map(|client| {
+            let (http, url) = (worker.http.clone(), worker.url("/file_parse"));
+            let (good, hostile, expected) = (good.clone(), hostile.clone(), expected.clone());
+            tokio::spawn(async move {
+                let backend = if client % 2 == 0 { "text" } else { "vlm" };
+                for round in 0..3 {
+                    let bad = hostile[(client + round) % hostile.len()].clone();
+                    let status = http
+                        .post(&url)
+                        .multipart(form("bad.pdf", bad, backend))
+                        .send()
+                        .await
+                        .expect("answered")
+                        .status();
+                    assert!(
+                        status.is_success() || status.is_client_error(),
+                        "a hostile file is the client's fault, never the worker's: {status}"
+                    );
+                    loop {
+                        let response = http
+                            .post(&url)
+                            .multipart(form("good.pdf", good.clone(), backend))
+                            .send()
+                            .await
+                            .expect("answered");
+                        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                            assert!(retry_after(&response).is_some());
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                        assert_eq!(response.status(), StatusCode::OK);
+                        let body: serde_json::Value = response.json().await.expect("json");
+                        assert_eq!(
+                            body["results"]["good"]["md_content"], expected[backend],
+                            "a wrong answer on {backend}"
+                        );
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.expect("client");
+    }
+    assert_eq!(worker.get("/health").await.status(), StatusCode::OK);
+    assert_eq!(sim.deviations(), 0);
+}

@@ -36,7 +36,46 @@ struct Process {
     log: Vec<String>,
 }
 
+impl Drop for Process {
+    /// A failed test leaves no worker behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Process {
+    /// Starts `command` (which pipes stderr) and follows its log.
+    fn spawn(mut command: Command) -> Process {
+        let mut child = command.spawn().expect("start mineru-worker serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Process {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// The most memory the process has held (`VmHWM`), in bytes.
+    fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|kb| kb.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+            .expect("VmHWM")
+            * 1024
+    }
+
     /// The next stderr line, within a generous bound so a broken start fails instead of hanging.
     fn next_line(&mut self) -> Option<String> {
         let line = self.lines.recv_timeout(Duration::from_secs(60)).ok()?;
@@ -112,21 +151,7 @@ async fn the_binary_serves_as_the_image_runs_it_and_drains_on_sigterm() {
         .current_dir(cwd.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("start mineru-worker serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut process = Process {
-        child,
-        lines,
-        log: Vec::new(),
-    };
+    let mut process = Process::spawn(command);
     let base = format!("http://127.0.0.1:{}", process.port());
     let http = reqwest::Client::new();
 
@@ -222,4 +247,94 @@ async fn the_binary_serves_as_the_image_runs_it_and_drains_on_sigterm() {
             dir.display()
         );
     }
+}
+
+/// 100 clients upload 8 MiB documents at once to a worker taking 4: the excess is refused with
+/// 429 and `Retry-After` that every client receives, the admitted ones are parsed, and the
+/// worker's peak memory stays within what its limits allow — the operator's formula for the
+/// pod's memory limit, `128Mi + 4 × (2 × 8Mi + 128Mi)` — refused uploads are never buffered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_large_uploads_at_once_stay_within_the_memory_the_limits_allow() {
+    const DOCUMENTS: u64 = 4;
+    const FILE_MIB: u64 = 8;
+    let mut command = Command::new(BINARY);
+    command
+        .args([
+            "serve",
+            "--backend",
+            "text",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ])
+        .args(["--max-concurrent-documents", &DOCUMENTS.to_string()])
+        .args([
+            "--max-file-bytes",
+            &format!("{FILE_MIB}Mi"),
+            "--log-format",
+            "json",
+        ])
+        .env(pdf::PDFIUM_PATH_ENV, pdfium_path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut process = Process::spawn(command);
+    let base = format!("http://127.0.0.1:{}", process.port());
+
+    // A real document padded to just under the limit with a comment after its header line
+    // (pdfium finds its objects again by scanning).
+    let original = pdf(&["padded"]);
+    let header = original
+        .iter()
+        .position(|&b| b == b'\n')
+        .expect("header line")
+        + 1;
+    let padding = (FILE_MIB << 20) as usize - original.len() - 4096;
+    let mut document = original[..header].to_vec();
+    document.push(b'%');
+    document.resize(header + 1 + padding, b'A');
+    document.push(b'\n');
+    document.extend_from_slice(&original[header..]);
+    let document = axum::body::Bytes::from(document);
+    let http = reqwest::Client::new();
+    let uploads: Vec<_> = (0..100)
+        .map(|i| {
+            let (http, url, document) =
+                (http.clone(), format!("{base}/file_parse"), document.clone());
+            tokio::spawn(async move {
+                let length = document.len() as u64;
+                let part = reqwest::multipart::Part::stream_with_length(document, length)
+                    .file_name(format!("big-{i}.pdf"));
+                let form = reqwest::multipart::Form::new()
+                    .part("files", part)
+                    .text("backend", "text");
+                let response = http
+                    .post(url)
+                    .multipart(form)
+                    .send()
+                    .await
+                    .expect("every client receives an answer, refusals included");
+                (response.status(), serve_common::retry_after(&response))
+            })
+        })
+        .collect();
+    let mut parsed = 0;
+    let mut refused = 0;
+    for upload in uploads {
+        match upload.await.expect("upload task") {
+            (StatusCode::OK, _) => parsed += 1,
+            (StatusCode::TOO_MANY_REQUESTS, Some(_)) => refused += 1,
+            other => panic!("neither parsed nor refused with Retry-After: {other:?}"),
+        }
+    }
+    assert!(parsed >= DOCUMENTS, "{parsed} parsed");
+    assert!(refused > 0, "100 at once against {DOCUMENTS} slots");
+    let bound = (128 + DOCUMENTS * (2 * FILE_MIB + 128)) << 20;
+    let peak = process.peak_rss();
+    eprintln!(
+        "{parsed} parsed, {refused} refused; peak RSS {} MiB (bound {} MiB)",
+        peak >> 20,
+        bound >> 20
+    );
+    assert!(peak < bound, "peak RSS {peak} over the bound {bound}");
 }
