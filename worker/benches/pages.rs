@@ -9,6 +9,7 @@
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::measurement::WallTime;
@@ -17,8 +18,9 @@ use criterion::{
 };
 use image::RgbImage;
 use mineru_worker::model::Block;
-use mineru_worker::pdf::Document;
+use mineru_worker::pdf::{Document, Pages};
 use mineru_worker::protocol::{Step, request_body};
+use mineru_worker::render_pool::{PoolConfig, RenderPool};
 use mineru_worker::text;
 use mineru_worker::tokens::select_for_recognition;
 use mineru_worker::vlm::{block_png, layout_png};
@@ -88,8 +90,8 @@ fn pages(c: &mut Criterion) {
         .and_then(|s| s.to_str())
         .expect("document name")
         .to_owned();
-    let doc = Document::open(read(&root.join(&layout.document)))
-        .unwrap_or_else(|e| panic!("{}: {e}", layout.document));
+    let bytes = read(&root.join(&layout.document));
+    let doc = Document::open(bytes.clone()).unwrap_or_else(|e| panic!("{}: {e}", layout.document));
     assert_eq!(
         doc.page_count(),
         layout.pages.len(),
@@ -155,6 +157,57 @@ fn pages(c: &mut Criterion) {
         });
     }
     text_backend.finish();
+
+    isolation(c, &name, &doc, &bytes);
+}
+
+/// Rendering in the render subprocesses against rendering in this process: one render and one
+/// text layer alone (what isolation costs a page: the pixels or the characters cross a pipe)
+/// and every page of the document four
+/// times over from as many threads as the machine has cores (what it gains: pdfium in process
+/// serialises on one lock, the pool runs a child per core).
+fn isolation(c: &mut Criterion, name: &str, doc: &Document, bytes: &[u8]) {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let pool = RenderPool::new(PoolConfig {
+        processes: cores,
+        ..PoolConfig::new(env!("CARGO_BIN_EXE_mineru-worker").into())
+    });
+    let pooled: Arc<dyn Pages> = Arc::new(pool.open_bytes(bytes).expect("open in the pool"));
+    let local: Arc<dyn Pages> = Arc::new(doc.clone());
+    let pages = doc.page_count();
+    let mut group = group(c, "isolation");
+    for (label, source) in [("in_process", &local), ("pool", &pooled)] {
+        group.bench_function(BenchmarkId::new(format!("{label}/one_render"), name), |b| {
+            b.iter(|| source.render_page(black_box(0)).expect("render"))
+        });
+        group.bench_function(
+            BenchmarkId::new(format!("{label}/one_text_layer"), name),
+            |b| b.iter(|| source.page_text(black_box(0)).expect("text layer")),
+        );
+        let renders = pages * 4;
+        group.bench_function(
+            BenchmarkId::new(
+                format!("{label}/{renders}_renders_on_{cores}_threads"),
+                name,
+            ),
+            |b| b.iter(|| render_all(source, renders, cores)),
+        );
+    }
+    group.finish();
+}
+
+/// `renders` renders of the document's pages, shared out over `threads` threads.
+fn render_all(source: &Arc<dyn Pages>, renders: usize, threads: usize) {
+    let pages = source.page_count();
+    std::thread::scope(|scope| {
+        for thread in 0..threads {
+            scope.spawn(move || {
+                for render in (thread..renders).step_by(threads) {
+                    black_box(source.render_page(render % pages).expect("render"));
+                }
+            });
+        }
+    });
 }
 
 criterion_group! {

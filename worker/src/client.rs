@@ -336,10 +336,14 @@ async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Ve
     Ok(body)
 }
 
-/// Runs `attempt` until it succeeds, fails for good, or the retries run out. While the observer
+/// Runs `attempt` until it succeeds, fails for good, or the retries run out (a server's
+/// `Retry-After` is honoured, up to a minute). While the observer
 /// holds attempts off (the tier is known to be down) no call is sent: the call waits the hold
-/// out, as often as it may attempt, so a restart shorter than a breaker's cool-down costs a
-/// wait, not the document.
+/// out, but all it waits, backoffs and holds together, stays within what its retries could wait
+/// ([`retry_wait_budget`]); a hold longer than what is left is waited for what is left, then the
+/// call is tried once all the same. A restart shorter than the budget costs a wait, not the
+/// document; a tier down for longer fails the call with a retryable error once the budget is
+/// spent, so a worker taken out of traffic does not keep answering long after.
 async fn with_retries<T, F, Fut>(
     config: &ClientConfig,
     step: &'static str,
@@ -349,22 +353,28 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, CallError>>,
 {
+    let budget = retry_wait_budget(config);
+    let mut waited = Duration::ZERO;
     let mut attempts = 0;
-    let mut held = 0;
     loop {
-        if let Some(wait) = config.observer.as_ref().and_then(|o| o.hold_off()) {
-            // As many waits as attempts: a tier that keeps failing its probes still ends the call.
-            if held > config.max_retries {
+        if let Some(hold) = config.observer.as_ref().and_then(|o| o.hold_off()) {
+            let left = budget.saturating_sub(waited);
+            if left.is_zero() {
                 return Err(ClientError::HeldOff { step });
             }
-            held += 1;
+            let wait = hold.min(MAX_RETRY_AFTER).min(left);
+            waited += wait;
             tracing::debug!(
                 step,
                 ?wait,
                 "vLLM tier known to be down; waiting before calling"
             );
-            tokio::time::sleep(wait.min(MAX_RETRY_AFTER)).await;
-            continue;
+            tokio::time::sleep(wait).await;
+            if wait < left {
+                // The hold is over (or was capped): ask again, another call may have reopened it.
+                continue;
+            }
+            // The budget is spent: the call is tried once all the same.
         }
         attempts += 1;
         let started = Instant::now();
@@ -378,6 +388,7 @@ where
             Ok(value) => return Ok(value),
             Err(err) if retrying => {
                 let wait = backoff(config, attempts, &err);
+                waited += wait;
                 tracing::debug!(step, attempts, ?wait, error = %err, "retrying");
                 tokio::time::sleep(wait).await;
             }
@@ -403,11 +414,23 @@ fn backoff(config: &ClientConfig, retry: u32, err: &CallError) -> Duration {
     {
         return (*wait).min(MAX_RETRY_AFTER);
     }
-    let step = config
+    backoff_step(config, retry).mul_f64(rand::rng().random_range(0.5..=1.0))
+}
+
+/// The exponential step before retry number `retry` (1-based), before jitter.
+fn backoff_step(config: &ClientConfig, retry: u32) -> Duration {
+    config
         .backoff_base
         .saturating_mul(1u32 << (retry - 1).min(16))
-        .min(config.backoff_max);
-    step.mul_f64(rand::rng().random_range(0.5..=1.0))
+        .min(config.backoff_max)
+}
+
+/// The most one call waits in all, backoffs and holds together: the sum of its backoff steps
+/// before jitter (3.5 s with the defaults).
+fn retry_wait_budget(config: &ClientConfig) -> Duration {
+    (1..=config.max_retries)
+        .map(|retry| backoff_step(config, retry))
+        .sum()
 }
 
 /// `<server>/v1` from a configured server URL.
@@ -423,4 +446,105 @@ fn api_base(server_url: &str) -> Result<String, ClientError> {
     let trimmed = server_url.trim_end_matches('/');
     let base = trimmed.strip_suffix("/v1").unwrap_or(trimmed);
     Ok(format!("{base}/v1"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Holds attempts off for the scripted durations, then lets them through, and counts the
+    /// calls that go out.
+    #[derive(Debug)]
+    struct Holds(Mutex<Vec<Duration>>);
+
+    impl CallObserver for Holds {
+        fn attempt(&self, _: Result<(), &CallError>, _: Duration, _: bool) {}
+
+        fn hold_off(&self) -> Option<Duration> {
+            self.0.lock().expect("holds").pop()
+        }
+    }
+
+    fn config(holds: Vec<Duration>) -> ClientConfig {
+        ClientConfig {
+            observer: Some(Arc::new(Holds(Mutex::new(holds)))),
+            ..ClientConfig::new("http://127.0.0.1:9")
+        }
+    }
+
+    fn unavailable() -> CallError {
+        CallError::Status {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: String::new(),
+            retry_after: Some(Duration::from_secs(1)),
+        }
+    }
+
+    #[test]
+    fn the_wait_budget_is_the_sum_of_the_backoff_steps() {
+        let defaults = ClientConfig::new("http://127.0.0.1:9");
+        assert_eq!(retry_wait_budget(&defaults), Duration::from_millis(3500));
+        let capped = ClientConfig {
+            max_retries: 5,
+            backoff_max: Duration::from_secs(2),
+            ..defaults
+        };
+        assert_eq!(retry_wait_budget(&capped), Duration::from_millis(7500));
+    }
+
+    /// One call through `with_retries` under the scripted holds, every attempt ending in
+    /// `outcome()`: its result, the attempts made and the (paused) time it took.
+    async fn call_held(
+        holds: Vec<Duration>,
+        outcome: fn() -> Result<(), CallError>,
+    ) -> (Result<(), ClientError>, u32, Duration) {
+        let config = config(holds);
+        let started = tokio::time::Instant::now();
+        let mut calls = 0;
+        let result = with_retries(&config, "test", || {
+            calls += 1;
+            async move { outcome() }
+        })
+        .await;
+        (result, calls, started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hold_within_the_budget_is_waited_out_and_the_call_goes_through() {
+        let holds = vec![Duration::from_secs(1), Duration::from_secs(2)];
+        let (result, calls, took) = call_held(holds, || Ok(())).await;
+        assert!(result.is_ok());
+        assert_eq!(calls, 1);
+        assert_eq!(took, Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hold_past_the_budget_is_waited_for_the_budget_then_the_call_is_tried() {
+        // A 30 s cool-down: the call goes out once its 3.5 s are spent, and succeeds.
+        let (result, calls, took) = call_held(vec![Duration::from_secs(30)], || Ok(())).await;
+        assert!(result.is_ok());
+        assert_eq!(calls, 1);
+        assert_eq!(took, Duration::from_millis(3500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tier_that_stays_down_fails_the_call_once_the_budget_is_spent() {
+        // Holds after every failure, as a breaker that keeps reopening does.
+        let holds = vec![Duration::from_secs(30); 8];
+        let (result, calls, took) = call_held(holds, || Err(unavailable())).await;
+        assert!(matches!(result, Err(ClientError::HeldOff { step: "test" })));
+        assert_eq!(calls, 1, "the one call at the end of the budget");
+        // The budget, then the server's Retry-After of 1 s before the breaker is asked again.
+        assert_eq!(took, Duration::from_millis(4500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_honour_the_servers_retry_after() {
+        let (result, calls, took) = call_held(Vec::new(), || Err(unavailable())).await;
+        assert!(matches!(result, Err(ClientError::Call { attempts: 4, .. })));
+        assert_eq!(calls, 4);
+        assert_eq!(took, Duration::from_secs(3));
+    }
 }

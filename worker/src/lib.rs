@@ -7,6 +7,7 @@ pub mod output;
 pub mod parse;
 pub mod pdf;
 pub mod protocol;
+pub mod render_pool;
 pub mod server;
 pub mod signals;
 pub mod simulator;

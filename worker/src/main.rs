@@ -10,7 +10,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use mineru_worker::client::{ClientConfig, VlmClient};
 use mineru_worker::output::{self, Backend, PageResult};
-use mineru_worker::parse::{Extractor, PageRange, Progress, ProgressFn, parse_document};
+use mineru_worker::parse::{
+    Extractor, PageRange, PixelLimits, Progress, ProgressFn, parse_document,
+};
 use mineru_worker::pdf::Document;
 use mineru_worker::vlm::VlmOptions;
 
@@ -27,7 +29,10 @@ enum Command {
     Parse(ParseArgs),
     /// Serve the MinerU-compatible HTTP API (`POST /file_parse`) with health, readiness and metrics.
     #[command(args_override_self = true)]
-    Serve(mineru_worker::server::ServeArgs),
+    Serve(Box<mineru_worker::server::ServeArgs>),
+    /// A render subprocess of `serve`, spoken to over stdin and stdout.
+    #[command(name = "render-child", hide = true)]
+    RenderChild(mineru_worker::render_pool::ChildArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -54,6 +59,10 @@ struct ParseArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A render child is one thread talking over pipes: no runtime, no logging to stdout.
+    if let Command::RenderChild(args) = &cli.command {
+        return mineru_worker::render_pool::child_main(args);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -63,7 +72,8 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Parse(args) => runtime.block_on(parse(args)),
-        Command::Serve(args) => runtime.block_on(mineru_worker::server::main(args)),
+        Command::Serve(args) => runtime.block_on(mineru_worker::server::main(*args)),
+        Command::RenderChild(_) => unreachable!("served before the runtime starts"),
     }
 }
 
@@ -119,6 +129,7 @@ async fn extractor(args: &ParseArgs) -> Result<Extractor, String> {
             Ok(Extractor::Vlm {
                 client,
                 options: VlmOptions::default(),
+                pixels: PixelLimits::default(),
             })
         }
     }

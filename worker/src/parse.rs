@@ -4,13 +4,14 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use futures::StreamExt as _;
 
 use crate::client::VlmClient;
 use crate::output::PageResult;
-use crate::pdf::{Document, PdfError};
+use crate::pdf::{Document, Pages, PdfError};
+use crate::render_pool::RenderPool;
 use crate::text;
 use crate::vlm::{self, PageRenderer, VlmError, VlmOptions};
 
@@ -21,7 +22,68 @@ pub enum Extractor {
     Vlm {
         client: VlmClient,
         options: VlmOptions,
+        pixels: PixelLimits,
     },
+}
+
+/// Where pdfium runs for a document.
+#[derive(Debug, Clone)]
+pub enum Pdfium {
+    /// In this process (the CLI: one user, their own files).
+    InProcess,
+    /// In the pool's subprocesses (the server: documents from strangers).
+    Isolated(Arc<RenderPool>),
+}
+
+/// An open document, wherever pdfium runs for it.
+pub type OpenDocument = Arc<dyn Pages>;
+
+/// A document's bytes as they arrived: in memory, or spilled to a temporary file (deleted with
+/// it) while a large upload was read.
+#[derive(Debug)]
+pub enum DocumentBytes {
+    Memory(Vec<u8>),
+    Spilled(tempfile::TempPath),
+}
+
+/// How many pixels the images a render decodes may hold: a scanned page at 600 DPI is about 35
+/// megapixels, so the defaults (100 per page, 10 000 per document: 1,000 pages scanned at 300
+/// DPI) pass real documents and stop image bombs before pdfium decodes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PixelLimits {
+    pub per_page: u64,
+    pub per_document: u64,
+}
+
+impl Default for PixelLimits {
+    fn default() -> Self {
+        Self {
+            per_page: 100_000_000,
+            per_document: 10_000_000_000,
+        }
+    }
+}
+
+impl PixelLimits {
+    /// Counts `pixels` for `page` against the limits, given what the document's earlier pages
+    /// already used (`used`, updated).
+    fn admit(&self, page: usize, pixels: u64, used: &AtomicU64) -> Result<(), PdfError> {
+        if pixels > self.per_page {
+            return Err(PdfError::PageTooManyPixels {
+                page,
+                pixels,
+                limit: self.per_page,
+            });
+        }
+        let before = used.fetch_add(pixels, Ordering::Relaxed);
+        if before.saturating_add(pixels) > self.per_document {
+            return Err(PdfError::DocumentTooManyPixels {
+                page,
+                limit: self.per_document,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// An inclusive, 1-based page selection as users write it: `3`, `2-5` or `4-` (to the end).
@@ -181,11 +243,14 @@ impl Work {
     }
 }
 
-/// A document's pages rendered on behalf of `work`: each render task holds the work, and a
-/// render asked for after the request is gone is not started.
+/// A document's pages rendered on behalf of `work`: each render task holds the work, a render
+/// asked for after the request is gone is not started, and none decodes more pixels than the
+/// limits allow.
 struct WorkRenderer {
-    doc: Document,
+    doc: OpenDocument,
     work: Work,
+    pixels: PixelLimits,
+    pixels_used: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -203,6 +268,8 @@ impl PageRenderer for WorkRenderer {
         if self.work.abandoned() {
             return Err(WorkRenderError::Abandoned);
         }
+        let pixels = self.doc.image_pixels(index)?;
+        self.pixels.admit(index, pixels, &self.pixels_used)?;
         Ok(self.doc.render_page(index)?)
     }
 }
@@ -226,19 +293,40 @@ pub async fn parse_document(
     progress: ProgressFn,
 ) -> Result<(Document, Vec<PageResult>), ParseError> {
     let job = Job::holding(());
-    let doc = open_document(bytes, job.work()).await?;
-    let results = parse_pages(&doc, range, extractor, progress, job.work()).await?;
+    let work = job.work().clone();
+    let doc = blocking(move || {
+        work.check()?;
+        Document::open(bytes).map_err(ParseError::from)
+    })
+    .await?;
+    let open: OpenDocument = Arc::new(doc.clone());
+    let results = parse_pages(&open, range, extractor, progress, job.work()).await?;
     Ok((doc, results))
 }
 
 /// Opens `bytes` with pdfium, so a caller can look at the document (its page count) before
 /// extracting it.
-pub async fn open_document(bytes: Vec<u8>, work: &Work) -> Result<Document, ParseError> {
+pub async fn open_document(
+    pdfium: &Pdfium,
+    bytes: DocumentBytes,
+    work: &Work,
+) -> Result<OpenDocument, ParseError> {
     // pdfium calls block (and serialise on one lock): keep them off the async threads.
-    let work = work.clone();
+    let (pdfium, work) = (pdfium.clone(), work.clone());
     blocking(move || {
         work.check()?;
-        Document::open(bytes).map_err(ParseError::from)
+        let doc: OpenDocument = match (pdfium, bytes) {
+            (Pdfium::InProcess, DocumentBytes::Memory(bytes)) => Arc::new(Document::open(bytes)?),
+            // pdfium keeps the file open: the path may go once it is.
+            (Pdfium::InProcess, DocumentBytes::Spilled(path)) => {
+                Arc::new(Document::open_file(&path)?)
+            }
+            (Pdfium::Isolated(pool), DocumentBytes::Memory(bytes)) => {
+                Arc::new(pool.open_bytes(&bytes)?)
+            }
+            (Pdfium::Isolated(pool), DocumentBytes::Spilled(path)) => Arc::new(pool.open(path)?),
+        };
+        Ok(doc)
     })
     .await
 }
@@ -246,7 +334,7 @@ pub async fn open_document(bytes: Vec<u8>, work: &Work) -> Result<Document, Pars
 /// Extracts the selected pages of an open document, in page order, for as long as `work` is
 /// wanted: an abandoned request stops it at the next page.
 pub async fn parse_pages(
-    doc: &Document,
+    doc: &OpenDocument,
     range: PageRange,
     extractor: &Extractor,
     progress: ProgressFn,
@@ -259,7 +347,7 @@ pub async fn parse_pages(
             let (doc, work) = (doc.clone(), work.clone());
             let progress = progress.clone();
             blocking(move || {
-                let results = text::parse(&doc, pages, |_| {
+                let results = text::parse(doc.as_ref(), pages, |_| {
                     progress(Progress::PageDone);
                     !work.abandoned()
                 })?;
@@ -268,10 +356,16 @@ pub async fn parse_pages(
             })
             .await?
         }
-        Extractor::Vlm { client, options } => {
+        Extractor::Vlm {
+            client,
+            options,
+            pixels,
+        } => {
             let renderer = WorkRenderer {
                 doc: doc.clone(),
                 work: work.clone(),
+                pixels: *pixels,
+                pixels_used: AtomicU64::new(0),
             };
             let mut stream = std::pin::pin!(vlm::extract_pages(
                 client.clone(),
@@ -282,13 +376,28 @@ pub async fn parse_pages(
             let mut results = Vec::new();
             while let Some(page) = stream.next().await {
                 work.check()?;
-                results.push(PageResult::from_vlm(page?));
+                results.push(PageResult::from_vlm(page.map_err(document_fault)?));
                 progress(Progress::PageDone);
             }
             results
         }
     };
     Ok(results)
+}
+
+/// A render that failed for the document's sake (pdfium refused it, or stopped on it) is the
+/// document's fault, as it is on the text backend; other failures stay the backend's.
+fn document_fault(err: VlmError) -> ParseError {
+    match err {
+        VlmError::Render { page, source } => match source.downcast::<WorkRenderError>() {
+            Ok(render) => match *render {
+                WorkRenderError::Pdf(pdf) => ParseError::Pdf(pdf),
+                WorkRenderError::Abandoned => ParseError::Abandoned,
+            },
+            Err(source) => ParseError::Vlm(VlmError::Render { page, source }),
+        },
+        other => ParseError::Vlm(other),
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -333,6 +442,29 @@ mod tests {
         assert_eq!(Arc::strong_count(&held), 2, "held while the work runs");
         drop(work);
         assert_eq!(Arc::strong_count(&held), 1, "released when it stops");
+    }
+
+    #[test]
+    fn pixels_are_limited_per_page_and_per_document() {
+        let limits = PixelLimits {
+            per_page: 10,
+            per_document: 25,
+        };
+        let used = AtomicU64::new(0);
+        assert!(limits.admit(0, 10, &used).is_ok());
+        assert!(matches!(
+            limits.admit(1, 11, &used),
+            Err(PdfError::PageTooManyPixels {
+                page: 1,
+                pixels: 11,
+                limit: 10
+            })
+        ));
+        assert!(limits.admit(2, 10, &used).is_ok());
+        assert!(matches!(
+            limits.admit(3, 6, &used),
+            Err(PdfError::DocumentTooManyPixels { page: 3, limit: 25 })
+        ));
     }
 
     #[test]

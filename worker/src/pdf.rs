@@ -5,14 +5,18 @@
 //! pdfium-render's `thread_safe` feature puts every pdfium call behind one process-wide lock, so
 //! pdfium work never runs in parallel inside a process. [`Document`] is cheap to clone, `Send` and
 //! `Sync`, so an async caller moves it into `tokio::task::spawn_blocking` and keeps its network
-//! requests in flight while a page renders.
+//! requests in flight while a page renders. [`Pages`] is what the backends need of a document;
+//! the server gets it from [`crate::render_pool`], whose subprocesses run this module.
 
+use std::borrow::Cow;
 use std::env;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use image::RgbImage;
 use pdfium_render::prelude::*;
+use serde::{Deserialize, Serialize};
 
 /// The environment variable users point at a pdfium-binaries build (file or directory).
 pub const PDFIUM_PATH_ENV: &str = "PDFIUM_DYNAMIC_LIB_PATH";
@@ -27,7 +31,7 @@ pub const MAX_RENDER_SIDE: u32 = 3500;
 pub const PAGE_SIDE_RANGE_PT: std::ops::RangeInclusive<f32> = 1.0..=14_400.0;
 
 /// Why libpdfium could not be made available.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
 pub enum LibraryError {
     #[error(
         "libpdfium.so not found (searched: {searched}); run worker/scripts/install-pdfium.sh, or \
@@ -40,12 +44,15 @@ pub enum LibraryError {
          or point PDFIUM_DYNAMIC_LIB_PATH at a pdfium-binaries build"
     )]
     Load { path: PathBuf, reason: String },
+    /// A render subprocess could not be started or given its document.
+    #[error("pdfium's render subprocess is unavailable: {0}")]
+    Subprocess(String),
 }
 
 /// Why a document or page could not be processed. Every variant is a property of the input (or of
 /// the pdfium installation), never a panic. `page` fields are 0-based indices; messages count
-/// pages from 1, as readers do.
-#[derive(Debug, thiserror::Error)]
+/// pages from 1, as readers do. Serialisable, so a render subprocess reports it as it is.
+#[derive(Debug, thiserror::Error, Serialize, Deserialize)]
 pub enum PdfError {
     #[error(transparent)]
     Library(#[from] LibraryError),
@@ -54,7 +61,7 @@ pub enum PdfError {
     #[error("truncated PDF (no %%EOF marker at the end of the file)")]
     Truncated,
     #[error("corrupt PDF: pdfium cannot parse it ({0})")]
-    Corrupt(&'static str),
+    Corrupt(Cow<'static, str>),
     #[error("encrypted PDF: a password is required to open it")]
     Encrypted,
     #[error("encrypted PDF with an unsupported security handler")]
@@ -72,9 +79,35 @@ pub enum PdfError {
     #[error("page {}: {operation} failed in pdfium: {detail}", page + 1)]
     Page {
         page: usize,
-        operation: &'static str,
+        operation: Cow<'static, str>,
         detail: String,
     },
+    /// The page's images would decode to more pixels than a page may hold.
+    #[error(
+        "page {}: its images decode to {} megapixels, over the limit of {} per page \
+         (--max-page-pixels)",
+        page + 1, pixels / 1_000_000, limit / 1_000_000
+    )]
+    PageTooManyPixels {
+        page: usize,
+        pixels: u64,
+        limit: u64,
+    },
+    /// The document's images, page after page, would decode to more pixels than one document
+    /// may hold.
+    #[error(
+        "page {}: the document's images decode to more than {} megapixels in all, the limit per \
+         document (--max-document-pixels)",
+        page + 1, limit / 1_000_000
+    )]
+    DocumentTooManyPixels { page: usize, limit: u64 },
+    /// The subprocess working on the document was stopped: it crossed its memory or CPU limit,
+    /// ran past its deadline, or crashed. The document costs itself, nobody else.
+    #[error("{}pdfium {reason}", page.map(|p| format!("page {}: ", p + 1)).unwrap_or_default())]
+    Stopped { page: Option<usize>, reason: String },
+    /// Reading the document's file failed (the upload spilled to disk).
+    #[error("cannot read the document: {0}")]
+    Io(String),
 }
 
 static PDFIUM: OnceLock<Result<Pdfium, LibraryError>> = OnceLock::new();
@@ -181,11 +214,32 @@ impl Document {
     /// Opens a PDF from memory. Checks the header and trailer before pdfium sees the bytes (pdfium
     /// silently repairs truncated files), then every page's size.
     pub fn open(bytes: Vec<u8>) -> Result<Self, PdfError> {
-        check_envelope(&bytes)?;
-        let pdfium = library()?;
-        let doc = pdfium
+        check_envelope(&bytes, &bytes)?;
+        let doc = library()?
             .load_pdf_from_byte_vec(bytes, None)
             .map_err(load_error)?;
+        Self::checked(doc)
+    }
+
+    /// Opens a PDF from a file, as [`Document::open`] does; pdfium reads only the parts it needs.
+    pub fn open_file(path: &Path) -> Result<Self, PdfError> {
+        let io = |e: std::io::Error| PdfError::Io(e.to_string());
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let mut head = vec![0; len.min(1024) as usize];
+        file.read_exact(&mut head).map_err(io)?;
+        let mut tail = vec![0; len.min(1024) as usize];
+        file.seek(SeekFrom::End(-(tail.len() as i64))).map_err(io)?;
+        file.read_exact(&mut tail).map_err(io)?;
+        check_envelope(&head, &tail)?;
+        file.rewind().map_err(io)?;
+        let doc = library()?
+            .load_pdf_from_reader(file, None)
+            .map_err(load_error)?;
+        Self::checked(doc)
+    }
+
+    fn checked(doc: PdfDocument<'static>) -> Result<Self, PdfError> {
         let pages = doc.pages();
         let page_count = usize::try_from(pages.len()).unwrap_or(0);
         if page_count == 0 {
@@ -262,9 +316,17 @@ impl Document {
         }
         RgbImage::from_raw(width, height, pixels).ok_or_else(|| PdfError::Page {
             page,
-            operation: "render",
+            operation: Cow::Borrowed("render"),
             detail: "bitmap buffer does not match its dimensions".into(),
         })
+    }
+
+    /// Pixels the page's images decode to (images inside forms included), read from their
+    /// dictionaries without decoding them.
+    pub fn image_pixels(&self, page: usize) -> Result<u64, PdfError> {
+        let pdf_page = self.page(page)?;
+        let display = DisplayTransform::of(&pdf_page).map_err(|e| page_error(page, "layout", e))?;
+        Ok(Graphics::of(&pdf_page, &display).image_pixels)
     }
 
     /// The page's text layer and a summary of its graphics, in display coordinates (points, origin
@@ -285,11 +347,20 @@ impl Document {
                 continue;
             };
             let rect = display.rect(&bounds);
+            let font_size = c.scaled_font_size().value;
+            // Extreme matrices give characters no place on the page; they cannot be laid out
+            // (nor cross the render subprocesses' JSON).
+            if ![rect.x0, rect.y0, rect.x1, rect.y1, font_size]
+                .iter()
+                .all(|v| v.is_finite())
+            {
+                continue;
+            }
             let angle = c.angle_degrees().unwrap_or(0.0);
             chars.push(TextChar {
                 ch,
                 rect,
-                font_size: c.scaled_font_size().value,
+                font_size,
                 bold: is_bold(&c),
                 orientation: display.orientation(angle),
                 generated: c.is_generated().unwrap_or(false),
@@ -311,6 +382,35 @@ impl Document {
     }
 }
 
+/// What the backends need of an open document, whether pdfium runs in this process
+/// ([`Document`]) or in a render subprocess ([`crate::render_pool::PooledDocument`]).
+pub trait Pages: Send + Sync + std::fmt::Debug {
+    fn page_count(&self) -> usize;
+    /// The page rendered as MinerU does (see [`Document::render_page`]).
+    fn render_page(&self, page: usize) -> Result<RgbImage, PdfError>;
+    fn page_text(&self, page: usize) -> Result<PageText, PdfError>;
+    /// Pixels the page's images decode to (see [`Document::image_pixels`]).
+    fn image_pixels(&self, page: usize) -> Result<u64, PdfError>;
+}
+
+impl Pages for Document {
+    fn page_count(&self) -> usize {
+        self.page_count
+    }
+
+    fn render_page(&self, page: usize) -> Result<RgbImage, PdfError> {
+        Document::render_page(self, page)
+    }
+
+    fn page_text(&self, page: usize) -> Result<PageText, PdfError> {
+        Document::page_text(self, page)
+    }
+
+    fn image_pixels(&self, page: usize) -> Result<u64, PdfError> {
+        Document::image_pixels(self, page)
+    }
+}
+
 /// The render size for a page of `width`×`height` points: MinerU's scale rule, rounded up as
 /// pypdfium2 does.
 pub fn render_size(width: f32, height: f32) -> (u32, u32) {
@@ -323,13 +423,14 @@ pub fn render_size(width: f32, height: f32) -> (u32, u32) {
     (side(width), side(height))
 }
 
-fn check_envelope(bytes: &[u8]) -> Result<(), PdfError> {
+/// Checks the first and last kilobyte of a file (`head` and `tail` may be the whole file).
+fn check_envelope(head: &[u8], tail: &[u8]) -> Result<(), PdfError> {
     // pdfium accepts the header anywhere in the first kilobyte, as the PDF spec's readers do.
-    let head = &bytes[..bytes.len().min(1024)];
+    let head = &head[..head.len().min(1024)];
     if !contains(head, b"%PDF-") {
         return Err(PdfError::NotPdf);
     }
-    let tail = &bytes[bytes.len().saturating_sub(1024)..];
+    let tail = &tail[tail.len().saturating_sub(1024)..];
     if !contains(tail, b"%%EOF") {
         return Err(PdfError::Truncated);
     }
@@ -349,22 +450,22 @@ fn load_error(e: PdfiumError) -> PdfError {
             PdfError::UnsupportedSecurity
         }
         PdfiumError::PdfiumLibraryInternalError(PdfiumInternalError::FormatError) => {
-            PdfError::Corrupt("format error")
+            PdfError::Corrupt(Cow::Borrowed("format error"))
         }
         PdfiumError::PdfiumLibraryInternalError(PdfiumInternalError::FileError) => {
-            PdfError::Corrupt("file error")
+            PdfError::Corrupt(Cow::Borrowed("file error"))
         }
         PdfiumError::PdfiumLibraryInternalError(PdfiumInternalError::PageError) => {
-            PdfError::Corrupt("page tree error")
+            PdfError::Corrupt(Cow::Borrowed("page tree error"))
         }
-        _ => PdfError::Corrupt("unknown error"),
+        _ => PdfError::Corrupt(Cow::Borrowed("unknown error")),
     }
 }
 
 fn page_error(page: usize, operation: &'static str, e: PdfiumError) -> PdfError {
     PdfError::Page {
         page,
-        operation,
+        operation: Cow::Borrowed(operation),
         detail: format!("{e:?}"),
     }
 }
@@ -386,7 +487,7 @@ fn is_bold(c: &PdfPageTextChar) -> bool {
 }
 
 /// A rectangle in display space: points, origin at the top-left of the page as shown.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Rect {
     pub x0: f32,
     pub y0: f32,
@@ -412,7 +513,7 @@ impl Rect {
 }
 
 /// Which way a character's baseline runs on the displayed page, clockwise from left-to-right.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Orientation {
     Up,
     Right,
@@ -421,7 +522,7 @@ pub enum Orientation {
 }
 
 /// One character of the text layer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TextChar {
     pub ch: char,
     pub rect: Rect,
@@ -434,7 +535,7 @@ pub struct TextChar {
 }
 
 /// Non-text content of a page, for the text-vs-scan decision.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Graphics {
     /// Page objects of any kind.
     pub objects: usize,
@@ -442,10 +543,12 @@ pub struct Graphics {
     pub paths: usize,
     /// Share of the page covered by the union of image bounding boxes' areas, capped at 1.
     pub image_coverage: f32,
+    /// Pixels the images decode to, by their dictionaries' sizes.
+    pub image_pixels: u64,
 }
 
 /// The text layer of one page.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PageText {
     /// Displayed page size in points.
     pub width: f32,
@@ -564,6 +667,13 @@ impl Graphics {
         match object.object_type() {
             PdfPageObjectType::Image => {
                 self.images += 1;
+                if let Some(image) = object.as_image_object() {
+                    let side = |side: Result<Pixels, PdfiumError>| {
+                        side.ok().and_then(|v| u64::try_from(v).ok()).unwrap_or(0)
+                    };
+                    let pixels = side(image.width()).saturating_mul(side(image.height()));
+                    self.image_pixels = self.image_pixels.saturating_add(pixels);
+                }
                 1
             }
             PdfPageObjectType::Path | PdfPageObjectType::Shading => {
@@ -599,13 +709,14 @@ mod tests {
 
     #[test]
     fn envelope_rejects_missing_header_and_trailer() {
-        assert!(matches!(check_envelope(b"hello"), Err(PdfError::NotPdf)));
+        let check = |bytes: &[u8]| check_envelope(bytes, bytes);
+        assert!(matches!(check(b"hello"), Err(PdfError::NotPdf)));
         assert!(matches!(
-            check_envelope(b"%PDF-1.7\n1 0 obj"),
+            check(b"%PDF-1.7\n1 0 obj"),
             Err(PdfError::Truncated)
         ));
-        assert!(check_envelope(b"junk%PDF-1.7\n...\n%%EOF\n").is_ok());
-        assert!(matches!(check_envelope(b""), Err(PdfError::NotPdf)));
+        assert!(check(b"junk%PDF-1.7\n...\n%%EOF\n").is_ok());
+        assert!(matches!(check(b""), Err(PdfError::NotPdf)));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use crate::model::{Angle, BBOX_SCALE, BBox, Block, BlockType, Page};
 use crate::output::{Backend, PageResult};
-use crate::pdf::{Document, Orientation, PageText, PdfError, Rect, TextChar};
+use crate::pdf::{Orientation, PageText, Pages, PdfError, Rect, TextChar};
 
 /// MinerU's rule of thumb: fewer clean characters than this on a page means it needs OCR.
 pub const MIN_CLEAN_CHARS: usize = 50;
@@ -44,7 +44,7 @@ pub const LIMITATIONS_NOTE: &str =
 /// Runs the text backend over `pages` of `doc`, calling `on_page` after each page; it returns
 /// false to stop there (the request is gone).
 pub fn parse(
-    doc: &Document,
+    doc: &dyn Pages,
     pages: Range<usize>,
     mut on_page: impl FnMut(usize) -> bool,
 ) -> Result<Vec<PageResult>, PdfError> {
@@ -1129,6 +1129,7 @@ mod tests {
             images: 1,
             paths: 0,
             image_coverage: 0.9,
+            image_pixels: 1700 * 2200,
         };
         let verdict = classify(&scan);
         assert!(verdict.needs_ocr);

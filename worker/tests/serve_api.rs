@@ -270,6 +270,46 @@ async fn too_many_pages_is_413_and_a_page_range_gets_under_the_limit() {
     assert_eq!(worker.parse(ranged).await.status(), StatusCode::OK);
 }
 
+/// A page that costs pdfium more CPU than it may spend stops its render subprocess: that
+/// document is refused 422 with the reason, the stop is counted, and the next document is
+/// parsed by a fresh subprocess.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_exhausts_pdfium_costs_its_document_and_nothing_else() {
+    let sim = sim(sim_config()).await;
+    let worker = Worker::vlm(
+        &sim,
+        &["--render-processes", "1", "--render-cpu-limit", "1s"],
+    )
+    .await;
+    // Twenty thousand full-page fills: tens of seconds of rasterising.
+    let content = b"0 0 612 792 re f\n".repeat(20_000);
+    let expensive = serve_common::raw_pdf(serve_common::Content::Plain(&content), None);
+    let response = worker.parse(form("costly.pdf", expensive, "vlm")).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: serde_json::Value = response.json().await.expect("json");
+    let error = body["error"].as_str().expect("error");
+    // Its CPU budget, or on a loaded machine the wall-clock deadline (three times that), ends it.
+    assert!(
+        error.contains("page 1: pdfium used more than its 1 s of CPU")
+            || error.contains("page 1: pdfium ran past its deadline of 3 s"),
+        "{error}"
+    );
+    let good = worker.parse(form("good.pdf", pdf(&["fine"]), "vlm")).await;
+    assert_eq!(good.status(), StatusCode::OK);
+    let metrics = worker.metrics().await;
+    let stops: f64 = ["cpu", "killed"]
+        .iter()
+        .filter_map(|reason| {
+            metrics.value(
+                "mineru_worker_render_subprocess_stops_total",
+                &[("reason", reason)],
+            )
+        })
+        .sum();
+    assert_eq!(stops, 1.0);
+    assert_eq!(sim.deviations(), 0);
+}
+
 #[tokio::test]
 async fn malformed_requests_and_hostile_pdfs_are_4xx_and_the_worker_stays_up() {
     let worker = Worker::start(&["--backend", "text"]).await;

@@ -30,18 +30,28 @@ fn pdfium_path() -> PathBuf {
     .expect("libpdfium: run worker/scripts/install-pdfium.sh")
 }
 
-struct Process {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    log: Vec<String>,
-}
-
 impl Drop for Process {
-    /// A failed test leaves no worker behind.
+    /// A test that fails half-way leaves no worker (nor its render subprocesses) behind.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn peak_rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|kb| kb.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .expect("VmHWM")
+        * 1024
+}
+
+struct Process {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
 }
 
 impl Process {
@@ -64,16 +74,23 @@ impl Process {
         }
     }
 
-    /// The most memory the process has held (`VmHWM`), in bytes.
-    fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("proc status");
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|kb| kb.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-            .expect("VmHWM")
-            * 1024
+    /// The most memory the process has held (`VmHWM`), in bytes, and that of each of its
+    /// render subprocesses alive now.
+    fn peak_rss(&self) -> (u64, Vec<u64>) {
+        let pid = self.child.id();
+        // Each thread lists the children it started.
+        let mut children = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("proc tasks") {
+            let listed = std::fs::read_to_string(task.expect("task").path().join("children"))
+                .unwrap_or_default();
+            children.extend(
+                listed
+                    .split_whitespace()
+                    .filter_map(|child| child.parse::<u32>().ok())
+                    .map(peak_rss_of),
+            );
+        }
+        (peak_rss_of(pid), children)
     }
 
     /// The next stderr line, within a generous bound so a broken start fails instead of hanging.
@@ -252,11 +269,14 @@ async fn the_binary_serves_as_the_image_runs_it_and_drains_on_sigterm() {
 /// 100 clients upload 8 MiB documents at once to a worker taking 4: the excess is refused with
 /// 429 and `Retry-After` that every client receives, the admitted ones are parsed, and the
 /// worker's peak memory stays within what its limits allow — the operator's formula for the
-/// pod's memory limit, `128Mi + 4 × (2 × 8Mi + 128Mi)` — refused uploads are never buffered.
+/// pod's memory limit, `128Mi + 4 × (2 × 8Mi + 64Mi)` for the server, each render subprocess
+/// within its own `--render-memory` — refused uploads are never buffered, admitted ones spill to
+/// `TMPDIR` and are gone with their requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_large_uploads_at_once_stay_within_the_memory_the_limits_allow() {
     const DOCUMENTS: u64 = 4;
     const FILE_MIB: u64 = 8;
+    let spill = tempfile::tempdir().expect("a TMPDIR of its own");
     let mut command = Command::new(BINARY);
     command
         .args([
@@ -269,6 +289,9 @@ async fn a_hundred_large_uploads_at_once_stay_within_the_memory_the_limits_allow
             "0",
         ])
         .args(["--max-concurrent-documents", &DOCUMENTS.to_string()])
+        .args(["--render-processes", "2", "--render-memory", "768Mi"])
+        .args(["--upload-spill-bytes", "1Mi"])
+        .env("TMPDIR", spill.path())
         .args([
             "--max-file-bytes",
             &format!("{FILE_MIB}Mi"),
@@ -329,12 +352,23 @@ async fn a_hundred_large_uploads_at_once_stay_within_the_memory_the_limits_allow
     }
     assert!(parsed >= DOCUMENTS, "{parsed} parsed");
     assert!(refused > 0, "100 at once against {DOCUMENTS} slots");
-    let bound = (128 + DOCUMENTS * (2 * FILE_MIB + 128)) << 20;
-    let peak = process.peak_rss();
+    let bound = (128 + DOCUMENTS * (2 * FILE_MIB + 64)) << 20;
+    let (peak, children) = process.peak_rss();
     eprintln!(
-        "{parsed} parsed, {refused} refused; peak RSS {} MiB (bound {} MiB)",
+        "{parsed} parsed, {refused} refused; peak RSS {} MiB (bound {} MiB), render \
+         subprocesses {:?} MiB",
         peak >> 20,
-        bound >> 20
+        bound >> 20,
+        children.iter().map(|c| c >> 20).collect::<Vec<_>>()
     );
     assert!(peak < bound, "peak RSS {peak} over the bound {bound}");
+    assert_eq!(children.len(), 2, "both render subprocesses took documents");
+    for child in children {
+        assert!(child < 768 << 20, "a render subprocess held {child} bytes");
+    }
+    let left: Vec<_> = std::fs::read_dir(spill.path()).expect("TMPDIR").collect();
+    assert!(
+        left.is_empty(),
+        "spilled uploads outlived their requests: {left:?}"
+    );
 }

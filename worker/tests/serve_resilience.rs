@@ -233,9 +233,24 @@ async fn restart_under_load(down: Duration, worker_args: &[&str]) -> Vec<StatusC
     );
     assert_eq!(sim.deviations(), 0);
 
-    // Once the tier is back the worker serves again.
-    worker.wait_breaker_not_open().await;
-    let after = worker.parse(form("after.pdf", pdf(&["x"]), "vlm")).await;
+    // Once the tier is back the worker serves again, to a client that honours Retry-After
+    // while the breaker still holds what it learnt during the outage.
+    let models = format!("{}/v1/models", sim.url());
+    while !reqwest::get(&models)
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut after = worker.parse(form("after.pdf", pdf(&["x"]), "vlm")).await;
+    for _ in 0..10 {
+        if after.status() != StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        let wait = retry_after(&after).expect("a 503 says when to come back");
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+        after = worker.parse(form("after.pdf", pdf(&["x"]), "vlm")).await;
+    }
     assert_eq!(after.status(), StatusCode::OK);
     // The simulator answers every page alike: each success reads as a healthy parse does.
     let body: serde_json::Value = after.json().await.expect("json");

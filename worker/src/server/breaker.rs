@@ -1,9 +1,10 @@
 //! Circuit breaker toward the vLLM tier. After `failures` consecutive failed calls it opens: new
 //! documents are refused at once (503 + Retry-After) and documents in progress send no call
-//! while it stays open (each call waits out the cool-down, as often as it may attempt, instead
-//! of spending its retries on a dead server). Readiness is not touched: a blip upstream must not take every
-//! worker out of the Service at once. After the cool-down one document is let through as a
-//! probe (half-open); a successful call closes the breaker, a failed one opens it again.
+//! while it stays open (a call waits the hold out within its retry budget, then fails with a
+//! retryable 503, instead of spending its retries on a dead server). Readiness is not touched:
+//! a blip upstream must not take every worker out of the Service at once. After the cool-down
+//! one document is let through as a probe (half-open); a successful call closes the breaker, a
+//! failed one opens it again.
 //!
 //! Time is passed in, so the state machine is tested without sleeping.
 

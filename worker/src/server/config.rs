@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::output::Backend;
+use crate::parse::PixelLimits;
 
 #[derive(Debug, Clone, clap::Parser)]
 // A later flag wins over an earlier one, so wrappers can append overrides.
@@ -42,9 +43,36 @@ pub struct ServeArgs {
     /// Largest uploaded file (`100Mi`, `20M`, `1048576`); a request carries at most this much.
     #[arg(long, default_value = "100Mi")]
     pub max_file_bytes: ByteSize,
+    /// Uploads larger than this are written to a temporary file under `TMPDIR` as they stream
+    /// in, instead of being held in memory.
+    #[arg(long, default_value = "4Mi")]
+    pub upload_spill_bytes: ByteSize,
     /// Most pages extracted from one document.
     #[arg(long, default_value_t = 500)]
     pub max_pages: usize,
+    /// Render subprocesses: pdfium runs in them, one page at a time each, so a document that
+    /// crashes, hangs or exhausts pdfium costs itself only. Default: the cores this process may
+    /// use, at most `--max-concurrent-documents`. `0` runs pdfium inside the server, on one
+    /// lock and without isolation: for trusted documents only.
+    #[arg(long)]
+    pub render_processes: Option<usize>,
+    /// Address space of one render subprocess (`1Gi`); a page that needs more fails alone.
+    #[arg(long, default_value = "1Gi")]
+    pub render_memory: ByteSize,
+    /// CPU time pdfium may spend on one page (its render or its text layer); a page that takes
+    /// three times this in wall-clock time is stopped as hung.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub render_cpu_limit: Duration,
+    /// The executable render subprocesses run (default: this one).
+    #[arg(long, hide = true)]
+    pub render_program: Option<PathBuf>,
+    /// Most pixels the images of one page may decode to; a page over it is refused (422) before
+    /// pdfium decodes it.
+    #[arg(long, default_value_t = PixelLimits::default().per_page)]
+    pub max_page_pixels: u64,
+    /// Most pixels the images of one document may decode to, all pages together.
+    #[arg(long, default_value_t = PixelLimits::default().per_document)]
+    pub max_document_pixels: u64,
     /// Deadline of one request, upload included.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub request_timeout: Duration,

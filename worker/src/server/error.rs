@@ -74,9 +74,9 @@ impl ApiError {
             }
         };
         match &err {
-            ParseError::Pdf(PdfError::Library(_)) | ParseError::Task(_) | ParseError::Abandoned => {
-                ApiError::Internal(format!("{file}: {err}"))
-            }
+            ParseError::Pdf(PdfError::Library(_) | PdfError::Io(_))
+            | ParseError::Task(_)
+            | ParseError::Abandoned => ApiError::Internal(format!("{file}: {err}")),
             ParseError::Pdf(_) | ParseError::PagesOutOfRange { .. } => ApiError::Document {
                 file: file.to_owned(),
                 source: err,

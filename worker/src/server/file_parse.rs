@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::output::{self, Backend};
-use crate::parse::{Extractor, Job, PageRange, Work, open_document, parse_pages};
+use crate::parse::{
+    DocumentBytes, Extractor, Job, PageRange, PixelLimits, Work, open_document, parse_pages,
+};
 use crate::signals::DocumentSignals;
 use crate::vlm::VlmOptions;
 
@@ -92,7 +94,11 @@ async fn handle(
     };
     // The slot stays taken until the document's blocking work has really stopped.
     let job = Job::holding(ticket);
-    let mut form = match form::read(&mut multipart, app.config.max_file_bytes.0).await {
+    let limits = form::UploadLimits {
+        max_bytes: app.config.max_file_bytes.0,
+        spill_above: app.config.upload_spill_bytes.0,
+    };
+    let mut form = match form::read(&mut multipart, limits).await {
         Ok(form) => form,
         Err(refusal) => {
             form::discard(&mut multipart).await;
@@ -140,6 +146,10 @@ async fn extractor(
     let vlm = |client| Extractor::Vlm {
         client,
         options: VlmOptions::default(),
+        pixels: PixelLimits {
+            per_page: app.config.max_page_pixels,
+            per_document: app.config.max_document_pixels,
+        },
     };
     if let Some(url) = &form.server_url {
         if !app.allows_server_url(url) {
@@ -178,12 +188,14 @@ async fn document(
     (extractor, work): (&Extractor, &Work),
     (backend, source): (Backend, Source),
     range: PageRange,
-    (file, bytes): (&str, Vec<u8>),
+    (file, bytes): (&str, DocumentBytes),
     form: &ParseForm,
 ) -> Result<DocumentResult, ApiError> {
     let fail = |e| ApiError::from_parse(file, e, app.retry_after());
     let started = Instant::now();
-    let doc = open_document(bytes, work).await.map_err(fail)?;
+    let doc = open_document(&app.pdfium, bytes, work)
+        .await
+        .map_err(fail)?;
     let selected = range.resolve(doc.page_count()).map_err(fail)?.len();
     if selected > app.config.max_pages {
         return Err(ApiError::TooManyPages {

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use axum::extract::Multipart;
 use axum::extract::multipart::{Field, MultipartError};
+use tokio::io::AsyncWriteExt as _;
 
 use crate::output::Backend;
+use crate::parse::DocumentBytes;
 
 use super::error::ApiError;
 
@@ -17,7 +19,15 @@ const TO_THE_END: usize = 99_999;
 pub struct Upload {
     /// The file name without directories and extension: the key of its result.
     pub stem: String,
-    pub bytes: Vec<u8>,
+    pub bytes: DocumentBytes,
+}
+
+/// How uploads are read: each is bounded by `max_bytes`, and one larger than `spill_above`
+/// goes to a temporary file under `TMPDIR` as it streams in instead of staying in memory.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadLimits {
+    pub max_bytes: u64,
+    pub spill_above: u64,
 }
 
 #[derive(Debug)]
@@ -50,8 +60,8 @@ pub async fn discard(multipart: &mut Multipart) {
     let _ = tokio::time::timeout(DISCARD_FOR, drain).await;
 }
 
-/// Reads the whole form; `max_file_bytes` bounds each upload.
-pub async fn read(multipart: &mut Multipart, max_file_bytes: u64) -> Result<ParseForm, ApiError> {
+/// Reads the whole form, each upload within `limits`.
+pub async fn read(multipart: &mut Multipart, limits: UploadLimits) -> Result<ParseForm, ApiError> {
     let mut form = ParseForm {
         files: Vec::new(),
         backend: None,
@@ -65,7 +75,7 @@ pub async fn read(multipart: &mut Multipart, max_file_bytes: u64) -> Result<Pars
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_owned();
         if name == "files" {
-            form.files.push(read_file(field, max_file_bytes).await?);
+            form.files.push(read_file(field, limits).await?);
             continue;
         }
         let value = field.text().await.map_err(multipart_error)?;
@@ -117,22 +127,54 @@ pub async fn read(multipart: &mut Multipart, max_file_bytes: u64) -> Result<Pars
     Ok(form)
 }
 
-async fn read_file(mut field: Field<'_>, max_bytes: u64) -> Result<Upload, ApiError> {
+async fn read_file(mut field: Field<'_>, limits: UploadLimits) -> Result<Upload, ApiError> {
     let file_name = field.file_name().unwrap_or_default().to_owned();
     let stem = stem(&file_name).ok_or_else(|| {
         ApiError::BadRequest(format!(
             "field \"files\" needs a file name (got {file_name:?})"
         ))
     })?;
+    let spill_error = |e: std::io::Error| {
+        ApiError::Internal(format!(
+            "{file_name}: cannot spill the upload to TMPDIR: {e}"
+        ))
+    };
     let mut bytes = Vec::new();
+    let mut spilled: Option<(tokio::fs::File, tempfile::TempPath)> = None;
+    let mut size = 0u64;
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-        if (bytes.len() + chunk.len()) as u64 > max_bytes {
+        size += chunk.len() as u64;
+        if size > limits.max_bytes {
             return Err(ApiError::TooLarge(format!(
-                "{file_name}: larger than the {max_bytes} bytes this worker accepts per file"
+                "{file_name}: larger than the {} bytes this worker accepts per file",
+                limits.max_bytes
             )));
         }
-        bytes.extend_from_slice(&chunk);
+        if spilled.is_none() && size > limits.spill_above {
+            let (file, path) = tempfile::Builder::new()
+                .prefix("mineru-upload-")
+                .suffix(".pdf")
+                .tempfile()
+                .map_err(spill_error)?
+                .into_parts();
+            let mut file = tokio::fs::File::from_std(file);
+            file.write_all(&std::mem::take(&mut bytes))
+                .await
+                .map_err(spill_error)?;
+            spilled = Some((file, path));
+        }
+        match &mut spilled {
+            Some((file, _)) => file.write_all(&chunk).await.map_err(spill_error)?,
+            None => bytes.extend_from_slice(&chunk),
+        }
     }
+    let bytes = match spilled {
+        Some((mut file, path)) => {
+            file.flush().await.map_err(spill_error)?;
+            DocumentBytes::Spilled(path)
+        }
+        None => DocumentBytes::Memory(bytes),
+    };
     Ok(Upload { stem, bytes })
 }
 

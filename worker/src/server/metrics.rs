@@ -15,6 +15,7 @@ use prometheus_client::registry::Registry;
 use crate::client::CallError;
 use crate::model::BlockType;
 use crate::output::Backend;
+use crate::render_pool::{PoolObserver, StopReason};
 use crate::signals::DocumentSignals;
 
 /// How a `/file_parse` request ended.
@@ -133,6 +134,11 @@ struct StatusLabels {
     status: Cow<'static, str>,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StopLabels {
+    reason: &'static str,
+}
+
 /// Breaker state as exported: 0 closed, 1 half-open, 2 open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerGauge {
@@ -161,6 +167,17 @@ pub struct Metrics {
     breaker_state: Gauge,
     breaker_opens: Counter,
     inflight: Gauge,
+    render_stops: Family<StopLabels, Counter>,
+}
+
+impl PoolObserver for Metrics {
+    fn stopped(&self, reason: StopReason) {
+        self.render_stops
+            .get_or_create(&StopLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
 }
 
 /// Bounds of `request_duration_seconds`: fine where the SLOs and the latency checks draw
@@ -217,6 +234,12 @@ impl Metrics {
         let breaker_state = Gauge::default();
         let breaker_opens = Counter::default();
         let inflight = Gauge::default();
+        let render_stops = Family::<StopLabels, Counter>::default();
+        registry.register(
+            "render_subprocess_stops",
+            "Render subprocesses that stopped mid-call, by how they ended",
+            render_stops.clone(),
+        );
         registry.register(
             "requests",
             "/file_parse requests by backend and outcome",
@@ -374,6 +397,7 @@ impl Metrics {
             breaker_state,
             breaker_opens,
             inflight,
+            render_stops,
         }
     }
 

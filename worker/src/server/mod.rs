@@ -41,6 +41,8 @@ pub use metrics::{DOCUMENT_SECONDS_BUCKETS, PAGE_SECONDS_BUCKETS};
 
 use crate::client::{ClientConfig, ClientError, VlmClient};
 use crate::output::Backend;
+use crate::parse::Pdfium;
+use crate::render_pool::{PoolConfig, RenderPool};
 use admission::Admission;
 use breaker::Breaker;
 use metrics::Metrics;
@@ -80,6 +82,7 @@ struct App {
     tier_seen: Arc<AtomicBool>,
     /// Set on SIGTERM: readiness turns false while documents are still taken.
     leaving: AtomicBool,
+    pdfium: Pdfium,
 }
 
 impl App {
@@ -97,6 +100,13 @@ impl App {
                  call would use the whole deadline and never be retried",
                 config.vllm_timeout.as_secs_f64(),
                 config.request_timeout.as_secs_f64()
+            )));
+        }
+        if config.render_cpu_limit < Duration::from_secs(1) {
+            return Err(ServeError::Config(format!(
+                "--render-cpu-limit ({}s) must be at least 1s: the kernel counts CPU in whole \
+                 seconds",
+                config.render_cpu_limit.as_secs_f64()
             )));
         }
         for url in &config.allowed_server_urls {
@@ -138,6 +148,7 @@ impl App {
             )
         });
         let admission = Admission::new(config.max_concurrent_documents, metrics.inflight().clone());
+        let pdfium = render_pool(&config, &metrics)?;
         Ok(Self {
             config,
             metrics,
@@ -148,6 +159,7 @@ impl App {
             admission,
             tier_seen,
             leaving: AtomicBool::new(false),
+            pdfium,
         })
     }
 
@@ -216,6 +228,36 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
         ),
     };
     (status, Json(body)).into_response()
+}
+
+/// Where pdfium runs: in subprocesses unless `--render-processes 0`.
+fn render_pool(config: &ServeArgs, metrics: &Arc<Metrics>) -> Result<Pdfium, ServeError> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let processes = config
+        .render_processes
+        .unwrap_or(cores.min(config.max_concurrent_documents.max(1)));
+    if processes == 0 {
+        tracing::warn!("pdfium runs inside the server (--render-processes 0): no isolation");
+        return Ok(Pdfium::InProcess);
+    }
+    let program = match &config.render_program {
+        Some(program) => program.clone(),
+        None => std::env::current_exe().map_err(|e| {
+            ServeError::Config(format!(
+                "cannot find this executable for the render subprocesses: {e}"
+            ))
+        })?,
+    };
+    let pool = PoolConfig {
+        program,
+        processes,
+        memory_limit: config.render_memory.0,
+        cpu_limit: config.render_cpu_limit,
+    };
+    Ok(Pdfium::Isolated(RenderPool::observed(
+        pool,
+        Some(metrics.clone()),
+    )))
 }
 
 /// `scheme://host:port` of a URL (the port made explicit), or why it is not an http(s) URL.

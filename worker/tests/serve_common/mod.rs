@@ -42,6 +42,9 @@ impl Worker {
             // No endpoints to wait for in-process.
             "--shutdown-delay",
             "0s",
+            // This test binary is no worker: render subprocesses run the real one.
+            "--render-program",
+            env!("CARGO_BIN_EXE_mineru-worker"),
         ];
         argv.extend_from_slice(args);
         let config = ServeArgs::try_parse_from(&argv).expect("serve flags");
@@ -250,4 +253,77 @@ impl Metrics {
             })
             .reduce(|a, b| a + b)
     }
+}
+
+/// How a content stream is stored.
+pub enum Content<'a> {
+    Plain(&'a [u8]),
+    /// zlib data.
+    Deflated(Vec<u8>),
+}
+
+/// A one-page PDF (612×792 pt) with `content` as its content stream and `image` (width, height,
+/// zlib data of DeviceRGB rows) as its only XObject, written by hand: these pages are what no
+/// PDF writer would produce.
+pub fn raw_pdf(content: Content, image: Option<(u32, u32, Vec<u8>)>) -> Vec<u8> {
+    let mut objects: Vec<Vec<u8>> = vec![
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /XObject << /Im1 5 0 R >> >> /Contents 4 0 R >>".to_vec(),
+    ];
+    let (content, filter) = match &content {
+        Content::Plain(data) => (*data, ""),
+        Content::Deflated(data) => (data.as_slice(), " /Filter /FlateDecode"),
+    };
+    let mut stream = format!("<< /Length {}{filter} >>\nstream\n", content.len()).into_bytes();
+    stream.extend_from_slice(content);
+    stream.extend_from_slice(b"\nendstream");
+    objects.push(stream);
+    if let Some((width, height, data)) = image {
+        let mut stream = format!(
+            "<< /Type /XObject /Subtype /Image /Width {width} /Height {height} /ColorSpace \
+             /DeviceRGB /BitsPerComponent 8 /Filter /FlateDecode /Length {} >>\nstream\n",
+            data.len()
+        )
+        .into_bytes();
+        stream.extend_from_slice(&data);
+        stream.extend_from_slice(b"\nendstream");
+        objects.push(stream);
+    }
+    let mut out = b"%PDF-1.7\n".to_vec();
+    let mut offsets = Vec::new();
+    for (number, object) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend_from_slice(format!("{} 0 obj\n", number + 1).as_bytes());
+        out.extend_from_slice(object);
+        out.extend_from_slice(b"\nendobj\n");
+    }
+    let xref = out.len();
+    out.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
+    for offset in offsets {
+        out.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
+    }
+    out.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
+    out
+}
+
+/// zlib data of `pattern` repeated to `bytes` bytes, compressed as it is produced.
+pub fn repeated_deflated(pattern: &[u8], bytes: usize) -> Vec<u8> {
+    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    let chunk = pattern.repeat((1 << 20) / pattern.len());
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        std::io::Write::write_all(&mut encoder, &chunk[..n]).expect("compress");
+        left -= n;
+    }
+    encoder.finish().expect("compress")
 }
