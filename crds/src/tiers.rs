@@ -167,8 +167,10 @@ pub struct WorkerSpec {
     pub max_pages: i32,
 
     /// CPU and memory for the worker container. When absent, derived from the limits above:
-    /// memory `128Mi + documents × (2 × maxFileBytes + 128Mi)`, requested for one document and
-    /// limited at `maxConcurrentDocuments`; one CPU requested, none limited.
+    /// memory `128Mi + documents × (2 × maxFileBytes + 64Mi) + 768Mi` (one render subprocess),
+    /// requested for one document and limited at `maxConcurrentDocuments`; one CPU requested,
+    /// none limited. The worker runs one render subprocess per CPU requested (or limited),
+    /// rounded up and at most `maxConcurrentDocuments`, each with 768Mi of address space.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 

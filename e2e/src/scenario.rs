@@ -32,8 +32,10 @@ pub const NAMESPACE: &str = "parsing";
 const STABLE_IMAGE: &str = "vllm/vllm-openai:v0.11.0";
 const CANARY_IMAGE: &str = "vllm/vllm-openai:v0.11.1";
 
-/// The share of a revision's requests that did not succeed, over the last minute.
-const ERROR_RATIO: &str = r#"sum(rate(mineru_worker_requests_total{namespace="{{namespace}}",revision="{{revision}}",outcome!="success"}[60s])) / sum(rate(mineru_worker_requests_total{namespace="{{namespace}}",revision="{{revision}}"}[60s]))"#;
+/// The share of a revision's served requests that failed, over the last minute. Documents the
+/// caller got wrong (`client_error`) and operator documents a busy worker turned away
+/// (`deferred`) say nothing of the revision, as in the built-in checks.
+const ERROR_RATIO: &str = r#"sum(rate(mineru_worker_requests_total{namespace="{{namespace}}",revision="{{revision}}",outcome!~"success|client_error|deferred"}[60s])) / sum(rate(mineru_worker_requests_total{namespace="{{namespace}}",revision="{{revision}}",outcome!~"client_error|deferred"}[60s]))"#;
 
 /// How clients reach the workers in a scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +56,7 @@ pub fn manifest(model_image: &str, prometheus: &str) -> String {
         r#"      promotionCriteria:
       - name: error-ratio
         query: '{ERROR_RATIO}'
-        samplesQuery: 'sum(increase(mineru_worker_requests_total{{namespace="{{{{namespace}}}}",revision="{{{{revision}}}}"}}[60s]))'
+        samplesQuery: 'sum(increase(mineru_worker_requests_total{{namespace="{{{{namespace}}}}",revision="{{{{revision}}}}",outcome!~"client_error|deferred"}}[60s]))'
         minSamples: 2
         maxRatioToStable: 1.5
         ratioFloor: 0.05

@@ -109,7 +109,7 @@ mod tests {
         assert_eq!(model("docs", &model_spec()).unwrap(), "m-76be34cd");
         assert_eq!(
             worker("docs", &worker_template("m-00000000")).unwrap(),
-            "w-02b469dd"
+            "w-632e5b30"
         );
     }
 

@@ -64,7 +64,10 @@ pub fn pod_template(instance: &str, template: &WorkerTemplate) -> PodTemplateSpe
     let spec = &template.worker;
     let mut volumes = vec![Volume {
         name: "tmp".into(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(tmp_size_limit(spec)),
+            ..EmptyDirVolumeSource::default()
+        }),
         ..Volume::default()
     }];
     if let Some(key) = &template.api_key_secret_ref {
@@ -135,6 +138,10 @@ pub fn args(instance: &str, template: &WorkerTemplate) -> Vec<String> {
         spec.max_file_bytes.0.clone(),
         "--max-pages".into(),
         spec.max_pages.to_string(),
+        "--render-processes".into(),
+        render_processes(spec).to_string(),
+        "--render-memory".into(),
+        format!("{}Mi", RENDER_MEMORY_BYTES >> 20),
     ];
     if template.api_key_secret_ref.is_some() {
         args.extend([
@@ -218,16 +225,59 @@ fn container(instance: &str, template: &WorkerTemplate) -> Container {
 
 /// What a worker holds besides its documents: the runtime, libpdfium, connection pools.
 const BASE_MEMORY_BYTES: u64 = 128 << 20;
-/// Per document in progress, besides twice its upload (the upload and pdfium's parsed copy):
-/// the pages being rendered and cropped (a page is rendered at most 3500 px a side).
-const PAGE_WORKING_SET_BYTES: u64 = 128 << 20;
+/// Per document in progress in the server, besides twice its upload (the upload and its copy on
+/// its way to the render subprocesses): the page being cropped (a render is at most 3500 px a
+/// side, 36 MiB) and the images encoded from it.
+const PAGE_WORKING_SET_BYTES: u64 = 64 << 20;
+/// Address space of one render subprocess (`--render-memory`): pdfium, a document's parsed
+/// objects and one page's decoded images and bitmap.
+const RENDER_MEMORY_BYTES: u64 = 768 << 20;
+
+/// `/tmp` holds each document in progress once (the file the render subprocesses read), plus
+/// room for what else writes there.
+fn tmp_size_limit(spec: &WorkerSpec) -> Quantity {
+    let upload = spec
+        .max_file_bytes
+        .0
+        .parse::<mineru_worker::server::ByteSize>()
+        .map_or(0, |size| size.0);
+    let documents = u64::try_from(spec.max_concurrent_documents.max(1)).unwrap_or(1);
+    let bytes = upload.saturating_mul(documents).saturating_add(64 << 20);
+    Quantity(format!("{}Mi", bytes.div_ceil(1 << 20)))
+}
+
+/// Render subprocesses: the CPUs the worker requests (or is limited to), rounded up, at least
+/// one and at most one per document it takes.
+fn render_processes(spec: &WorkerSpec) -> u64 {
+    let resources = spec.resources.as_ref();
+    let cpu = |set: Option<&BTreeMap<String, Quantity>>| {
+        set.and_then(|set| set.get("cpu")).and_then(|q| cores(&q.0))
+    };
+    let wanted = cpu(resources.and_then(|r| r.requests.as_ref()))
+        .or_else(|| cpu(resources.and_then(|r| r.limits.as_ref())))
+        .unwrap_or(1);
+    let documents = u64::try_from(spec.max_concurrent_documents.max(1)).unwrap_or(1);
+    wanted.clamp(1, documents)
+}
+
+/// Whole cores in a CPU quantity (`500m`, `2`, `1.5`), rounded up.
+fn cores(quantity: &str) -> Option<u64> {
+    match quantity.strip_suffix('m') {
+        Some(millis) => millis.parse::<u64>().ok().map(|m| m.div_ceil(1000)),
+        None => quantity
+            .parse::<f64>()
+            .ok()
+            .map(|c| c.ceil().max(0.0) as u64),
+    }
+}
 
 /// Requests and limits when the spec sets none, from the limits the worker is given:
-/// `memory = 128Mi + documents × (2 × maxFileBytes + 128Mi)`, requested for one document and
-/// limited at `maxConcurrentDocuments` (with the defaults, 456Mi requested, 1440Mi limit), so
-/// a worker at capacity is not OOM-killed and the scheduler does not reserve the worst case
-/// for every pod. One CPU is requested (a worker renders one page at a time) and none is
-/// limited: a CPU limit only throttles a render half-way.
+/// `memory = 128Mi + documents × (2 × maxFileBytes + 64Mi) + renderProcesses × 768Mi`,
+/// requested for one document and limited at `maxConcurrentDocuments` (with the defaults and
+/// one render process, 1160Mi requested, 1952Mi limit), so a worker at capacity is not
+/// OOM-killed and the scheduler does not reserve the worst case for every pod. One CPU is
+/// requested (one render process) and none is limited: a CPU limit only throttles a render
+/// half-way.
 fn default_resources(spec: &WorkerSpec) -> ResourceRequirements {
     let upload = spec
         .max_file_bytes
@@ -237,8 +287,11 @@ fn default_resources(spec: &WorkerSpec) -> ResourceRequirements {
     let per_document = upload
         .saturating_mul(2)
         .saturating_add(PAGE_WORKING_SET_BYTES);
+    let renderers = RENDER_MEMORY_BYTES.saturating_mul(render_processes(spec));
     let memory = |documents: u64| {
-        let bytes = BASE_MEMORY_BYTES.saturating_add(per_document.saturating_mul(documents));
+        let bytes = BASE_MEMORY_BYTES
+            .saturating_add(per_document.saturating_mul(documents))
+            .saturating_add(renderers);
         // Whole MiB, as people write it.
         Quantity(format!("{}Mi", bytes.div_ceil(1 << 20)))
     };
@@ -429,14 +482,16 @@ mod tests {
             .iter()
             .find(|m| m.mount_path == "/tmp")
             .unwrap();
-        assert!(
-            pod(&deployment)
-                .volumes
-                .as_ref()
-                .unwrap()
-                .iter()
-                .any(|v| v.name == tmp.name && v.empty_dir.is_some())
-        );
+        let volume = pod(&deployment)
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == tmp.name)
+            .unwrap();
+        // Each of the 4 documents in progress once (100Mi), and 64Mi besides.
+        let size = volume.empty_dir.as_ref().unwrap().size_limit.as_ref();
+        assert_eq!(size.map(|q| q.0.as_str()), Some("464Mi"));
     }
 
     #[test]
@@ -446,14 +501,48 @@ mod tests {
         let limits = resources.limits.unwrap();
         let spec = &template().worker;
         assert_eq!(spec.max_file_bytes.0, "100Mi");
-        // 128Mi + n × (2 × 100Mi + 128Mi)
-        assert_eq!(requests["memory"].0, "456Mi");
+        // 128Mi + n × (2 × 100Mi + 64Mi) + 1 render process × 768Mi
+        assert_eq!(requests["memory"].0, "1160Mi");
         assert_eq!(
             limits["memory"].0,
-            format!("{}Mi", 128 + spec.max_concurrent_documents * 328)
+            format!("{}Mi", 128 + spec.max_concurrent_documents * 264 + 768)
         );
         assert_eq!(requests["cpu"].0, "1");
         assert!(!limits.contains_key("cpu"), "a CPU limit only throttles");
+    }
+
+    #[test]
+    fn render_processes_follow_the_cpus_asked_for_within_the_documents_taken() {
+        let mut spec = template().worker;
+        assert_eq!(
+            render_processes(&spec),
+            1,
+            "one CPU is requested by default"
+        );
+        let with_cpu = |key: &str, cpu: &str| ResourceRequirements {
+            limits: (key == "limits")
+                .then(|| BTreeMap::from([("cpu".into(), Quantity(cpu.into()))])),
+            requests: (key == "requests")
+                .then(|| BTreeMap::from([("cpu".into(), Quantity(cpu.into()))])),
+            ..ResourceRequirements::default()
+        };
+        for (key, cpu, documents, processes) in [
+            ("requests", "2500m", 4, 3),
+            ("requests", "1.5", 4, 2),
+            ("limits", "3", 4, 3),
+            ("requests", "16", 4, 4),
+            ("requests", "100m", 4, 1),
+        ] {
+            spec.resources = Some(with_cpu(key, cpu));
+            spec.max_concurrent_documents = documents;
+            assert_eq!(render_processes(&spec), processes, "{key} {cpu}");
+        }
+        spec.resources = Some(with_cpu("requests", "3"));
+        let mut template = template();
+        template.worker = spec;
+        let args = args("docs", &template);
+        assert_eq!(flag(&args, "--render-processes"), Some("3"));
+        assert_eq!(flag(&args, "--render-memory"), Some("768Mi"));
     }
 
     #[test]
