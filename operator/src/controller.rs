@@ -38,7 +38,7 @@ use crate::{
         DesiredObjects, Owner, SpecRevisions, Topology, apply::ChildSet, events, recorded_templates,
     },
     rollout::EventReason,
-    traffic,
+    sources, traffic,
 };
 
 /// How often an unchanged object is looked at again; changes of owned objects trigger sooner.
@@ -276,8 +276,16 @@ async fn reconcile_objects(
             .after(|| format!("status {}", decided_state(&new)));
     }
 
-    // Act, from what was recorded.
+    // Act, from what was recorded, unless the pods would mount a Secret the platform does not
+    // let the operator hand out.
+    let refused = mounted_secret_refusal(ctx, md).await;
     let acted = async {
+        if let Some(reason) = &refused {
+            return Err(Error::InvalidSpec {
+                name: format!("{}/{}", owner.namespace, owner.instance),
+                reason: reason.clone(),
+            });
+        }
         ctx.ensure_leading()?;
         children.apply_all(desired, &observed_children).await?;
         if traffic::route(&ctx.client, md, &owner, &decision.plan).await? {
@@ -298,6 +306,7 @@ async fn reconcile_objects(
     let mut notices = events::notices(&old, &new, children.report());
     notices.extend(events::from_rollout(&decision.events));
     notices.extend(requested.refused.into_iter().map(events::refused_command));
+    notices.extend(refused.map(events::refused_secret));
     publish(ctx, md, notices).await;
     deliver_notifications(ctx, md, &new, version, now.0).await;
     for event in &decision.events {
@@ -317,6 +326,21 @@ async fn reconcile_objects(
     }))
 }
 
+/// Why the pods may not mount the API key Secret the spec names: it lacks the label the
+/// platform requires (or cannot be read). A missing Secret is preflight's to report.
+async fn mounted_secret_refusal(ctx: &Context, md: &MineruDeployment) -> Option<String> {
+    let reference = md.spec.model.api_key_secret_ref.as_ref()?;
+    let namespace = md.namespace().unwrap_or_default();
+    sources::secret(
+        &ctx.client,
+        &ctx.rollout_io.outbound,
+        &namespace,
+        &reference.name,
+    )
+    .await
+    .err()
+}
+
 /// Delivers what the recorded outbox holds that is due, then records what was delivered,
 /// conditioned on the version `status` was recorded at: a crash or a refused write in between
 /// delivers the same notifications again, under the same ids, never different ones.
@@ -330,8 +354,9 @@ async fn deliver_notifications(
     let outbox = &status.pending_notifications;
     let crash_points = &ctx.crash_points;
     let after = |id: &str| crash_points.after(|| format!("deliver {id}"));
+    let io = &ctx.rollout_io;
     let outcomes =
-        notify::deliver_due(&ctx.client, &ctx.rollout_io.http, md, outbox, now, after).await;
+        notify::deliver_due(&ctx.client, &io.http, &io.outbound, md, outbox, now, after).await;
     if outcomes.is_empty() {
         return;
     }
@@ -540,7 +565,19 @@ mod tests {
             Some("test".into()),
             metrics,
             Settings::default(),
-            RolloutIo::default(),
+            RolloutIo {
+                // The webhook receivers of these tests listen on the loopback; Secrets need
+                // the default label, as in production.
+                outbound: crate::outbound::OutboundPolicy::new(
+                    &["127.0.0.1"],
+                    Some((
+                        crate::outbound::DEFAULT_SECRET_LABEL.0.into(),
+                        crate::outbound::DEFAULT_SECRET_LABEL.1.into(),
+                    )),
+                )
+                .unwrap(),
+                ..RolloutIo::default()
+            },
             clock,
         ))
     }
@@ -634,6 +671,7 @@ mod tests {
             format!("PATCH {SVC}/docs"),
             format!("PATCH {DEPLOY}/docs-worker-{w}"),
             format!("PATCH {NETPOL}/docs-vllm"),
+            format!("PATCH {NETPOL}/docs-worker"),
             format!("PATCH {PDB}/docs-vllm"),
             format!("PATCH {PDB}/docs-worker"),
             format!("POST {EVENTS}"),
@@ -1057,6 +1095,57 @@ mod tests {
         let recorded = calls.iter().rfind(|c| c.path == STATUS).unwrap();
         assert_eq!(recorded.body["status"]["paused"], true);
         assert_eq!(recorded.body["metadata"]["resourceVersion"], "2");
+    }
+
+    /// The test object with an API key Secret whose labels are `labels`, and the server
+    /// holding that Secret.
+    fn with_api_key_secret(labels: Value) -> (ApiServer, MineruDeployment) {
+        let mut md = MineruDeployment::test();
+        md.spec.model.api_key_secret_ref = Some(mineru_crds::SecretKeyRef {
+            name: "vllm-key".into(),
+            key: "token".into(),
+        });
+        let secret = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "vllm-key", "namespace": "parsing", "labels": labels},
+            "data": {"token": "czNjcmV0"},
+        });
+        let server =
+            ApiServer::default().with_object("/api/v1/namespaces/parsing/secrets/vllm-key", secret);
+        (server, md)
+    }
+
+    #[tokio::test]
+    async fn pods_never_mount_a_secret_without_the_label_the_platform_requires() {
+        let (server, md) = with_api_key_secret(json!({"team": "docs"}));
+        let (result, calls) = run(server, &md).await;
+        let error = result.unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("is not labelled mineru.dev/operator-readable=true"),
+            "{error}"
+        );
+        let objects: Vec<_> = writes(&calls)
+            .into_iter()
+            .filter(|w| w.starts_with("PATCH") && !w.ends_with("/status"))
+            .collect();
+        assert!(objects.is_empty(), "nothing applied: {objects:?}");
+        let refused = calls.iter().any(|c| {
+            c.method == Method::POST && c.path == EVENTS && c.body["reason"] == "SecretRefused"
+        });
+        assert!(refused, "a Warning Event says why: {:?}", lines(&calls));
+
+        let (server, md) = with_api_key_secret(json!({"mineru.dev/operator-readable": "true"}));
+        let (result, calls) = run(server, &md).await;
+        result.unwrap();
+        assert!(
+            writes(&calls)
+                .iter()
+                .any(|w| w.starts_with(&format!("PATCH {DEPLOY}/docs-worker-"))),
+            "labelled, the workers are applied: {:?}",
+            lines(&calls)
+        );
     }
 
     /// A webhook receiver on 127.0.0.1 answering `code`; its URL and the ids it was sent.

@@ -13,7 +13,9 @@ use crate::{
     VLLM_PORT, WORKER_PORT, capacity,
     gates::reading::Measured,
     gates::round::{self, Subject},
-    labels, preflight,
+    labels,
+    outbound::{self, OutboundPolicy},
+    preflight,
     probes::{ProbePlan, ProbeTraffic},
     quality_rounds::{Comparison, Progress, QualityRounds},
     rollout::{
@@ -41,18 +43,22 @@ pub struct RolloutIo {
     pub quality_rounds: Arc<QualityRounds>,
     /// The probe traffic flowing in the background.
     pub probes: Arc<ProbeTraffic>,
+    /// The hosts a spec may make the operator call and the Secrets it may read.
+    pub outbound: OutboundPolicy,
 }
 
 impl Default for RolloutIo {
     fn default() -> Self {
         RolloutIo {
-            http: reqwest::Client::new(),
+            http: outbound::http_client(reqwest::Client::builder())
+                .expect("a client without TLS roots or a proxy always builds"),
             resolver: ServiceResolver::default(),
             warmup_timeout: Duration::from_secs(60),
             quality_timeout: Duration::from_secs(300),
             quality_concurrency: 4,
             quality_rounds: Arc::default(),
             probes: Arc::default(),
+            outbound: OutboundPolicy::default(),
         }
     }
 }
@@ -97,7 +103,7 @@ async fn fetch(
             .resolver
             .url(&namespace, &labels::names::vllm(&name, revision), VLLM_PORT);
         let model = md.spec.model.served_model_name();
-        let api_key = sources::api_key(client, md).await;
+        let api_key = sources::api_key(client, &io.outbound, md).await;
         match warmup::probe(&url, model, api_key, io.warmup_timeout).await {
             Ok(()) => {
                 input.observed.warmed_up.insert(revision.clone());
@@ -106,7 +112,8 @@ async fn fetch(
         }
     }
     if let Some(canary) = &needs.preflight {
-        input.observed.preflight = preflight::check(client, md, canary, input.now).await;
+        input.observed.preflight =
+            preflight::check(client, &io.outbound, md, canary, input.now).await;
     }
     if let Some(read) = needs.capacity {
         match capacity::read(
@@ -133,7 +140,7 @@ async fn fetch(
     if needs.readings.is_empty() && quality.results.is_empty() {
         return;
     }
-    let readings = readings(client, md, &needs.readings).await;
+    let readings = readings(client, &io.outbound, md, &needs.readings).await;
     input.analysis = Some(AnalysisRound {
         at: input.now,
         readings,
@@ -144,6 +151,7 @@ async fn fetch(
 
 async fn readings(
     client: &Client,
+    policy: &OutboundPolicy,
     md: &MineruDeployment,
     requests: &[ReadingRequest],
 ) -> Vec<ReadingResult> {
@@ -152,7 +160,7 @@ async fn readings(
     }
     let namespace = md.namespace().unwrap_or_default();
     let name = md.name_any();
-    match sources::prometheus(client, md).await {
+    match sources::prometheus(client, policy, md).await {
         Ok(source) => {
             let subject = Subject {
                 namespace: &namespace,

@@ -17,6 +17,7 @@ pub mod liveness;
 pub mod metrics;
 pub mod notify;
 pub mod observe;
+pub mod outbound;
 pub mod planner;
 pub mod preflight;
 pub mod probes;

@@ -14,6 +14,7 @@ use mineru_operator::{
     leader::{self, Elector, Leadership},
     liveness::Liveness,
     metrics::Metrics,
+    outbound::{self, OutboundPolicy},
     probes::ProbeTraffic,
     reconcile::{Settings, networkpolicy},
     warmup::ServiceResolver,
@@ -86,6 +87,26 @@ struct Args {
     #[arg(long, default_value = "300s")]
     reconcile_deadline: mineru_crds::Duration,
 
+    /// Hosts a MineruDeployment may make the operator call, for `analysis.prometheus.address`
+    /// and the webhook URL: each `host`, `host:port`, `*.domain` or `*` (any: the broad mode).
+    /// Empty: none, and every check on Prometheus or webhook is refused in preflight.
+    #[arg(
+        long,
+        env = "MINERU_OPERATOR_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        num_args = 0..
+    )]
+    allowed_hosts: Vec<String>,
+
+    /// The label (`key=value`) a Secret must carry before the operator reads it or mounts it
+    /// into a pod for a MineruDeployment. Empty: any Secret the RBAC allows (the broad mode).
+    #[arg(
+        long,
+        env = "MINERU_OPERATOR_SECRET_LABEL",
+        default_value = "mineru.dev/operator-readable=true"
+    )]
+    secret_label: String,
+
     /// Crash-safety tests only: abort right after each write not yet listed in this file, and
     /// list it there first.
     #[arg(long, hide = true)]
@@ -152,8 +173,13 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Some(path) => ServiceResolver::from_file(path)?,
         None => ServiceResolver::default(),
     };
+    let secret_label =
+        outbound::parse_label(&args.secret_label).map_err(|e| format!("--secret-label: {e}"))?;
+    let outbound = OutboundPolicy::new(&args.allowed_hosts, secret_label)
+        .map_err(|error| format!("--allowed-hosts: {error}"))?;
     let rollout_io = RolloutIo {
         resolver,
+        outbound,
         quality_concurrency: usize::from(args.quality_concurrency),
         quality_timeout: args.quality_timeout.get(),
         probes: Arc::new(ProbeTraffic::counted_in(metrics.clone())),
@@ -361,6 +387,15 @@ mod tests {
     }
 
     #[test]
+    fn by_default_no_host_is_allowed_and_secrets_need_the_label() {
+        let args = Args::parse_from(["mineru-operator"]);
+        assert!(args.allowed_hosts.is_empty());
+        let label = outbound::parse_label(&args.secret_label).unwrap();
+        let policy = OutboundPolicy::new(&args.allowed_hosts, label).unwrap();
+        assert_eq!(policy, OutboundPolicy::default());
+    }
+
+    #[test]
     fn the_charts_arguments_are_accepted() {
         let args = Args::try_parse_from([
             "mineru-operator",
@@ -368,9 +403,13 @@ mod tests {
             "--metrics-scraper-namespace=monitoring",
             "--quality-concurrency=4",
             "--quality-timeout=300s",
+            "--metrics-scraper-pod-selector=app.kubernetes.io/name=prometheus",
+            "--allowed-hosts=*.monitoring,*.monitoring.svc",
+            "--secret-label=mineru.dev/operator-readable=true",
         ])
         .unwrap();
         assert_eq!(args.quality_concurrency, 4);
+        assert_eq!(args.allowed_hosts, ["*.monitoring", "*.monitoring.svc"]);
         assert!(Args::try_parse_from(["mineru-operator", "--quality-concurrency=0"]).is_err());
     }
 }

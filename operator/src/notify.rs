@@ -11,6 +11,8 @@ use kube::{Client, ResourceExt};
 use mineru_crds::{MineruDeployment, PendingNotification, Webhook, WebhookFormat};
 use serde_json::{Value, json};
 
+use crate::outbound::OutboundPolicy;
+
 /// How long one POST may take.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The wait after a first failed delivery; it doubles with each further one.
@@ -169,11 +171,40 @@ fn jiff_span(wait: Duration) -> k8s_openapi::jiff::SignedDuration {
         .unwrap_or(k8s_openapi::jiff::SignedDuration::MAX)
 }
 
+/// Why the platform does not let the operator use `webhook` (its host off the allowlist, its
+/// token Secret unreadable or unlabelled), or `None`. Preflight reports it; delivery refuses.
+pub async fn refusal(
+    client: &Client,
+    policy: &OutboundPolicy,
+    md: &MineruDeployment,
+    webhook: &Webhook,
+) -> Option<String> {
+    token(client, policy, md, webhook).await.err()
+}
+
+/// The webhook's token, after the URL and its Secret passed the policy.
+async fn token(
+    client: &Client,
+    policy: &OutboundPolicy,
+    md: &MineruDeployment,
+    webhook: &Webhook,
+) -> Result<Option<String>, String> {
+    policy.check_url("rollout.notifications.webhook.url", &webhook.url)?;
+    let Some(secret) = &webhook.secret_ref else {
+        return Ok(None);
+    };
+    let namespace = md.namespace().unwrap_or_default();
+    crate::sources::secret_value(client, policy, &namespace, &secret.name, "token")
+        .await
+        .map_err(|reason| format!("webhook token unreadable: {reason}"))
+}
+
 /// Delivers the outbox entries due at `now`, in order, and says how each went. `after` runs
 /// after each delivery that was taken (a crash point for the tests).
 pub async fn deliver_due(
     client: &Client,
     http: &reqwest::Client,
+    policy: &OutboundPolicy,
     md: &MineruDeployment,
     outbox: &[PendingNotification],
     now: Timestamp,
@@ -187,24 +218,18 @@ pub async fn deliver_due(
         return Vec::new();
     }
     let namespace = md.namespace().unwrap_or_default();
-    let token = match &webhook.secret_ref {
-        Some(secret) => {
-            match crate::sources::secret_value(client, &namespace, &secret.name, "token").await {
-                Ok(token) => token,
-                // Sending without the token would only be refused: try again later.
-                Err(reason) => {
-                    let result = Err(format!("webhook token unreadable: {reason}"));
-                    return due
-                        .iter()
-                        .map(|p| Outcome {
-                            id: p.id.clone(),
-                            result: result.clone(),
-                        })
-                        .collect();
-                }
-            }
+    let token = match token(client, policy, md, webhook).await {
+        Ok(token) => token,
+        // Refused or unreadable: nothing is sent, and the notification waits for a fix.
+        Err(reason) => {
+            return due
+                .iter()
+                .map(|p| Outcome {
+                    id: p.id.clone(),
+                    result: Err(reason.clone()),
+                })
+                .collect();
         }
-        None => None,
     };
     let name = md.name_any();
     let mut outcomes = Vec::new();

@@ -12,13 +12,17 @@ use crate::{
         reading::Reading,
         template::{self, Context},
     },
+    notify,
+    outbound::OutboundPolicy,
     sources::{self, api_message},
 };
 
 /// Every problem, each a sentence: the legacy Service when migrating, the API key Secret, the
-/// golden documents, Prometheus answering and accepting every check's queries.
+/// webhook the platform must allow, the golden documents, Prometheus allowed, answering and
+/// accepting every check's queries.
 pub async fn check(
     client: &Client,
+    policy: &OutboundPolicy,
     md: &MineruDeployment,
     canary: &Revisions,
     now: Timestamp,
@@ -48,7 +52,9 @@ pub async fn check(
         }
     }
     if let Some(reference) = &md.spec.model.api_key_secret_ref {
-        match sources::secret_value(client, &namespace, &reference.name, &reference.key).await {
+        match sources::secret_value(client, policy, &namespace, &reference.name, &reference.key)
+            .await
+        {
             Ok(Some(_)) => {}
             Ok(None) => problems.push(format!(
                 "API key Secret {namespace}/{} has no key {:?}",
@@ -56,6 +62,9 @@ pub async fn check(
             )),
             Err(error) => problems.push(error),
         }
+    }
+    if let Some(notifications) = &md.spec.rollout.notifications {
+        problems.extend(notify::refusal(client, policy, md, &notifications.webhook).await);
     }
     let analysis = &md.spec.rollout.analysis;
     if let Some(quality) = &analysis.quality
@@ -72,7 +81,7 @@ pub async fn check(
     if checks.is_empty() {
         return problems;
     }
-    let source = match sources::prometheus(client, md).await {
+    let source = match sources::prometheus(client, policy, md).await {
         Ok(source) => source,
         Err(error) => {
             problems.push(error);

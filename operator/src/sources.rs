@@ -1,6 +1,7 @@
 //! Where a rollout's facts come from, read the same way by preflight and by analysis: the
 //! Secrets the spec names, the golden-document ConfigMaps, and the one Prometheus source built
-//! from `analysis.prometheus`.
+//! from `analysis.prometheus`. Secrets and the Prometheus address pass the platform's
+//! [`OutboundPolicy`] first.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +9,10 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{Api, Client, ResourceExt, api::ListParams};
 use mineru_crds::{GoldenDocuments, MineruDeployment};
 
-use crate::gates::prometheus::{Credentials, PrometheusSource};
+use crate::{
+    gates::prometheus::{Credentials, PrometheusSource},
+    outbound::OutboundPolicy,
+};
 
 /// What the apiserver said, without the wire format around it.
 pub fn api_message(error: &kube::Error) -> String {
@@ -18,28 +22,48 @@ pub fn api_message(error: &kube::Error) -> String {
     }
 }
 
-/// One key of a Secret, `None` when the Secret or key is missing.
-pub async fn secret_value(
+/// A Secret the spec names, `None` when it is missing; `Err` when it cannot be read or the
+/// policy does not let the operator use it.
+pub async fn secret(
     client: &Client,
+    policy: &OutboundPolicy,
     namespace: &str,
     name: &str,
-    key: &str,
-) -> Result<Option<String>, String> {
+) -> Result<Option<Secret>, String> {
     let secret = Api::<Secret>::namespaced(client.clone(), namespace)
         .get_opt(name)
         .await
         .map_err(|error| format!("Secret {namespace}/{name}: {}", api_message(&error)))?;
-    Ok(secret
+    if let Some(secret) = &secret {
+        policy.check_secret(secret)?;
+    }
+    Ok(secret)
+}
+
+/// One key of a Secret, `None` when the Secret or key is missing.
+pub async fn secret_value(
+    client: &Client,
+    policy: &OutboundPolicy,
+    namespace: &str,
+    name: &str,
+    key: &str,
+) -> Result<Option<String>, String> {
+    Ok(secret(client, policy, namespace, name)
+        .await?
         .and_then(|secret| secret.data)
         .and_then(|data| data.get(key).cloned())
         .map(|bytes| String::from_utf8_lossy(&bytes.0).trim().to_owned()))
 }
 
 /// The vLLM API key the spec names, when it names one and it can be read.
-pub async fn api_key(client: &Client, md: &MineruDeployment) -> Option<String> {
+pub async fn api_key(
+    client: &Client,
+    policy: &OutboundPolicy,
+    md: &MineruDeployment,
+) -> Option<String> {
     let reference = md.spec.model.api_key_secret_ref.as_ref()?;
     let namespace = md.namespace().unwrap_or_default();
-    secret_value(client, &namespace, &reference.name, &reference.key)
+    secret_value(client, policy, &namespace, &reference.name, &reference.key)
         .await
         .ok()
         .flatten()
@@ -47,14 +71,16 @@ pub async fn api_key(client: &Client, md: &MineruDeployment) -> Option<String> {
 
 async fn prometheus_credentials(
     client: &Client,
+    policy: &OutboundPolicy,
     namespace: &str,
     name: &str,
 ) -> Result<Option<Credentials>, String> {
-    if let Some(token) = secret_value(client, namespace, name, "token").await? {
+    let value = |key| secret_value(client, policy, namespace, name, key);
+    if let Some(token) = value("token").await? {
         return Ok(Some(Credentials::Bearer(token)));
     }
-    let username = secret_value(client, namespace, name, "username").await?;
-    let password = secret_value(client, namespace, name, "password").await?;
+    let username = value("username").await?;
+    let password = value("password").await?;
     match (username, password) {
         (Some(username), Some(password)) => Ok(Some(Credentials::Basic { username, password })),
         _ => Err(format!(
@@ -63,17 +89,22 @@ async fn prometheus_credentials(
     }
 }
 
-/// The Prometheus source of `analysis.prometheus`, with its credentials; why not, in words.
+/// The Prometheus source of `analysis.prometheus`, with its credentials; why not, in words. The
+/// address is checked against the policy before any Secret is read for it.
 pub async fn prometheus(
     client: &Client,
+    policy: &OutboundPolicy,
     md: &MineruDeployment,
 ) -> Result<PrometheusSource, String> {
     let Some(spec) = &md.spec.rollout.analysis.prometheus else {
         return Err("analysis.prometheus is not set but the checks need it".to_owned());
     };
+    policy.check_url("analysis.prometheus.address", &spec.address)?;
     let namespace = md.namespace().unwrap_or_default();
     let credentials = match &spec.auth_secret_ref {
-        Some(reference) => prometheus_credentials(client, &namespace, &reference.name).await?,
+        Some(reference) => {
+            prometheus_credentials(client, policy, &namespace, &reference.name).await?
+        }
         None => None,
     };
     PrometheusSource::new(spec, credentials.as_ref()).map_err(|error| error.to_string())

@@ -1,19 +1,24 @@
 //! Prometheus at the edge: runs a check's instant queries and reports each answer as a
 //! [`Reading`]. Every failure becomes `Reading::Error` with the reason, never a number, so that
 //! an unreachable or misconfigured Prometheus can only hold a rollout, never promote it.
+//!
+//! The HTTP API is spoken here rather than through `prometheus_http_query`'s client (whose
+//! answer types are reused) because a CR names the server: its answer is read only up to
+//! [`MAX_RESPONSE_BYTES`], and redirects are not followed.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mineru_crds::PrometheusSpec;
-use prometheus_http_query::{
-    Client,
-    response::{Data, InstantVector},
-};
+use prometheus_http_query::response::{Data, InstantVector, PromqlResult};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use serde::Deserialize;
 
 use super::{Source, reading::Reading};
-use crate::evidence::Histogram;
+use crate::{
+    evidence::Histogram,
+    outbound::{self, MAX_RESPONSE_BYTES},
+};
 
 /// How the operator authenticates to Prometheus (from `analysis.prometheus.authSecretRef`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,9 +41,27 @@ pub enum SourceError {
 /// Runs instant queries against one Prometheus server.
 #[derive(Clone)]
 pub struct PrometheusSource {
-    client: Client,
+    http: reqwest::Client,
+    /// `<address>/api/v1/query`.
+    endpoint: reqwest::Url,
     timeout: Duration,
 }
+
+/// The envelope of every Prometheus HTTP API answer.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Answer {
+    status: String,
+    #[serde(default)]
+    data: Option<PromqlResult>,
+    #[serde(default)]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// Longest piece of an unexpected answer repeated in a reading's error.
+const MAX_QUOTED: usize = 200;
 
 impl PrometheusSource {
     /// A source for `spec`, authenticating with `credentials` when given.
@@ -68,16 +91,27 @@ impl PrometheusSource {
             address: spec.address.clone(),
             reason,
         };
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            // The HTTP deadline a little beyond Prometheus' own, so its timeout error wins.
-            .timeout(timeout + Duration::from_secs(1))
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .build()
-            .map_err(|error| address_error(error.to_string()))?;
-        let client = Client::from(http, spec.address.trim_end_matches('/'))
-            .map_err(|error| address_error(error.to_string()))?;
-        Ok(PrometheusSource { client, timeout })
+        let http = outbound::http_client(
+            reqwest::Client::builder()
+                .default_headers(headers)
+                // The HTTP deadline a little beyond Prometheus' own, so its timeout error wins.
+                .timeout(timeout + Duration::from_secs(1))
+                .connect_timeout(timeout.min(Duration::from_secs(5))),
+        )
+        .map_err(|error| address_error(error.to_string()))?;
+        let endpoint = reqwest::Url::parse(&format!(
+            "{}/api/v1/query",
+            spec.address.trim_end_matches('/')
+        ))
+        .map_err(|error| address_error(error.to_string()))?;
+        if !matches!(endpoint.scheme(), "http" | "https") {
+            return Err(address_error("not an http:// or https:// URL".to_owned()));
+        }
+        Ok(PrometheusSource {
+            http,
+            endpoint,
+            timeout,
+        })
     }
 
     /// Runs `query` as an instant query evaluated at `at` (Unix seconds). A check needs one
@@ -169,18 +203,46 @@ impl PrometheusSource {
     }
 
     async fn instant(&self, query: &str, at: i64) -> Result<Data, Reading> {
-        let timeout_ms = i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX);
-        match self
-            .client
-            .query(query)
-            .at(at)
-            .timeout(timeout_ms)
-            .post()
+        let failed = |reason: String| Reading::Error(format!("query {query:?} failed: {reason}"));
+        let form = [
+            ("query", query.to_owned()),
+            ("time", at.to_string()),
+            ("timeout", format!("{}ms", self.timeout.as_millis())),
+        ];
+        let response = self
+            .http
+            .post(self.endpoint.clone())
+            .form(&form)
+            .send()
             .await
-        {
-            Ok(response) => Ok(response.into_inner().0),
-            Err(error) => Err(Reading::Error(format!("query {query:?} failed: {error}"))),
+            // reqwest names the URL in its errors; the address is in the spec already.
+            .map_err(|error| failed(error.without_url().to_string()))?;
+        let status = response.status();
+        let body = outbound::read_capped(response, MAX_RESPONSE_BYTES)
+            .await
+            .map_err(failed)?;
+        match serde_json::from_slice::<Answer>(&body) {
+            Ok(Answer {
+                data: Some(result), ..
+            }) if status.is_success() => Ok(result.into_inner().0),
+            Ok(answer) if answer.status == "error" => Err(failed(format!(
+                "{}: {}",
+                answer.error_type.unwrap_or_default(),
+                quoted(answer.error.as_deref().unwrap_or_default())
+            ))),
+            _ => Err(failed(format!(
+                "HTTP {status}, not a Prometheus query answer: {}",
+                quoted(&String::from_utf8_lossy(&body))
+            ))),
         }
+    }
+}
+
+/// At most [`MAX_QUOTED`] characters of `text`, marked when cut.
+fn quoted(text: &str) -> String {
+    match text.char_indices().nth(MAX_QUOTED) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
     }
 }
 
@@ -202,4 +264,89 @@ fn histogram(query: &str, series: &[InstantVector]) -> Result<Histogram, Reading
         }
     }
     Histogram::new(buckets).map_err(|error| Reading::Error(format!("query {query:?}: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server on 127.0.0.1 answering every query with `status` and `headers` and a body of
+    /// `body_bytes` bytes; its base URL.
+    async fn server(
+        status: u16,
+        headers: &'static [(&'static str, &'static str)],
+        body: Vec<u8>,
+    ) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new().route(
+            "/api/v1/query",
+            axum::routing::post(move || {
+                let body = body.clone();
+                async move {
+                    let mut response = axum::response::Response::new(axum::body::Body::from(body));
+                    *response.status_mut() = axum::http::StatusCode::from_u16(status).unwrap();
+                    for (name, value) in headers {
+                        response.headers_mut().insert(*name, value.parse().unwrap());
+                    }
+                    response
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    fn source(address: &str) -> PrometheusSource {
+        let spec: PrometheusSpec =
+            serde_json::from_value(serde_json::json!({"address": address})).unwrap();
+        PrometheusSource::new(&spec, None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_answer_larger_than_the_cap_is_refused_unread() {
+        let huge = format!(
+            r#"{{"status":"success","data":{{"resultType":"scalar","result":[0,"{}"]}}}}"#,
+            "1".repeat(MAX_RESPONSE_BYTES)
+        );
+        let reading = source(&server(200, &[], huge.into_bytes()).await)
+            .read("vector(1)", 0)
+            .await;
+        assert!(
+            matches!(&reading, Reading::Error(m) if m.contains("larger than")),
+            "{reading:?}"
+        );
+        let small = br#"{"status":"success","data":{"resultType":"scalar","result":[0,"0.5"]}}"#;
+        let reading = source(&server(200, &[], small.to_vec()).await)
+            .read("vector(1)", 0)
+            .await;
+        assert_eq!(reading, Reading::Value(0.5));
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed() {
+        let redirect = server(307, &[("location", "http://169.254.169.254/")], Vec::new()).await;
+        let reading = source(&redirect).read("vector(1)", 0).await;
+        assert!(
+            matches!(&reading, Reading::Error(m) if m.contains("HTTP 307")),
+            "{reading:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_error_body_is_quoted_short() {
+        let body = format!("<html>{}</html>", "x".repeat(10_000));
+        let reading = source(&server(502, &[], body.into_bytes()).await)
+            .read("vector(1)", 0)
+            .await;
+        let Reading::Error(message) = reading else {
+            panic!("{reading:?}")
+        };
+        assert!(message.contains("HTTP 502"), "{message}");
+        assert!(
+            message.len() < 2 * MAX_QUOTED + 200,
+            "{} bytes",
+            message.len()
+        );
+    }
 }

@@ -94,6 +94,16 @@ pub fn refused_command(reason: String) -> Notice {
     }
 }
 
+/// The spec names a Secret the platform does not let the operator use; nothing was written.
+pub fn refused_secret(reason: String) -> Notice {
+    Notice {
+        type_: EventType::Warning,
+        reason: "SecretRefused",
+        action: "Reconcile",
+        note: fit(reason),
+    }
+}
+
 fn normal(reason: &'static str, action: &'static str, note: String) -> Notice {
     Notice {
         type_: EventType::Normal,
