@@ -16,6 +16,10 @@ use crate::duration::{self, Duration};
 /// StatefulSet per model revision.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("(has(self.allowRemoteCode) && self.allowRemoteCode) || !has(self.extraArgs) || !self.extraArgs.exists(a, a.startsWith('--trust-remote-code') || a.startsWith('--trust_remote_code'))").message("extraArgs may pass --trust-remote-code only with allowRemoteCode: true (it runs Python code from the model repository in the vLLM pod)"),
+    validation = Rule::new("!has(self.extraArgs) || !self.extraArgs.exists(a, a == '--api-key' || a.startsWith('--api-key=') || a == '--api_key' || a.startsWith('--api_key='))").message("the API key goes in apiKeySecretRef, never in extraArgs (the pod spec is readable in clear)")
+)]
 pub struct ModelSpec {
     /// Container image of the vLLM OpenAI server, e.g. `vllm/vllm-openai:v0.11.0`.
     #[schemars(length(min = 1, max = 512))]
@@ -60,10 +64,16 @@ pub struct ModelSpec {
     #[serde(default = "default_true")]
     pub logits_processor: bool,
 
-    /// Arguments appended to the vLLM server command line.
+    /// Arguments appended to the vLLM server command line. `--trust-remote-code` needs
+    /// `allowRemoteCode`; `--api-key` is refused (use `apiKeySecretRef`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 4096)))]
     pub extra_args: Vec<String>,
+
+    /// Lets `extraArgs` pass `--trust-remote-code`: vLLM then runs Python code shipped with the
+    /// model repository inside the pod. MinerU2.5 needs none; leave off unless the model does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_remote_code: bool,
 
     /// Environment variables added to the vLLM container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -478,3 +478,50 @@ fn gates_without_prometheus_are_rejected_unless_analysis_is_off() {
     );
     assert!(violations(&object).iter().any(|v| v.contains(message)));
 }
+
+#[test]
+fn remote_code_needs_its_field_and_an_api_key_never_rides_in_extra_args() {
+    let remote_code = "extraArgs may pass --trust-remote-code only with allowRemoteCode: true";
+    let api_key = "the API key goes in apiKeySecretRef, never in extraArgs";
+    let with = |args: Value, allow: Option<bool>| {
+        let mut object = defaulted_minimal();
+        set(&mut object, "/spec/model/extraArgs", args);
+        if let Some(allow) = allow {
+            set(&mut object, "/spec/model/allowRemoteCode", json!(allow));
+        }
+        violations(&object)
+    };
+    for args in [
+        json!(["--trust-remote-code"]),
+        json!(["--max-num-seqs", "8", "--trust-remote-code=true"]),
+        json!(["--trust_remote_code"]),
+    ] {
+        for allow in [None, Some(false)] {
+            let found = with(args.clone(), allow);
+            assert!(
+                found.iter().any(|v| v.contains(remote_code)),
+                "{args} {allow:?}: {found:?}"
+            );
+        }
+        assert_eq!(
+            with(args.clone(), Some(true)),
+            Vec::<String>::new(),
+            "{args}"
+        );
+    }
+    for args in [
+        json!(["--api-key", "s3cret"]),
+        json!(["--api-key=s3cret"]),
+        json!(["--api_key=s3cret"]),
+    ] {
+        let found = with(args.clone(), Some(true));
+        assert!(
+            found.iter().any(|v| v.contains(api_key)),
+            "{args}: {found:?}"
+        );
+    }
+    assert_eq!(
+        with(json!(["--max-num-seqs", "8"]), None),
+        Vec::<String>::new()
+    );
+}

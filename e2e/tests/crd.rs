@@ -146,6 +146,31 @@ fn crd_is_served_with_defaults_and_validation() {
         );
     }
 
+    // Flags that run the model repository's code or put the key in the pod spec.
+    let model_line =
+        "  model: {image: vllm/vllm-openai:v0.11.0, model: opendatalab/MinerU2.5-2509-1.2B}";
+    let analysis_off = "  rollout:\n    analysis: {defaultCriteria: false}\n";
+    for (extra, message) in [
+        (
+            "extraArgs: [--trust-remote-code]",
+            "extraArgs may pass --trust-remote-code only with allowRemoteCode: true",
+        ),
+        (
+            "extraArgs: [--api-key=s3cret], allowRemoteCode: true",
+            "the API key goes in apiKeySecretRef, never in extraArgs",
+        ),
+    ] {
+        let manifest = with_spec_patch(analysis_off).replace(
+            model_line,
+            &model_line.replace("1.2B}", &format!("1.2B, {extra}}}")),
+        );
+        let stderr = rejection(&plane, &manifest);
+        assert!(
+            stderr.contains(message),
+            "expected {message:?}, got: {stderr}"
+        );
+    }
+
     // A name too long for the names derived from it is refused at apply time.
     let valid = with_spec_patch("  rollout:\n    analysis: {defaultCriteria: false}\n");
     let long_name = valid.replace("name: invalid", &format!("name: {}", "d".repeat(37)));
