@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod controlplane;
+pub mod netpol;
 pub mod operator;
 pub mod process;
 pub mod prometheus;

@@ -10,3 +10,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 app.kubernetes.io/name: mineru-operator
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
+
+{{- /* A map as `k=v,k2=v2`, the form of the operator's label flags. */ -}}
+{{- define "mineru-operator.keyValues" -}}
+{{- $pairs := list -}}
+{{- range $key, $value := . -}}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end }}

@@ -6,10 +6,9 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec},
         core::v1::{
-            Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-            HTTPGetAction, KeyToPath, ObjectFieldSelector, PodSecurityContext, PodSpec,
-            PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
-            SecurityContext, Volume, VolumeMount,
+            Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+            KeyToPath, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+            SecretVolumeSource, Volume, VolumeMount,
         },
     },
     apimachinery::pkg::{
@@ -20,15 +19,13 @@ use k8s_openapi::{
 };
 use mineru_crds::{Backend, Tier, WorkerSpec};
 
-use super::{Owner, WorkerTemplate, with_revision};
+use super::{Owner, WorkerTemplate, security, with_revision};
 use crate::{WORKER_PORT, labels};
 
 /// Directory the API key Secret is mounted in.
 const SECRET_DIR: &str = "/var/run/secrets/mineru";
 /// File (inside [`SECRET_DIR`]) holding the vLLM API key.
 const API_KEY_FILE: &str = "api-key";
-/// The unprivileged user the worker runs as (distroless `nonroot`).
-const NONROOT_UID: i64 = 65532;
 /// Longer than the worker's own shutdown (5 s still taking documents while endpoints update,
 /// then 30 s of grace), so in-flight documents finish before the kubelet kills the container.
 const TERMINATION_GRACE_SECONDS: i64 = 45;
@@ -95,18 +92,8 @@ pub fn pod_template(instance: &str, template: &WorkerTemplate) -> PodTemplateSpe
             containers: vec![container(instance, template)],
             volumes: Some(volumes),
             termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
-            security_context: Some(PodSecurityContext {
-                run_as_non_root: Some(true),
-                run_as_user: Some(NONROOT_UID),
-                run_as_group: Some(NONROOT_UID),
-                // Makes the mounted key readable by the group the worker runs in.
-                fs_group: Some(NONROOT_UID),
-                seccomp_profile: Some(SeccompProfile {
-                    type_: "RuntimeDefault".into(),
-                    ..SeccompProfile::default()
-                }),
-                ..PodSecurityContext::default()
-            }),
+            security_context: Some(security::pod()),
+            automount_service_account_token: Some(false),
             node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),
             tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
             affinity: spec.affinity.clone(),
@@ -207,15 +194,7 @@ fn container(instance: &str, template: &WorkerTemplate) -> Container {
                 .unwrap_or_else(|| default_resources(spec)),
         ),
         volume_mounts: Some(mounts),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(security::container(true)),
         // The worker's /ready checks its vLLM tier answers with the expected model.
         readiness_probe: Some(http_probe("/ready")),
         liveness_probe: Some(http_probe("/health")),
@@ -472,6 +451,11 @@ mod tests {
         let deployment = build(&template());
         let pod_security = pod(&deployment).security_context.as_ref().unwrap();
         assert_eq!(pod_security.run_as_non_root, Some(true));
+        assert_eq!(
+            pod(&deployment).automount_service_account_token,
+            Some(false),
+            "a worker parsing hostile PDFs holds no API credentials"
+        );
         let security = worker(&deployment).security_context.as_ref().unwrap();
         assert_eq!(security.read_only_root_filesystem, Some(true));
         assert_eq!(security.allow_privilege_escalation, Some(false));

@@ -11,6 +11,7 @@ pub mod drift;
 pub mod events;
 pub mod networkpolicy;
 pub mod pdb;
+pub mod security;
 pub mod service;
 pub mod statefulset;
 
@@ -303,6 +304,7 @@ impl DesiredObjects {
         objects
             .network_policies
             .push(networkpolicy::desired(owner, &settings.vllm_peers));
+        objects.network_policies.push(networkpolicy::workers(owner));
         objects.pdbs.push(pdb::desired(owner, Tier::Model));
         objects.pdbs.push(pdb::desired(owner, Tier::Worker));
         Ok(objects)
@@ -535,7 +537,7 @@ mod tests {
                     .map(|o| &o.metadata)
                     .collect()
             ),
-            ["docs-vllm"]
+            ["docs-vllm", "docs-worker"]
         );
         assert_eq!(
             names(objects.pdbs.iter().map(|o| &o.metadata).collect()),

@@ -1,13 +1,15 @@
-//! The NetworkPolicy fencing the GPU tier: only this deployment's workers, and the peers the
-//! operator is configured with (the operator itself for the warm-up gate, the metrics
-//! scraper), may reach vLLM.
+//! The NetworkPolicies of a MineruDeployment. `<name>-vllm` fences the GPU tier: only this
+//! deployment's workers, and the peers the operator is configured with (the operator itself for
+//! the warm-up gate, the metrics scraper), may reach vLLM. `<name>-worker` fences what the CPU
+//! tier may reach: its own vLLM pods and DNS, nothing else — a worker compromised by a hostile
+//! document can reach neither the API server, nor other tenants, nor the internet.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
     api::networking::v1::{
-        NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
-        NetworkPolicySpec,
+        NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+        NetworkPolicyPort, NetworkPolicySpec,
     },
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
@@ -47,6 +49,54 @@ pub fn desired(owner: &Owner, extra_peers: &[NetworkPolicyPeer]) -> NetworkPolic
                     ..NetworkPolicyPort::default()
                 }]),
             }]),
+            ..NetworkPolicySpec::default()
+        }),
+    }
+}
+
+/// Port of the cluster DNS.
+const DNS_PORT: i32 = 53;
+
+/// The NetworkPolicy `<name>-worker`: the workers may open connections to this deployment's
+/// vLLM pods on the vLLM port, and to DNS (UDP and TCP) on pods of any namespace; every other
+/// destination is denied. Ingress stays open: clients, the operator's quality rounds and the
+/// scraper reach workers on their port.
+pub fn workers(owner: &Owner) -> NetworkPolicy {
+    let instance = &owner.instance;
+    let port = |protocol: &str, port: i32| NetworkPolicyPort {
+        port: Some(IntOrString::Int(port)),
+        protocol: Some(protocol.into()),
+        ..NetworkPolicyPort::default()
+    };
+    let own_vllm = NetworkPolicyEgressRule {
+        to: Some(vec![NetworkPolicyPeer {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(labels::tier_selector(instance, Tier::Model)),
+                ..LabelSelector::default()
+            }),
+            ..NetworkPolicyPeer::default()
+        }]),
+        ports: Some(vec![port("TCP", VLLM_PORT)]),
+    };
+    let dns = NetworkPolicyEgressRule {
+        to: Some(vec![NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector::default()),
+            ..NetworkPolicyPeer::default()
+        }]),
+        ports: Some(vec![port("UDP", DNS_PORT), port("TCP", DNS_PORT)]),
+    };
+    NetworkPolicy {
+        metadata: owner.meta(
+            labels::names::worker_tier(instance),
+            labels::common(instance, Tier::Worker, None),
+        ),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(labels::tier_selector(instance, Tier::Worker)),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Egress".into()]),
+            egress: Some(vec![own_vllm, dns]),
             ..NetworkPolicySpec::default()
         }),
     }
@@ -149,6 +199,40 @@ mod tests {
         assert_eq!(
             rule.ports.as_ref().unwrap()[0].port,
             Some(IntOrString::Int(8000))
+        );
+    }
+
+    #[test]
+    fn workers_may_reach_their_own_vllm_and_dns_only() {
+        let policy = workers(&owner());
+        assert_eq!(policy.metadata.name.as_deref(), Some("docs-worker"));
+        let spec = policy.spec.unwrap();
+        let selected = spec.pod_selector.unwrap().match_labels.unwrap();
+        assert_eq!(selected[labels::TIER], "worker");
+        assert_eq!(spec.policy_types.unwrap(), ["Egress"], "ingress stays open");
+        let egress = spec.egress.unwrap();
+        assert_eq!(egress.len(), 2);
+        let vllm = egress[0].to.as_ref().unwrap()[0]
+            .pod_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap();
+        assert_eq!(vllm[labels::TIER], "model");
+        assert_eq!(vllm[labels::INSTANCE], "docs");
+        let dns_ports: Vec<_> = egress[1]
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.protocol.clone().unwrap(), p.port.clone().unwrap()))
+            .collect();
+        assert_eq!(
+            dns_ports,
+            [
+                ("UDP".to_owned(), IntOrString::Int(53)),
+                ("TCP".to_owned(), IntOrString::Int(53))
+            ]
         );
     }
 

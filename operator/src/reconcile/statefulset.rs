@@ -19,7 +19,7 @@ use k8s_openapi::{
 };
 use mineru_crds::{ModelSpec, Tier};
 
-use super::{Owner, with_revision};
+use super::{Owner, security, with_revision};
 use crate::{VLLM_PORT, labels};
 
 /// Where the model cache (HF_HOME) is mounted.
@@ -85,6 +85,8 @@ pub fn pod_template(instance: &str, spec: &ModelSpec) -> PodTemplateSpec {
             tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
             affinity: spec.affinity.clone(),
             priority_class_name: spec.priority_class_name.clone(),
+            security_context: Some(security::pod()),
+            automount_service_account_token: Some(false),
             ..PodSpec::default()
         }),
     }
@@ -145,11 +147,20 @@ pub fn args(spec: &ModelSpec) -> Vec<String> {
 }
 
 fn container(spec: &ModelSpec) -> Container {
-    let mut env = vec![EnvVar {
-        name: "HF_HOME".into(),
-        value: Some(format!("{CACHE_PATH}/huggingface")),
-        ..EnvVar::default()
-    }];
+    // Not root, the image's home is not writable: vLLM's, Triton's and FlashInfer's caches
+    // (under $HOME/.cache) go to the cache volume with the weights.
+    let mut env = vec![
+        EnvVar {
+            name: "HF_HOME".into(),
+            value: Some(format!("{CACHE_PATH}/huggingface")),
+            ..EnvVar::default()
+        },
+        EnvVar {
+            name: "HOME".into(),
+            value: Some(CACHE_PATH.into()),
+            ..EnvVar::default()
+        },
+    ];
     if let Some(key) = &spec.api_key_secret_ref {
         env.push(EnvVar {
             name: "VLLM_API_KEY".into(),
@@ -199,6 +210,7 @@ fn container(spec: &ModelSpec) -> Container {
         // answers correctly is the rollout engine's warm-up gate, which sends a real request.
         readiness_probe: Some(readiness_probe(spec)),
         liveness_probe: Some(http_probe("/health")),
+        security_context: Some(security::container(false)),
         ..Container::default()
     }
 }
@@ -276,6 +288,29 @@ mod tests {
 
     fn env<'a>(container: &'a Container, name: &str) -> Option<&'a EnvVar> {
         container.env.as_ref()?.iter().find(|env| env.name == name)
+    }
+
+    #[test]
+    fn vllm_runs_restricted_without_a_token_and_with_its_caches_on_the_volume() {
+        let sts = build(&model_spec());
+        let pod = pod(&sts);
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let pod_security = pod.security_context.as_ref().unwrap();
+        assert_eq!(pod_security.run_as_non_root, Some(true));
+        assert_eq!(
+            pod_security.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+        let security = vllm(&sts).security_context.as_ref().unwrap();
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            security.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_owned()][..])
+        );
+        assert_eq!(
+            env(vllm(&sts), "HOME").and_then(|e| e.value.as_deref()),
+            Some(CACHE_PATH)
+        );
     }
 
     #[test]
