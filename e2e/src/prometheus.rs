@@ -50,12 +50,18 @@ pub struct Prometheus {
 impl Prometheus {
     /// Starts Prometheus scraping `targets` every `scrape_interval`, with state under `dir`.
     pub async fn start(dir: &Path, targets: &[Target], scrape_interval: Duration) -> Result<Self> {
+        Self::start_configured(dir, &scrape_config(targets, scrape_interval)).await
+    }
+
+    /// Starts Prometheus with `config` (its YAML configuration), with state under `dir`.
+    pub async fn start_configured(dir: &Path, config: &str) -> Result<Self> {
         let binary = which("prometheus").context(
             "prometheus is not installed: run `make deps` (Debian package `prometheus`)",
         )?;
         std::fs::create_dir_all(dir)?;
+        let config_text = config;
         let config = dir.join("prometheus.yml");
-        std::fs::write(&config, scrape_config(targets, scrape_interval))?;
+        std::fs::write(&config, config_text)?;
         let port = free_port()?;
         let data = dir.join("prometheus-data");
         // A fresh TSDB: samples of an earlier run would answer before the first scrape.
