@@ -163,7 +163,8 @@ fn port_matches(ports: Option<&Vec<NetworkPolicyPort>>, protocol: &str, port: i3
     })
 }
 
-/// Whether `policies` let `from` open a connection to `to` on `protocol`/`port`.
+/// Whether `policies` let `from` open a connection to `to` on `protocol`/`port`: `from`'s
+/// egress and `to`'s ingress must both admit it.
 pub fn allowed(
     policies: &[NetworkPolicy],
     from: &Endpoint,
@@ -171,41 +172,56 @@ pub fn allowed(
     protocol: &str,
     port: i32,
 ) -> bool {
-    let isolating = |endpoint: &Endpoint, direction: Direction| -> Vec<&NetworkPolicy> {
-        policies
-            .iter()
-            .filter(|p| applies_to(p, endpoint) && types(p).contains(&direction))
-            .collect()
-    };
-    let egress_policies = isolating(from, Direction::Egress);
-    let egress = egress_policies.is_empty()
-        || egress_policies.iter().any(|policy| {
+    admits(policies, Direction::Egress, from, to, protocol, port)
+        && admits(policies, Direction::Ingress, to, from, protocol, port)
+}
+
+/// A rule's peers (`from` or `to`) and ports.
+type Rule<'a> = (
+    Option<&'a Vec<NetworkPolicyPeer>>,
+    Option<&'a Vec<NetworkPolicyPort>>,
+);
+
+/// Whether `subject`'s policies of `direction` admit traffic with `peer`: a subject no such
+/// policy selects is not isolated; one that is needs a rule whose peers and ports match.
+fn admits(
+    policies: &[NetworkPolicy],
+    direction: Direction,
+    subject: &Endpoint,
+    peer: &Endpoint,
+    protocol: &str,
+    port: i32,
+) -> bool {
+    let selecting: Vec<&NetworkPolicy> = policies
+        .iter()
+        .filter(|p| applies_to(p, subject) && types(p).contains(&direction))
+        .collect();
+    selecting.is_empty()
+        || selecting.iter().any(|policy| {
             let namespace = policy.metadata.namespace.as_deref().unwrap_or_default();
             let spec = policy.spec.as_ref().unwrap();
-            spec.egress.iter().flatten().any(|rule| {
-                let to_matches = match &rule.to {
-                    None => true,
-                    Some(peers) if peers.is_empty() => true,
-                    Some(peers) => peers.iter().any(|peer| peer_matches(peer, namespace, to)),
-                };
-                to_matches && port_matches(rule.ports.as_ref(), protocol, port)
+            let rules: Vec<Rule> = match direction {
+                Direction::Ingress => spec
+                    .ingress
+                    .iter()
+                    .flatten()
+                    .map(|rule| (rule.from.as_ref(), rule.ports.as_ref()))
+                    .collect(),
+                Direction::Egress => spec
+                    .egress
+                    .iter()
+                    .flatten()
+                    .map(|rule| (rule.to.as_ref(), rule.ports.as_ref()))
+                    .collect(),
+            };
+            rules.into_iter().any(|(peers, ports)| {
+                // No peers, or an empty list: every peer.
+                let peer_matches = peers.is_none_or(|peers| {
+                    peers.is_empty() || peers.iter().any(|p| peer_matches(p, namespace, peer))
+                });
+                peer_matches && port_matches(ports, protocol, port)
             })
-        });
-    let ingress_policies = isolating(to, Direction::Ingress);
-    let ingress = ingress_policies.is_empty()
-        || ingress_policies.iter().any(|policy| {
-            let namespace = policy.metadata.namespace.as_deref().unwrap_or_default();
-            let spec = policy.spec.as_ref().unwrap();
-            spec.ingress.iter().flatten().any(|rule| {
-                let from_matches = match &rule.from {
-                    None => true,
-                    Some(peers) if peers.is_empty() => true,
-                    Some(peers) => peers.iter().any(|peer| peer_matches(peer, namespace, from)),
-                };
-                from_matches && port_matches(rule.ports.as_ref(), protocol, port)
-            })
-        });
-    egress && ingress
+        })
 }
 
 #[cfg(test)]

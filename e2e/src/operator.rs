@@ -33,23 +33,15 @@ pub fn install(plane: &ControlPlane) -> Result<()> {
         },
     )?;
     plane.kubectl(&["create", "namespace", OPERATOR_NAMESPACE])?;
-    let chart = repo_path("charts/mineru-operator");
-    let output = Command::new(plane.bin().join("helm"))
-        .args(["template", "mineru-operator", chart.to_str().unwrap()])
-        .args([
-            "--namespace",
-            OPERATOR_NAMESPACE,
-            "--kube-version",
-            "1.37.2",
-        ])
-        .args(["--show-only", "templates/serviceaccount.yaml"])
-        .args(["--show-only", "templates/clusterrole.yaml"])
-        .args(["--show-only", "templates/clusterrolebinding.yaml"])
-        .output()?;
-    if !output.status.success() {
-        bail!("helm template: {}", String::from_utf8_lossy(&output.stderr));
-    }
-    plane.apply(&String::from_utf8(output.stdout)?)?;
+    let rbac = render_chart(&[
+        "--show-only",
+        "templates/serviceaccount.yaml",
+        "--show-only",
+        "templates/clusterrole.yaml",
+        "--show-only",
+        "templates/clusterrolebinding.yaml",
+    ])?;
+    plane.apply(&rbac)?;
     Ok(())
 }
 
@@ -89,6 +81,46 @@ pub fn start_logged(
     }
     operator.args(extra);
     Supervised::spawn(log, operator, &plane.dir().join("logs"))
+}
+
+/// `helm template` of the chart (release `mineru-operator` in the operator's namespace, at the
+/// control plane's Kubernetes version) with `args` such as `--set` and `--show-only`; `Err`
+/// carries helm's message.
+pub fn render_chart(args: &[&str]) -> Result<String> {
+    let chart = repo_path("charts/mineru-operator");
+    let output = Command::new(crate::controlplane::toolchain()?.bin.join("helm"))
+        .args(["template", "mineru-operator", chart.to_str().unwrap()])
+        .args([
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--kube-version",
+            "1.37.2",
+        ])
+        .args(args)
+        .output()?;
+    if !output.status.success() {
+        bail!("helm template: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+/// Starts the operator (identity `e2e-operator-0`) in a fresh namespace `namespace`, applies
+/// the minimal example there and waits until it is Healthy; the operator and the status.
+pub fn run_minimal_example(plane: &ControlPlane, namespace: &str) -> Result<(Supervised, Value)> {
+    plane.kubectl(&["create", "namespace", namespace])?;
+    let mut operator = start(plane, "e2e-operator-0", None, &[])?;
+    let example = repo_path("examples/minimal.yaml");
+    plane.kubectl(&["apply", "-f", example.to_str().unwrap()])?;
+    let status = crate::wait_until(
+        "status Healthy",
+        std::time::Duration::from_secs(120),
+        || {
+            operator.ensure_running()?;
+            let object = get_json(plane, &["get", "mdep", "docs", "-n", namespace])?;
+            Ok((object["status"]["phase"] == "Healthy").then(|| object["status"].clone()))
+        },
+    )?;
+    Ok((operator, status))
 }
 
 /// `kubectl get ... -o json`, parsed.

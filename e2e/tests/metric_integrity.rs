@@ -11,10 +11,10 @@
 use std::time::Duration;
 
 use mineru_e2e::{
-    controlplane::{ControlPlane, Nodes, toolchain},
+    controlplane::{ControlPlane, Nodes},
     operator::{self, get_json},
     prometheus::Prometheus,
-    repo_path, wait_until,
+    wait_until,
 };
 use serde_json::{Map, Value, json};
 
@@ -134,25 +134,14 @@ fn discovered(pods: &Value) -> Value {
 }
 
 fn pod_monitor() -> Value {
-    let chart = repo_path("charts/mineru-operator");
-    let output = std::process::Command::new(toolchain().unwrap().bin.join("helm"))
-        .args([
-            "template",
-            "m",
-            chart.to_str().unwrap(),
-            "--kube-version",
-            "1.37.2",
-        ])
-        .args(["--set", "podMonitor.enabled=true"])
-        .args(["--show-only", "templates/podmonitor.yaml"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_yaml::from_slice(&output.stdout).unwrap()
+    let rendered = operator::render_chart(&[
+        "--set",
+        "podMonitor.enabled=true",
+        "--show-only",
+        "templates/podmonitor.yaml",
+    ])
+    .unwrap();
+    serde_yaml::from_str(&rendered).unwrap()
 }
 
 /// A workload `kind` named `name` whose pods carry exactly `labels` and the worker's port name.
@@ -190,18 +179,7 @@ fn impostor(kind: &str, name: &str, labels: &Value) -> String {
 fn only_pods_the_operator_owns_become_targets_of_the_gates() {
     let plane = ControlPlane::start("metric-integrity", &Nodes::default()).unwrap();
     operator::install(&plane).unwrap();
-    plane.kubectl(&["create", "namespace", NAMESPACE]).unwrap();
-    let mut operator = operator::start(&plane, "e2e-operator-0", None, &[]).unwrap();
-    let example = repo_path("examples/minimal.yaml");
-    plane
-        .kubectl(&["apply", "-f", example.to_str().unwrap()])
-        .unwrap();
-    let status = wait_until("status Healthy", Duration::from_secs(120), || {
-        operator.ensure_running().expect("the operator stopped");
-        let object = get_json(&plane, &["get", "mdep", "docs", "-n", NAMESPACE])?;
-        Ok((object["status"]["phase"] == "Healthy").then(|| object["status"].clone()))
-    })
-    .unwrap();
+    let (_operator, status) = operator::run_minimal_example(&plane, NAMESPACE).unwrap();
     let worker_revision = status["stable"]["workerRevision"]
         .as_str()
         .unwrap()

@@ -3,40 +3,28 @@
 //! vLLM and DNS and nothing else; vLLM admits its own workers, the operator and the scraper's
 //! pods alone; the operator reaches only what it calls.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, process::Command};
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use k8s_openapi::api::{apps::v1::Deployment, networking::v1::NetworkPolicy};
 use mineru_crds::MineruDeployment;
 use mineru_e2e::{
-    controlplane::toolchain,
     netpol::{Endpoint, allowed},
-    repo_path,
+    operator, repo_path,
 };
 use mineru_operator::reconcile::{Owner, SpecRevisions, deployment, networkpolicy, statefulset};
 
 const TENANTS: &str = "parsing";
-const OPERATOR: &str = "mineru-system";
+const OPERATOR: &str = mineru_e2e::controlplane::OPERATOR_NAMESPACE;
 const API_SERVER: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
 const WEBHOOKS: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 const ELSEWHERE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 
 fn helm_template(sets: &[&str], only: &str) -> String {
-    let chart = repo_path("charts/mineru-operator");
-    let mut command = Command::new(toolchain().unwrap().bin.join("helm"));
-    command
-        .args(["template", "mineru-operator", chart.to_str().unwrap()])
-        .args(["--namespace", OPERATOR, "--kube-version", "1.37.2"])
-        .args(["--show-only", only]);
+    let mut args = vec!["--show-only", only];
     for set in sets {
-        command.args(["--set", set]);
+        args.extend(["--set", set]);
     }
-    let output = command.output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
+    operator::render_chart(&args).unwrap()
 }
 
 /// The operator's flags for the scraper, as the chart's defaults set them.
@@ -331,23 +319,11 @@ fn every_flow_between_the_tiers_the_operator_and_the_rest_is_allowed_or_denied_a
 
 #[test]
 fn the_operator_policy_needs_the_api_servers_addresses() {
-    let chart = repo_path("charts/mineru-operator");
-    let output = Command::new(toolchain().unwrap().bin.join("helm"))
-        .args([
-            "template",
-            "m",
-            chart.to_str().unwrap(),
-            "--kube-version",
-            "1.37.2",
-        ])
-        .args(["--set", "networkPolicy.enabled=true"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
+    let error = operator::render_chart(&["--set", "networkPolicy.enabled=true"]).unwrap_err();
     assert!(
-        String::from_utf8_lossy(&output.stderr)
+        error
+            .to_string()
             .contains("networkPolicy.apiServer.cidrs is required"),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        "{error}"
     );
 }

@@ -9,7 +9,7 @@ use mineru_e2e::{
     audit,
     controlplane::{ControlPlane, Nodes},
     operator::{self, get_json},
-    repo_path, wait_until, workspace_binary,
+    wait_until, workspace_binary,
 };
 
 const NAMESPACE: &str = "parsing";
@@ -24,20 +24,7 @@ fn operator_writes(plane: &ControlPlane) -> Vec<String> {
 fn a_mineru_deployment_becomes_both_tiers_and_settles_without_writes() {
     let plane = ControlPlane::start("operator", &Nodes::default()).unwrap();
     operator::install(&plane).unwrap();
-    plane.kubectl(&["create", "namespace", NAMESPACE]).unwrap();
-    let mut operator = operator::start(&plane, "e2e-operator-0", None, &[]).unwrap();
-
-    let example = repo_path("examples/minimal.yaml");
-    plane
-        .kubectl(&["apply", "-f", example.to_str().unwrap()])
-        .unwrap();
-
-    let status = wait_until("status Healthy", Duration::from_secs(120), || {
-        operator.ensure_running().expect("the operator stopped");
-        let object = get_json(&plane, &["get", "mdep", "docs", "-n", NAMESPACE])?;
-        Ok((object["status"]["phase"] == "Healthy").then(|| object["status"].clone()))
-    })
-    .unwrap();
+    let (mut operator, status) = operator::run_minimal_example(&plane, NAMESPACE).unwrap();
     assert_eq!(status["observedGeneration"], 1);
     let model_revision = status["stable"]["modelRevision"]
         .as_str()

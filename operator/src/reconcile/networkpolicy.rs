@@ -23,10 +23,7 @@ use crate::{VLLM_PORT, labels};
 pub fn desired(owner: &Owner, extra_peers: &[NetworkPolicyPeer]) -> NetworkPolicy {
     let instance = &owner.instance;
     let mut from = vec![NetworkPolicyPeer {
-        pod_selector: Some(LabelSelector {
-            match_labels: Some(labels::tier_selector(instance, Tier::Worker)),
-            ..LabelSelector::default()
-        }),
+        pod_selector: Some(tier(instance, Tier::Worker)),
         ..NetworkPolicyPeer::default()
     }];
     from.extend(extra_peers.iter().cloned());
@@ -36,10 +33,7 @@ pub fn desired(owner: &Owner, extra_peers: &[NetworkPolicyPeer]) -> NetworkPolic
             labels::common(instance, Tier::Model, None),
         ),
         spec: Some(NetworkPolicySpec {
-            pod_selector: Some(LabelSelector {
-                match_labels: Some(labels::tier_selector(instance, Tier::Model)),
-                ..LabelSelector::default()
-            }),
+            pod_selector: Some(tier(instance, Tier::Model)),
             policy_types: Some(vec!["Ingress".into()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
                 from: Some(from),
@@ -70,10 +64,7 @@ pub fn workers(owner: &Owner) -> NetworkPolicy {
     };
     let own_vllm = NetworkPolicyEgressRule {
         to: Some(vec![NetworkPolicyPeer {
-            pod_selector: Some(LabelSelector {
-                match_labels: Some(labels::tier_selector(instance, Tier::Model)),
-                ..LabelSelector::default()
-            }),
+            pod_selector: Some(tier(instance, Tier::Model)),
             ..NetworkPolicyPeer::default()
         }]),
         ports: Some(vec![port("TCP", VLLM_PORT)]),
@@ -91,10 +82,7 @@ pub fn workers(owner: &Owner) -> NetworkPolicy {
             labels::common(instance, Tier::Worker, None),
         ),
         spec: Some(NetworkPolicySpec {
-            pod_selector: Some(LabelSelector {
-                match_labels: Some(labels::tier_selector(instance, Tier::Worker)),
-                ..LabelSelector::default()
-            }),
+            pod_selector: Some(tier(instance, Tier::Worker)),
             policy_types: Some(vec!["Egress".into()]),
             egress: Some(vec![own_vllm, dns]),
             ..NetworkPolicySpec::default()
@@ -122,6 +110,14 @@ pub fn vllm_peers(
     };
     let scraper = scraper_peer(scraper_namespace, scraper_pods);
     std::iter::once(operator).chain(scraper).collect()
+}
+
+/// Every pod of one tier of `instance`.
+fn tier(instance: &str, tier: Tier) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(labels::tier_selector(instance, tier)),
+        ..LabelSelector::default()
+    }
 }
 
 fn namespace_selector(namespace: &str) -> LabelSelector {
