@@ -12,9 +12,15 @@ use crate::{
     repo_path, workspace_binary,
 };
 
-/// Applies the CRD (and waits until it is served) and the chart's ServiceAccount, ClusterRole
-/// and ClusterRoleBinding.
+/// Applies the CRD (and waits until it is served) and the chart's ServiceAccount and RBAC in
+/// cluster-wide mode.
 pub fn install(plane: &ControlPlane) -> Result<()> {
+    install_with(plane, &[])
+}
+
+/// The same with chart values `sets` (`--set` arguments), e.g. `watchNamespaces={parsing}` for
+/// the namespaced mode's Roles; the namespaces they name must exist.
+pub fn install_with(plane: &ControlPlane, sets: &[&str]) -> Result<()> {
     let crds = repo_path("crds/minerudeployments.yaml");
     plane.kubectl(&["apply", "--server-side", "-f", crds.to_str().unwrap()])?;
     // `kubectl wait` fails at once, rather than waiting, while a just-created CRD has no
@@ -33,14 +39,29 @@ pub fn install(plane: &ControlPlane) -> Result<()> {
         },
     )?;
     plane.kubectl(&["create", "namespace", OPERATOR_NAMESPACE])?;
-    let rbac = render_chart(&[
-        "--show-only",
-        "templates/serviceaccount.yaml",
-        "--show-only",
-        "templates/clusterrole.yaml",
-        "--show-only",
-        "templates/clusterrolebinding.yaml",
-    ])?;
+    let mut args = Vec::new();
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    let rbac: Vec<String> = render_chart(&args)?
+        .split("\n---")
+        .filter(|document| {
+            serde_yaml::from_str::<Value>(document).is_ok_and(|object| {
+                matches!(
+                    object["kind"].as_str(),
+                    Some(
+                        "ServiceAccount"
+                            | "ClusterRole"
+                            | "ClusterRoleBinding"
+                            | "Role"
+                            | "RoleBinding"
+                    )
+                )
+            })
+        })
+        .map(str::to_owned)
+        .collect();
+    let rbac = rbac.join("\n---\n");
     plane.apply(&rbac)?;
     Ok(())
 }
@@ -104,13 +125,15 @@ pub fn render_chart(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8(output.stdout)?)
 }
 
-/// Starts the operator (identity `e2e-operator-0`) in a fresh namespace `namespace`, applies
-/// the minimal example there and waits until it is Healthy; the operator and the status.
-pub fn run_minimal_example(plane: &ControlPlane, namespace: &str) -> Result<(Supervised, Value)> {
-    plane.kubectl(&["create", "namespace", namespace])?;
-    let mut operator = start(plane, "e2e-operator-0", None, &[])?;
-    let example = repo_path("examples/minimal.yaml");
-    plane.kubectl(&["apply", "-f", example.to_str().unwrap()])?;
+/// Starts the operator (identity `e2e-operator-0`, flags `extra`), applies the minimal example
+/// in `namespace` (which must exist) and waits until it is Healthy; the operator and the status.
+pub fn run_minimal_example(
+    plane: &ControlPlane,
+    namespace: &str,
+    extra: &[&str],
+) -> Result<(Supervised, Value)> {
+    let mut operator = start(plane, "e2e-operator-0", None, extra)?;
+    plane.apply(&minimal_example(namespace)?)?;
     let status = crate::wait_until(
         "status Healthy",
         std::time::Duration::from_secs(120),
@@ -121,6 +144,12 @@ pub fn run_minimal_example(plane: &ControlPlane, namespace: &str) -> Result<(Sup
         },
     )?;
     Ok((operator, status))
+}
+
+/// examples/minimal.yaml, in `namespace`.
+pub fn minimal_example(namespace: &str) -> Result<String> {
+    let example = std::fs::read_to_string(repo_path("examples/minimal.yaml"))?;
+    Ok(example.replace("namespace: parsing", &format!("namespace: {namespace}")))
 }
 
 /// `kubectl get ... -o json`, parsed.

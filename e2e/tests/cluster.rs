@@ -151,7 +151,7 @@ fn the_gpu_capacity_count_pages_through_pods() {
         let read = |page| {
             let (client, model) = (client.clone(), model.clone());
             async move {
-                mineru_operator::capacity::read(&client, &model, true, page)
+                mineru_operator::capacity::read(&client, &Default::default(), &model, true, page)
                     .await
                     .unwrap()
             }

@@ -179,7 +179,8 @@ fn impostor(kind: &str, name: &str, labels: &Value) -> String {
 fn only_pods_the_operator_owns_become_targets_of_the_gates() {
     let plane = ControlPlane::start("metric-integrity", &Nodes::default()).unwrap();
     operator::install(&plane).unwrap();
-    let (_operator, status) = operator::run_minimal_example(&plane, NAMESPACE).unwrap();
+    plane.kubectl(&["create", "namespace", NAMESPACE]).unwrap();
+    let (_operator, status) = operator::run_minimal_example(&plane, NAMESPACE, &[]).unwrap();
     let worker_revision = status["stable"]["workerRevision"]
         .as_str()
         .unwrap()

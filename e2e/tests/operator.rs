@@ -24,7 +24,8 @@ fn operator_writes(plane: &ControlPlane) -> Vec<String> {
 fn a_mineru_deployment_becomes_both_tiers_and_settles_without_writes() {
     let plane = ControlPlane::start("operator", &Nodes::default()).unwrap();
     operator::install(&plane).unwrap();
-    let (mut operator, status) = operator::run_minimal_example(&plane, NAMESPACE).unwrap();
+    plane.kubectl(&["create", "namespace", NAMESPACE]).unwrap();
+    let (mut operator, status) = operator::run_minimal_example(&plane, NAMESPACE, &[]).unwrap();
     assert_eq!(status["observedGeneration"], 1);
     let model_revision = status["stable"]["modelRevision"]
         .as_str()
@@ -173,4 +174,55 @@ fn a_mineru_deployment_becomes_both_tiers_and_settles_without_writes() {
     )
     .unwrap();
     operator.ensure_running().unwrap();
+}
+
+#[test]
+fn a_namespaced_operator_acts_only_in_its_namespaces_through_roles_there() {
+    let plane = ControlPlane::start("operator-namespaced", &Nodes::default()).unwrap();
+    for namespace in [NAMESPACE, "elsewhere"] {
+        plane.kubectl(&["create", "namespace", namespace]).unwrap();
+    }
+    operator::install_with(&plane, &[&format!("watchNamespaces={{{NAMESPACE}}}")]).unwrap();
+
+    // The identity the operator runs as may act in its namespace, read Nodes, and nothing else.
+    let identity = format!(
+        "system:serviceaccount:{}:mineru-operator",
+        mineru_e2e::controlplane::OPERATOR_NAMESPACE
+    );
+    let can = |args: &[&str]| {
+        let mut full = vec!["auth", "can-i"];
+        full.extend(args);
+        full.extend(["--as", &identity]);
+        let output = plane.kubectl_output(&full).unwrap();
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    for (args, expected) in [
+        (&["get", "secrets", "-n", NAMESPACE][..], "yes"),
+        (&["patch", "deployments", "-n", NAMESPACE], "yes"),
+        (&["list", "nodes"], "yes"),
+        (&["get", "secrets", "-n", "elsewhere"], "no"),
+        (&["patch", "deployments", "-n", "elsewhere"], "no"),
+        (&["list", "pods", "--all-namespaces"], "no"),
+        (&["get", "secrets", "-n", "kube-system"], "no"),
+    ] {
+        assert_eq!(can(args), expected, "can-i {args:?}");
+    }
+
+    let (mut operator, _) =
+        operator::run_minimal_example(&plane, NAMESPACE, &["--watch-namespaces=parsing"]).unwrap();
+
+    // A MineruDeployment elsewhere is not the operator's: it never gets a status or objects.
+    plane
+        .apply(&operator::minimal_example("elsewhere").unwrap())
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(8));
+    operator.ensure_running().unwrap();
+    let elsewhere = get_json(&plane, &["get", "mdep", "docs", "-n", "elsewhere"]).unwrap();
+    assert!(elsewhere["status"].is_null(), "{}", elsewhere["status"]);
+    let workloads = get_json(
+        &plane,
+        &["get", "statefulsets,deployments", "-n", "elsewhere"],
+    )
+    .unwrap();
+    assert_eq!(workloads["items"], serde_json::json!([]));
 }

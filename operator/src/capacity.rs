@@ -12,6 +12,8 @@ use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 use kube::{Api, Client, api::ListParams};
 use mineru_crds::ModelSpec;
 
+use crate::scope::WatchScope;
+
 /// GPUs the canary can use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GpuCapacity {
@@ -113,9 +115,12 @@ fn capacity_of(nodes: &[Node], used: Option<&GpusInUse>, model: &ModelSpec) -> G
 pub const PAGE: u32 = 500;
 
 /// Reads the cluster's Nodes, and the GPUs its running Pods hold when the `free` GPUs are
-/// wanted, `page` objects per call.
+/// wanted, `page` objects per call. Pods are read where the operator may read them: in every
+/// namespace, or only the watched ones (GPUs held elsewhere are then unseen, and a canary that
+/// finds no room is noticed by its unschedulable pods instead).
 pub async fn read(
     client: &Client,
+    scope: &WatchScope,
     model: &ModelSpec,
     free: bool,
     page: u32,
@@ -131,10 +136,12 @@ pub async fn read(
     let used = if free {
         let mut used = GpusInUse::default();
         let running = ListParams::default().fields("status.phase!=Succeeded,status.phase!=Failed");
-        for_each_page(&Api::<Pod>::all(client.clone()), running, page, |pods| {
-            used.add(&pods, &model.gpu_resource_name)
-        })
-        .await?;
+        for api in scope.apis::<Pod>(client) {
+            for_each_page(&api, running.clone(), page, |pods| {
+                used.add(&pods, &model.gpu_resource_name)
+            })
+            .await?;
+        }
         Some(used)
     } else {
         None

@@ -3,7 +3,7 @@
 
 use std::{future::Future, sync::Arc, time::Duration, time::Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
@@ -38,6 +38,7 @@ use crate::{
         DesiredObjects, Owner, SpecRevisions, Topology, apply::ChildSet, events, recorded_templates,
     },
     rollout::EventReason,
+    scope::{self, WatchScope},
     sources, traffic,
 };
 
@@ -45,38 +46,61 @@ use crate::{
 const RESYNC: Duration = Duration::from_secs(600);
 
 /// Fails with [`Error::CrdMissing`] when MineruDeployments cannot be listed for lack of the CRD.
-pub async fn ensure_crd(client: &Client) -> Result<()> {
-    let api = Api::<MineruDeployment>::all(client.clone());
+pub async fn ensure_crd(client: &Client, scope: &WatchScope) -> Result<()> {
+    let namespace = scope.namespaces().into_iter().next().flatten();
+    let api = scope::api::<MineruDeployment>(client, namespace.as_deref());
     match api.list(&ListParams::default().limit(1)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.is_not_found() => Err(Error::CrdMissing),
         Err(source) => Err(Error::kube(
             "list",
             "MineruDeployment",
-            "all namespaces",
+            namespace.as_deref().unwrap_or("all namespaces"),
             source,
         )),
     }
 }
 
 /// Runs the controller until `shutdown` resolves; in-flight reconciles finish first. Call
-/// [`ensure_crd`] before, so a missing CRD is one clear error instead of a retrying watch.
+/// [`ensure_crd`] before, so a missing CRD is one clear error instead of a retrying watch. With
+/// listed namespaces, one controller per namespace watches only there (the Roles the chart
+/// grants allow nothing else).
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let shutdown = shutdown.shared();
+    let controllers = ctx
+        .rollout_io
+        .scope
+        .namespaces()
+        .into_iter()
+        .map(|namespace| run_in(ctx.clone(), namespace, shutdown.clone()));
+    futures::future::join_all(controllers).await;
+}
+
+/// One controller over `namespace` (`None`: every namespace).
+async fn run_in(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let client = ctx.client.clone();
+    let namespace = namespace.as_deref();
     // Only our objects are watched, which keeps the caches small in busy clusters.
     let owned = || {
         watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER))
     };
     let forgetting = ctx.clone();
     Controller::new(
-        Api::<MineruDeployment>::all(client.clone()),
+        scope::api::<MineruDeployment>(&client, namespace),
         watcher::Config::default(),
     )
-    .owns(Api::<StatefulSet>::all(client.clone()), owned())
-    .owns(Api::<Deployment>::all(client.clone()), owned())
-    .owns(Api::<Service>::all(client.clone()), owned())
-    .owns(Api::<NetworkPolicy>::all(client.clone()), owned())
-    .owns(Api::<PodDisruptionBudget>::all(client), owned())
+    .owns(scope::api::<StatefulSet>(&client, namespace), owned())
+    .owns(scope::api::<Deployment>(&client, namespace), owned())
+    .owns(scope::api::<Service>(&client, namespace), owned())
+    .owns(scope::api::<NetworkPolicy>(&client, namespace), owned())
+    .owns(
+        scope::api::<PodDisruptionBudget>(&client, namespace),
+        owned(),
+    )
     .graceful_shutdown_on(shutdown)
     .run(reconcile, error_policy, ctx)
     .for_each(|result| {
@@ -326,19 +350,41 @@ async fn reconcile_objects(
     }))
 }
 
-/// Why the pods may not mount the API key Secret the spec names: it lacks the label the
-/// platform requires (or cannot be read). A missing Secret is preflight's to report.
+/// Why the pods may not use a Secret the spec names — the API key, or any `secretKeyRef` of
+/// either tier's environment: it lacks the label the platform requires, cannot be read, or does
+/// not exist (an unlabelled one created later would be mounted all the same).
 async fn mounted_secret_refusal(ctx: &Context, md: &MineruDeployment) -> Option<String> {
-    let reference = md.spec.model.api_key_secret_ref.as_ref()?;
     let namespace = md.namespace().unwrap_or_default();
-    sources::secret(
-        &ctx.client,
-        &ctx.rollout_io.outbound,
-        &namespace,
-        &reference.name,
-    )
-    .await
-    .err()
+    for name in mounted_secrets(md) {
+        match sources::secret(&ctx.client, &ctx.rollout_io.outbound, &namespace, &name).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Some(format!(
+                    "Secret {namespace}/{name}, which the pods would use, does not exist; create it with the label the operator requires"
+                ));
+            }
+            Err(reason) => return Some(reason),
+        }
+    }
+    None
+}
+
+/// Every Secret the pods of `md` would read, by name, once each.
+fn mounted_secrets(md: &MineruDeployment) -> std::collections::BTreeSet<String> {
+    let spec = &md.spec;
+    let from_env = spec
+        .model
+        .env
+        .iter()
+        .chain(&spec.worker.env)
+        .filter_map(|env| env.value_from.as_ref()?.secret_key_ref.as_ref())
+        .map(|reference| reference.name.clone());
+    spec.model
+        .api_key_secret_ref
+        .iter()
+        .map(|reference| reference.name.clone())
+        .chain(from_env)
+        .collect()
 }
 
 /// Delivers what the recorded outbox holds that is due, then records what was delivered,
@@ -1136,6 +1182,24 @@ mod tests {
         });
         assert!(refused, "a Warning Event says why: {:?}", lines(&calls));
 
+        // Nor one named in an environment variable, nor one that does not exist yet.
+        let (server, mut md) = with_api_key_secret(json!({"mineru.dev/operator-readable": "true"}));
+        md.spec.worker.env = vec![
+            serde_json::from_value(json!({
+                "name": "TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": "other", "key": "token"}},
+            }))
+            .unwrap(),
+        ];
+        let (result, calls) = run(server, &md).await;
+        let error = result.unwrap_err().to_string();
+        assert!(error.contains("Secret parsing/other"), "{error}");
+        assert!(
+            !writes(&calls).iter().any(|w| w.contains("/deployments/")),
+            "{:?}",
+            lines(&calls)
+        );
+
         let (server, md) = with_api_key_secret(json!({"mineru.dev/operator-readable": "true"}));
         let (result, calls) = run(server, &md).await;
         result.unwrap();
@@ -1256,10 +1320,29 @@ mod tests {
             404,
         );
         let (client, calls) = server.start();
-        let error = ensure_crd(&client).await.unwrap_err();
+        let error = ensure_crd(&client, &WatchScope::Cluster).await.unwrap_err();
         drop(client);
         calls.await.unwrap();
         assert!(matches!(error, Error::CrdMissing), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_namespaced_operator_checks_the_crd_in_a_namespace_it_watches() {
+        let server = ApiServer::default().failing_once(
+            Method::GET,
+            "/apis/mineru.dev/v1alpha1/namespaces/parsing/minerudeployments",
+            404,
+        );
+        let (client, calls) = server.start();
+        let scope = WatchScope::from_flag(&["parsing"]);
+        let error = ensure_crd(&client, &scope).await.unwrap_err();
+        drop(client);
+        let calls = calls.await.unwrap();
+        assert!(matches!(error, Error::CrdMissing), "{error}");
+        assert_eq!(
+            lines(&calls),
+            ["GET /apis/mineru.dev/v1alpha1/namespaces/parsing/minerudeployments"]
+        );
     }
 
     #[tokio::test]

@@ -22,6 +22,7 @@ use crate::{
         self, AnalysisRound, Baseline, CapacityRead, Command, Decision, Input, Needs, Observed,
         ProbeRequest, QualityRequest, ReadingRequest, ReadingResult, Sizes,
     },
+    scope::WatchScope,
     sources,
     warmup::{self, ServiceResolver},
 };
@@ -45,6 +46,8 @@ pub struct RolloutIo {
     pub probes: Arc<ProbeTraffic>,
     /// The hosts a spec may make the operator call and the Secrets it may read.
     pub outbound: OutboundPolicy,
+    /// The namespaces the operator watches (and may read pods in, for GPU capacity).
+    pub scope: WatchScope,
 }
 
 impl Default for RolloutIo {
@@ -59,6 +62,7 @@ impl Default for RolloutIo {
             quality_rounds: Arc::default(),
             probes: Arc::default(),
             outbound: OutboundPolicy::default(),
+            scope: WatchScope::Cluster,
         }
     }
 }
@@ -118,6 +122,7 @@ async fn fetch(
     if let Some(read) = needs.capacity {
         match capacity::read(
             client,
+            &io.scope,
             &md.spec.model,
             read == CapacityRead::Free,
             capacity::PAGE,

@@ -17,6 +17,7 @@ use mineru_operator::{
     outbound::{self, OutboundPolicy},
     probes::ProbeTraffic,
     reconcile::{Settings, networkpolicy},
+    scope::WatchScope,
     warmup::ServiceResolver,
 };
 use tokio::sync::watch;
@@ -69,6 +70,15 @@ struct Args {
     #[arg(long, value_parser = parse_labels, default_value = "")]
     metrics_scraper_pod_selector: BTreeMap<String, String>,
 
+    /// Namespace of the cluster DNS pods, the one destination workers may reach besides their
+    /// vLLM; empty: DNS pods of any namespace.
+    #[arg(long, default_value = networkpolicy::DEFAULT_DNS_NAMESPACE)]
+    dns_namespace: String,
+
+    /// Labels of the cluster DNS pods (`k=v,...`); empty: every pod of `--dns-namespace`.
+    #[arg(long, value_parser = parse_labels, default_value = "k8s-app=kube-dns")]
+    dns_pod_selector: BTreeMap<String, String>,
+
     /// Golden documents compared at once in a quality round (per MineruDeployment).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     quality_concurrency: u16,
@@ -86,6 +96,16 @@ struct Args {
     /// replica.
     #[arg(long, default_value = "300s")]
     reconcile_deadline: mineru_crds::Duration,
+
+    /// Namespaces to watch and write in (`a,b`), each with a Role granting the operator's
+    /// access there; empty: every namespace (a ClusterRole, the broader mode).
+    #[arg(
+        long,
+        env = "MINERU_OPERATOR_WATCH_NAMESPACES",
+        value_delimiter = ',',
+        num_args = 0..
+    )]
+    watch_namespaces: Vec<String>,
 
     /// Hosts a MineruDeployment may make the operator call, for `analysis.prometheus.address`
     /// and the webhook URL: each `host`, `host:port`, `*.domain` or `*` (any: the broad mode).
@@ -163,11 +183,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         stopped(stopping.clone()),
     ));
 
-    controller::ensure_crd(&client).await?;
+    let scope = WatchScope::from_flag(&args.watch_namespaces);
+    controller::ensure_crd(&client, &scope).await?;
+    tracing::info!(scope = %scope.describe(), "watching");
     readiness.set(true);
 
     let settings = Settings {
         vllm_peers: vllm_peers(&args),
+        dns_peers: networkpolicy::dns_peers(&args.dns_namespace, &args.dns_pod_selector),
     };
     let resolver = match &args.service_map {
         Some(path) => ServiceResolver::from_file(path)?,
@@ -180,6 +203,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let rollout_io = RolloutIo {
         resolver,
         outbound,
+        scope,
         quality_concurrency: usize::from(args.quality_concurrency),
         quality_timeout: args.quality_timeout.get(),
         probes: Arc::new(ProbeTraffic::counted_in(metrics.clone())),
@@ -390,6 +414,10 @@ mod tests {
     fn by_default_no_host_is_allowed_and_secrets_need_the_label() {
         let args = Args::parse_from(["mineru-operator"]);
         assert!(args.allowed_hosts.is_empty());
+        assert_eq!(args.dns_pod_selector, networkpolicy::default_dns_pods());
+        let empty = Args::parse_from(["mineru-operator", "--allowed-hosts="]);
+        let policy = OutboundPolicy::new(&empty.allowed_hosts, None).unwrap();
+        assert!(policy.check_url("f", "http://prometheus:9090").is_err());
         let label = outbound::parse_label(&args.secret_label).unwrap();
         let policy = OutboundPolicy::new(&args.allowed_hosts, label).unwrap();
         assert_eq!(policy, OutboundPolicy::default());
@@ -406,10 +434,15 @@ mod tests {
             "--metrics-scraper-pod-selector=app.kubernetes.io/name=prometheus",
             "--allowed-hosts=*.monitoring,*.monitoring.svc",
             "--secret-label=mineru.dev/operator-readable=true",
+            "--watch-namespaces=parsing,ocr",
         ])
         .unwrap();
         assert_eq!(args.quality_concurrency, 4);
         assert_eq!(args.allowed_hosts, ["*.monitoring", "*.monitoring.svc"]);
+        assert_eq!(
+            WatchScope::from_flag(&args.watch_namespaces),
+            WatchScope::Namespaces(vec!["ocr".into(), "parsing".into()])
+        );
         assert!(Args::try_parse_from(["mineru-operator", "--quality-concurrency=0"]).is_err());
     }
 }
