@@ -17,8 +17,9 @@ use crate::duration::{self, Duration};
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("(has(self.allowRemoteCode) && self.allowRemoteCode) || !has(self.extraArgs) || !self.extraArgs.exists(a, a.startsWith('--trust-remote-code') || a.startsWith('--trust_remote_code'))").message("extraArgs may pass --trust-remote-code only with allowRemoteCode: true (it runs Python code from the model repository in the vLLM pod)"),
-    validation = Rule::new("!has(self.extraArgs) || !self.extraArgs.exists(a, a == '--api-key' || a.startsWith('--api-key=') || a == '--api_key' || a.startsWith('--api_key='))").message("the API key goes in apiKeySecretRef, never in extraArgs (the pod spec is readable in clear)")
+    validation = Rule::new("(has(self.allowRemoteCode) && self.allowRemoteCode) || !has(self.extraArgs) || !self.extraArgs.exists(a, a.matches('^--tru[a-z_-]*(=.*)?$'))").message("extraArgs may pass --trust-remote-code only with allowRemoteCode: true (it runs Python code from the model repository in the vLLM pod)"),
+    validation = Rule::new("!has(self.extraArgs) || !self.extraArgs.exists(a, a.matches('^--api[-_]k[a-z_-]*(=.*)?$'))").message("the API key goes in apiKeySecretRef, never in extraArgs (the pod spec is readable in clear)"),
+    validation = Rule::new("!has(self.env) || !self.env.exists(e, e.name == 'VLLM_API_KEY')").message("VLLM_API_KEY is set from apiKeySecretRef, never in env")
 )]
 pub struct ModelSpec {
     /// Container image of the vLLM OpenAI server, e.g. `vllm/vllm-openai:v0.11.0`.
@@ -65,7 +66,9 @@ pub struct ModelSpec {
     pub logits_processor: bool,
 
     /// Arguments appended to the vLLM server command line. `--trust-remote-code` needs
-    /// `allowRemoteCode`; `--api-key` is refused (use `apiKeySecretRef`).
+    /// `allowRemoteCode`; `--api-key` is refused (use `apiKeySecretRef`), abbreviations of
+    /// either too (vLLM's parser accepts them). These catch mistakes, not a hostile author: the
+    /// image, which the author chooses, can run anything.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 4096)))]
     pub extra_args: Vec<String>,

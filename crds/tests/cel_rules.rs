@@ -495,6 +495,8 @@ fn remote_code_needs_its_field_and_an_api_key_never_rides_in_extra_args() {
         json!(["--trust-remote-code"]),
         json!(["--max-num-seqs", "8", "--trust-remote-code=true"]),
         json!(["--trust_remote_code"]),
+        json!(["--trust-remote"]),
+        json!(["--trust-r=1"]),
     ] {
         for allow in [None, Some(false)] {
             let found = with(args.clone(), allow);
@@ -513,6 +515,7 @@ fn remote_code_needs_its_field_and_an_api_key_never_rides_in_extra_args() {
         json!(["--api-key", "s3cret"]),
         json!(["--api-key=s3cret"]),
         json!(["--api_key=s3cret"]),
+        json!(["--api-ke", "s3cret"]),
     ] {
         let found = with(args.clone(), Some(true));
         assert!(
@@ -523,5 +526,18 @@ fn remote_code_needs_its_field_and_an_api_key_never_rides_in_extra_args() {
     assert_eq!(
         with(json!(["--max-num-seqs", "8"]), None),
         Vec::<String>::new()
+    );
+    let mut object = defaulted_minimal();
+    set(
+        &mut object,
+        "/spec/model/env",
+        json!([{"name": "VLLM_API_KEY", "value": "s3cret"}]),
+    );
+    let found = violations(&object);
+    assert!(
+        found
+            .iter()
+            .any(|v| v.contains("VLLM_API_KEY is set from apiKeySecretRef")),
+        "{found:?}"
     );
 }

@@ -78,11 +78,12 @@ enum Direction {
     Egress,
 }
 
-/// The policy types of `policy`, defaulted as the API server does: Ingress always, Egress when
-/// the policy has egress rules.
+/// The policy types of `policy`, defaulted as the API server does when none are given:
+/// Ingress always, Egress when the policy has at least one egress rule.
 fn types(policy: &NetworkPolicy) -> Vec<Direction> {
     let spec = policy.spec.as_ref().expect("a policy has a spec");
-    match &spec.policy_types {
+    let has_egress = spec.egress.as_ref().is_some_and(|rules| !rules.is_empty());
+    match spec.policy_types.as_ref().filter(|types| !types.is_empty()) {
         Some(types) => types
             .iter()
             .map(|t| match t.as_str() {
@@ -91,7 +92,7 @@ fn types(policy: &NetworkPolicy) -> Vec<Direction> {
                 other => panic!("unknown policy type {other:?}"),
             })
             .collect(),
-        None if spec.egress.is_some() => vec![Direction::Ingress, Direction::Egress],
+        None if has_egress => vec![Direction::Ingress, Direction::Egress],
         None => vec![Direction::Ingress],
     }
 }
@@ -117,7 +118,9 @@ fn peer_matches(peer: &NetworkPolicyPeer, policy_namespace: &str, endpoint: &End
             namespace_labels,
             labels,
         } => (namespace, namespace_labels, labels),
-        // Only an ipBlock names addresses outside the pods (pod addresses are not modelled).
+        // Only an ipBlock names addresses outside the pods. Pod addresses are not modelled: many
+        // CNIs match them against ipBlocks too, which is why the chart warns to keep pod CIDRs
+        // out of its egressCIDRs.
         Endpoint::External(address) => {
             return peer.ip_block.as_ref().is_some_and(|block| {
                 in_cidr(*address, &block.cidr)

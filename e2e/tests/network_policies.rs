@@ -27,25 +27,40 @@ fn helm_template(sets: &[&str], only: &str) -> String {
     operator::render_chart(&args).unwrap()
 }
 
-/// The operator's flags for the scraper, as the chart's defaults set them.
-fn scraper_flags() -> (String, BTreeMap<String, String>) {
+/// The operator's flag `--name` as the chart's defaults set it.
+fn flag(name: &str) -> String {
     let rendered: Deployment =
         serde_yaml::from_str(&helm_template(&[], "templates/deployment.yaml")).unwrap();
     let args = rendered.spec.unwrap().template.spec.unwrap().containers[0]
         .args
         .clone()
         .unwrap();
-    let flag = |name: &str| {
-        args.iter()
-            .find_map(|a| a.strip_prefix(&format!("--{name}=")).map(str::to_owned))
-            .unwrap_or_else(|| panic!("the chart passes --{name}"))
-    };
-    let pods = flag("metrics-scraper-pod-selector")
+    args.iter()
+        .find_map(|a| a.strip_prefix(&format!("--{name}=")).map(str::to_owned))
+        .unwrap_or_else(|| panic!("the chart passes --{name}"))
+}
+
+/// `k=v,k2=v2` as labels.
+fn labels(pairs: &str) -> BTreeMap<String, String> {
+    pairs
         .split(',')
         .filter_map(|pair| pair.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    (flag("metrics-scraper-namespace"), pods)
+        .collect()
+}
+
+/// The operator's flags for the scraper, as the chart's defaults set them.
+fn scraper_flags() -> (String, BTreeMap<String, String>) {
+    (
+        flag("metrics-scraper-namespace"),
+        labels(&flag("metrics-scraper-pod-selector")),
+    )
+}
+
+/// The cluster DNS as the chart's values name it, passed to the operator's flags.
+fn dns_peers() -> Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer> {
+    let (namespace, pods) = (flag("dns-namespace"), flag("dns-pod-selector"));
+    networkpolicy::dns_peers(&namespace, &labels(&pods))
 }
 
 /// One MineruDeployment's policies and the labels of its worker and vLLM pods.
@@ -79,7 +94,7 @@ fn tenant(name: &str) -> Tenant {
     Tenant {
         policies: vec![
             networkpolicy::desired(&owner, &peers),
-            networkpolicy::workers(&owner),
+            networkpolicy::workers(&owner, &dns_peers()),
         ],
         vllm: Endpoint::pod_labelled(TENANTS, &labels(sts.spec.map(|s| s.template))),
         worker: Endpoint::pod_labelled(TENANTS, &labels(workers.spec.map(|s| s.template))),
@@ -154,6 +169,14 @@ fn every_flow_between_the_tiers_the_operator_and_the_rest_is_allowed_or_denied_a
         ),
         ("worker → DNS (UDP)", &docs.worker, &dns, "UDP", 53, true),
         ("worker → DNS (TCP)", &docs.worker, &dns, "TCP", 53, true),
+        (
+            "worker → a neighbour pod on port 53",
+            &docs.worker,
+            &neighbour,
+            "UDP",
+            53,
+            false,
+        ),
         (
             "worker → API server",
             &docs.worker,
@@ -253,6 +276,14 @@ fn every_flow_between_the_tiers_the_operator_and_the_rest_is_allowed_or_denied_a
             true,
         ),
         ("operator → DNS", &operator, &dns, "UDP", 53, true),
+        (
+            "operator → a neighbour pod on port 53",
+            &operator,
+            &neighbour,
+            "UDP",
+            53,
+            false,
+        ),
         (
             "operator → Prometheus",
             &operator,

@@ -206,7 +206,10 @@ pub async fn read_capped(mut response: reqwest::Response, limit: usize) -> Resul
 /// An HTTP client for calls to hosts a CR names: redirects are not followed (a redirect could
 /// lead anywhere the allowlist does not), and no proxy from the environment is used.
 pub fn http_client(builder: reqwest::ClientBuilder) -> reqwest::Result<reqwest::Client> {
-    builder.redirect(reqwest::redirect::Policy::none()).build()
+    builder
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
 }
 
 #[cfg(test)]

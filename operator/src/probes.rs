@@ -26,6 +26,9 @@ use crate::{
     quality,
 };
 
+/// Bytes of a probe's answer read before the connection is dropped.
+const MAX_PROBE_ANSWER_BYTES: usize = 64 << 20;
+
 /// Where and how fast one object's probes go.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProbePlan {
@@ -219,8 +222,16 @@ pub async fn send(
         .await;
     match response {
         Ok(response) if response.status().is_success() => {
-            // The answer is read to the end, so the worker counts the document as served.
-            let _ = response.bytes().await;
+            // The answer is read to the end, so the worker counts the document as served, but
+            // never held whole: a hostile worker image could answer without end.
+            let mut response = response;
+            let mut read = 0usize;
+            while let Ok(Some(chunk)) = response.chunk().await {
+                read += chunk.len();
+                if read > MAX_PROBE_ANSWER_BYTES {
+                    break;
+                }
+            }
             ProbeResult::Answered
         }
         Ok(response) => {

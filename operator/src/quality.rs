@@ -14,6 +14,9 @@ use sha2::{Digest, Sha256};
 use similar::TextDiff;
 use thiserror::Error;
 
+/// Largest answer read from a worker for one golden document: a thousand-page document's
+/// Markdown and content list fit many times over; rounds run a few documents at once.
+const MAX_ANSWER_BYTES: usize = 32 << 20;
 const STRUCTURE_WEIGHT: f64 = 0.25;
 /// Differing blocks kept per regressed document, and characters kept of each block's text.
 const DIFFERENCES_KEPT: usize = 3;
@@ -244,9 +247,11 @@ pub async fn parse_with(
         tokio::time::sleep(wait).await;
     };
     let status = response.status();
-    let body: Value = response
-        .json()
+    // The worker's image is the CR author's: its answer is read only up to a bound.
+    let bytes = crate::outbound::read_capped(response, MAX_ANSWER_BYTES)
         .await
+        .map_err(|error| failed(format!("HTTP {status}, unreadable answer: {error}")))?;
+    let body: Value = serde_json::from_slice(&bytes)
         .map_err(|error| failed(format!("HTTP {status}, unreadable answer: {error}")))?;
     if !status.is_success() {
         return Err(failed(format!("HTTP {status}: {body}")));

@@ -203,6 +203,8 @@ impl VlmClient {
         }
         let http = reqwest::Client::builder()
             .default_headers(headers)
+            // vLLM never redirects; a server that does is not followed with the key.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             .build()

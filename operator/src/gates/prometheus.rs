@@ -270,12 +270,22 @@ fn histogram(query: &str, series: &[InstantVector]) -> Result<Histogram, Reading
 mod tests {
     use super::*;
 
-    /// A server on 127.0.0.1 answering every query with `status` and `headers` and a body of
-    /// `body_bytes` bytes; its base URL.
+    /// A server on 127.0.0.1 answering every query with `status`, `headers` and `body`; its
+    /// base URL.
     async fn server(
         status: u16,
         headers: &'static [(&'static str, &'static str)],
         body: Vec<u8>,
+    ) -> String {
+        serve(status, headers, body, false).await
+    }
+
+    /// The same; `chunked` streams the body in 64 KiB chunks, without a Content-Length.
+    async fn serve(
+        status: u16,
+        headers: &'static [(&'static str, &'static str)],
+        body: Vec<u8>,
+        chunked: bool,
     ) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -284,7 +294,16 @@ mod tests {
             axum::routing::post(move || {
                 let body = body.clone();
                 async move {
-                    let mut response = axum::response::Response::new(axum::body::Body::from(body));
+                    let body = if chunked {
+                        let chunks: Vec<Result<axum::body::Bytes, std::io::Error>> = body
+                            .chunks(64 << 10)
+                            .map(|c| Ok(axum::body::Bytes::copy_from_slice(c)))
+                            .collect();
+                        axum::body::Body::from_stream(futures::stream::iter(chunks))
+                    } else {
+                        axum::body::Body::from(body)
+                    };
+                    let mut response = axum::response::Response::new(body);
                     *response.status_mut() = axum::http::StatusCode::from_u16(status).unwrap();
                     for (name, value) in headers {
                         response.headers_mut().insert(*name, value.parse().unwrap());
@@ -309,13 +328,14 @@ mod tests {
             r#"{{"status":"success","data":{{"resultType":"scalar","result":[0,"{}"]}}}}"#,
             "1".repeat(MAX_RESPONSE_BYTES)
         );
-        let reading = source(&server(200, &[], huge.into_bytes()).await)
-            .read("vector(1)", 0)
-            .await;
-        assert!(
-            matches!(&reading, Reading::Error(m) if m.contains("larger than")),
-            "{reading:?}"
-        );
+        for chunked in [false, true] {
+            let address = serve(200, &[], huge.clone().into_bytes(), chunked).await;
+            let reading = source(&address).read("vector(1)", 0).await;
+            assert!(
+                matches!(&reading, Reading::Error(m) if m.contains("larger than")),
+                "chunked {chunked}: {reading:?}"
+            );
+        }
         let small = br#"{"status":"success","data":{"resultType":"scalar","result":[0,"0.5"]}}"#;
         let reading = source(&server(200, &[], small.to_vec()).await)
             .read("vector(1)", 0)

@@ -248,10 +248,25 @@ impl Topology {
 }
 
 /// Operator-wide settings the builders need.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Settings {
     /// Peers besides the workers allowed to reach vLLM (the metrics scraper).
     pub vllm_peers: Vec<NetworkPolicyPeer>,
+    /// The cluster DNS, the one destination of workers besides their vLLM.
+    pub dns_peers: Vec<NetworkPolicyPeer>,
+}
+
+impl Default for Settings {
+    /// No peers besides the workers; DNS the kube-dns pods of kube-system, as the flags default.
+    fn default() -> Self {
+        Settings {
+            vllm_peers: Vec::new(),
+            dns_peers: networkpolicy::dns_peers(
+                networkpolicy::DEFAULT_DNS_NAMESPACE,
+                &networkpolicy::default_dns_pods(),
+            ),
+        }
+    }
 }
 
 /// Every object a MineruDeployment should own right now.
@@ -304,7 +319,9 @@ impl DesiredObjects {
         objects
             .network_policies
             .push(networkpolicy::desired(owner, &settings.vllm_peers));
-        objects.network_policies.push(networkpolicy::workers(owner));
+        objects
+            .network_policies
+            .push(networkpolicy::workers(owner, &settings.dns_peers));
         objects.pdbs.push(pdb::desired(owner, Tier::Model));
         objects.pdbs.push(pdb::desired(owner, Tier::Worker));
         Ok(objects)

@@ -51,11 +51,37 @@ pub fn desired(owner: &Owner, extra_peers: &[NetworkPolicyPeer]) -> NetworkPolic
 /// Port of the cluster DNS.
 const DNS_PORT: i32 = 53;
 
+/// Namespace of the cluster DNS pods unless `--dns-namespace` says otherwise.
+pub const DEFAULT_DNS_NAMESPACE: &str = "kube-system";
+
+/// Labels of the cluster DNS pods unless `--dns-pod-selector` says otherwise: CoreDNS keeps
+/// kube-dns' label in kubeadm, EKS, GKE and AKS clusters.
+pub fn default_dns_pods() -> BTreeMap<String, String> {
+    BTreeMap::from([("k8s-app".to_owned(), "kube-dns".to_owned())])
+}
+
+/// The cluster DNS as a NetworkPolicy peer: pods matching `pods` in `namespace` (any namespace
+/// when empty; any pod there when `pods` is empty).
+pub fn dns_peers(namespace: &str, pods: &BTreeMap<String, String>) -> Vec<NetworkPolicyPeer> {
+    vec![NetworkPolicyPeer {
+        namespace_selector: Some(if namespace.is_empty() {
+            LabelSelector::default()
+        } else {
+            namespace_selector(namespace)
+        }),
+        pod_selector: (!pods.is_empty()).then(|| LabelSelector {
+            match_labels: Some(pods.clone()),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    }]
+}
+
 /// The NetworkPolicy `<name>-worker`: the workers may open connections to this deployment's
-/// vLLM pods on the vLLM port, and to DNS (UDP and TCP) on pods of any namespace; every other
-/// destination is denied. Ingress stays open: clients, the operator's quality rounds and the
-/// scraper reach workers on their port.
-pub fn workers(owner: &Owner) -> NetworkPolicy {
+/// vLLM pods on the vLLM port, and to the cluster DNS (`dns`, UDP and TCP port 53); every
+/// other destination is denied. Ingress stays open: clients, the operator's quality rounds and
+/// the scraper reach workers on their port.
+pub fn workers(owner: &Owner, dns: &[NetworkPolicyPeer]) -> NetworkPolicy {
     let instance = &owner.instance;
     let port = |protocol: &str, port: i32| NetworkPolicyPort {
         port: Some(IntOrString::Int(port)),
@@ -70,10 +96,7 @@ pub fn workers(owner: &Owner) -> NetworkPolicy {
         ports: Some(vec![port("TCP", VLLM_PORT)]),
     };
     let dns = NetworkPolicyEgressRule {
-        to: Some(vec![NetworkPolicyPeer {
-            namespace_selector: Some(LabelSelector::default()),
-            ..NetworkPolicyPeer::default()
-        }]),
+        to: Some(dns.to_vec()),
         ports: Some(vec![port("UDP", DNS_PORT), port("TCP", DNS_PORT)]),
     };
     NetworkPolicy {
@@ -200,7 +223,7 @@ mod tests {
 
     #[test]
     fn workers_may_reach_their_own_vllm_and_dns_only() {
-        let policy = workers(&owner());
+        let policy = workers(&owner(), &dns_peers("kube-system", &default_dns_pods()));
         assert_eq!(policy.metadata.name.as_deref(), Some("docs-worker"));
         let spec = policy.spec.unwrap();
         let selected = spec.pod_selector.unwrap().match_labels.unwrap();
@@ -217,6 +240,16 @@ mod tests {
             .unwrap();
         assert_eq!(vllm[labels::TIER], "model");
         assert_eq!(vllm[labels::INSTANCE], "docs");
+        let dns = &egress[1].to.as_ref().unwrap()[0];
+        assert_eq!(
+            dns.pod_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()["k8s-app"],
+            "kube-dns"
+        );
         let dns_ports: Vec<_> = egress[1]
             .ports
             .iter()

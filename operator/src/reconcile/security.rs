@@ -17,6 +17,8 @@ pub fn pod() -> PodSecurityContext {
         run_as_user: Some(NONROOT_UID),
         run_as_group: Some(NONROOT_UID),
         fs_group: Some(NONROOT_UID),
+        // A model cache of tens of GB is not re-chowned on every start.
+        fs_group_change_policy: Some("OnRootMismatch".into()),
         seccomp_profile: Some(SeccompProfile {
             type_: "RuntimeDefault".into(),
             ..SeccompProfile::default()

@@ -160,6 +160,13 @@ fn container(spec: &ModelSpec) -> Container {
             value: Some(CACHE_PATH.into()),
             ..EnvVar::default()
         },
+        // The image has no passwd entry for the user: getpass.getuser() (torch inductor) reads
+        // USER first instead of failing.
+        EnvVar {
+            name: "USER".into(),
+            value: Some("vllm".into()),
+            ..EnvVar::default()
+        },
     ];
     if let Some(key) = &spec.api_key_secret_ref {
         env.push(EnvVar {
