@@ -49,6 +49,8 @@ pub struct Context {
     pub liveness: Arc<Liveness>,
     /// Where the crash-safety tests stop the process; disabled otherwise.
     pub crash_points: CrashPoints,
+    /// Since when each API key version is known (rotation).
+    pub key_versions: crate::rotation::FirstSeen,
     failures: Mutex<HashMap<(String, String), u32>>,
 }
 
@@ -73,6 +75,7 @@ impl Context {
             leadership: Arc::new(Leadership::unconditional()),
             liveness: Arc::default(),
             crash_points: CrashPoints::disabled(),
+            key_versions: Default::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }

@@ -38,6 +38,7 @@ use crate::{
         DesiredObjects, Owner, SpecRevisions, Topology, apply::ChildSet, events, recorded_templates,
     },
     rollout::EventReason,
+    rotation,
     scope::{self, WatchScope},
     sources, traffic,
 };
@@ -271,7 +272,21 @@ async fn reconcile_objects(
     )
     .await;
     let topology = Topology::from_plan(md, &spec_revisions, &recorded, &decision.plan);
-    let desired = DesiredObjects::build(&owner, &md.spec, &topology, &ctx.settings)?;
+    let secrets = pod_secrets(ctx, md).await;
+    let rotation = key_rotation(
+        ctx,
+        md,
+        &observed_children.statefulsets,
+        secrets.api_key.as_deref(),
+        now.0,
+    );
+    let desired = DesiredObjects::build(
+        &owner,
+        &md.spec,
+        &topology,
+        &ctx.settings,
+        rotation.version.as_deref(),
+    )?;
     let old = md.status.clone().unwrap_or_default();
     let new = decision.status;
 
@@ -302,7 +317,7 @@ async fn reconcile_objects(
 
     // Act, from what was recorded, unless the pods would mount a Secret the platform does not
     // let the operator hand out.
-    let refused = mounted_secret_refusal(ctx, md).await;
+    let refused = secrets.refusal;
     let acted = async {
         if let Some(reason) = &refused {
             return Err(Error::InvalidSpec {
@@ -346,27 +361,80 @@ async fn reconcile_objects(
             weight: new.canary_weight.unwrap_or(0),
             share: new.canary_share.unwrap_or(0),
         },
-        requeue_at: decision.requeue_at,
+        requeue_at: [decision.requeue_at, rotation.due_at]
+            .into_iter()
+            .flatten()
+            .min(),
     }))
 }
 
-/// Why the pods may not use a Secret the spec names — the API key, or any `secretKeyRef` of
-/// either tier's environment: it lacks the label the platform requires, cannot be read, or does
-/// not exist (an unlabelled one created later would be mounted all the same).
-async fn mounted_secret_refusal(ctx: &Context, md: &MineruDeployment) -> Option<String> {
+/// What the Secrets the pods would use allow: why the pods may not use one — it lacks the
+/// label the platform requires, cannot be read, or does not exist (an unlabelled one created
+/// later would be mounted all the same) — and the API key they hold now.
+struct PodSecrets {
+    refusal: Option<String>,
+    api_key: Option<String>,
+}
+
+/// Reads every Secret the pods of `md` would use: the API key, and any `secretKeyRef` of
+/// either tier's environment.
+async fn pod_secrets(ctx: &Context, md: &MineruDeployment) -> PodSecrets {
     let namespace = md.namespace().unwrap_or_default();
+    let key_ref = md.spec.model.api_key_secret_ref.as_ref();
+    let mut api_key = None;
     for name in mounted_secrets(md) {
-        match sources::secret(&ctx.client, &ctx.rollout_io.outbound, &namespace, &name).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                return Some(format!(
-                    "Secret {namespace}/{name}, which the pods would use, does not exist; create it with the label the operator requires"
-                ));
+        let refusal = match sources::secret(&ctx.client, &ctx.rollout_io.outbound, &namespace, &name).await {
+            Ok(Some(secret)) => {
+                if let Some(reference) = key_ref.filter(|r| r.name == name) {
+                    api_key = secret
+                        .data
+                        .as_ref()
+                        .and_then(|data| data.get(&reference.key))
+                        .map(|bytes| String::from_utf8_lossy(&bytes.0).trim().to_owned());
+                }
+                continue;
             }
-            Err(reason) => return Some(reason),
-        }
+            Ok(None) => format!(
+                "Secret {namespace}/{name}, which the pods would use, does not exist; create it with the label the operator requires"
+            ),
+            Err(reason) => reason,
+        };
+        return PodSecrets {
+            refusal: Some(refusal),
+            api_key: None,
+        };
     }
-    None
+    PodSecrets {
+        refusal: None,
+        api_key,
+    }
+}
+
+/// The key version the vLLM pod templates carry now (docs/security.md, rotation).
+fn key_rotation(
+    ctx: &Context,
+    md: &MineruDeployment,
+    statefulsets: &[StatefulSet],
+    api_key: Option<&str>,
+    now: Timestamp,
+) -> rotation::Rotation {
+    let current = api_key.map(rotation::version_of);
+    let first_seen = current.as_deref().map_or(now, |version| {
+        ctx.key_versions.since(
+            &md.namespace().unwrap_or_default(),
+            &md.name_any(),
+            version,
+            now,
+        )
+    });
+    rotation::decide(
+        rotation::observed_version(statefulsets).as_deref(),
+        current.as_deref(),
+        first_seen,
+        now,
+        ctx.rollout_io.key_propagation,
+        statefulsets.is_empty(),
+    )
 }
 
 /// Every Secret the pods of `md` would read, by name, once each.
@@ -1210,6 +1278,41 @@ mod tests {
             "labelled, the workers are applied: {:?}",
             lines(&calls)
         );
+    }
+
+    #[tokio::test]
+    async fn a_new_api_key_restarts_vllm_in_place_only_after_it_reached_the_workers() {
+        let labelled = json!({"mineru.dev/operator-readable": "true"});
+        let (server, md) = with_api_key_secret(labelled.clone());
+        let (m, _) = revisions(&md);
+        let (result, first) = run(server, &md).await;
+        result.unwrap();
+        let template_version = |calls: &[Call]| {
+            calls
+                .iter()
+                .find(|c| c.method == Method::PATCH && c.path == format!("{STS}/docs-vllm-{m}"))
+                .map(|c| c.body["spec"]["template"]["metadata"]["annotations"][rotation::KEY_VERSION].clone())
+        };
+        assert_eq!(
+            template_version(&first),
+            Some(json!(rotation::version_of("s3cret"))),
+            "new pods start with the key they are given"
+        );
+
+        // The Secret gets a new key: the pods keep the old version until it had time to reach
+        // the workers' files, and the operator looks again then.
+        let md = with_written_status(md, &first);
+        let rotated = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "vllm-key", "namespace": "parsing", "labels": labelled},
+            "data": {"token": "bjN3"},
+        });
+        let server = holding(&first).with_object("/api/v1/namespaces/parsing/secrets/vllm-key", rotated);
+        let (result, calls) = run(server, &md).await;
+        let action = result.unwrap();
+        assert_eq!(template_version(&calls), None, "no StatefulSet write yet: {:?}", writes(&calls));
+        assert_eq!(action, Action::requeue(Duration::from_secs(180)));
+        assert_eq!(revisions(&md).0, m, "the same revision: no canary");
     }
 
     /// A webhook receiver on 127.0.0.1 answering `code`; its URL and the ids it was sent.

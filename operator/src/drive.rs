@@ -48,6 +48,9 @@ pub struct RolloutIo {
     pub outbound: OutboundPolicy,
     /// The namespaces the operator watches (and may read pods in, for GPU capacity).
     pub scope: WatchScope,
+    /// How long a new API key has been in its Secret before vLLM restarts with it: the time
+    /// the kubelet takes to hand it to the workers.
+    pub key_propagation: Duration,
 }
 
 impl Default for RolloutIo {
@@ -63,6 +66,7 @@ impl Default for RolloutIo {
             probes: Arc::default(),
             outbound: OutboundPolicy::default(),
             scope: WatchScope::Cluster,
+            key_propagation: Duration::from_secs(180),
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod reconcile;
 pub mod recorder;
 pub mod revision;
 pub mod rollout;
+pub mod rotation;
 pub mod scope;
 pub mod sources;
 pub mod traffic;

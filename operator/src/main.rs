@@ -79,6 +79,11 @@ struct Args {
     #[arg(long, value_parser = parse_labels, default_value = "k8s-app=kube-dns")]
     dns_pod_selector: BTreeMap<String, String>,
 
+    /// How long a new API key must have been in its Secret before the operator restarts vLLM
+    /// with it: the kubelet's time to hand it to the workers' mounted files.
+    #[arg(long, default_value = "180s")]
+    api_key_propagation: mineru_crds::Duration,
+
     /// Golden documents compared at once in a quality round (per MineruDeployment).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     quality_concurrency: u16,
@@ -204,6 +209,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         resolver,
         outbound,
         scope,
+        key_propagation: args.api_key_propagation.get(),
         quality_concurrency: usize::from(args.quality_concurrency),
         quality_timeout: args.quality_timeout.get(),
         probes: Arc::new(ProbeTraffic::counted_in(metrics.clone())),

@@ -32,6 +32,10 @@ pub struct ClientConfig {
     pub model: Option<String>,
     /// Sent as `Authorization: Bearer <key>`.
     pub api_key: Option<String>,
+    /// The key before a rotation, tried when the server refuses `api_key` with 401 (and the
+    /// other way round): while a new key reaches workers and vLLM at different moments, each
+    /// call finds the one the server holds.
+    pub previous_api_key: Option<String>,
     /// Requests in flight at once, across all pages and blocks.
     pub max_in_flight: usize,
     pub connect_timeout: Duration,
@@ -67,6 +71,7 @@ impl ClientConfig {
             server_url: server_url.into(),
             model: None,
             api_key: None,
+            previous_api_key: None,
             max_in_flight: 100,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(120),
@@ -184,6 +189,7 @@ impl ClientError {
 #[derive(Debug, Clone)]
 pub struct VlmClient {
     http: reqwest::Client,
+    keys: Arc<Keys>,
     chat_url: String,
     model: Arc<str>,
     permits: Arc<Semaphore>,
@@ -194,15 +200,8 @@ impl VlmClient {
     /// Builds the client and resolves the model name with `GET /v1/models`.
     pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
         let base = api_base(&config.server_url)?;
-        let mut headers = HeaderMap::new();
-        if let Some(key) = &config.api_key {
-            let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
-                .map_err(|_| ClientError::InvalidApiKey)?;
-            value.set_sensitive(true);
-            headers.insert(AUTHORIZATION, value);
-        }
+        let keys = Arc::new(Keys::new(&config)?);
         let http = reqwest::Client::builder()
-            .default_headers(headers)
             // vLLM never redirects; a server that does is not followed with the key.
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(config.connect_timeout)
@@ -211,7 +210,7 @@ impl VlmClient {
             .map_err(ClientError::Build)?;
 
         let models_url = format!("{base}/models");
-        let served = list_models(&http, &models_url, &config).await?;
+        let served = list_models(&http, &keys, &models_url, &config).await?;
         let model = match &config.model {
             Some(wanted) if served.iter().any(|m| m == wanted) => wanted.clone(),
             Some(wanted) => {
@@ -231,6 +230,7 @@ impl VlmClient {
         };
         Ok(Self {
             http,
+            keys,
             chat_url: format!("{base}/chat/completions"),
             model: model.into(),
             permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
@@ -249,11 +249,13 @@ impl VlmClient {
         let answer = with_retries(&self.config, step.name(), || async {
             let _permit = self.permits.acquire().await;
             let response = self
-                .http
-                .post(&self.chat_url)
-                .header(CONTENT_TYPE, "application/json")
-                .body(body.clone())
-                .send()
+                .keys
+                .send(|| {
+                    self.http
+                        .post(&self.chat_url)
+                        .header(CONTENT_TYPE, "application/json")
+                        .body(body.clone())
+                })
                 .await
                 .map_err(CallError::from_reqwest)?;
             let bytes = read_success(response).await?;
@@ -272,13 +274,13 @@ impl VlmClient {
 
 async fn list_models(
     http: &reqwest::Client,
+    keys: &Keys,
     url: &str,
     config: &ClientConfig,
 ) -> Result<Vec<String>, ClientError> {
     let fetch = || async {
-        let response = http
-            .get(url)
-            .send()
+        let response = keys
+            .send(|| http.get(url))
             .await
             .map_err(CallError::from_reqwest)?;
         let bytes = read_success(response).await?;
@@ -292,6 +294,62 @@ async fn list_models(
             source,
         }),
         Err(other) => Err(other),
+    }
+}
+
+/// The `Authorization` values a client may send: the current key, then the one before a
+/// rotation. Each call sends the one that last worked; a 401 makes it try the other once, and
+/// the other is preferred from then on if the server took it.
+#[derive(Debug)]
+struct Keys {
+    values: Vec<HeaderValue>,
+    preferred: std::sync::atomic::AtomicUsize,
+}
+
+impl Keys {
+    fn new(config: &ClientConfig) -> Result<Self, ClientError> {
+        let mut values = Vec::new();
+        for key in [&config.api_key, &config.previous_api_key].into_iter().flatten() {
+            let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
+                .map_err(|_| ClientError::InvalidApiKey)?;
+            value.set_sensitive(true);
+            if !values.contains(&value) {
+                values.push(value);
+            }
+        }
+        Ok(Self {
+            values,
+            preferred: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// Sends the request `build` makes with the preferred key, and once more with the other
+    /// when the server answers 401.
+    async fn send(
+        &self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(count) = std::num::NonZeroUsize::new(self.values.len()) else {
+            return build().send().await;
+        };
+        let first = self.preferred.load(Relaxed) % count;
+        let response = build()
+            .header(AUTHORIZATION, self.values[first].clone())
+            .send()
+            .await?;
+        if response.status() != StatusCode::UNAUTHORIZED || count.get() < 2 {
+            return Ok(response);
+        }
+        let other = (first + 1) % count;
+        let retried = build()
+            .header(AUTHORIZATION, self.values[other].clone())
+            .send()
+            .await?;
+        if retried.status() != StatusCode::UNAUTHORIZED {
+            self.preferred.store(other, Relaxed);
+        }
+        Ok(retried)
     }
 }
 

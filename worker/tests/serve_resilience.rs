@@ -378,6 +378,63 @@ async fn the_api_key_file_is_read_and_reloaded_when_it_changes() {
     assert_eq!(response.status(), StatusCode::OK);
 }
 
+/// Replaces the key file's content the way the kubelet updates a mounted Secret: a rename.
+fn rotate(key: &std::path::Path, to: &str) {
+    let fresh = key.with_extension("new");
+    std::fs::write(&fresh, format!("{to}\n")).expect("write key");
+    std::fs::rename(&fresh, key).expect("swap key");
+}
+
+#[tokio::test]
+async fn a_rotation_in_the_documented_order_fails_no_document() {
+    let sim = sim(SimConfig {
+        api_key: Some("old".into()),
+        ..sim_config()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("api-key");
+    std::fs::write(&key, "old\n").expect("write key");
+    let worker = Worker::vlm(
+        &sim,
+        &[
+            "--model-name",
+            MODEL,
+            "--api-key-file",
+            key.to_str().expect("utf-8 path"),
+            "--api-key-poll",
+            "20ms",
+        ],
+    )
+    .await;
+    let parsed = || async {
+        worker
+            .parse(form("a.pdf", pdf(&["x"]), "vlm"))
+            .await
+            .status()
+    };
+    assert_eq!(parsed().await, StatusCode::OK);
+
+    // 1. The Secret gets the new key; the workers read it while vLLM still holds the old one.
+    rotate(&key, "new");
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(parsed().await, StatusCode::OK, "vLLM still takes the old key");
+    }
+    // 2. vLLM restarts with the new key.
+    sim.restart_with_key(Duration::from_millis(50), Some("new".into()));
+    wait_ready(&worker, StatusCode::OK).await;
+    for _ in 0..5 {
+        assert_eq!(parsed().await, StatusCode::OK, "the new key is taken");
+    }
+    // The other order is the one that fails: vLLM on a key the workers have not read.
+    sim.restart_with_key(Duration::from_millis(50), Some("newer".into()));
+    wait_ready(&worker, StatusCode::SERVICE_UNAVAILABLE).await;
+    rotate(&key, "newer");
+    wait_ready(&worker, StatusCode::OK).await;
+    assert_eq!(parsed().await, StatusCode::OK);
+}
+
 /// The error `serve` stops with at start-up.
 async fn start_error(args: &[&str]) -> String {
     let mut argv = vec!["serve"];

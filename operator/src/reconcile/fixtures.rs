@@ -76,7 +76,7 @@ pub fn recorded(md: &MineruDeployment) -> RecordedTemplates {
     let spec = SpecRevisions::of("docs", &md.spec).unwrap();
     let topology = Topology::from_plan(md, &spec, &RecordedTemplates::default(), &plan(md));
     let objects =
-        DesiredObjects::build(&owner(), &md.spec, &topology, &Settings::default()).unwrap();
+        DesiredObjects::build(&owner(), &md.spec, &topology, &Settings::default(), None).unwrap();
     super::recorded_templates(&objects.statefulsets, &objects.deployments)
 }
 

@@ -291,10 +291,14 @@ impl DesiredObjects {
         spec: &MineruDeploymentSpec,
         topology: &Topology,
         settings: &Settings,
+        api_key_version: Option<&str>,
     ) -> Result<Self> {
         let mut objects = DesiredObjects::default();
         for model in &topology.models {
             let mut sts = statefulset::desired(owner, &model.spec, &model.revision, model.replicas);
+            if let Some(version) = api_key_version {
+                statefulset::start_with_key_version(&mut sts, version);
+            }
             record_template(&mut sts.metadata, &model.spec)?;
             objects.statefulsets.push(sts);
             objects
@@ -524,7 +528,7 @@ mod tests {
             &plan(&md),
         );
         let objects =
-            DesiredObjects::build(&owner(), &md.spec, &topology, &Settings::default()).unwrap();
+            DesiredObjects::build(&owner(), &md.spec, &topology, &Settings::default(), None).unwrap();
         let SpecRevisions { revisions: r, .. } = revisions(&md);
         let names = |metas: Vec<&ObjectMeta>| -> Vec<String> {
             metas.into_iter().map(|m| m.name.clone().unwrap()).collect()

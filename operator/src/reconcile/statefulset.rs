@@ -92,6 +92,19 @@ pub fn pod_template(instance: &str, spec: &ModelSpec) -> PodTemplateSpec {
     }
 }
 
+/// Marks the pod template with the version of the API key its pods start with: a new version
+/// replaces the pods in place (the revision, a hash of the spec's template, stays).
+pub fn start_with_key_version(sts: &mut StatefulSet, version: &str) {
+    if let Some(spec) = sts.spec.as_mut() {
+        spec.template
+            .metadata
+            .get_or_insert_with(ObjectMeta::default)
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(crate::rotation::KEY_VERSION.to_owned(), version.to_owned());
+    }
+}
+
 /// The cache claim per replica, when the cache is persistent.
 pub fn volume_claim_templates(instance: &str, spec: &ModelSpec) -> Vec<PersistentVolumeClaim> {
     let Some(cache) = &spec.cache else {

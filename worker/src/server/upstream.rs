@@ -55,7 +55,8 @@ impl CallObserver for Recorder {
 #[derive(Debug)]
 pub struct KeyFile {
     path: PathBuf,
-    key: RwLock<String>,
+    /// The key, and the one it replaced (kept for calls to a vLLM that still holds it).
+    key: RwLock<(String, Option<String>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,15 +70,17 @@ impl KeyFile {
     pub fn load(path: &Path) -> Result<Self, KeyFileError> {
         Ok(Self {
             path: path.to_owned(),
-            key: RwLock::new(read_key(path)?),
+            key: RwLock::new((read_key(path)?, None)),
         })
     }
 
     pub fn current(&self) -> String {
-        self.key
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.key.read().unwrap_or_else(PoisonError::into_inner).0.clone()
+    }
+
+    /// The key the current one replaced, if it changed since the start.
+    pub fn previous(&self) -> Option<String> {
+        self.key.read().unwrap_or_else(PoisonError::into_inner).1.clone()
     }
 
     /// Re-reads the file; a file that cannot be read keeps the last key (a Secret update is not
@@ -85,11 +88,12 @@ impl KeyFile {
     pub fn reload(&self) -> bool {
         match read_key(&self.path) {
             Ok(key) => {
-                let mut current = self.key.write().unwrap_or_else(PoisonError::into_inner);
-                if *current == key {
+                let mut keys = self.key.write().unwrap_or_else(PoisonError::into_inner);
+                if keys.0 == key {
                     return false;
                 }
-                *current = key;
+                let replaced = std::mem::replace(&mut keys.0, key);
+                keys.1 = Some(replaced);
                 tracing::info!(path = %self.path.display(), "API key changed; reconnecting with it");
                 true
             }
@@ -124,10 +128,11 @@ fn read_key(path: &Path) -> Result<String, KeyFileError> {
         })
 }
 
-/// `template` with the current key from `key`.
+/// `template` with the current key from `key`, and the one it replaced.
 fn with_key(template: &ClientConfig, key: Option<&KeyFile>) -> ClientConfig {
     ClientConfig {
         api_key: key.map(KeyFile::current),
+        previous_api_key: key.and_then(KeyFile::previous),
         ..template.clone()
     }
 }

@@ -101,6 +101,8 @@ enum Control {
 
 struct Shared {
     config: SimConfig,
+    /// The key requests must carry; `config.api_key` until a restart with a new one.
+    api_key: Mutex<Option<String>>,
     faults: Mutex<(Faults, StdRng)>,
     metrics: metrics::Metrics,
     scheduler: Semaphore,
@@ -164,6 +166,13 @@ impl SimHandle {
         let _ = self.shared.control.send(Control::Restart(down));
     }
 
+    /// A restart with another API key, as vLLM reads `VLLM_API_KEY` only when it starts: a
+    /// key rotation on the GPU tier.
+    pub fn restart_with_key(&self, down: Duration, key: Option<String>) {
+        *lock(&self.shared.api_key) = key;
+        self.restart(down);
+    }
+
     /// Stops accepting, closes every connection and waits for the server task.
     pub async fn shutdown(self) {
         let _ = self.shared.control.send(Control::Shutdown);
@@ -180,6 +189,7 @@ pub fn start(listener: TcpListener, config: SimConfig) -> std::io::Result<SimHan
         metrics: metrics::Metrics::new(&config.model, &Deviation::KINDS),
         scheduler: Semaphore::new(config.max_num_seqs.max(1)),
         faults: Mutex::new((config.faults.clone(), rng)),
+        api_key: Mutex::new(config.api_key.clone()),
         config,
         in_flight: AtomicUsize::new(0),
         max_in_flight: AtomicUsize::new(0),
@@ -319,7 +329,7 @@ impl Shared {
     }
 
     fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(key) = &self.config.api_key else {
+        let Some(key) = lock(&self.api_key).clone() else {
             return true;
         };
         headers
