@@ -51,19 +51,27 @@ fn a_new_api_key_restarts_vllm_in_place_without_a_rollout() {
         .unwrap()
     };
     let status = healthy(&mut operator);
-    let model_revision = status["stable"]["modelRevision"].as_str().unwrap().to_owned();
+    let model_revision = status["stable"]["modelRevision"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let sts = format!("statefulset/docs-vllm-{model_revision}");
     let pod = format!("pod/docs-vllm-{model_revision}-0");
     let template_version = || -> anyhow::Result<String> {
         let object = get_json(&plane, &["get", &sts, "-n", NAMESPACE])?;
-        Ok(object["spec"]["template"]["metadata"]["annotations"][rotation::KEY_VERSION]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned())
+        Ok(
+            object["spec"]["template"]["metadata"]["annotations"][rotation::KEY_VERSION]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
     };
     let pod_uid = || -> anyhow::Result<String> {
         let object = get_json(&plane, &["get", &pod, "-n", NAMESPACE])?;
-        Ok(object["metadata"]["uid"].as_str().unwrap_or_default().to_owned())
+        Ok(object["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
     };
     assert_eq!(template_version().unwrap(), rotation::version_of("old-key"));
     let first_pod = pod_uid().unwrap();
@@ -72,7 +80,13 @@ fn a_new_api_key_restarts_vllm_in_place_without_a_rollout() {
     // The operator does not watch Secrets: any change to the object makes it look.
     plane
         .kubectl(&[
-            "annotate", "mdep", "docs", "-n", NAMESPACE, "key-rotated-at=1", "--overwrite",
+            "annotate",
+            "mdep",
+            "docs",
+            "-n",
+            NAMESPACE,
+            "key-rotated-at=1",
+            "--overwrite",
         ])
         .unwrap();
     wait_until(
@@ -82,8 +96,10 @@ fn a_new_api_key_restarts_vllm_in_place_without_a_rollout() {
             operator.ensure_running()?;
             let version = template_version()?;
             let uid = pod_uid().unwrap_or_default();
-            Ok((version == rotation::version_of("new-key") && !uid.is_empty() && uid != first_pod)
-                .then_some(()))
+            Ok(
+                (version == rotation::version_of("new-key") && !uid.is_empty() && uid != first_pod)
+                    .then_some(()),
+            )
         },
     )
     .unwrap();

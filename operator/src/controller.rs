@@ -383,7 +383,14 @@ async fn pod_secrets(ctx: &Context, md: &MineruDeployment) -> PodSecrets {
     let key_ref = md.spec.model.api_key_secret_ref.as_ref();
     let mut api_key = None;
     for name in mounted_secrets(md) {
-        let refusal = match sources::secret(&ctx.client, &ctx.rollout_io.outbound, &namespace, &name).await {
+        let refusal = match sources::secret(
+            &ctx.client,
+            &ctx.rollout_io.outbound,
+            &namespace,
+            &name,
+        )
+        .await
+        {
             Ok(Some(secret)) => {
                 if let Some(reference) = key_ref.filter(|r| r.name == name) {
                     api_key = secret
@@ -1291,7 +1298,10 @@ mod tests {
             calls
                 .iter()
                 .find(|c| c.method == Method::PATCH && c.path == format!("{STS}/docs-vllm-{m}"))
-                .map(|c| c.body["spec"]["template"]["metadata"]["annotations"][rotation::KEY_VERSION].clone())
+                .map(|c| {
+                    c.body["spec"]["template"]["metadata"]["annotations"][rotation::KEY_VERSION]
+                        .clone()
+                })
         };
         assert_eq!(
             template_version(&first),
@@ -1307,10 +1317,16 @@ mod tests {
             "metadata": {"name": "vllm-key", "namespace": "parsing", "labels": labelled},
             "data": {"token": "bjN3"},
         });
-        let server = holding(&first).with_object("/api/v1/namespaces/parsing/secrets/vllm-key", rotated);
+        let server =
+            holding(&first).with_object("/api/v1/namespaces/parsing/secrets/vllm-key", rotated);
         let (result, calls) = run(server, &md).await;
         let action = result.unwrap();
-        assert_eq!(template_version(&calls), None, "no StatefulSet write yet: {:?}", writes(&calls));
+        assert_eq!(
+            template_version(&calls),
+            None,
+            "no StatefulSet write yet: {:?}",
+            writes(&calls)
+        );
         assert_eq!(action, Action::requeue(Duration::from_secs(180)));
         assert_eq!(revisions(&md).0, m, "the same revision: no canary");
     }

@@ -128,7 +128,13 @@ mod tests {
         let fresh = decide(None, Some("a"), at(1000), at(1000), WAIT, true);
         assert_eq!(fresh.version.as_deref(), Some("a"));
         let no_key = decide(None, None, at(1000), at(1000), WAIT, false);
-        assert_eq!(no_key, Rotation { version: None, due_at: None });
+        assert_eq!(
+            no_key,
+            Rotation {
+                version: None,
+                due_at: None
+            }
+        );
     }
 
     #[test]

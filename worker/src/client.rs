@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng as _;
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use tokio::sync::Semaphore;
 
 use crate::protocol::{Answer, AnswerError, ModelList, Step, parse_answer, request_body};
@@ -309,7 +309,10 @@ struct Keys {
 impl Keys {
     fn new(config: &ClientConfig) -> Result<Self, ClientError> {
         let mut values = Vec::new();
-        for key in [&config.api_key, &config.previous_api_key].into_iter().flatten() {
+        for key in [&config.api_key, &config.previous_api_key]
+            .into_iter()
+            .flatten()
+        {
             let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
                 .map_err(|_| ClientError::InvalidApiKey)?;
             value.set_sensitive(true);

@@ -528,7 +528,8 @@ mod tests {
             &plan(&md),
         );
         let objects =
-            DesiredObjects::build(&owner(), &md.spec, &topology, &Settings::default(), None).unwrap();
+            DesiredObjects::build(&owner(), &md.spec, &topology, &Settings::default(), None)
+                .unwrap();
         let SpecRevisions { revisions: r, .. } = revisions(&md);
         let names = |metas: Vec<&ObjectMeta>| -> Vec<String> {
             metas.into_iter().map(|m| m.name.clone().unwrap()).collect()

@@ -75,12 +75,20 @@ impl KeyFile {
     }
 
     pub fn current(&self) -> String {
-        self.key.read().unwrap_or_else(PoisonError::into_inner).0.clone()
+        self.key
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .clone()
     }
 
     /// The key the current one replaced, if it changed since the start.
     pub fn previous(&self) -> Option<String> {
-        self.key.read().unwrap_or_else(PoisonError::into_inner).1.clone()
+        self.key
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1
+            .clone()
     }
 
     /// Re-reads the file; a file that cannot be read keeps the last key (a Secret update is not
