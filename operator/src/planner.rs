@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use mineru_crds::{CheckKind, Policy, RolloutSpec};
-use mineru_worker::server::{DOCUMENT_SECONDS_BUCKETS, PAGE_SECONDS_BUCKETS};
+use mineru_protocol::worker::{DOCUMENT_SECONDS_BUCKETS, PAGE_SECONDS_BUCKETS};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use crate::{

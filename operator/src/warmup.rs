@@ -5,9 +5,9 @@
 use std::{collections::BTreeMap, io::Cursor, path::Path, time::Duration};
 
 use image::{ImageFormat, Rgb, RgbImage};
-use mineru_worker::{
+use mineru_protocol::{
+    chat::{LAYOUT_IMAGE_SIZE, Step},
     client::{ClientConfig, VlmClient},
-    protocol::{LAYOUT_IMAGE_SIZE, Step},
 };
 use thiserror::Error;
 

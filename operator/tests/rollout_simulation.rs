@@ -22,7 +22,7 @@ use mineru_operator::{
         AnalysisRound, Input, Needs, Observed, ReadingRequest, ReadingResult, Sizes, needs, step,
     },
 };
-use mineru_worker::server::{DOCUMENT_SECONDS_BUCKETS, PAGE_SECONDS_BUCKETS};
+use mineru_protocol::worker::{DOCUMENT_SECONDS_BUCKETS, PAGE_SECONDS_BUCKETS};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::json;
 

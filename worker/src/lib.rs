@@ -1,12 +1,9 @@
 //! MinerU document extraction: pdfium rendering, the MinerU2.5 two-step protocol against a vLLM
 //! server, a model-free text-layer backend, MinerU-compatible output, and a strict vLLM simulator.
-pub mod client;
-pub mod model;
 pub mod otsl;
 pub mod output;
 pub mod parse;
 pub mod pdf;
-pub mod protocol;
 pub mod render_pool;
 pub mod server;
 pub mod signals;

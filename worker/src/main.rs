@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use mineru_worker::client::{ClientConfig, VlmClient};
+use mineru_protocol::client::{ClientConfig, VlmClient};
 use mineru_worker::output::{self, Backend, PageResult};
 use mineru_worker::parse::{
     Extractor, PageRange, PixelLimits, Progress, ProgressFn, parse_document,

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 use serde::Serialize;
 
-use crate::model::{Block, BlockType, Page};
+use mineru_protocol::model::{Block, BlockType, Page};
 use crate::text::join_text;
 
 /// Which extraction backend produced a page.
@@ -535,7 +535,7 @@ fn to_json<T: Serialize>(what: &'static str, value: &T) -> Result<String, Output
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::BBox;
+    use mineru_protocol::model::BBox;
 
     fn block(kind: BlockType, y: u32, content: &str) -> Block {
         Block {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use futures::StreamExt as _;
 
-use crate::client::VlmClient;
+use mineru_protocol::client::VlmClient;
 use crate::output::PageResult;
 use crate::pdf::{Document, Pages, PdfError};
 use crate::render_pool::RenderPool;

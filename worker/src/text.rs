@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use crate::model::{Angle, BBOX_SCALE, BBox, Block, BlockType, Page};
+use mineru_protocol::model::{Angle, BBOX_SCALE, BBox, Block, BlockType, Page};
 use crate::output::{Backend, PageResult};
 use crate::pdf::{Orientation, PageText, Pages, PdfError, Rect, TextChar};
 

@@ -6,7 +6,7 @@
 //! outside 0..=1000 or without area are dropped, `unknown` becomes `image`, `inline_formula` is
 //! skipped, near-duplicate boxes are suppressed and text inside tables is removed.
 
-use crate::model::{Angle, BBox, Block, BlockType};
+use mineru_protocol::model::{Angle, BBox, Block, BlockType};
 
 const BOX_START: &str = "<|box_start|>";
 const BOX_END_REF_START: &str = "<|box_end|><|ref_start|>";

@@ -13,10 +13,10 @@ use futures::{Stream, StreamExt as _};
 use image::codecs::png::{self, PngEncoder};
 use image::{ImageEncoder as _, Rgb, RgbImage, imageops};
 
-use crate::client::{ClientError, VlmClient};
-use crate::model::{Angle, Block, BlockType, Page, PageSignals};
+use mineru_protocol::client::{ClientError, VlmClient};
+use mineru_protocol::model::{Angle, Block, BlockType, Page, PageSignals};
 use crate::otsl::otsl_to_html;
-use crate::protocol::{LAYOUT_IMAGE_SIZE, MAX_IMAGE_EDGE_RATIO, MIN_IMAGE_EDGE, Step};
+use mineru_protocol::chat::{LAYOUT_IMAGE_SIZE, MAX_IMAGE_EDGE_RATIO, MIN_IMAGE_EDGE, Step};
 use crate::signals::has_ink;
 use crate::tokens::{LayoutError, parse_layout, select_for_recognition};
 

@@ -180,7 +180,7 @@ fn vlm_backend_without_a_server_url_is_refused() {
 
 mod vlm {
     use super::*;
-    use mineru_worker::model::{Angle, BBox, Block, BlockType};
+    use mineru_protocol::model::{Angle, BBox, Block, BlockType};
     use mineru_worker::simulator::{self, LayoutAnswer, Scenario, SimConfig};
 
     fn block(kind: BlockType, [x0, y0, x1, y1]: [u32; 4]) -> Block {

@@ -1,8 +1,8 @@
 //! The wire protocol: request shapes, answer interpretation, and the client's traffic against
 //! the strict simulator.
 
-use mineru_worker::client::{CallError, ClientConfig, ClientError, VlmClient};
-use mineru_worker::protocol::{AnswerError, ChatRequest, Step, parse_answer, request_body};
+use mineru_protocol::client::{CallError, ClientConfig, ClientError, VlmClient};
+use mineru_protocol::chat::{AnswerError, ChatRequest, Step, parse_answer, request_body};
 use mineru_worker::simulator::{self, SimConfig};
 use serde_json::{Value, json};
 
@@ -250,7 +250,7 @@ async fn oversized_server(size: usize, announced: bool) -> String {
 
 #[tokio::test]
 async fn an_answer_over_the_size_cap_is_refused_not_held() {
-    use mineru_worker::client::MAX_RESPONSE_BYTES;
+    use mineru_protocol::client::MAX_RESPONSE_BYTES;
     for announced in [true, false] {
         let url = oversized_server(MAX_RESPONSE_BYTES + 1, announced).await;
         let err = VlmClient::connect(ClientConfig::new(url))
@@ -277,7 +277,7 @@ struct AlwaysDown {
     calls: std::sync::atomic::AtomicU32,
 }
 
-impl mineru_worker::client::CallObserver for AlwaysDown {
+impl mineru_protocol::client::CallObserver for AlwaysDown {
     fn attempt(&self, _: Result<(), &CallError>, _: std::time::Duration, _: bool) {
         self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }

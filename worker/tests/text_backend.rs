@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Font, PageSpec, build_pdf};
-use mineru_worker::model::{Angle, BlockType};
+use mineru_protocol::model::{Angle, BlockType};
 use mineru_worker::output::{self, PageResult};
 use mineru_worker::pdf::Document;
 use mineru_worker::text;

@@ -1,6 +1,6 @@
 //! The layout token parser and MinerU's block filtering, by table.
 
-use mineru_worker::model::{Angle, BBox, Block, BlockType};
+use mineru_protocol::model::{Angle, BBox, Block, BlockType};
 use mineru_worker::tokens::{parse_layout, render_layout, select_for_recognition};
 
 fn record(coords: &str, kind: &str, rest: &str) -> String {

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::StreamExt as _;
 use image::{Rgb, RgbImage};
-use mineru_worker::client::{ClientConfig, VlmClient};
-use mineru_worker::model::{Angle, BBox, Block, BlockType};
+use mineru_protocol::client::{ClientConfig, VlmClient};
+use mineru_protocol::model::{Angle, BBox, Block, BlockType};
 use mineru_worker::simulator::{self, LayoutAnswer, Scenario, SimConfig, SimHandle};
 use mineru_worker::vlm::{
     PageRenderer, VlmError, VlmOptions, block_png, extract_page, extract_pages, layout_png,

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use common::{Font, PageSpec, build_pdf};
 use futures::StreamExt as _;
-use mineru_worker::client::{ClientConfig, VlmClient};
-use mineru_worker::model::BlockType;
+use mineru_protocol::client::{ClientConfig, VlmClient};
+use mineru_protocol::model::BlockType;
 use mineru_worker::pdf::Document;
 use mineru_worker::simulator::{self, SimConfig};
 use mineru_worker::vlm::{VlmOptions, extract_pages};

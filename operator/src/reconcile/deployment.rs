@@ -218,7 +218,7 @@ fn tmp_size_limit(spec: &WorkerSpec) -> Quantity {
     let upload = spec
         .max_file_bytes
         .0
-        .parse::<mineru_worker::server::ByteSize>()
+        .parse::<mineru_protocol::worker::ByteSize>()
         .map_or(0, |size| size.0);
     let documents = u64::try_from(spec.max_concurrent_documents.max(1)).unwrap_or(1);
     let bytes = upload.saturating_mul(documents).saturating_add(64 << 20);
@@ -261,7 +261,7 @@ fn default_resources(spec: &WorkerSpec) -> ResourceRequirements {
     let upload = spec
         .max_file_bytes
         .0
-        .parse::<mineru_worker::server::ByteSize>()
+        .parse::<mineru_protocol::worker::ByteSize>()
         .map_or(0, |size| size.0);
     let per_document = upload
         .saturating_mul(2)

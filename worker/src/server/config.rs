@@ -3,8 +3,9 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
+
+use mineru_protocol::worker::ByteSize;
 
 use crate::output::Backend;
 use crate::parse::PixelLimits;
@@ -118,37 +119,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// A byte count written as a plain number or a Kubernetes quantity (`Ki`, `Mi`, `Gi`, `k`, `M`,
-/// `G`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteSize(pub u64);
-
-impl FromStr for ByteSize {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (digits, unit) = s.split_at(split);
-        let n: u64 = digits
-            .parse()
-            .map_err(|_| format!("{s:?} is not a byte size (e.g. 1048576, 100Mi, 20M)"))?;
-        let factor: u64 = match unit {
-            "" => 1,
-            "k" => 1_000,
-            "M" => 1_000_000,
-            "G" => 1_000_000_000,
-            "Ki" => 1 << 10,
-            "Mi" => 1 << 20,
-            "Gi" => 1 << 30,
-            other => return Err(format!("unknown byte unit {other:?} in {s:?}")),
-        };
-        n.checked_mul(factor)
-            .map(ByteSize)
-            .ok_or_else(|| format!("{s:?} is too large"))
-    }
-}
-
 /// `500ms`, `30s`, `2m`, `1h`; a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -163,28 +133,5 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
         "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
         other => Err(format!("unknown duration unit {other:?} in {s:?}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn byte_sizes_read_as_kubernetes_quantities() {
-        assert_eq!("100Mi".parse(), Ok(ByteSize(100 << 20)));
-        assert_eq!("20M".parse(), Ok(ByteSize(20_000_000)));
-        assert_eq!("4096".parse(), Ok(ByteSize(4096)));
-        assert!("1.5Gi".parse::<ByteSize>().is_err());
-        assert!("10Qi".parse::<ByteSize>().is_err());
-    }
-
-    #[test]
-    fn durations_take_a_unit_suffix() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("soon").is_err());
     }
 }

@@ -7,7 +7,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::client::ClientError;
+use mineru_protocol::client::ClientError;
 use crate::parse::ParseError;
 use crate::pdf::PdfError;
 use crate::vlm::VlmError;

@@ -12,8 +12,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::client::CallError;
-use crate::model::BlockType;
+use mineru_protocol::client::CallError;
+use mineru_protocol::worker::{DOCUMENT_SECONDS_BUCKETS, PAGE_SECONDS_BUCKETS};
+use mineru_protocol::model::BlockType;
 use crate::output::Backend;
 use crate::render_pool::{PoolObserver, StopReason};
 use crate::signals::DocumentSignals;
@@ -179,20 +180,6 @@ impl PoolObserver for Metrics {
             .inc();
     }
 }
-
-/// Bounds of `request_duration_seconds`: fine where the SLOs and the latency checks draw
-/// their lines (P50 45 s, P95 90 s, the 120 s spike), since a quantile between two bounds is
-/// interpolated.
-pub const DOCUMENT_SECONDS_BUCKETS: [f64; 17] = [
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0,
-    600.0,
-];
-
-/// Bounds of `page_duration_seconds`: from the text backend's milliseconds per page to a slow
-/// GPU tier's tens of seconds.
-pub const PAGE_SECONDS_BUCKETS: [f64; 15] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0,
-];
 
 /// Bounds of `page_blocks`: an empty page, a sparse one, a dense one.
 pub const PAGE_BLOCKS_BUCKETS: [f64; 8] = [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];

@@ -36,10 +36,9 @@ use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-pub use config::{ByteSize, LogFormat, ServeArgs};
-pub use metrics::{DOCUMENT_SECONDS_BUCKETS, PAGE_SECONDS_BUCKETS};
+pub use config::{LogFormat, ServeArgs};
 
-use crate::client::{ClientConfig, ClientError, VlmClient};
+use mineru_protocol::client::{ClientConfig, ClientError, VlmClient};
 use crate::output::Backend;
 use crate::parse::Pdfium;
 use crate::render_pool::{PoolConfig, RenderPool};

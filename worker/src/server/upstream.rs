@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::client::{CallError, CallObserver, ClientConfig, ClientError, VlmClient};
+use mineru_protocol::client::{CallError, CallObserver, ClientConfig, ClientError, VlmClient};
 
 use super::breaker::{Breaker, Transition};
 use super::metrics::Metrics;

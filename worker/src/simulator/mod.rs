@@ -39,7 +39,7 @@ pub use faults::{Faults, Injected};
 pub use scenario::{LayoutAnswer, Scenario, ScenarioError, page_key};
 pub use strict::Deviation;
 
-use crate::protocol::{
+use mineru_protocol::chat::{
     AssistantMessage, ChatResponse, Choice, ErrorResponse, ModelCard, ModelList, Step, Usage,
 };
 

@@ -24,8 +24,8 @@ use image::RgbImage;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::model::{Angle, BBox, Block, BlockType};
-use crate::protocol::Step;
+use mineru_protocol::model::{Angle, BBox, Block, BlockType};
+use mineru_protocol::chat::Step;
 use crate::tokens::render_layout;
 
 /// A layout answer: blocks rendered as tokens, or a raw stream sent verbatim (to test how a

@@ -10,7 +10,7 @@ use image::RgbImage;
 use serde::Deserialize as _;
 use serde_json::{Map, Value};
 
-use crate::protocol::{
+use mineru_protocol::chat::{
     ChatRequest, ContentPart, LAYOUT_IMAGE_SIZE, MAX_IMAGE_EDGE_RATIO, MIN_IMAGE_EDGE, Message,
     PNG_DATA_URL_PREFIX, SYSTEM_PROMPT, Step,
 };

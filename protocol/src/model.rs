@@ -352,7 +352,7 @@ pub struct Page {
     pub signals: PageSignals,
 }
 
-/// What extracting a page showed about the model's answers (see [`crate::signals`]).
+/// What extracting a page showed about the model's answers (see the worker's `signals`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PageSignals {
     /// Answers for this page cut at the server's length limit (`finish_reason: length`).

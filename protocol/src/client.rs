@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use tokio::sync::Semaphore;
 
-use crate::protocol::{Answer, AnswerError, ModelList, Step, parse_answer, request_body};
+use crate::chat::{Answer, AnswerError, ModelList, Step, parse_answer, request_body};
 
 /// Longest wait a server's `Retry-After` can impose on one retry.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
