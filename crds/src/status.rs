@@ -78,7 +78,7 @@ pub struct MineruDeploymentStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_revisions: Vec<Revisions>,
 
-    /// Standard conditions: Available, Progressing, Degraded, RolledBack, PreflightFailed.
+    /// Standard conditions: Available, Progressing, Degraded, RolledBack, PreflightFailed, ModelServerFailing (vLLM containers keep exiting; the message says why).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 

@@ -32,7 +32,7 @@ use crate::{
     drive,
     error::{Error, Result},
     labels,
-    metrics::CanaryTraffic,
+    metrics::{Hold, ObjectState},
     notify, observe,
     reconcile::{
         DesiredObjects, Owner, SpecRevisions, Topology, apply::ChildSet, events, recorded_templates,
@@ -145,8 +145,7 @@ pub async fn reconcile(md: Arc<MineruDeployment>, ctx: Arc<Context>) -> Result<A
     let Some(decided) = decided else {
         return Ok(Action::requeue(OUTDATED_RETRY));
     };
-    ctx.metrics
-        .set_state(&namespace, &name, decided.phase, decided.canary);
+    ctx.metrics.set_state(&namespace, &name, decided.state);
     Ok(Action::requeue(next_look(
         decided.requeue_at,
         (ctx.clock)().0,
@@ -356,11 +355,7 @@ async fn reconcile_objects(
     }
     acted?;
     Ok(Round::Decided(Decided {
-        phase: new.phase.unwrap_or(Phase::Progressing),
-        canary: CanaryTraffic {
-            weight: new.canary_weight.unwrap_or(0),
-            share: new.canary_share.unwrap_or(0),
-        },
+        state: object_state(&new),
         requeue_at: [decision.requeue_at, rotation.due_at]
             .into_iter()
             .flatten()
@@ -556,9 +551,29 @@ async fn publish(ctx: &Context, md: &MineruDeployment, notices: Vec<events::Noti
 
 /// What a reconcile decided, for metrics and the next look.
 struct Decided {
-    phase: Phase,
-    canary: CanaryTraffic,
+    state: ObjectState,
     requeue_at: Option<Timestamp>,
+}
+
+/// What the metrics show of a status just recorded.
+fn object_state(status: &MineruDeploymentStatus) -> ObjectState {
+    let preflight_failed = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "PreflightFailed" && c.status == "True");
+    ObjectState {
+        phase: status.phase.unwrap_or(Phase::Progressing),
+        weight: status.canary_weight.unwrap_or(0),
+        share: status.canary_share.unwrap_or(0),
+        gate_errors: status.consecutive_errors,
+        holding: if status.evidence_overdue {
+            Some(Hold::EvidenceOverdue)
+        } else if preflight_failed {
+            Some(Hold::PreflightFailed)
+        } else {
+            None
+        },
+    }
 }
 
 /// The vLLM pods of this MineruDeployment (restarts, scheduling); owned by their StatefulSets.

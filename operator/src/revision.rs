@@ -106,7 +106,7 @@ mod tests {
         // Pinned values: the hash must not depend on the process, the run or the map type. A
         // change here means every running deployment gets new revisions on upgrade: only
         // accept it when the pod templates changed on purpose.
-        assert_eq!(model("docs", &model_spec()).unwrap(), "m-1ab7ae04");
+        assert_eq!(model("docs", &model_spec()).unwrap(), "m-1739560c");
         assert_eq!(
             worker("docs", &worker_template("m-00000000")).unwrap(),
             "w-8f540806"

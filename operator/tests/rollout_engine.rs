@@ -1757,9 +1757,39 @@ fn conditions_written_by_others_are_kept() {
     assert_eq!(condition(&world, "ChangeFreeze").1, "HolidayFreeze");
     assert_eq!(
         world.status().conditions.len(),
-        6,
-        "five of ours and theirs"
+        7,
+        "six of ours and theirs"
     );
+}
+
+#[test]
+fn a_vllm_that_keeps_exiting_is_named_with_its_reason_until_it_runs() {
+    let mut world = World::at_first_step(defaults(), new_model());
+    assert_eq!(condition(&world, "ModelServerFailing").0, "False");
+    let revision = world.status().canary.clone().unwrap().model_revision;
+    let why = "vLLM exits at start: its image lacks mineru_vl_utils";
+    world
+        .input
+        .observed
+        .vllm_failures
+        .insert(revision.clone(), why.into());
+    world.decide();
+    let failing = world
+        .status()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ModelServerFailing")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (failing.status.as_str(), failing.reason.as_str()),
+        ("True", "ContainerExiting")
+    );
+    assert_eq!(failing.message, format!("revision {revision}: {why}"));
+
+    world.input.observed.vllm_failures.clear();
+    world.decide();
+    assert_eq!(condition(&world, "ModelServerFailing").0, "False");
 }
 
 #[test]

@@ -40,6 +40,14 @@ pub fn notices(
             format!("deploying revision {}", pair(stable)),
         ));
     }
+    if let Some(failing) = newly_true(old, new, "ModelServerFailing") {
+        notices.push(Notice {
+            type_: EventType::Warning,
+            reason: "ModelServerFailing",
+            action: "Observe",
+            note: fit(failing.to_owned()),
+        });
+    }
     if !report.created.is_empty() {
         notices.push(normal(
             "Created",
@@ -65,6 +73,25 @@ pub fn notices(
         ));
     }
     notices
+}
+
+/// The message of condition `kind` when it is true in `new` and was not, with that message, in
+/// `old`: news once per cause, not per reconcile.
+fn newly_true<'a>(
+    old: &MineruDeploymentStatus,
+    new: &'a MineruDeploymentStatus,
+    kind: &str,
+) -> Option<&'a str> {
+    let now = true_message(new, kind)?;
+    (true_message(old, kind) != Some(now)).then_some(now)
+}
+
+fn true_message<'a>(status: &'a MineruDeploymentStatus, kind: &str) -> Option<&'a str> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind && c.status == "True")
+        .map(|c| c.message.as_str())
 }
 
 /// The rollout engine's decisions as Events; rollbacks and holds are warnings.
@@ -166,6 +193,32 @@ mod tests {
             notices[1].note,
             "created StatefulSet/docs-vllm-m-1, Service/docs"
         );
+    }
+
+    #[test]
+    fn a_failing_model_server_is_announced_once_per_cause() {
+        let failing = |message: &str| MineruDeploymentStatus {
+            conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: "ModelServerFailing".into(),
+                status: "True".into(),
+                reason: "ContainerExiting".into(),
+                message: message.into(),
+                last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ),
+                observed_generation: None,
+            }],
+            ..stable()
+        };
+        let none = ApplyReport::default();
+        let first = notices(&stable(), &failing("revision m-1: lacks mineru_vl_utils"), &none);
+        assert_eq!(reasons(&first), ["ModelServerFailing"]);
+        assert_eq!(first[0].type_, EventType::Warning);
+        assert_eq!(first[0].note, "revision m-1: lacks mineru_vl_utils");
+        let same = failing("revision m-1: lacks mineru_vl_utils");
+        assert_eq!(notices(&same, &same, &none), []);
+        let other = failing("revision m-1: killed (exit code 137)");
+        assert_eq!(reasons(&notices(&same, &other, &none)), ["ModelServerFailing"]);
     }
 
     #[test]

@@ -231,6 +231,9 @@ fn container(spec: &ModelSpec) -> Container {
         readiness_probe: Some(readiness_probe(spec)),
         liveness_probe: Some(http_probe("/health")),
         security_context: Some(security::container(false)),
+        // A vLLM that exits at start says why only in its log; the kubelet keeps the tail as
+        // the termination message, which the operator reads into status.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Container::default()
     }
 }

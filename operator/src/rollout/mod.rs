@@ -121,6 +121,8 @@ pub struct Observed {
     pub unschedulable: BTreeSet<String>,
     /// Container restarts of vLLM pods per model revision.
     pub vllm_restarts: BTreeMap<String, i32>,
+    /// Why the vLLM containers of a model revision keep exiting, from their last words.
+    pub vllm_failures: BTreeMap<String, String>,
     /// GPUs free in the cluster for the canary, when known.
     pub free_gpus: Option<i32>,
     /// What the canary needs and lacks before its first traffic (Prometheus unreachable, a gate

@@ -242,6 +242,29 @@ fn condition(m: &View<'_>, kind: &str, on: bool, reason: &str, message: &str) ->
     }
 }
 
+/// `ModelServerFailing`: vLLM containers of a revision keep exiting, and what they said last.
+/// A crash loop otherwise shows only as a tier that never gets ready.
+fn model_server_failing(m: &View<'_>) -> Condition {
+    let failures = &m.input.observed.vllm_failures;
+    let message = failures
+        .iter()
+        .map(|(revision, why)| format!("revision {revision}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let failing = !failures.is_empty();
+    condition(
+        m,
+        "ModelServerFailing",
+        failing,
+        if failing {
+            "ContainerExiting"
+        } else {
+            "AsExpected"
+        },
+        &message,
+    )
+}
+
 /// The next instant at which time alone changes something.
 fn requeue_at(m: &View<'_>, plan: &Plan) -> Option<Timestamp> {
     let rollout = &m.input.rollout;
@@ -429,6 +452,7 @@ pub(super) fn finish(
                 String::new()
             },
         ),
+        model_server_failing(&m),
         condition(
             &m,
             "RolledBack",
@@ -447,6 +471,7 @@ pub(super) fn finish(
         "Progressing",
         "Degraded",
         "PreflightFailed",
+        "ModelServerFailing",
         "RolledBack",
     ];
     let mut all: Vec<Condition> =
