@@ -448,7 +448,11 @@ mod tests {
             "{text}"
         );
         metrics.set_state("parsing", "docs", held(None));
-        assert!(!metrics.render().contains("rollout_holding{"), "{}", metrics.render());
+        assert!(
+            !metrics.render().contains("rollout_holding{"),
+            "{}",
+            metrics.render()
+        );
     }
 
     #[test]

@@ -54,12 +54,7 @@ pub fn observe(
             .map(|container| container.restart_count)
             .sum();
         *observed.vllm_restarts.entry(revision.clone()).or_default() += restarts;
-        if let Some(why) = status
-            .container_statuses
-            .iter()
-            .flatten()
-            .find_map(failing)
-        {
+        if let Some(why) = status.container_statuses.iter().flatten().find_map(failing) {
             observed.vllm_failures.insert(revision.clone(), why);
         }
         let lacks_gpus = status.conditions.iter().flatten().any(|condition| {
@@ -81,15 +76,26 @@ pub fn observe(
 /// Why a container that is down now exited last, when it failed: the kubelet keeps its last
 /// log lines as the termination message (`FallbackToLogsOnError` on the vLLM container).
 fn failing(container: &ContainerStatus) -> Option<String> {
-    let down = container.state.as_ref().is_some_and(|s| s.running.is_none());
+    let down = container
+        .state
+        .as_ref()
+        .is_some_and(|s| s.running.is_none());
     let exited = [
         container.state.as_ref().and_then(|s| s.terminated.as_ref()),
-        container.last_state.as_ref().and_then(|s| s.terminated.as_ref()),
+        container
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref()),
     ]
     .into_iter()
     .flatten()
     .find(|t| t.exit_code != 0)?;
-    down.then(|| diagnose(exited.exit_code, exited.message.as_deref().unwrap_or_default()))
+    down.then(|| {
+        diagnose(
+            exited.exit_code,
+            exited.message.as_deref().unwrap_or_default(),
+        )
+    })
 }
 
 /// What a vLLM container's exit code and last log lines say, in words a person can act on.
@@ -237,7 +243,13 @@ RuntimeError: Failed to load 0th LogitsProcessor plugin mineru_vl_utils:MinerULo
     #[test]
     fn a_container_running_again_is_not_failing_for_an_old_exit() {
         let mut pod = crashing("m-a", 1, MISSING_PROCESSOR);
-        let container = &mut pod.status.as_mut().unwrap().container_statuses.as_mut().unwrap()[0];
+        let container = &mut pod
+            .status
+            .as_mut()
+            .unwrap()
+            .container_statuses
+            .as_mut()
+            .unwrap()[0];
         container.state = serde_json::from_value(json!({"running": {}})).unwrap();
         let observed = observe(&[], &[], &[pod], "nvidia.com/gpu");
         assert!(observed.vllm_failures.is_empty());

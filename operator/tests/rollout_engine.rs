@@ -1755,11 +1755,7 @@ fn conditions_written_by_others_are_kept() {
         });
     world.decide();
     assert_eq!(condition(&world, "ChangeFreeze").1, "HolidayFreeze");
-    assert_eq!(
-        world.status().conditions.len(),
-        7,
-        "six of ours and theirs"
-    );
+    assert_eq!(world.status().conditions.len(), 7, "six of ours and theirs");
 }
 
 #[test]

@@ -17,9 +17,9 @@ use criterion::{
     BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main,
 };
 use image::RgbImage;
+use mineru_protocol::chat::{Step, request_body};
 use mineru_protocol::model::Block;
 use mineru_worker::pdf::{Document, Pages};
-use mineru_protocol::chat::{Step, request_body};
 use mineru_worker::render_pool::{PoolConfig, RenderPool};
 use mineru_worker::text;
 use mineru_worker::tokens::select_for_recognition;

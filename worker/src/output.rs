@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 use serde::Serialize;
 
-use mineru_protocol::model::{Block, BlockType, Page};
 use crate::text::join_text;
+use mineru_protocol::model::{Block, BlockType, Page};
 
 /// Which extraction backend produced a page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]

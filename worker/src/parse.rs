@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use futures::StreamExt as _;
 
-use mineru_protocol::client::VlmClient;
 use crate::output::PageResult;
 use crate::pdf::{Document, Pages, PdfError};
 use crate::render_pool::RenderPool;
 use crate::text;
 use crate::vlm::{self, PageRenderer, VlmError, VlmOptions};
+use mineru_protocol::client::VlmClient;
 
 /// Which backend extracts the pages, with what it needs.
 #[derive(Debug, Clone)]

@@ -9,9 +9,9 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use mineru_protocol::model::{Angle, BBOX_SCALE, BBox, Block, BlockType, Page};
 use crate::output::{Backend, PageResult};
 use crate::pdf::{Orientation, PageText, Pages, PdfError, Rect, TextChar};
+use mineru_protocol::model::{Angle, BBOX_SCALE, BBox, Block, BlockType, Page};
 
 /// MinerU's rule of thumb: fewer clean characters than this on a page means it needs OCR.
 pub const MIN_CLEAN_CHARS: usize = 50;

@@ -13,12 +13,12 @@ use futures::{Stream, StreamExt as _};
 use image::codecs::png::{self, PngEncoder};
 use image::{ImageEncoder as _, Rgb, RgbImage, imageops};
 
-use mineru_protocol::client::{ClientError, VlmClient};
-use mineru_protocol::model::{Angle, Block, BlockType, Page, PageSignals};
 use crate::otsl::otsl_to_html;
-use mineru_protocol::chat::{LAYOUT_IMAGE_SIZE, MAX_IMAGE_EDGE_RATIO, MIN_IMAGE_EDGE, Step};
 use crate::signals::has_ink;
 use crate::tokens::{LayoutError, parse_layout, select_for_recognition};
+use mineru_protocol::chat::{LAYOUT_IMAGE_SIZE, MAX_IMAGE_EDGE_RATIO, MIN_IMAGE_EDGE, Step};
+use mineru_protocol::client::{ClientError, VlmClient};
+use mineru_protocol::model::{Angle, Block, BlockType, Page, PageSignals};
 
 /// Renders pages of one document. Implementations may serialise internally (pdfium does);
 /// `render` is always called from the blocking thread pool.

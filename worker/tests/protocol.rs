@@ -1,8 +1,8 @@
 //! The wire protocol: request shapes, answer interpretation, and the client's traffic against
 //! the strict simulator.
 
-use mineru_protocol::client::{CallError, ClientConfig, ClientError, VlmClient};
 use mineru_protocol::chat::{AnswerError, ChatRequest, Step, parse_answer, request_body};
+use mineru_protocol::client::{CallError, ClientConfig, ClientError, VlmClient};
 use mineru_worker::simulator::{self, SimConfig};
 use serde_json::{Value, json};
 

@@ -6,8 +6,8 @@ use std::io::BufRead as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mineru_protocol::client::{ClientConfig, ClientError, VlmClient};
 use mineru_protocol::chat::Step;
+use mineru_protocol::client::{ClientConfig, ClientError, VlmClient};
 use mineru_worker::simulator::{
     self, Faults, LayoutAnswer, Scenario, SimConfig, SimHandle, page_key,
 };

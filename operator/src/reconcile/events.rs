@@ -211,14 +211,21 @@ mod tests {
             ..stable()
         };
         let none = ApplyReport::default();
-        let first = notices(&stable(), &failing("revision m-1: lacks mineru_vl_utils"), &none);
+        let first = notices(
+            &stable(),
+            &failing("revision m-1: lacks mineru_vl_utils"),
+            &none,
+        );
         assert_eq!(reasons(&first), ["ModelServerFailing"]);
         assert_eq!(first[0].type_, EventType::Warning);
         assert_eq!(first[0].note, "revision m-1: lacks mineru_vl_utils");
         let same = failing("revision m-1: lacks mineru_vl_utils");
         assert_eq!(notices(&same, &same, &none), []);
         let other = failing("revision m-1: killed (exit code 137)");
-        assert_eq!(reasons(&notices(&same, &other, &none)), ["ModelServerFailing"]);
+        assert_eq!(
+            reasons(&notices(&same, &other, &none)),
+            ["ModelServerFailing"]
+        );
     }
 
     #[test]

@@ -7,10 +7,10 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use mineru_protocol::client::ClientError;
 use crate::parse::ParseError;
 use crate::pdf::PdfError;
 use crate::vlm::VlmError;
+use mineru_protocol::client::ClientError;
 
 use super::metrics::Outcome;
 

@@ -12,12 +12,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use mineru_protocol::client::CallError;
-use mineru_protocol::worker::{DOCUMENT_SECONDS_BUCKETS, PAGE_SECONDS_BUCKETS};
-use mineru_protocol::model::BlockType;
 use crate::output::Backend;
 use crate::render_pool::{PoolObserver, StopReason};
 use crate::signals::DocumentSignals;
+use mineru_protocol::client::CallError;
+use mineru_protocol::model::BlockType;
+use mineru_protocol::worker::{DOCUMENT_SECONDS_BUCKETS, PAGE_SECONDS_BUCKETS};
 
 /// How a `/file_parse` request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -38,13 +38,13 @@ use tokio::sync::Notify;
 
 pub use config::{LogFormat, ServeArgs};
 
-use mineru_protocol::client::{ClientConfig, ClientError, VlmClient};
 use crate::output::Backend;
 use crate::parse::Pdfium;
 use crate::render_pool::{PoolConfig, RenderPool};
 use admission::Admission;
 use breaker::Breaker;
 use metrics::Metrics;
+use mineru_protocol::client::{ClientConfig, ClientError, VlmClient};
 use upstream::{KeyFile, KeyFileError, Recorder, Upstream};
 
 /// Room for the form fields and multipart framing around a maximal file.

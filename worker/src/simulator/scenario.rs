@@ -24,9 +24,9 @@ use image::RgbImage;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
-use mineru_protocol::model::{Angle, BBox, Block, BlockType};
-use mineru_protocol::chat::Step;
 use crate::tokens::render_layout;
+use mineru_protocol::chat::Step;
+use mineru_protocol::model::{Angle, BBox, Block, BlockType};
 
 /// A layout answer: blocks rendered as tokens, or a raw stream sent verbatim (to test how a
 /// client copes with malformed streams).
