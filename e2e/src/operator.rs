@@ -1,7 +1,11 @@
 //! The operator as users install it: the CRD with kubectl, the chart's RBAC, and the binary
 //! running as its own process under the ServiceAccount identity the chart binds.
 
-use std::{path::Path, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+};
 
 use anyhow::{Result, bail};
 use serde_json::Value;
@@ -125,6 +129,61 @@ pub fn render_chart(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8(output.stdout)?)
 }
 
+/// The chart's NOTES.txt as `helm install` would print it with `args`. Helm renders NOTES only
+/// on install, which needs a cluster it can check `kubeVersion` against; so a copy of the chart
+/// renders the same text as a plain template, offline, at the control plane's version.
+pub fn render_notes(args: &[&str]) -> Result<String> {
+    static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let copy = std::env::temp_dir().join(format!(
+        "mineru-chart-notes-{}-{}",
+        std::process::id(),
+        COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    copy_dir(&repo_path("charts/mineru-operator"), &copy)?;
+    let templates = copy.join("templates");
+    let notes = std::fs::read_to_string(templates.join("NOTES.txt"))?;
+    std::fs::write(
+        templates.join("_notes.tpl"),
+        format!("{{{{- define \"e2e.notes\" }}}}{notes}{{{{ end }}}}"),
+    )?;
+    std::fs::write(
+        templates.join("notes.yaml"),
+        "notes: {{ include \"e2e.notes\" . | toJson }}\n",
+    )?;
+    let output = Command::new(crate::controlplane::toolchain()?.bin.join("helm"))
+        .args(["template", "mineru-operator", copy.to_str().unwrap()])
+        .args([
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--kube-version",
+            "1.37.2",
+        ])
+        .args(["--show-only", "templates/notes.yaml"])
+        .args(args)
+        .output();
+    std::fs::remove_dir_all(&copy)?;
+    let output = output?;
+    if !output.status.success() {
+        bail!("helm template: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let rendered: Value = serde_yaml::from_slice(&output.stdout)?;
+    Ok(rendered["notes"].as_str().unwrap_or_default().to_owned())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
 /// Starts the operator (identity `e2e-operator-0`, flags `extra`), applies the minimal example
 /// in `namespace` (which must exist) and waits until it is Healthy; the operator and the status.
 pub fn run_minimal_example(
@@ -157,4 +216,56 @@ pub fn get_json(plane: &ControlPlane, args: &[&str]) -> Result<Value> {
     let mut full = args.to_vec();
     full.extend(["-o", "json"]);
     Ok(serde_json::from_str(&plane.kubectl(&full)?)?)
+}
+
+/// The Prometheus Operator's CRD manifests (`monitoring.coreos.com_*.yaml`), collected once per
+/// version by `e2e/scripts/install-deps.sh`.
+pub fn prometheus_operator_crds() -> Result<&'static Path> {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    if let Some(dir) = DIR.get() {
+        return Ok(dir);
+    }
+    let script = repo_path("e2e/scripts/install-deps.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .arg("prometheus-operator-crds")
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "{} prometheus-operator-crds: {}",
+            script.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let dir = PathBuf::from(String::from_utf8(output.stdout)?.trim());
+    Ok(DIR.get_or_init(|| dir))
+}
+
+/// Installs the PodMonitor and PrometheusRule CRDs and waits until both are served.
+pub fn install_monitoring_crds(plane: &ControlPlane) -> Result<()> {
+    let dir = prometheus_operator_crds()?;
+    for plural in ["podmonitors", "prometheusrules"] {
+        let manifest = dir.join(format!("monitoring.coreos.com_{plural}.yaml"));
+        plane.kubectl(&["apply", "--server-side", "-f", manifest.to_str().unwrap()])?;
+        wait_established(plane, &format!("{plural}.monitoring.coreos.com"))?;
+    }
+    Ok(())
+}
+
+/// Waits until the CRD `name` is Established. (`kubectl wait` fails at once, rather than
+/// waiting, while a just-created CRD has no conditions yet.)
+pub fn wait_established(plane: &ControlPlane, name: &str) -> Result<()> {
+    crate::wait_until(
+        &format!("the CRD {name} to be Established"),
+        std::time::Duration::from_secs(60),
+        || {
+            let established = plane.kubectl(&[
+                "get",
+                &format!("crd/{name}"),
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+            ])?;
+            Ok((established.trim() == "True").then_some(()))
+        },
+    )
 }
