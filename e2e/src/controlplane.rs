@@ -42,6 +42,10 @@ impl Default for Nodes {
     }
 }
 
+/// The Kubernetes version e2e/controlplane/build.sh builds (`K8S_VERSION`), for what must name
+/// it, such as `helm template --kube-version` (the built API server calls itself v0.0.0).
+pub const KUBERNETES_VERSION: &str = "1.37.2";
+
 /// The built binaries, and the Gateway API CRDs and kwok stages next to them.
 pub struct Toolchain {
     pub bin: PathBuf,
@@ -485,3 +489,13 @@ rules:
   users: [\"system:serviceaccount:mineru-system:mineru-operator\"]
 - level: None
 ";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_kubernetes_version_is_the_one_the_build_script_builds() {
+        let script = std::fs::read_to_string(crate::repo_path("e2e/controlplane/build.sh")).unwrap();
+        let pinned = format!("K8S_VERSION=\"${{K8S_VERSION:-v{}}}\"", super::KUBERNETES_VERSION);
+        assert!(script.contains(&pinned), "{pinned} not in build.sh");
+    }
+}

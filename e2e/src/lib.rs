@@ -38,6 +38,48 @@ pub fn workspace_binary(name: &str) -> anyhow::Result<std::path::PathBuf> {
         })
 }
 
+/// A program on `PATH`.
+pub fn which(binary: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(binary))
+            .find(|path| path.is_file())
+    })
+}
+
+/// The files under `dir`, at any depth, whose path `wanted` keeps, sorted.
+pub fn files_under(
+    dir: &std::path::Path,
+    wanted: &dyn Fn(&std::path::Path) -> bool,
+) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_under(&path, wanted));
+        } else if wanted(&path) {
+            found.push(path);
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Copies the tree `from` to `to`.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
 /// Polls `check` until it returns `Some`, or fails with `what` and the last error after `budget`.
 pub fn wait_until<T>(
     what: &str,

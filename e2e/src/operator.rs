@@ -119,7 +119,7 @@ pub fn render_chart(args: &[&str]) -> Result<String> {
             "--namespace",
             OPERATOR_NAMESPACE,
             "--kube-version",
-            "1.37.2",
+            crate::controlplane::KUBERNETES_VERSION,
         ])
         .args(args)
         .output()?;
@@ -139,7 +139,7 @@ pub fn render_notes(args: &[&str]) -> Result<String> {
         std::process::id(),
         COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
-    copy_dir(&repo_path("charts/mineru-operator"), &copy)?;
+    crate::copy_dir(&repo_path("charts/mineru-operator"), &copy)?;
     let templates = copy.join("templates");
     let notes = std::fs::read_to_string(templates.join("NOTES.txt"))?;
     std::fs::write(
@@ -156,7 +156,7 @@ pub fn render_notes(args: &[&str]) -> Result<String> {
             "--namespace",
             OPERATOR_NAMESPACE,
             "--kube-version",
-            "1.37.2",
+            crate::controlplane::KUBERNETES_VERSION,
         ])
         .args(["--show-only", "templates/notes.yaml"])
         .args(args)
@@ -168,20 +168,6 @@ pub fn render_notes(args: &[&str]) -> Result<String> {
     }
     let rendered: Value = serde_yaml::from_slice(&output.stdout)?;
     Ok(rendered["notes"].as_str().unwrap_or_default().to_owned())
-}
-
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), target)?;
-        }
-    }
-    Ok(())
 }
 
 /// Starts the operator (identity `e2e-operator-0`, flags `extra`), applies the minimal example

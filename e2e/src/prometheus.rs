@@ -55,7 +55,7 @@ impl Prometheus {
 
     /// Starts Prometheus with `config` (its YAML configuration), with state under `dir`.
     pub async fn start_configured(dir: &Path, config: &str) -> Result<Self> {
-        let binary = which("prometheus").context(
+        let binary = crate::which("prometheus").context(
             "prometheus is not installed: run `make deps` (Debian package `prometheus`)",
         )?;
         std::fs::create_dir_all(dir)?;
@@ -184,14 +184,6 @@ fn scrape_config(targets: &[Target], interval: Duration) -> String {
         }
     }
     config
-}
-
-fn which(binary: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(binary))
-            .find(|path| path.is_file())
-    })
 }
 
 /// An HTTP server answering `GET /metrics` with whatever text the test last set.

@@ -12,7 +12,7 @@ use std::{
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use mineru_crds::MineruDeployment;
 use mineru_e2e::{
-    controlplane::{ControlPlane, Nodes, OPERATOR_NAMESPACE, toolchain},
+    controlplane::{ControlPlane, KUBERNETES_VERSION, Nodes, OPERATOR_NAMESPACE, toolchain},
     operator::{install_monitoring_crds, render_chart, render_notes, wait_established},
     repo_path, workspace_binary,
 };
@@ -57,16 +57,16 @@ fn pod_templates() -> Vec<PodTemplateSpec> {
 fn the_chart_lints_and_its_pod_monitor_scrapes_both_tiers_for_the_gates() {
     let chart = repo_path("charts/mineru-operator");
     let chart = chart.to_str().unwrap();
-    helm(&["lint", chart, "--kube-version", "1.37.2"]);
+    helm(&["lint", chart, "--kube-version", KUBERNETES_VERSION]);
 
     helm(&everything_enabled(&[
         "lint",
         chart,
         "--kube-version",
-        "1.37.2",
+        KUBERNETES_VERSION,
     ]));
 
-    let default = helm(&["template", "m", chart, "--kube-version", "1.37.2"]);
+    let default = helm(&["template", "m", chart, "--kube-version", KUBERNETES_VERSION]);
     for kind in ["PodMonitor", "PrometheusRule", "ConfigMap", "NetworkPolicy"] {
         assert!(
             !default.contains(&format!("kind: {kind}")),
@@ -79,7 +79,7 @@ fn the_chart_lints_and_its_pod_monitor_scrapes_both_tiers_for_the_gates() {
         "m",
         chart,
         "--kube-version",
-        "1.37.2",
+        KUBERNETES_VERSION,
         "--set",
         "podMonitor.enabled=true",
         "--show-only",
@@ -176,11 +176,8 @@ fn code_grants(scopes: &[Scope]) -> Grants {
 
 /// Every document of the chart rendered with `sets`, by (kind, namespace, name).
 fn rendered(sets: &[&str]) -> BTreeMap<(String, String, String), Value> {
-    let mut args = Vec::new();
-    for set in sets {
-        args.extend(["--set", set]);
-    }
-    documents(&render_chart(&args).unwrap())
+    let args: Vec<&str> = sets.iter().flat_map(|set| ["--set", set]).collect();
+    documents_of(&args)
 }
 
 /// The documents of a rendered manifest, by (kind, namespace, name).
@@ -390,7 +387,15 @@ fn bad_values_are_refused_by_the_schema_naming_the_field() {
             ],
             "'/topologySpreadConstraints/0/whenUnsatisfiable': value must be one of",
         ),
+        (
+            &["--set", "podDisruptionBudget.maxUnavailable=0"],
+            "'/podDisruptionBudget/maxUnavailable'",
+        ),
         // Past the schema, the templates refuse what only makes sense together.
+        (
+            &["--set", "podDisruptionBudget.minAvailable=2"],
+            "podDisruptionBudget.minAvailable must be below replicas",
+        ),
         (
             &["--set", "leaderElection.enabled=false"],
             "leaderElection.enabled: false needs replicas: 1",
@@ -591,6 +596,7 @@ fn two_replicas_get_a_disruption_budget_and_spread_over_nodes() {
     );
 }
 
+/// Every document of the chart rendered with helm `args`, by (kind, namespace, name).
 fn documents_of(args: &[&str]) -> BTreeMap<(String, String, String), Value> {
     documents(&render_chart(args).unwrap())
 }

@@ -12,13 +12,16 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     ffi::OsString,
     io::Read as _,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use mineru_e2e::{
     controlplane::{ControlPlane, Nodes, OPERATOR_NAMESPACE},
+    copy_dir, files_under,
+    operator::install_monitoring_crds,
+    process::tail_text,
     repo_path, wait_until, workspace_binary,
 };
 
@@ -354,6 +357,8 @@ impl Cluster {
             },
         )
         .unwrap();
+        // The monitoring objects the install page turns on need the Prometheus Operator's CRDs.
+        install_monitoring_crds(&plane).unwrap();
         let scratch = plane.dir().join("repo");
         std::fs::create_dir_all(scratch.join("helm")).unwrap();
         for entry in std::fs::read_dir(repo_path("")).unwrap() {
@@ -367,7 +372,7 @@ impl Cluster {
         // `kubeVersion` refuses at install: the commands get the chart without that line
         // (chart.rs renders and lints it with the constraint, at 1.37).
         let chart = scratch.join("charts/mineru-operator");
-        copy_dir(&repo_path("charts/mineru-operator"), &chart);
+        copy_dir(&repo_path("charts/mineru-operator"), &chart).unwrap();
         let manifest = std::fs::read_to_string(chart.join("Chart.yaml")).unwrap();
         let unconstrained = manifest
             .lines()
@@ -536,7 +541,7 @@ impl Cluster {
         match (run.ok || answered, refused) {
             (true, false) | (false, true) => None,
             (true, true) => Some(format!("accepted, but the docs say refused:\n{output}")),
-            (false, false) => Some(format!("exit {:?}:\n{}", run.code, tail(&output, 20))),
+            (false, false) => Some(format!("exit {:?}:\n{}", run.code, tail_text(&output, 20))),
         }
     }
 }
@@ -546,11 +551,6 @@ struct Run {
     code: Option<i32>,
     stdout: String,
     stderr: String,
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 const FIXTURE: &str = "apiVersion: v1
@@ -674,7 +674,7 @@ fn the_runbooks_have_every_anchor_the_alerts_and_the_docs_link_to() {
         .into_iter()
         .map(|(file, _)| repo_path(&file))
         .collect();
-    collect_files(&repo_path("charts"), &mut sources);
+    sources.extend(files_under(&repo_path("charts"), &|_| true));
     for source in sources {
         let Ok(text) = std::fs::read_to_string(&source) else {
             continue;
@@ -708,33 +708,6 @@ fn github_anchor(heading: &str) -> String {
             _ => None,
         })
         .collect()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect_files(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
 }
 
 #[test]

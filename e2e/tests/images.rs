@@ -8,7 +8,7 @@ use std::{
     sync::OnceLock,
 };
 
-use mineru_e2e::repo_path;
+use mineru_e2e::{files_under, repo_path};
 
 /// hadolint and actionlint, installed once per version by `install-deps.sh linters`.
 fn linters() -> &'static Path {
@@ -49,27 +49,13 @@ fn report(output: &Output) -> String {
 }
 
 /// Files under `dir` (recursively) whose name satisfies `wanted`, sorted.
-fn files(dir: &Path, wanted: &dyn Fn(&str) -> bool) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            found.extend(files(&path, wanted));
-        } else if path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(wanted)
-        {
-            found.push(path);
-        }
-    }
-    found.sort();
-    found
+fn file_name(path: &Path) -> &str {
+    path.file_name().and_then(|n| n.to_str()).unwrap_or_default()
 }
 
 fn dockerfiles() -> Vec<PathBuf> {
-    files(&repo_path("images"), &|name| {
-        name == "Dockerfile" || name.ends_with(".Dockerfile")
+    files_under(&repo_path("images"), &|path| {
+        file_name(path) == "Dockerfile" || file_name(path).ends_with(".Dockerfile")
     })
 }
 
@@ -107,8 +93,8 @@ fn every_dockerfile_under_images_passes_hadolint() {
 
 #[test]
 fn every_workflow_passes_actionlint() {
-    let workflows = files(&repo_path(".github/workflows"), &|name| {
-        name.ends_with(".yml") || name.ends_with(".yaml")
+    let workflows = files_under(&repo_path(".github/workflows"), &|path| {
+        file_name(path).ends_with(".yml") || file_name(path).ends_with(".yaml")
     });
     assert!(
         workflows.iter().any(|path| path.ends_with("release.yml")),

@@ -21,9 +21,7 @@ const ELSEWHERE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 
 fn helm_template(sets: &[&str], only: &str) -> String {
     let mut args = vec!["--show-only", only];
-    for set in sets {
-        args.extend(["--set", set]);
-    }
+    args.extend(sets.iter().flat_map(|set| ["--set", set]));
     operator::render_chart(&args).unwrap()
 }
 

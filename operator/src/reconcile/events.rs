@@ -75,15 +75,15 @@ pub fn notices(
     notices
 }
 
-/// The message of condition `kind` when it is true in `new` and was not, with that message, in
-/// `old`: news once per cause, not per reconcile.
+/// The message of condition `kind` when it turned true from `old` to `new`: news once per
+/// failure, not per restart (the message quotes the last log line, which changes every time).
 fn newly_true<'a>(
     old: &MineruDeploymentStatus,
     new: &'a MineruDeploymentStatus,
     kind: &str,
 ) -> Option<&'a str> {
     let now = true_message(new, kind)?;
-    (true_message(old, kind) != Some(now)).then_some(now)
+    true_message(old, kind).is_none().then_some(now)
 }
 
 fn true_message<'a>(status: &'a MineruDeploymentStatus, kind: &str) -> Option<&'a str> {
@@ -196,7 +196,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failing_model_server_is_announced_once_per_cause() {
+    fn a_failing_model_server_is_announced_once_per_failure() {
         let failing = |message: &str| MineruDeploymentStatus {
             conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
                 type_: "ModelServerFailing".into(),
@@ -221,10 +221,12 @@ mod tests {
         assert_eq!(first[0].note, "revision m-1: lacks mineru_vl_utils");
         let same = failing("revision m-1: lacks mineru_vl_utils");
         assert_eq!(notices(&same, &same, &none), []);
-        let other = failing("revision m-1: killed (exit code 137)");
+        let restarted = failing("revision m-1: killed (exit code 137)");
+        assert_eq!(notices(&same, &restarted, &none), [], "the same failure, restarted");
         assert_eq!(
-            reasons(&notices(&same, &other, &none)),
-            ["ModelServerFailing"]
+            reasons(&notices(&stable(), &restarted, &none)),
+            ["ModelServerFailing"],
+            "failing again after it ran"
         );
     }
 
