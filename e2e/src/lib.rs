@@ -7,6 +7,7 @@ pub mod netpol;
 pub mod operator;
 pub mod process;
 pub mod prometheus;
+pub mod rules;
 pub mod scenario;
 pub mod stack;
 

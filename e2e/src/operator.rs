@@ -112,7 +112,11 @@ pub fn start_logged(
 /// control plane's Kubernetes version) with `args` such as `--set` and `--show-only`; `Err`
 /// carries helm's message.
 pub fn render_chart(args: &[&str]) -> Result<String> {
-    let chart = repo_path("charts/mineru-operator");
+    template(&repo_path("charts/mineru-operator"), args)
+}
+
+/// `helm template` of the chart at `chart`, as [`render_chart`] describes.
+fn template(chart: &Path, args: &[&str]) -> Result<String> {
     let output = Command::new(crate::controlplane::toolchain()?.bin.join("helm"))
         .args(["template", "mineru-operator", chart.to_str().unwrap()])
         .args([
@@ -150,23 +154,11 @@ pub fn render_notes(args: &[&str]) -> Result<String> {
         templates.join("notes.yaml"),
         "notes: {{ include \"e2e.notes\" . | toJson }}\n",
     )?;
-    let output = Command::new(crate::controlplane::toolchain()?.bin.join("helm"))
-        .args(["template", "mineru-operator", copy.to_str().unwrap()])
-        .args([
-            "--namespace",
-            OPERATOR_NAMESPACE,
-            "--kube-version",
-            crate::controlplane::KUBERNETES_VERSION,
-        ])
-        .args(["--show-only", "templates/notes.yaml"])
-        .args(args)
-        .output();
+    let mut with_notes = vec!["--show-only", "templates/notes.yaml"];
+    with_notes.extend_from_slice(args);
+    let output = template(&copy, &with_notes);
     std::fs::remove_dir_all(&copy)?;
-    let output = output?;
-    if !output.status.success() {
-        bail!("helm template: {}", String::from_utf8_lossy(&output.stderr));
-    }
-    let rendered: Value = serde_yaml::from_slice(&output.stdout)?;
+    let rendered: Value = serde_yaml::from_str(&output?)?;
     Ok(rendered["notes"].as_str().unwrap_or_default().to_owned())
 }
 

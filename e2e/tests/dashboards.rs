@@ -14,7 +14,7 @@ use std::{
 use mineru_crds::Phase;
 use mineru_e2e::{
     controlplane::Nodes,
-    repo_path,
+    repo_path, rules,
     scenario::{NAMESPACE, Scenario},
     wait_until,
 };
@@ -228,11 +228,6 @@ fn every_dashboard_is_well_formed_for_grafana_provisioning() {
             }
         }
     }
-}
-
-/// The chart's rules file: the alerts and records the dashboards sit beside.
-fn rules_file() -> PathBuf {
-    repo_path("charts/mineru-operator/files/prometheus-rules.yaml")
 }
 
 /// The address in the operator's "serving /metrics" log line (fields may carry colour codes).
@@ -470,8 +465,7 @@ fn metric_names_are_read_off_promql_without_functions_labels_or_keywords() {
 #[test]
 fn every_panel_query_and_every_rule_reads_series_of_the_real_stack() {
     let mut scenario = Scenario::start("dashboards", &Nodes::default());
-    let rules = rules_file();
-    scrape_as_the_chart_does(&scenario, &rules);
+    scrape_as_the_chart_does(&scenario, &repo_path(rules::RULES_FILE));
     let prometheus = scenario.prometheus.url().to_owned();
 
     scenario.settle_on_stable();
@@ -576,7 +570,7 @@ fn every_panel_query_and_every_rule_reads_series_of_the_real_stack() {
         failures.join("\n")
     );
 
-    check_rules(&prometheus, &rules);
+    check_rules(&prometheus);
 }
 
 /// Metrics the panels or the alerts read that this scenario gives no series, and why. A panel
@@ -650,16 +644,10 @@ fn present_names(prometheus: &str) -> BTreeSet<String> {
 /// Every rule of the file Prometheus loaded evaluates without error; every recording rule's
 /// expression returns a series, and every alert's parses and reads only metrics Prometheus has
 /// (or [`READ_WITHOUT_SERIES`]): an alert on a misspelt name would never fire.
-fn check_rules(prometheus: &str, file: &Path) {
-    let text: Value = serde_yaml::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
-    let groups = text["groups"]
-        .as_array()
-        .expect("a Prometheus rules file: `groups:` at the top");
-    let rules: Vec<Value> = groups
-        .iter()
-        .flat_map(|group| group["rules"].as_array().cloned().unwrap_or_default())
-        .collect();
-    assert!(!rules.is_empty(), "{}: no rules", file.display());
+fn check_rules(prometheus: &str) {
+    let groups = rules::groups();
+    let rules = rules::rules();
+    assert!(!rules.is_empty(), "{}: no rules", rules::RULES_FILE);
 
     // Recorded series exist once their rule has run: wait for the first evaluation of every
     // group on the global interval (the scenario's second). A group with an interval of its

@@ -22,7 +22,9 @@ use mineru_e2e::{
     copy_dir, files_under,
     operator::install_monitoring_crds,
     process::tail_text,
-    repo_path, wait_until, workspace_binary,
+    repo_path,
+    rules::RUNBOOK_ANCHORS,
+    wait_until, workspace_binary,
 };
 
 /// The commands not run here, each with the reason.
@@ -30,20 +32,6 @@ const LISTED: &str = "docs/commands-needing-a-cluster.txt";
 const TOOLS: [&str; 3] = ["kubectl", "helm", "make"];
 /// Placeholders the docs may use in commands, and what the test runs them with.
 const PLACEHOLDERS: [(&str, &str); 2] = [("<name>", "docs"), ("<namespace>", "parsing")];
-/// The headings of docs/runbooks.md that alerts link to.
-const RUNBOOK_ANCHORS: [&str; 11] = [
-    "rollback-by-hand",
-    "stuck-rollout",
-    "prometheus-outage",
-    "gpu-shortage",
-    "vllm-crash-loop",
-    "worker-overload",
-    "key-rotation",
-    "slo-burn",
-    "operator-not-reconciling",
-    "latency",
-    "errors",
-];
 const RELEASE: &str = "mineru-operator";
 /// Longer than the longest wait a documented command asks for (`--timeout=120s`).
 const COMMAND_BUDGET: Duration = Duration::from_secs(180);

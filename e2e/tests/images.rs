@@ -50,7 +50,9 @@ fn report(output: &Output) -> String {
 
 /// Files under `dir` (recursively) whose name satisfies `wanted`, sorted.
 fn file_name(path: &Path) -> &str {
-    path.file_name().and_then(|n| n.to_str()).unwrap_or_default()
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
 }
 
 fn dockerfiles() -> Vec<PathBuf> {

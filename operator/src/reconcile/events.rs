@@ -222,7 +222,11 @@ mod tests {
         let same = failing("revision m-1: lacks mineru_vl_utils");
         assert_eq!(notices(&same, &same, &none), []);
         let restarted = failing("revision m-1: killed (exit code 137)");
-        assert_eq!(notices(&same, &restarted, &none), [], "the same failure, restarted");
+        assert_eq!(
+            notices(&same, &restarted, &none),
+            [],
+            "the same failure, restarted"
+        );
         assert_eq!(
             reasons(&notices(&stable(), &restarted, &none)),
             ["ModelServerFailing"],
