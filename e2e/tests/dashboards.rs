@@ -461,7 +461,8 @@ fn metric_names_are_read_off_promql_without_functions_labels_or_keywords() {
 
 /// A rollout that ends in a rollback is the cheapest scenario that makes every series the
 /// dashboards read: the operator's per-object series and a rollback, both revisions' workers
-/// with documents answered and failed, both vLLM revisions with requests served.
+/// with documents answered and failed, both vLLM revisions with requests served. The rollback
+/// must fire its alert too.
 #[test]
 fn every_panel_query_and_every_rule_reads_series_of_the_real_stack() {
     let mut scenario = Scenario::start("dashboards", &Nodes::default());
@@ -571,6 +572,23 @@ fn every_panel_query_and_every_rule_reads_series_of_the_real_stack() {
     );
 
     check_rules(&prometheus);
+
+    // And the alert a person gets: the operator's real rollback fires MineruRollbackHappened
+    // in this Prometheus, for this object, with the reason the status records.
+    let reason = scenario.status()["lastRollback"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let firing = format!(
+        r#"ALERTS{{alertname="MineruRollbackHappened",alertstate="firing",namespace="{NAMESPACE}",name="docs",reason="{reason}"}}"#
+    );
+    runtime
+        .block_on(
+            scenario
+                .prometheus
+                .wait_for_series(&firing, Duration::from_secs(120)),
+        )
+        .unwrap();
 }
 
 /// Metrics the panels or the alerts read that this scenario gives no series, and why. A panel
