@@ -129,6 +129,8 @@ pub struct DocumentOutput {
     pub markdown: String,
     pub content_list: Vec<ContentItem>,
     pub pages: Vec<PageSummary>,
+    /// MinerU 4's middle JSON of the same pages (see [`crate::middle`]).
+    pub middle_json: serde_json::Value,
 }
 
 /// Why output could not be written.
@@ -152,6 +154,7 @@ pub struct WrittenFiles {
     pub markdown: PathBuf,
     pub content_list: PathBuf,
     pub pages: PathBuf,
+    pub middle_json: PathBuf,
 }
 
 /// Builds Markdown, content list and summaries from pages in document order.
@@ -201,6 +204,10 @@ pub fn build(pages: &[PageResult]) -> DocumentOutput {
         },
         content_list: items,
         pages: pages.iter().map(summary).collect(),
+        middle_json: crate::middle::middle_json(
+            pages,
+            &crate::middle::DocumentInfo::from_pages(pages),
+        ),
     }
 }
 
@@ -460,7 +467,8 @@ fn item_markdown(item: &ContentItem) -> Option<String> {
     (!part.trim().is_empty()).then_some(part)
 }
 
-/// Writes `<dir>/<stem>/<stem>.md`, `<stem>_content_list.json` and `<stem>_pages.json`.
+/// Writes `<dir>/<stem>/<stem>.md`, `<stem>_content_list.json`, `<stem>_pages.json` and
+/// `<stem>_middle.json`.
 pub fn write(dir: &Path, stem: &str, output: &DocumentOutput) -> Result<WrittenFiles, OutputError> {
     let doc_dir = dir.join(stem);
     fs::create_dir_all(&doc_dir).map_err(|source| OutputError::Io {
@@ -471,13 +479,16 @@ pub fn write(dir: &Path, stem: &str, output: &DocumentOutput) -> Result<WrittenF
         markdown: doc_dir.join(format!("{stem}.md")),
         content_list: doc_dir.join(format!("{stem}_content_list.json")),
         pages: doc_dir.join(format!("{stem}_pages.json")),
+        middle_json: doc_dir.join(format!("{stem}_middle.json")),
     };
     let content_list = to_json("content list", &output.content_list)?;
     let pages = to_json("page summary", &output.pages)?;
+    let middle_json = to_json("middle json", &output.middle_json)?;
     for (path, data) in [
         (&files.markdown, output.markdown.as_bytes()),
         (&files.content_list, content_list.as_bytes()),
         (&files.pages, pages.as_bytes()),
+        (&files.middle_json, middle_json.as_bytes()),
     ] {
         fs::write(path, data).map_err(|source| OutputError::Io {
             path: path.clone(),

@@ -99,6 +99,14 @@ impl PageRange {
         last: None,
     };
 
+    /// Pages `first..=last`, 1-based.
+    pub fn between(first: usize, last: usize) -> Self {
+        Self {
+            first: first.max(1),
+            last: Some(last),
+        }
+    }
+
     /// The range from MinerU's 0-based, inclusive `start_page_id`/`end_page_id`.
     pub fn from_zero_based(start: usize, end: Option<usize>) -> Result<Self, String> {
         if let Some(end) = end.filter(|&e| e < start) {

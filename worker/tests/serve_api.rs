@@ -604,6 +604,33 @@ async fn the_served_openapi_document_is_the_committed_one() {
     );
 }
 
+#[tokio::test]
+async fn every_path_of_the_openapi_document_is_served() {
+    let worker = Worker::start(&["--backend", "text"]).await;
+    let document: serde_json::Value = worker.get("/openapi.json").await.json().await.expect("json");
+    let paths = document["paths"].as_object().expect("paths");
+    assert!(paths.len() > 20, "{paths:?}");
+    for (path, item) in paths {
+        let concrete = path.replace("{id}", "x").replace("{model}", "x");
+        for method in item.as_object().expect("operations").keys() {
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let response = worker
+                .http
+                .request(method.clone(), worker.url(&concrete))
+                .send()
+                .await
+                .expect("answered");
+            let status = response.status();
+            let body = response.bytes().await.expect("body");
+            // An unrouted path is an empty 404, a wrong method 405; our own 404s say what is missing.
+            assert!(
+                status != StatusCode::METHOD_NOT_ALLOWED && !(status == StatusCode::NOT_FOUND && body.is_empty()),
+                "{method} {path}: {status} — documented but not served"
+            );
+        }
+    }
+}
+
 /// 32 clients send multi-page documents with hostile files mixed in, on both backends at once:
 /// the worker never goes down, every hostile file is refused as the client's fault (or parsed),
 /// and every good document comes back correct — retried while the worker says it is busy.

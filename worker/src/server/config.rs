@@ -111,6 +111,29 @@ pub struct ServeArgs {
     pub revision: String,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Where `/v1` uploads, files and parse jobs live: `postgres://…`, one database shared by
+    /// every worker of a deployment (jobs survive any worker and may be polled through any), or
+    /// `sqlite://PATH?mode=rwc`, a file of this worker alone. Default: a SQLite file of this
+    /// worker alone under `TMPDIR`, removed when it exits.
+    #[arg(long, env = "MINERU_JOB_STORE", hide_env_values = true)]
+    pub job_store: Option<String>,
+    /// This worker's name among those sharing a job store (the operator sets the pod name).
+    #[arg(long, env = "MINERU_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// How long a running job stays this worker's without a renewal; a worker that dies has its
+    /// jobs run again by another this long after.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub job_lease: Duration,
+    /// How often the job store is asked for queued jobs (a submission to this worker wakes it
+    /// at once).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub job_poll: Duration,
+    /// How long finished jobs and their outputs are kept.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub job_retention: Duration,
+    /// Largest file a `/v1` job may carry inline (base64) rather than uploaded.
+    #[arg(long, default_value = "1Mi")]
+    pub max_inline_bytes: ByteSize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -109,7 +109,7 @@ async fn handle(
     *used_backend = Some(backend);
     let range = PageRange::from_zero_based(form.start_page_id, form.end_page_id)
         .map_err(ApiError::BadRequest)?;
-    let (extractor, _pass) = extractor(app, backend, &form).await?;
+    let (extractor, _pass) = extractor(app, backend, form.server_url.as_deref()).await?;
     let mut results = serde_json::Map::new();
     for Upload { stem, bytes } in std::mem::take(&mut form.files) {
         let result = document(
@@ -134,11 +134,11 @@ async fn handle(
     })
 }
 
-/// The extractor for this request and, for the configured vLLM tier, the breaker's leave.
-async fn extractor(
+/// The extractor for a request and, for the configured vLLM tier, the breaker's leave.
+pub(super) async fn extractor(
     app: &App,
     backend: Backend,
-    form: &ParseForm,
+    server_url: Option<&str>,
 ) -> Result<(Extractor, Option<Pass>), ApiError> {
     if backend == Backend::Text {
         return Ok((Extractor::Text, None));
@@ -151,7 +151,7 @@ async fn extractor(
             per_document: app.config.max_document_pixels,
         },
     };
-    if let Some(url) = &form.server_url {
+    if let Some(url) = server_url {
         if !app.allows_server_url(url) {
             return Err(ApiError::BadRequest(
                 "server_url is refused: this worker only talks to its configured vLLM tier \

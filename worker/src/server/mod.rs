@@ -21,6 +21,7 @@ mod logging;
 mod metrics;
 mod openapi;
 mod upstream;
+mod v1;
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -82,10 +83,14 @@ struct App {
     /// Set on SIGTERM: readiness turns false while documents are still taken.
     leaving: AtomicBool,
     pdfium: Pdfium,
+    /// The `/v1` jobs: their store and the ones this worker runs.
+    jobs: v1::Jobs,
+    /// When the worker started (seconds since the epoch), as `/v1/models` reports it.
+    started_at_s: i64,
 }
 
 impl App {
-    fn new(config: ServeArgs) -> Result<Self, ServeError> {
+    fn new(config: ServeArgs, store: v1::store::Store) -> Result<Self, ServeError> {
         if config.backend == Backend::Vlm && config.server_url.is_none() {
             return Err(ServeError::Config(
                 "--backend vlm needs --server-url (or MINERU_SERVER_URL); use --backend text \
@@ -148,6 +153,16 @@ impl App {
         });
         let admission = Admission::new(config.max_concurrent_documents, metrics.inflight().clone());
         let pdfium = render_pool(&config, &metrics)?;
+        let jobs = v1::Jobs::new(
+            store,
+            worker_id(&config),
+            config.revision.clone(),
+            v1::JobTiming {
+                lease: config.job_lease,
+                poll: config.job_poll,
+                retention: config.job_retention,
+            },
+        );
         Ok(Self {
             config,
             metrics,
@@ -159,6 +174,8 @@ impl App {
             tier_seen,
             leaving: AtomicBool::new(false),
             pdfium,
+            jobs,
+            started_at_s: v1::store::now_ms() / 1000,
         })
     }
 
@@ -206,6 +223,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .merge(v1::router())
         .layer(DefaultBodyLimit::max(
             usize::try_from(body_limit).unwrap_or(usize::MAX),
         ))
@@ -227,6 +245,47 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
         ),
     };
     (status, Json(body)).into_response()
+}
+
+/// `--worker-id`, else the host name (a pod's) with a random suffix: two workers never share a
+/// name, whatever machine or process they run in.
+fn worker_id(config: &ServeArgs) -> String {
+    config.worker_id.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "worker".to_owned());
+        v1::store::new_id(&format!("{host}-"))
+    })
+}
+
+/// `--job-store`, else a SQLite file of this worker alone in a directory under `TMPDIR` that
+/// goes with the process (as MinerU's own server keeps its jobs: they end with it). A database
+/// that cannot be reached yet does not keep the worker from serving `/file_parse`.
+async fn job_store(
+    config: &ServeArgs,
+) -> Result<(v1::store::Store, Option<tempfile::TempDir>), ServeError> {
+    let config_error = |e: &dyn std::fmt::Display| ServeError::Config(format!("--job-store: {e}"));
+    let (url, dir) = match &config.job_store {
+        Some(url) => (url.clone(), None),
+        None => {
+            let dir = tempfile::Builder::new()
+                .prefix("mineru-worker-jobs-")
+                .tempdir()
+                .map_err(|e| config_error(&e))?;
+            let url = format!("sqlite://{}?mode=rwc", dir.path().join("jobs.db").display());
+            (url, Some(dir))
+        }
+    };
+    let store = v1::store::Store::open(&url).map_err(|e| config_error(&e))?;
+    match tokio::time::timeout(Duration::from_secs(5), store.ensure_schema()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "job store unavailable; /v1 answers 503 until it is back")
+        }
+        Err(_) => tracing::warn!("job store slow to answer; /v1 answers 503 until it does"),
+    }
+    Ok((store, dir))
 }
 
 /// Where pdfium runs: in subprocesses unless `--render-processes 0`.
@@ -315,15 +374,21 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (delay, grace) = (config.shutdown_delay, config.shutdown_grace);
-    let app = Arc::new(App::new(config)?);
+    let mut config = config;
+    config.worker_id = Some(worker_id(&config));
+    let (store, store_dir) = job_store(&config).await?;
+    let app = Arc::new(App::new(config, store)?);
+    let dispatcher = tokio::spawn(v1::runner::dispatch(app.clone()));
     let watcher = app
         .key
         .clone()
         .map(|key| tokio::spawn(key.watch(app.config.api_key_poll)));
     let draining = Arc::new(Notify::new());
+    let closed_at = Arc::new(std::sync::OnceLock::new());
     let signal = {
         let app = app.clone();
         let draining = draining.clone();
+        let closed_at = closed_at.clone();
         async move {
             shutdown.await;
             app.leaving.store(true, Ordering::SeqCst);
@@ -334,6 +399,7 @@ pub async fn run(
             tokio::time::sleep(delay).await;
             tracing::info!("shutting down: no new requests, finishing those in progress");
             app.admission.close();
+            let _ = closed_at.set(Instant::now());
             draining.notify_one();
         }
     };
@@ -349,6 +415,14 @@ pub async fn run(
     if let Some(watcher) = watcher {
         watcher.abort();
     }
+    dispatcher.abort();
+    // Jobs get what is left of the grace requests had; those still running go back to the queue.
+    let left = closed_at
+        .get()
+        .map_or(Duration::ZERO, |at| grace.saturating_sub(at.elapsed()));
+    v1::runner::drain(&app.jobs, left).await;
+    app.jobs.store.close().await;
+    drop(store_dir);
     result
 }
 

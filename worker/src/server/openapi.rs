@@ -24,6 +24,24 @@ fn boolean(description: &str, default: bool) -> Value {
 }
 
 pub fn document() -> Value {
+    let mut document = legacy();
+    let (paths, schemas) = super::v1::openapi::paths_and_schemas();
+    document["info"]["description"] = json!(
+        "MinerU document extraction: MinerU 4's /v1 API (uploads, files, parse jobs, tasks, the \
+         synchronous /v1/file_parse) and the legacy POST /file_parse of mineru-api 2.x. See \
+         docs/worker-api.md."
+    );
+    if let Value::Object(target) = &mut document["paths"] {
+        target.extend(paths);
+    }
+    if let Value::Object(target) = &mut document["components"]["schemas"] {
+        target.extend(schemas);
+    }
+    document
+}
+
+/// The service without `/v1`: the legacy endpoint, probes, metrics.
+fn legacy() -> Value {
     json!({
         "openapi": "3.1.0",
         "info": {
