@@ -6,8 +6,14 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 /// Fields typed by Kubernetes' own API (k8s-openapi); their subfields are documented upstream.
-const UPSTREAM_TYPED_FIELDS: [&str; 5] =
-    ["resources", "affinity", "tolerations", "env", "conditions"];
+const UPSTREAM_TYPED_FIELDS: [&str; 6] = [
+    "resources",
+    "affinity",
+    "tolerations",
+    "env",
+    "conditions",
+    "egress",
+];
 
 /// Renders the Markdown reference of the MineruDeployment schema.
 pub fn reference_markdown(schema: &Value) -> String {

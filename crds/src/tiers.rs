@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
-    api::core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration},
+    api::{
+        core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration},
+        networking::v1::NetworkPolicyPeer,
+    },
     apimachinery::pkg::api::resource::Quantity,
 };
 use kube::KubeSchema;
@@ -126,6 +129,10 @@ impl ModelSpec {
 /// A key in a Secret of the MineruDeployment's namespace.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("a Secret name is lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"),
+    validation = Rule::new("self.key.matches('^[-._a-zA-Z0-9]+$')").message("a Secret key is letters, digits, '-', '_' and '.'")
+)]
 pub struct SecretKeyRef {
     /// Name of the Secret.
     #[schemars(length(min = 1, max = 253))]
@@ -150,6 +157,9 @@ pub struct ModelCache {
 /// worker revision.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.env) || !self.env.exists(e, e.name == 'MINERU_JOB_STORE' || e.name == 'MINERU_WORKER_ID')").message("MINERU_JOB_STORE is set from jobStore.urlSecretRef and MINERU_WORKER_ID from the pod name, never in env")
+)]
 pub struct WorkerSpec {
     /// Container image of mineru-worker.
     #[schemars(length(min = 1, max = 512))]
@@ -202,6 +212,42 @@ pub struct WorkerSpec {
     /// Affinity of the worker pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
+
+    /// A PostgreSQL database shared by every worker of this MineruDeployment, stable and canary
+    /// revisions alike, holding the `/v1` API's uploads and asynchronous parse jobs: a job
+    /// submitted through one pod can be polled through any other, survives the worker that took
+    /// it, and a worker that dies mid-job has its job run again by another. The worker gets the
+    /// URL as `MINERU_JOB_STORE`. Without it each worker keeps its jobs in an embedded SQLite
+    /// store of its own: fine with one replica, but with several a job is known only to the pod
+    /// that took it, and a poll the entry Service sends to another pod does not find it.
+    /// `/file_parse` is synchronous and needs no store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_store: Option<JobStore>,
+}
+
+/// Where the workers keep `/v1` jobs, and how they reach it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.egress.all(p, has(p.ipBlock) ? !has(p.podSelector) && !has(p.namespaceSelector) : has(p.podSelector) || has(p.namespaceSelector))").message("each jobStore.egress peer is either an ipBlock, or a podSelector and/or a namespaceSelector")
+)]
+pub struct JobStore {
+    /// Secret key holding the database URL, `postgres://user:password@host:5432/database`
+    /// (it carries a password, so never in the MineruDeployment itself). The Secret needs the
+    /// label the platform requires, like every Secret the pods use.
+    pub url_secret_ref: SecretKeyRef,
+
+    /// Where the database is, as NetworkPolicy peers: the worker NetworkPolicy lets workers
+    /// open connections to them on `port` (it denies every destination but their vLLM and
+    /// DNS). A `podSelector` alone selects pods of this namespace; add a `namespaceSelector`
+    /// for another namespace, or give an `ipBlock` for a database outside the cluster.
+    #[schemars(length(min = 1, max = 16))]
+    pub egress: Vec<NetworkPolicyPeer>,
+
+    /// TCP port of the database the `egress` rule allows.
+    #[serde(default = "default_job_store_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
 }
 
 /// How a worker extracts documents.
@@ -279,6 +325,9 @@ fn default_max_file_bytes() -> Quantity {
 }
 fn default_max_pages() -> i32 {
     1000
+}
+fn default_job_store_port() -> i32 {
+    5432
 }
 fn default_service_port() -> i32 {
     8000

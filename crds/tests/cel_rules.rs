@@ -65,6 +65,15 @@ fn criterion(extra: Value) -> Value {
     base
 }
 
+/// A job store reading its URL from `secret`, the database in the namespace `databases`.
+fn job_store(secret: Value) -> Value {
+    json!({
+        "urlSecretRef": secret,
+        "egress": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "databases"}}}],
+        "port": 5432,
+    })
+}
+
 fn cases() -> Vec<Case> {
     vec![
         Case {
@@ -409,6 +418,96 @@ fn cases() -> Vec<Case> {
                 json!({"goldenDocuments": {"configMapRef": {"name": "g"}}, "probes": {"documentsPerHour": 0, "maxShare": 1}}),
             )],
             message: "probes.",
+        },
+        Case {
+            rule: "job store Secret key",
+            rejected: vec![
+                (
+                    "/spec/worker/jobStore",
+                    job_store(json!({"name": "mineru-jobs", "key": "url/postgres"})),
+                ),
+                (
+                    "/spec/worker/jobStore",
+                    job_store(json!({"name": "mineru-jobs", "key": "database url"})),
+                ),
+            ],
+            accepted: vec![(
+                "/spec/worker/jobStore",
+                job_store(json!({"name": "mineru-jobs", "key": "DATABASE_URL.v-2"})),
+            )],
+            message: "a Secret key is letters, digits, '-', '_' and '.'",
+        },
+        Case {
+            rule: "job store Secret name",
+            rejected: vec![
+                (
+                    "/spec/worker/jobStore",
+                    job_store(json!({"name": "Mineru_Jobs", "key": "url"})),
+                ),
+                (
+                    "/spec/worker/jobStore",
+                    job_store(json!({"name": "mineru-jobs-", "key": "url"})),
+                ),
+            ],
+            accepted: vec![(
+                "/spec/worker/jobStore",
+                job_store(json!({"name": "pg.mineru-jobs", "key": "url"})),
+            )],
+            message: "a Secret name is lowercase letters, digits, '-' and '.'",
+        },
+        Case {
+            rule: "job store egress peers",
+            rejected: vec![
+                (
+                    "/spec/worker/jobStore",
+                    json!({"urlSecretRef": {"name": "mineru-jobs", "key": "url"}, "egress": [{}], "port": 5432}),
+                ),
+                (
+                    "/spec/worker/jobStore",
+                    json!({"urlSecretRef": {"name": "mineru-jobs", "key": "url"}, "egress": [{"ipBlock": {"cidr": "203.0.113.7/32"}, "podSelector": {}}], "port": 5432}),
+                ),
+            ],
+            accepted: vec![
+                (
+                    "/spec/worker/jobStore",
+                    json!({"urlSecretRef": {"name": "mineru-jobs", "key": "url"}, "egress": [{"ipBlock": {"cidr": "203.0.113.7/32"}}, {"podSelector": {"matchLabels": {"app": "postgres"}}}], "port": 5432}),
+                ),
+                (
+                    "/spec/worker/jobStore",
+                    json!({"urlSecretRef": {"name": "mineru-jobs", "key": "url"}, "egress": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "databases"}}, "podSelector": {}}], "port": 6432}),
+                ),
+            ],
+            message: "each jobStore.egress peer is either an ipBlock, or a podSelector and/or a namespaceSelector",
+        },
+        Case {
+            rule: "job store and worker id not in env",
+            rejected: vec![
+                (
+                    "/spec/worker/env",
+                    json!([{"name": "MINERU_JOB_STORE", "value": "postgres://u:p@db/jobs"}]),
+                ),
+                (
+                    "/spec/worker/env",
+                    json!([{"name": "MINERU_WORKER_ID", "value": "worker"}]),
+                ),
+            ],
+            accepted: vec![(
+                "/spec/worker/env",
+                json!([{"name": "MINERU_JOB_LEASE", "value": "30s"}]),
+            )],
+            message: "MINERU_JOB_STORE is set from jobStore.urlSecretRef and MINERU_WORKER_ID from the pod name, never in env",
+        },
+        Case {
+            rule: "API key Secret key",
+            rejected: vec![(
+                "/spec/model/apiKeySecretRef",
+                json!({"name": "vllm-key", "key": "api key"}),
+            )],
+            accepted: vec![(
+                "/spec/model/apiKeySecretRef",
+                json!({"name": "vllm-key", "key": "token"}),
+            )],
+            message: "a Secret key is letters, digits, '-', '_' and '.'",
         },
         Case {
             rule: "webhook url",

@@ -371,8 +371,8 @@ struct PodSecrets {
     api_key: Option<String>,
 }
 
-/// Reads every Secret the pods of `md` would use: the API key, and any `secretKeyRef` of
-/// either tier's environment.
+/// Reads every Secret the pods of `md` would use: the API key, the job store URL, and any
+/// `secretKeyRef` of either tier's environment.
 async fn pod_secrets(ctx: &Context, md: &MineruDeployment) -> PodSecrets {
     let namespace = md.namespace().unwrap_or_default();
     let key_ref = md.spec.model.api_key_secret_ref.as_ref();
@@ -449,9 +449,15 @@ fn mounted_secrets(md: &MineruDeployment) -> std::collections::BTreeSet<String> 
         .chain(&spec.worker.env)
         .filter_map(|env| env.value_from.as_ref()?.secret_key_ref.as_ref())
         .map(|reference| reference.name.clone());
+    let job_store = spec
+        .worker
+        .job_store
+        .iter()
+        .map(|store| &store.url_secret_ref);
     spec.model
         .api_key_secret_ref
         .iter()
+        .chain(job_store)
         .map(|reference| reference.name.clone())
         .chain(from_env)
         .collect()
@@ -1300,6 +1306,47 @@ mod tests {
             "labelled, the workers are applied: {:?}",
             lines(&calls)
         );
+    }
+
+    #[tokio::test]
+    async fn workers_never_start_on_a_job_store_secret_the_platform_does_not_hand_out() {
+        let labelled = json!({"mineru.dev/operator-readable": "true"});
+        let store = |name: &str| {
+            serde_json::from_value(json!({
+                "urlSecretRef": {"name": name, "key": "url"},
+                "egress": [{"podSelector": {"matchLabels": {"app": "postgres"}}}],
+            }))
+            .unwrap()
+        };
+        for (store_secret, labels, applied) in [
+            ("mineru-jobs", labelled.clone(), false),
+            ("mineru-jobs", json!({"team": "docs"}), false),
+            ("vllm-key", labelled.clone(), true),
+        ] {
+            let (mut server, mut md) = with_api_key_secret(labelled.clone());
+            md.spec.worker.job_store = Some(store(store_secret));
+            if labels != labelled {
+                server = server.with_object(
+                    "/api/v1/namespaces/parsing/secrets/mineru-jobs",
+                    json!({
+                        "apiVersion": "v1", "kind": "Secret",
+                        "metadata": {"name": "mineru-jobs", "namespace": "parsing", "labels": labels},
+                        "data": {"url": "eA=="},
+                    }),
+                );
+            }
+            let (result, calls) = run(server, &md).await;
+            let deployments = writes(&calls)
+                .iter()
+                .any(|w| w.starts_with(&format!("PATCH {DEPLOY}/docs-worker-")));
+            assert_eq!(deployments, applied, "{store_secret}: {:?}", lines(&calls));
+            if applied {
+                result.unwrap();
+            } else {
+                let error = result.unwrap_err().to_string();
+                assert!(error.contains("Secret parsing/mineru-jobs"), "{error}");
+            }
+        }
     }
 
     #[tokio::test]

@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// Every problem, each a sentence: the legacy Service when migrating, the API key Secret, the
-/// webhook the platform must allow, the golden documents, Prometheus allowed, answering and
+/// job store Secret, the webhook the platform must allow, the golden documents, Prometheus allowed, answering and
 /// accepting every check's queries.
 pub async fn check(
     client: &Client,
@@ -58,6 +58,23 @@ pub async fn check(
             Ok(Some(_)) => {}
             Ok(None) => problems.push(format!(
                 "API key Secret {namespace}/{} has no key {:?}",
+                reference.name, reference.key
+            )),
+            Err(error) => problems.push(error),
+        }
+    }
+    if let Some(store) = &md.spec.worker.job_store {
+        let reference = &store.url_secret_ref;
+        match sources::secret_value(client, policy, &namespace, &reference.name, &reference.key)
+            .await
+        {
+            Ok(Some(url)) if !url.is_empty() => {}
+            Ok(Some(_)) => problems.push(format!(
+                "job store Secret {namespace}/{} has an empty key {:?}",
+                reference.name, reference.key
+            )),
+            Ok(None) => problems.push(format!(
+                "job store Secret {namespace}/{} has no key {:?}",
                 reference.name, reference.key
             )),
             Err(error) => problems.push(error),
@@ -124,4 +141,88 @@ pub async fn check(
         }
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use http::Method;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::reconcile::{apiserver::ApiServer, fixtures::Fixture};
+
+    const SECRET: &str = "/api/v1/namespaces/parsing/secrets/mineru-jobs";
+
+    fn secret(labels: Value, data: Value) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "mineru-jobs", "namespace": "parsing", "labels": labels},
+            "data": data,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_job_store_secret_without_its_key_holds_the_canary_with_the_reason() {
+        let readable = json!({"mineru.dev/operator-readable": "true"});
+        // "cG9zdGdyZXM6Ly9ob3N0L2pvYnM=" is postgres://host/jobs.
+        let url = json!({"url": "cG9zdGdyZXM6Ly9ob3N0L2pvYnM="});
+        let cases: Vec<(&str, ApiServer, Vec<String>)> = vec![
+            (
+                "holding the key",
+                ApiServer::default().with_object(SECRET, secret(readable.clone(), url.clone())),
+                vec![],
+            ),
+            (
+                "without the key",
+                ApiServer::default().with_object(
+                    SECRET,
+                    secret(readable.clone(), json!({"uri": "eA=="})),
+                ),
+                vec![r#"job store Secret parsing/mineru-jobs has no key "url""#.to_owned()],
+            ),
+            (
+                "with the key empty",
+                ApiServer::default().with_object(SECRET, secret(readable.clone(), json!({"url": ""}))),
+                vec![r#"job store Secret parsing/mineru-jobs has an empty key "url""#.to_owned()],
+            ),
+            (
+                "missing",
+                ApiServer::default().failing_once(Method::GET, SECRET, 404),
+                vec![r#"job store Secret parsing/mineru-jobs has no key "url""#.to_owned()],
+            ),
+            (
+                "without the label the platform requires",
+                ApiServer::default().with_object(SECRET, secret(json!({}), url.clone())),
+                vec!["Secret parsing/mineru-jobs is not labelled mineru.dev/operator-readable=true, which the operator requires before it reads a Secret a MineruDeployment names (kubectl label secret mineru-jobs mineru.dev/operator-readable=true)".to_owned()],
+            ),
+        ];
+        let policy = OutboundPolicy::new(
+            &["*"],
+            Some(("mineru.dev/operator-readable".into(), "true".into())),
+        )
+        .unwrap();
+        let mut md = MineruDeployment::test();
+        md.spec.worker.job_store = Some(
+            serde_json::from_value(json!({
+                "urlSecretRef": {"name": "mineru-jobs", "key": "url"},
+                "egress": [{"podSelector": {"matchLabels": {"app": "postgres"}}}],
+            }))
+            .unwrap(),
+        );
+        let canary = Revisions {
+            model_revision: "m-00000000".into(),
+            worker_revision: "w-00000000".into(),
+        };
+        for (case, server, expected) in cases {
+            let (client, calls) = server.start();
+            let problems = check(&client, &policy, &md, &canary, Timestamp::UNIX_EPOCH).await;
+            drop(client);
+            assert_eq!(problems, expected, "{case}");
+            let calls = calls.await.unwrap();
+            assert!(
+                calls.iter().all(|c| !c.is_write()),
+                "{case}: preflight only reads"
+            );
+        }
+    }
 }

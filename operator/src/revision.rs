@@ -109,7 +109,7 @@ mod tests {
         assert_eq!(model("docs", &model_spec()).unwrap(), "m-1739560c");
         assert_eq!(
             worker("docs", &worker_template("m-00000000")).unwrap(),
-            "w-8f540806"
+            "w-a274ddce"
         );
     }
 
@@ -209,6 +209,37 @@ mod tests {
         assert_ne!(
             worker("docs", &worker_template("m-00000000")).unwrap(),
             worker("docs", &changed).unwrap()
+        );
+    }
+
+    #[test]
+    fn worker_revision_follows_the_job_store_secret_but_not_where_the_database_is() {
+        let with_store = |name: &str, port: i32| {
+            let mut spec = worker_spec();
+            spec.job_store = Some(
+                serde_json::from_value(serde_json::json!({
+                    "urlSecretRef": {"name": name, "key": "url"},
+                    "egress": [{"podSelector": {"matchLabels": {"app": "postgres"}}}],
+                    "port": port,
+                }))
+                .unwrap(),
+            );
+            worker(
+                "docs",
+                &WorkerTemplate::new(&spec, &model_spec(), "m-00000000"),
+            )
+            .unwrap()
+        };
+        let without = worker("docs", &worker_template("m-00000000")).unwrap();
+        assert_ne!(with_store("mineru-jobs", 5432), without);
+        assert_ne!(
+            with_store("mineru-jobs", 5432),
+            with_store("other-db", 5432)
+        );
+        assert_eq!(
+            with_store("mineru-jobs", 5432),
+            with_store("mineru-jobs", 6432),
+            "the NetworkPolicy changes at once, no rollout"
         );
     }
 

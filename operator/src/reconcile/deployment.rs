@@ -8,7 +8,7 @@ use k8s_openapi::{
         core::v1::{
             Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
             KeyToPath, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-            SecretVolumeSource, Volume, VolumeMount,
+            SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
         },
     },
     apimachinery::pkg::{
@@ -155,11 +155,38 @@ fn container(instance: &str, template: &WorkerTemplate) -> Container {
             ..EnvVar::default()
         },
         EnvVar {
+            // The worker's name among those sharing a job store: unique, and the pod's own.
+            name: "MINERU_WORKER_ID".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        },
+        EnvVar {
             name: "TMPDIR".into(),
             value: Some("/tmp".into()),
             ..EnvVar::default()
         },
     ];
+    if let Some(store) = &spec.job_store {
+        // The URL carries a password: from the Secret, never written in the pod spec.
+        env.push(EnvVar {
+            name: "MINERU_JOB_STORE".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: store.url_secret_ref.name.clone(),
+                    key: store.url_secret_ref.key.clone(),
+                    optional: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
+    }
     env.extend(spec.env.iter().cloned());
 
     let mut mounts = vec![VolumeMount {
@@ -410,6 +437,65 @@ mod tests {
             .as_ref()
             .unwrap();
         assert_eq!(field.field_path, "metadata.labels['mineru.dev/revision']");
+    }
+
+    fn job_store(name: &str, key: &str) -> mineru_crds::JobStore {
+        serde_json::from_value(serde_json::json!({
+            "urlSecretRef": {"name": name, "key": key},
+            "egress": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "databases"}}}],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn workers_are_named_after_their_pod_and_read_the_job_store_url_from_its_secret() {
+        for (store, expected) in [
+            (None, None),
+            (
+                Some(job_store("mineru-jobs", "url")),
+                Some(("mineru-jobs", "url")),
+            ),
+            (Some(job_store("pg-app", "uri")), Some(("pg-app", "uri"))),
+        ] {
+            let mut spec = worker_spec();
+            spec.job_store = store;
+            let deployment = build(&WorkerTemplate::new(&spec, &model_spec(), "m-0123abcd"));
+            let container = worker(&deployment);
+            let env = container.env.as_ref().unwrap();
+            let id = env.iter().find(|e| e.name == "MINERU_WORKER_ID").unwrap();
+            assert_eq!(
+                id.value_from
+                    .as_ref()
+                    .unwrap()
+                    .field_ref
+                    .as_ref()
+                    .unwrap()
+                    .field_path,
+                "metadata.name",
+                "each pod its own identity, with or without a shared store"
+            );
+            let url = env.iter().find(|e| e.name == "MINERU_JOB_STORE");
+            let from_secret = url.map(|e| {
+                assert_eq!(
+                    e.value, None,
+                    "the URL carries a password: never in the pod spec"
+                );
+                let secret = e
+                    .value_from
+                    .as_ref()
+                    .unwrap()
+                    .secret_key_ref
+                    .as_ref()
+                    .unwrap();
+                (secret.name.as_str(), secret.key.as_str())
+            });
+            assert_eq!(from_secret, expected);
+            assert_eq!(
+                flag(container.args.as_ref().unwrap(), "--job-store"),
+                None,
+                "the environment only"
+            );
+        }
     }
 
     #[test]

@@ -323,9 +323,14 @@ impl DesiredObjects {
         objects
             .network_policies
             .push(networkpolicy::desired(owner, &settings.vllm_peers));
-        objects
-            .network_policies
-            .push(networkpolicy::workers(owner, &settings.dns_peers));
+        objects.network_policies.push(networkpolicy::workers(
+            owner,
+            &settings.dns_peers,
+            topology
+                .workers
+                .iter()
+                .filter_map(|worker| worker.template.worker.job_store.as_ref()),
+        ));
         objects.pdbs.push(pdb::desired(owner, Tier::Model));
         objects.pdbs.push(pdb::desired(owner, Tier::Worker));
         Ok(objects)
@@ -565,6 +570,43 @@ mod tests {
             names(objects.pdbs.iter().map(|o| &o.metadata).collect()),
             ["docs-vllm", "docs-worker"]
         );
+    }
+
+    #[test]
+    fn the_worker_policy_admits_the_job_store_of_every_worker_revision_running() {
+        let store: mineru_crds::JobStore = serde_json::from_value(serde_json::json!({
+            "urlSecretRef": {"name": "mineru-jobs", "key": "url"},
+            "egress": [{"podSelector": {"matchLabels": {"app": "postgres"}}}],
+        }))
+        .unwrap();
+        let with_store = |mut md: MineruDeployment, store: Option<&mineru_crds::JobStore>| {
+            md.spec.worker.job_store = store.cloned();
+            md.metadata.generation = md.metadata.generation.map(|g| g + 1);
+            md
+        };
+        let plain = promoted(MineruDeployment::test());
+        let stored = promoted(with_store(MineruDeployment::test(), Some(&store)));
+        // (stable, spec): a canary adding the store, one removing it, and none.
+        for (old, new, worker_revisions, database_rules) in [
+            (&plain, with_store(plain.clone(), Some(&store)), 2, 1),
+            (&stored, with_store(stored.clone(), None), 2, 1),
+            (&stored, stored.clone(), 1, 1),
+            (&plain, plain.clone(), 1, 0),
+        ] {
+            let topology = Topology::from_plan(&new, &revisions(&new), &recorded(old), &plan(&new));
+            let objects =
+                DesiredObjects::build(&owner(), &new.spec, &topology, &Settings::default(), None)
+                    .unwrap();
+            assert_eq!(topology.workers.len(), worker_revisions);
+            let policy = &objects.network_policies[1];
+            assert_eq!(policy.metadata.name.as_deref(), Some("docs-worker"));
+            let egress = policy.spec.as_ref().unwrap().egress.as_ref().unwrap();
+            assert_eq!(
+                egress.len(),
+                2 + database_rules,
+                "{worker_revisions} revisions"
+            );
+        }
     }
 
     #[test]

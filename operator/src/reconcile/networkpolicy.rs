@@ -1,8 +1,9 @@
 //! The NetworkPolicies of a MineruDeployment. `<name>-vllm` fences the GPU tier: only this
 //! deployment's workers, and the peers the operator is configured with (the operator itself for
 //! the warm-up gate, the metrics scraper), may reach vLLM. `<name>-worker` fences what the CPU
-//! tier may reach: its own vLLM pods and DNS, nothing else — a worker compromised by a hostile
-//! document can reach neither the API server, nor other tenants, nor the internet.
+//! tier may reach: its own vLLM pods, DNS and, when `worker.jobStore` names one, its job
+//! database, nothing else — a worker compromised by a hostile document can reach neither the
+//! API server, nor other tenants, nor the internet.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +14,7 @@ use k8s_openapi::{
     },
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
-use mineru_crds::Tier;
+use mineru_crds::{JobStore, Tier};
 
 use super::Owner;
 use crate::{VLLM_PORT, labels};
@@ -78,10 +79,17 @@ pub fn dns_peers(namespace: &str, pods: &BTreeMap<String, String>) -> Vec<Networ
 }
 
 /// The NetworkPolicy `<name>-worker`: the workers may open connections to this deployment's
-/// vLLM pods on the vLLM port, and to the cluster DNS (`dns`, UDP and TCP port 53); every
-/// other destination is denied. Ingress stays open: clients, the operator's quality rounds and
-/// the scraper reach workers on their port.
-pub fn workers(owner: &Owner, dns: &[NetworkPolicyPeer]) -> NetworkPolicy {
+/// vLLM pods on the vLLM port, to the cluster DNS (`dns`, UDP and TCP port 53) and to the job
+/// databases of `job_stores` (each its peers on its TCP port); every other destination is
+/// denied. One policy selects every worker revision, so `job_stores` are those of every
+/// revision running: a canary that moves the database does not cut the stable workers off
+/// theirs. Ingress stays open: clients, the operator's quality rounds and the scraper reach
+/// workers on their port.
+pub fn workers<'a>(
+    owner: &Owner,
+    dns: &[NetworkPolicyPeer],
+    job_stores: impl IntoIterator<Item = &'a JobStore>,
+) -> NetworkPolicy {
     let instance = &owner.instance;
     let port = |protocol: &str, port: i32| NetworkPolicyPort {
         port: Some(IntOrString::Int(port)),
@@ -99,6 +107,20 @@ pub fn workers(owner: &Owner, dns: &[NetworkPolicyPeer]) -> NetworkPolicy {
         to: Some(dns.to_vec()),
         ports: Some(vec![port("UDP", DNS_PORT), port("TCP", DNS_PORT)]),
     };
+    let mut egress = vec![own_vllm, dns];
+    for store in job_stores {
+        // An empty peer list would allow every destination; the CRD requires one peer at least.
+        if store.egress.is_empty() {
+            continue;
+        }
+        let rule = NetworkPolicyEgressRule {
+            to: Some(store.egress.clone()),
+            ports: Some(vec![port("TCP", store.port)]),
+        };
+        if !egress.contains(&rule) {
+            egress.push(rule);
+        }
+    }
     NetworkPolicy {
         metadata: owner.meta(
             labels::names::worker_tier(instance),
@@ -107,7 +129,7 @@ pub fn workers(owner: &Owner, dns: &[NetworkPolicyPeer]) -> NetworkPolicy {
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(tier(instance, Tier::Worker)),
             policy_types: Some(vec!["Egress".into()]),
-            egress: Some(vec![own_vllm, dns]),
+            egress: Some(egress),
             ..NetworkPolicySpec::default()
         }),
     }
@@ -223,7 +245,7 @@ mod tests {
 
     #[test]
     fn workers_may_reach_their_own_vllm_and_dns_only() {
-        let policy = workers(&owner(), &dns_peers("kube-system", &default_dns_pods()));
+        let policy = workers(&owner(), &dns_peers("kube-system", &default_dns_pods()), []);
         assert_eq!(policy.metadata.name.as_deref(), Some("docs-worker"));
         let spec = policy.spec.unwrap();
         let selected = spec.pod_selector.unwrap().match_labels.unwrap();
@@ -263,6 +285,99 @@ mod tests {
                 ("TCP".to_owned(), IntOrString::Int(53))
             ]
         );
+    }
+
+    fn job_store(peer: NetworkPolicyPeer, port: i32) -> JobStore {
+        JobStore {
+            url_secret_ref: mineru_crds::SecretKeyRef {
+                name: "mineru-jobs".into(),
+                key: "url".into(),
+            },
+            egress: vec![peer],
+            port,
+        }
+    }
+
+    #[test]
+    fn workers_may_reach_the_job_databases_of_every_running_revision_on_their_port() {
+        let database = |namespace: &str| NetworkPolicyPeer {
+            namespace_selector: Some(namespace_selector(namespace)),
+            ..NetworkPolicyPeer::default()
+        };
+        let outside = NetworkPolicyPeer {
+            ip_block: Some(k8s_openapi::api::networking::v1::IPBlock {
+                cidr: "203.0.113.7/32".into(),
+                except: None,
+            }),
+            ..NetworkPolicyPeer::default()
+        };
+        let dns = dns_peers("kube-system", &default_dns_pods());
+        let egress = |stores: &[JobStore]| {
+            workers(&owner(), &dns, stores)
+                .spec
+                .unwrap()
+                .egress
+                .unwrap()
+        };
+        let without = egress(&[]);
+        // The rules after vLLM and DNS, as (peers, ports).
+        let extra = |stores: &[JobStore]| {
+            let egress = egress(stores);
+            assert_eq!(
+                egress[..2],
+                without[..],
+                "vLLM and DNS first, as without a store"
+            );
+            egress[2..]
+                .iter()
+                .map(|rule| {
+                    let ports: Vec<_> = rule
+                        .ports
+                        .iter()
+                        .flatten()
+                        .map(|p| (p.protocol.clone().unwrap(), p.port.clone().unwrap()))
+                        .collect();
+                    (rule.to.clone().unwrap(), ports)
+                })
+                .collect::<Vec<_>>()
+        };
+        let tcp = |port| vec![("TCP".to_owned(), IntOrString::Int(port))];
+        for (stores, expected) in [
+            (vec![], vec![]),
+            (
+                vec![job_store(database("databases"), 5432)],
+                vec![(vec![database("databases")], tcp(5432))],
+            ),
+            (
+                // Stable and canary on the same database: one rule.
+                vec![
+                    job_store(database("databases"), 5432),
+                    job_store(database("databases"), 5432),
+                ],
+                vec![(vec![database("databases")], tcp(5432))],
+            ),
+            (
+                // A canary moving the database: the stable workers keep theirs.
+                vec![
+                    job_store(database("databases"), 5432),
+                    job_store(outside.clone(), 6432),
+                ],
+                vec![
+                    (vec![database("databases")], tcp(5432)),
+                    (vec![outside.clone()], tcp(6432)),
+                ],
+            ),
+            (
+                // No peers would mean every destination: no rule rather than an open one.
+                vec![JobStore {
+                    egress: vec![],
+                    ..job_store(outside.clone(), 5432)
+                }],
+                vec![],
+            ),
+        ] {
+            assert_eq!(extra(&stores), expected, "{stores:?}");
+        }
     }
 
     #[test]
