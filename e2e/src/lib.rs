@@ -3,10 +3,13 @@
 
 pub mod audit;
 pub mod controlplane;
+pub mod mineru_api;
 pub mod netpol;
 pub mod operator;
+pub mod postgres;
 pub mod process;
 pub mod prometheus;
+pub mod round_robin;
 pub mod rules;
 pub mod scenario;
 pub mod stack;

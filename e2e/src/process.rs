@@ -102,10 +102,16 @@ impl Supervised {
 
     /// Sends SIGTERM and waits up to `grace` before SIGKILL.
     pub fn stop(&mut self, grace: Duration) {
+        self.stop_with(libc::SIGTERM, grace);
+    }
+
+    /// Sends `signal` (a component's own way to stop, e.g. SIGINT for PostgreSQL's fast
+    /// shutdown) and waits up to `grace` before SIGKILL.
+    pub fn stop_with(&mut self, signal: i32, grace: Duration) {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;
         }
-        signal_group(&self.child, libc::SIGTERM);
+        signal_group(&self.child, signal);
         let deadline = std::time::Instant::now() + grace;
         while std::time::Instant::now() < deadline {
             if matches!(self.child.try_wait(), Ok(Some(_))) {

@@ -78,7 +78,7 @@ impl Simulator {
 pub struct Worker {
     pub revision: String,
     pub address: SocketAddr,
-    _process: Supervised,
+    process: Supervised,
 }
 
 impl Worker {
@@ -103,28 +103,57 @@ impl Worker {
         Self::spawn(revision, &["--backend", "text"], logs)
     }
 
-    fn spawn(revision: &str, backend: &[&str], logs: &Path) -> Result<Self> {
+    /// Starts a worker of `revision` with the given flags (backend, job store, timings).
+    pub fn spawn(revision: &str, flags: &[&str], logs: &Path) -> Result<Self> {
         let port = free_port()?;
         let mut command = Command::new(workspace_binary("mineru-worker")?);
         command
             .args(["serve", "--host", "127.0.0.1"])
             .arg(format!("--port={port}"))
-            .args(backend)
+            .args(flags)
             .args(["--revision", revision])
             .env("RUST_LOG", "info");
-        let process = Supervised::spawn(&format!("worker-{revision}"), command, logs)?;
+        let process = Supervised::spawn(&format!("worker-{revision}-{port}"), command, logs)?;
         let address: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         wait_for_http(&format!("http://{address}/health"))?;
         Ok(Worker {
             revision: revision.to_owned(),
             address,
-            _process: process,
+            process,
         })
     }
 
     /// Base URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.address)
+    }
+
+    /// SIGTERM, as a pod is stopped, then SIGKILL after `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        self.process.stop(grace);
+    }
+
+    /// SIGKILL: the worker dies with whatever it was doing.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// SIGSTOP: the worker stalls (takes no job, renews no lease) until [`Worker::thaw`].
+    pub fn freeze(&self) {
+        self.process.freeze();
+    }
+
+    pub fn thaw(&self) {
+        self.process.thaw();
+    }
+
+    /// Whether the process ended within `budget`.
+    pub fn exits_within(&mut self, budget: Duration) -> bool {
+        self.process.exits_within(budget)
+    }
+
+    pub fn log(&self) -> String {
+        self.process.log()
     }
 
     /// The scrape target for Prometheus, labelled as the worker pods of `namespace`.

@@ -92,7 +92,7 @@ fn tenant(name: &str) -> Tenant {
     Tenant {
         policies: vec![
             networkpolicy::desired(&owner, &peers),
-            networkpolicy::workers(&owner, &dns_peers()),
+            networkpolicy::workers(&owner, &dns_peers(), []),
         ],
         vllm: Endpoint::pod_labelled(TENANTS, &labels(sts.spec.map(|s| s.template))),
         worker: Endpoint::pod_labelled(TENANTS, &labels(workers.spec.map(|s| s.template))),

@@ -207,7 +207,15 @@ fn page_count_of(resolved: &str) -> usize {
 
 /// A JSON body, refused in MinerU's words.
 fn parse_json<T: DeserializeOwned>(body: &[u8]) -> V1Result<T> {
-    serde_json::from_slice(body).map_err(|e| V1Error::bad_request(format!("Invalid request: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        let message = e.to_string();
+        let refusal = V1Error::bad_request(format!("Invalid request: {message}"));
+        // serde names the missing or unknown field in backticks; MinerU names it in `param`.
+        match message.split('`').nth(1) {
+            Some(field) if message.contains("field `") => refusal.with_param(field),
+            _ => refusal,
+        }
+    })
 }
 
 /// `key=value` pairs of a query string, in order.

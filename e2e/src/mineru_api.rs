@@ -1,0 +1,80 @@
+//! MinerU 4 itself, from PyPI: `mineru-api` in its model-free `flash` tier (its other tiers fetch
+//! models from a hub this machine cannot reach) as the reference server of the `/v1` contract,
+//! and the virtualenv's Python for MinerU's own client. `e2e/scripts/install-deps.sh mineru4`
+//! builds the virtualenv (cached by version).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::process::{Supervised, free_port};
+use crate::{repo_path, wait_until};
+
+/// The MinerU 4 virtualenv, installed when missing.
+pub fn venv() -> Result<PathBuf> {
+    let output = Command::new("bash")
+        .arg(repo_path("e2e/scripts/install-deps.sh"))
+        .arg("mineru4")
+        .output()
+        .context("running install-deps.sh mineru4")?;
+    if !output.status.success() {
+        bail!(
+            "installing MinerU 4 failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(PathBuf::from(String::from_utf8(output.stdout)?.trim()))
+}
+
+/// MinerU 4's Python, with `mineru` importable.
+pub fn python() -> Result<PathBuf> {
+    Ok(venv()?.join("bin/python"))
+}
+
+pub struct MineruApi {
+    port: u16,
+    _uploads: tempfile::TempDir,
+    _process: Supervised,
+}
+
+impl MineruApi {
+    /// `mineru-api --tier flash` on a free loopback port, ready when `/v1/health` answers.
+    pub fn start_flash() -> Result<Self> {
+        let venv = venv()?;
+        let uploads = tempfile::Builder::new().prefix("mineru-api-").tempdir()?;
+        let port = free_port()?;
+        let mut command = Command::new(venv.join("bin/mineru-api"));
+        command
+            .args(["--tier", "flash", "--host", "127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .arg(format!(
+                "--upload-dir={}",
+                uploads.path().join("store").display()
+            ))
+            .env("HF_HUB_OFFLINE", "1")
+            .env("MINERU_API_ENABLE_FASTAPI_DOCS", "0");
+        let process = Supervised::spawn("mineru-api", command, uploads.path())?;
+        let api = Self {
+            port,
+            _uploads: uploads,
+            _process: process,
+        };
+        let health = format!("{}/v1/health", api.url());
+        let client = reqwest::blocking::Client::new();
+        wait_until("mineru-api to serve", Duration::from_secs(120), || {
+            Ok(client
+                .get(&health)
+                .send()
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ()))
+        })?;
+        Ok(api)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
