@@ -665,7 +665,7 @@ fn wait_for(worker: &str, id: &str, wanted: &[&str], budget: Duration) -> Result
 fn jobs_survive_other_replicas_cancellation_sigterm_and_sigkill() -> Result<()> {
     let logs = tempfile::tempdir()?;
     let simulator = Simulator::start("m1", MODEL, &["--latency-ms", "700"], logs.path())?;
-    let postgres = Postgres::start()?;
+    let mut postgres = Postgres::start()?;
     let store = postgres.url();
     let mut a = shared_worker("w1-a", &simulator, &store, logs.path())?;
     let b = shared_worker("w1-b", &simulator, &store, logs.path())?;
@@ -763,6 +763,26 @@ fn jobs_survive_other_replicas_cancellation_sigterm_and_sigkill() -> Result<()> 
     )?;
     assert_eq!(finished["status"], "completed", "{finished}");
     assert!(b.log().contains("worker lost mid-job"), "{}", b.log());
+
+    // The store down mid-job: /v1 answers 503 job_store_unavailable while /file_parse keeps
+    // working, and the job comes through once the database is back.
+    let id = submit(&b.url())?;
+    wait_for(&b.url(), &id, &["running"], Duration::from_secs(20))?;
+    postgres.stop();
+    let health = http.get(format!("{}/v1/health", b.url())).send()?;
+    assert_eq!(health.status(), 503);
+    let body: Value = health.json()?;
+    assert_eq!(body["error"]["code"], "job_store_unavailable", "{body}");
+    let legacy = legacy_markdown(&b.url(), "vlm")?;
+    assert!(!legacy.is_empty());
+    postgres.restart()?;
+    let finished = wait_for(
+        &b.url(),
+        &id,
+        &["completed", "failed", "partial", "canceled"],
+        Duration::from_secs(60),
+    )?;
+    assert_eq!(finished["status"], "completed", "{finished}");
     Ok(())
 }
 

@@ -452,6 +452,58 @@ async fn concurrent_uploads_are_all_answered() {
     );
 }
 
+/// A `/v1` job counts as `/file_parse` does, for the revision that ran it, so the rollout gates
+/// see MinerU 4 clients' documents too; a failed file counts as the client's error.
+#[tokio::test]
+async fn v1_jobs_count_in_the_revisions_metrics() {
+    let worker = Worker::start(&["--backend", "text"]).await;
+    let upload = |name: &str, data: Vec<u8>| {
+        let part = Part::bytes(data).file_name(name.to_owned());
+        Form::new().part("files", part)
+    };
+    let done = worker
+        .http
+        .post(worker.url("/v1/file_parse?tier=flash"))
+        .multipart(upload("a.pdf", pdf(&["x", "y", "z"])))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(done.status(), StatusCode::OK);
+    let failed = worker
+        .http
+        .post(worker.url("/v1/file_parse?tier=flash"))
+        .multipart(upload("b.pdf", b"not a pdf".to_vec()))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(failed.status(), StatusCode::CONFLICT);
+    let metrics = worker.metrics().await;
+    let labels = |outcome| {
+        [
+            ("revision", REVISION),
+            ("backend", "text"),
+            ("outcome", outcome),
+        ]
+    };
+    assert_eq!(
+        metrics.value("mineru_worker_requests_total", &labels("success")),
+        Some(1.0)
+    );
+    assert_eq!(
+        metrics.value("mineru_worker_requests_total", &labels("client_error")),
+        Some(1.0)
+    );
+    let pages = [("revision", REVISION), ("backend", "text")];
+    assert_eq!(
+        metrics.value("mineru_worker_pages_total", &pages),
+        Some(3.0)
+    );
+    assert_eq!(
+        metrics.value("mineru_worker_documents_total", &pages),
+        Some(1.0)
+    );
+}
+
 #[tokio::test]
 async fn metrics_count_known_traffic_with_the_revision_label() {
     let worker = Worker::start(&["--backend", "text"]).await;
@@ -607,13 +659,19 @@ async fn the_served_openapi_document_is_the_committed_one() {
 #[tokio::test]
 async fn every_path_of_the_openapi_document_is_served() {
     let worker = Worker::start(&["--backend", "text"]).await;
-    let document: serde_json::Value = worker.get("/openapi.json").await.json().await.expect("json");
+    let document: serde_json::Value = worker
+        .get("/openapi.json")
+        .await
+        .json()
+        .await
+        .expect("json");
     let paths = document["paths"].as_object().expect("paths");
     assert!(paths.len() > 20, "{paths:?}");
     for (path, item) in paths {
         let concrete = path.replace("{id}", "x").replace("{model}", "x");
         for method in item.as_object().expect("operations").keys() {
-            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let method =
+                reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
             let response = worker
                 .http
                 .request(method.clone(), worker.url(&concrete))
@@ -624,7 +682,8 @@ async fn every_path_of_the_openapi_document_is_served() {
             let body = response.bytes().await.expect("body");
             // An unrouted path is an empty 404, a wrong method 405; our own 404s say what is missing.
             assert!(
-                status != StatusCode::METHOD_NOT_ALLOWED && !(status == StatusCode::NOT_FOUND && body.is_empty()),
+                status != StatusCode::METHOD_NOT_ALLOWED
+                    && !(status == StatusCode::NOT_FOUND && body.is_empty()),
                 "{method} {path}: {status} — documented but not served"
             );
         }
