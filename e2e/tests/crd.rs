@@ -171,6 +171,76 @@ fn crd_is_served_with_defaults_and_validation() {
         );
     }
 
+    // The job store: its Secret named as Kubernetes names Secrets, its database reachable only
+    // where the policy says, and its env never set by hand.
+    let worker_line = "  worker: {image: registry.example/mineru-worker:0.1.0}";
+    let store = |secret: &str, egress: &str| {
+        format!("jobStore: {{urlSecretRef: {{{secret}}}, egress: {egress}}}")
+    };
+    let with_worker = |extra: &str| {
+        with_spec_patch(analysis_off).replace(
+            worker_line,
+            &worker_line.replace("0.1.0}", &format!("0.1.0, {extra}}}")),
+        )
+    };
+    for (extra, message) in [
+        (
+            store("name: Jobs_DB, key: url", "[{podSelector: {}}]"),
+            "a Secret name is lowercase letters",
+        ),
+        (
+            store("name: jobs, key: 'u r l'", "[{podSelector: {}}]"),
+            "a Secret key is letters, digits",
+        ),
+        (
+            store("name: jobs, key: url", "[]"),
+            "should have at least 1 items",
+        ),
+        (
+            store(
+                "name: jobs, key: url",
+                "[{ipBlock: {cidr: 10.0.0.0/8}, podSelector: {}}]",
+            ),
+            "each jobStore.egress peer is either an ipBlock",
+        ),
+        (
+            "env: [{name: MINERU_JOB_STORE, value: 'postgres://x'}]".to_owned(),
+            "MINERU_JOB_STORE is set from jobStore.urlSecretRef",
+        ),
+    ] {
+        let stderr = rejection(&plane, &with_worker(&extra));
+        assert!(
+            stderr.contains(message),
+            "expected {message:?} for {extra}, got: {stderr}"
+        );
+    }
+    let accepted = with_worker(&store(
+        "name: jobs, key: url",
+        "[{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: databases}}}]",
+    ));
+    let path = plane.dir().join("job-store.yaml");
+    std::fs::write(&path, &accepted).unwrap();
+    let output = plane
+        .kubectl_output(&[
+            "create",
+            "--dry-run=server",
+            "-o",
+            "json",
+            "-f",
+            path.to_str().unwrap(),
+        ])
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let created: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        created["spec"]["worker"]["jobStore"]["port"], 5432,
+        "{created}"
+    );
+
     // A name too long for the names derived from it is refused at apply time.
     let valid = with_spec_patch("  rollout:\n    analysis: {defaultCriteria: false}\n");
     let long_name = valid.replace("name: invalid", &format!("name: {}", "d".repeat(37)));
