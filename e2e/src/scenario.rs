@@ -222,6 +222,9 @@ pub struct Setup {
     pub legacy: bool,
     /// Concurrent clients, and the pause each takes between documents.
     pub senders: usize,
+    /// Every other document goes through MinerU 4's `POST /v1/file_parse` instead of the
+    /// legacy `POST /file_parse`, as a mix of MinerU 4 and MinerU 2 clients would send.
+    pub v1_clients: bool,
     pub pause: Duration,
     /// What the canary's vLLM answers instead of the stable one's (a `vllm-sim` scenario).
     pub canary_scenario: Option<&'static str>,
@@ -241,6 +244,7 @@ impl Default for Setup {
             routing: Routing::Gateway,
             legacy: false,
             senders: 3,
+            v1_clients: false,
             pause: Duration::from_millis(100),
             canary_scenario: None,
             operator_args: Vec::new(),
@@ -695,6 +699,7 @@ fn backends(routing: Routing, kubectl_output: &str) -> Vec<(String, u32)> {
 pub struct Load {
     stop: Arc<AtomicBool>,
     answers: Arc<Mutex<BTreeMap<String, (u32, u32)>>>,
+    v1_successes: Arc<Mutex<BTreeMap<String, u32>>>,
     threads: Vec<thread::JoinHandle<()>>,
 }
 
@@ -703,6 +708,7 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let weights: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
         let answers: Arc<Mutex<BTreeMap<String, (u32, u32)>>> = Arc::default();
+        let v1_successes: Arc<Mutex<BTreeMap<String, u32>>> = Arc::default();
         let kubeconfig = plane.admin_kubeconfig();
         let kubectl = plane.bin().join("kubectl");
         let routing = setup.routing;
@@ -728,10 +734,11 @@ impl Load {
             })
         };
         let workers = Arc::new(workers);
-        let pause = setup.pause;
+        let (pause, v1_clients) = (setup.pause, setup.v1_clients);
         let senders: Vec<_> = (0..setup.senders)
             .map(|_| {
                 let (stop, weights, answers) = (stop.clone(), weights.clone(), answers.clone());
+                let v1_successes = v1_successes.clone();
                 let workers = workers.clone();
                 let pdf = std::fs::read(repo_path("examples/documents/sample.pdf")).unwrap();
                 thread::spawn(move || {
@@ -743,6 +750,7 @@ impl Load {
                     // each request and the one furthest ahead is picked, so a 10% canary gets every
                     // tenth request rather than a burst after ninety stable ones.
                     let mut credit: BTreeMap<String, i64> = BTreeMap::new();
+                    let mut sent = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         let current = weights.lock().unwrap().clone();
                         let total: i64 = current.iter().map(|(_, w)| i64::from(*w)).sum();
@@ -764,19 +772,32 @@ impl Load {
                             thread::sleep(Duration::from_millis(100));
                             continue;
                         };
-                        let form = reqwest::blocking::multipart::Form::new()
-                            .part(
-                                "files",
-                                reqwest::blocking::multipart::Part::bytes(pdf.clone())
-                                    .file_name("sample.pdf"),
-                            )
-                            .text("backend", "vlm");
-                        let ok = client
-                            .post(format!("{url}/file_parse"))
-                            .multipart(form)
+                        let part = reqwest::blocking::multipart::Part::bytes(pdf.clone())
+                            .file_name("sample.pdf");
+                        let form = reqwest::blocking::multipart::Form::new().part("files", part);
+                        sent += 1;
+                        let v1 = v1_clients && sent.is_multiple_of(2);
+                        let request = if v1 {
+                            // A MinerU 4 client: the job runs on the worker the route chose.
+                            client
+                                .post(format!("{url}/v1/file_parse?tier=standard"))
+                                .multipart(form)
+                        } else {
+                            client
+                                .post(format!("{url}/file_parse"))
+                                .multipart(form.text("backend", "vlm"))
+                        };
+                        let ok = request
                             .send()
                             .is_ok_and(|response| response.status().is_success());
                         let revision = service.trim_start_matches("docs-worker-").to_owned();
+                        if ok && v1 {
+                            *v1_successes
+                                .lock()
+                                .unwrap()
+                                .entry(revision.clone())
+                                .or_default() += 1;
+                        }
                         let mut answers = answers.lock().unwrap();
                         let entry = answers.entry(revision).or_default();
                         if ok {
@@ -793,11 +814,22 @@ impl Load {
         Load {
             stop,
             answers,
+            v1_successes,
             threads: std::iter::once(route_reader).chain(senders).collect(),
         }
     }
 
     /// (successes, failures) seen by a worker revision.
+    /// Documents a worker revision parsed for MinerU 4 clients (`/v1/file_parse`).
+    pub fn v1_successes(&self, revision: &str) -> u32 {
+        self.v1_successes
+            .lock()
+            .unwrap()
+            .get(revision)
+            .copied()
+            .unwrap_or_default()
+    }
+
     pub fn answers(&self, revision: &str) -> (u32, u32) {
         self.answers
             .lock()

@@ -6,13 +6,18 @@ use std::time::Duration;
 
 use mineru_e2e::{
     controlplane::Nodes,
-    scenario::{NAMESPACE, Scenario, assert_no_step_announced_twice, event_notes, pair},
+    scenario::{NAMESPACE, Scenario, Setup, assert_no_step_announced_twice, event_notes, pair},
     wait_until,
 };
 
 #[test]
 fn a_healthy_canary_walks_10_50_100_through_operator_crashes_and_is_promoted() {
-    let mut scenario = Scenario::start("rollout-promote", &Nodes::default());
+    // Half the clients speak MinerU 4's /v1: their jobs count for the revision that ran them.
+    let setup = Setup {
+        v1_clients: true,
+        ..Setup::default()
+    };
+    let mut scenario = Scenario::start_with("rollout-promote", &Nodes::default(), setup);
     {
         scenario.settle_on_stable();
         let (stable, canary) = (scenario.stable.clone(), scenario.canary.clone());
@@ -55,6 +60,10 @@ fn a_healthy_canary_walks_10_50_100_through_operator_crashes_and_is_promoted() {
         assert!(
             scenario.load.answers(&canary.worker_revision).0 > 0,
             "the canary got traffic"
+        );
+        assert!(
+            scenario.load.v1_successes(&canary.worker_revision) > 0,
+            "MinerU 4 clients' jobs ran on the canary"
         );
         let old_statefulset = format!("docs-vllm-{}", stable.model_revision);
         wait_until(
