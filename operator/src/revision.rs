@@ -109,7 +109,7 @@ mod tests {
         assert_eq!(model("docs", &model_spec()).unwrap(), "m-1739560c");
         assert_eq!(
             worker("docs", &worker_template("m-00000000")).unwrap(),
-            "w-a274ddce"
+            "w-7756402f"
         );
     }
 

@@ -130,6 +130,13 @@ pub fn args(instance: &str, template: &WorkerTemplate) -> Vec<String> {
         "--render-memory".into(),
         format!("{}Mi", RENDER_MEMORY_BYTES >> 20),
     ];
+    if spec.job_store.is_none() {
+        // The worker's own job store lives in /tmp: bounded, and counted in its size limit.
+        args.extend([
+            "--job-store-max-bytes".into(),
+            format!("{}Mi", EMBEDDED_JOB_STORE_BYTES >> 20),
+        ]);
+    }
     if template.api_key_secret_ref.is_some() {
         args.extend([
             "--api-key-file".into(),
@@ -239,8 +246,11 @@ const PAGE_WORKING_SET_BYTES: u64 = 64 << 20;
 /// objects and one page's decoded images and bitmap.
 const RENDER_MEMORY_BYTES: u64 = 768 << 20;
 
-/// `/tmp` holds each document in progress once (the file the render subprocesses read), plus
-/// room for what else writes there.
+/// `/v1` uploads and outputs a worker without a shared job store keeps in `/tmp`.
+const EMBEDDED_JOB_STORE_BYTES: u64 = 1 << 30;
+
+/// `/tmp` holds each document in progress once (the file the render subprocesses read), the
+/// embedded job store of a worker without a shared one, plus room for what else writes there.
 fn tmp_size_limit(spec: &WorkerSpec) -> Quantity {
     let upload = spec
         .max_file_bytes
@@ -248,7 +258,15 @@ fn tmp_size_limit(spec: &WorkerSpec) -> Quantity {
         .parse::<mineru_protocol::worker::ByteSize>()
         .map_or(0, |size| size.0);
     let documents = u64::try_from(spec.max_concurrent_documents.max(1)).unwrap_or(1);
-    let bytes = upload.saturating_mul(documents).saturating_add(64 << 20);
+    let store = if spec.job_store.is_none() {
+        EMBEDDED_JOB_STORE_BYTES
+    } else {
+        0
+    };
+    let bytes = upload
+        .saturating_mul(documents)
+        .saturating_add(store)
+        .saturating_add(64 << 20);
     Quantity(format!("{}Mi", bytes.div_ceil(1 << 20)))
 }
 
@@ -495,6 +513,9 @@ mod tests {
                 None,
                 "the environment only"
             );
+            // Only a worker keeping its own store in /tmp bounds it there.
+            let bounded = flag(container.args.as_ref().unwrap(), "--job-store-max-bytes");
+            assert_eq!(bounded.is_some(), expected.is_none());
         }
     }
 
@@ -559,9 +580,12 @@ mod tests {
             .iter()
             .find(|v| v.name == tmp.name)
             .unwrap();
-        // Each of the 4 documents in progress once (100Mi), and 64Mi besides.
+        // Each of the 4 documents in progress once (100Mi), the worker's own job store (1Gi,
+        // as its flag says), and 64Mi besides.
         let size = volume.empty_dir.as_ref().unwrap().size_limit.as_ref();
-        assert_eq!(size.map(|q| q.0.as_str()), Some("464Mi"));
+        assert_eq!(size.map(|q| q.0.as_str()), Some("1488Mi"));
+        let args = worker(&deployment).args.clone().unwrap();
+        assert_eq!(flag(&args, "--job-store-max-bytes"), Some("1024Mi"));
     }
 
     #[test]

@@ -131,6 +131,11 @@ pub struct ServeArgs {
     /// How long finished jobs and their outputs are kept.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub job_retention: Duration,
+    /// Bytes of uploads and outputs the embedded job store may hold (it lives in `TMPDIR`):
+    /// past it the jobs that finished first are forgotten, and new `/v1` work is refused (503
+    /// `job_store_full`) while none can be. Not applied to PostgreSQL.
+    #[arg(long, default_value = "1Gi")]
+    pub job_store_max_bytes: ByteSize,
     /// Largest file a `/v1` job may carry inline (base64) rather than uploaded.
     #[arg(long, default_value = "1Mi")]
     pub max_inline_bytes: ByteSize,

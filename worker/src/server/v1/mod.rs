@@ -431,6 +431,7 @@ async fn create_upload(
             ),
         ));
     }
+    room(&app).await?;
     let store = &app.jobs.store;
     let now = now_s();
     let mut upload = UploadRecord {
@@ -741,6 +742,23 @@ fn page_range_refusal(e: PageRangeError, param: String) -> V1Error {
         .with_param(param)
 }
 
+/// Room in the embedded store for more uploads and jobs, or a 503 that says why not.
+async fn room(app: &App) -> V1Result<()> {
+    if runner::make_room(&app.jobs, app.config.job_store_max_bytes.0).await? {
+        return Ok(());
+    }
+    Err(V1Error::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "engine_error",
+        "job_store_full",
+        format!(
+            "this worker's job store holds its --job-store-max-bytes ({} bytes) in jobs not \
+             yet finished and uploads; retry later, or give the workers a shared store",
+            app.config.job_store_max_bytes.0
+        ),
+    ))
+}
+
 /// Checks a submission as MinerU does, stores what it needs and queues it.
 async fn submit(
     app: &App,
@@ -802,6 +820,7 @@ async fn submit(
         )
         .with_param("ocr_mode"));
     }
+    room(app).await?;
     let store = &app.jobs.store;
     let mut files = Vec::with_capacity(request.files.len());
     let mut inputs = Vec::with_capacity(request.files.len());
@@ -1093,6 +1112,7 @@ async fn task_request(
         PageSelection::normalized(&options.page_range)
             .map_err(|e| page_range_refusal(e, "page_range".into()))?;
         check_formats(&options.output_formats, Form::Task)?;
+        room(app).await?;
         let sent = match media.as_str() {
             "application/octet-stream" => vec![raw_file(app, request, &options).await?],
             "multipart/form-data" => {

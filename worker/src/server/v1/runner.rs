@@ -113,6 +113,9 @@ pub async fn dispatch(app: Arc<App>) {
             if let Err(e) = jobs.store.collect(jobs.retention.as_millis() as i64).await {
                 tracing::warn!(error = %e, "cannot collect expired jobs and files");
             }
+            if let Err(e) = make_room(jobs, app.config.job_store_max_bytes.0).await {
+                tracing::warn!(error = %e, "cannot bound the job store");
+            }
         }
         tokio::select! {
             () = jobs.wake.notified() => {}
@@ -141,6 +144,26 @@ async fn tick(app: &Arc<App>) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// Keeps the embedded store within `max_bytes` by forgetting the jobs that finished first;
+/// true when it is within it.
+pub async fn make_room(jobs: &Jobs, max_bytes: u64) -> Result<bool, StoreError> {
+    if !jobs.store.embedded() {
+        return Ok(true);
+    }
+    loop {
+        if jobs.store.bytes_held().await? as u64 <= max_bytes {
+            return Ok(true);
+        }
+        if !jobs.store.forget_oldest_finished().await? {
+            return Ok(false);
+        }
+        tracing::info!(
+            max_bytes,
+            "job store full: forgot the job that finished first"
+        );
+    }
 }
 
 pub fn source_of(name: &str) -> Source {
@@ -680,5 +703,33 @@ mod tests {
         // Gone from the worker list: another revision's workers may now take r1's jobs.
         let claimable = jobs.store.claimable("r2", 0, 10).await.unwrap();
         assert_eq!(claimable.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_full_embedded_store_forgets_finished_jobs_and_never_running_ones() {
+        let jobs = jobs().await;
+        for (id, fill) in [("job_a", b'a'), ("job_b", b'b')] {
+            jobs.store.insert_job(id, "r1", &doc()).await.unwrap();
+            put_output(&jobs, id, format!("{id}.md"), &[fill; 1000])
+                .await
+                .unwrap();
+            let mut row = jobs.store.job(id).await.unwrap().unwrap();
+            row.status = JobStatus::Completed;
+            jobs.store.update_job(&row, None).await.unwrap();
+        }
+        jobs.store
+            .insert_job("job_running", "r1", &doc())
+            .await
+            .unwrap();
+        assert_eq!(jobs.store.bytes_held().await.unwrap(), 2000);
+        assert!(make_room(&jobs, 2000).await.unwrap(), "within the budget");
+        assert!(jobs.store.job("job_a").await.unwrap().is_some());
+        // Over it, finished jobs go; bytes stored in the last minute stay (a file may be about
+        // to refer to them), so the budget is not met yet, and the running job stays.
+        assert!(!make_room(&jobs, 1000).await.unwrap());
+        for gone in ["job_a", "job_b"] {
+            assert!(jobs.store.job(gone).await.unwrap().is_none(), "{gone}");
+        }
+        assert!(jobs.store.job("job_running").await.unwrap().is_some());
     }
 }

@@ -592,12 +592,7 @@ impl Store {
             ),
             ("DELETE FROM mineru_uploads WHERE expires_at <= $1", now_s),
             ("DELETE FROM mineru_workers WHERE heartbeat_ms < $1", cutoff),
-            (
-                "DELETE FROM mineru_blobs WHERE created_at < $1 AND sha256 NOT IN (SELECT \
-                 sha256 FROM mineru_files WHERE sha256 IS NOT NULL) AND sha256 NOT IN (SELECT \
-                 sha256 FROM mineru_uploads WHERE sha256 IS NOT NULL)",
-                cutoff,
-            ),
+            (UNREFERENCED_BLOBS, cutoff),
         ] {
             sqlx::query(statement)
                 .bind(value)
@@ -607,6 +602,56 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// Whether this is a worker's own embedded database (its size is the worker's to bound).
+    pub fn embedded(&self) -> bool {
+        self.dialect == Dialect::Sqlite
+    }
+
+    /// Bytes of files and pending uploads held.
+    pub async fn bytes_held(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COALESCE(SUM(length(data)), 0) FROM mineru_blobs) + (SELECT \
+             COALESCE(SUM(length(data)), 0) FROM mineru_uploads)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<i64, _>(0).unwrap_or(0))
+    }
+
+    /// Forgets the finished job that finished first, with its outputs and the bytes nothing
+    /// else refers to; false when no job has finished.
+    pub async fn forget_oldest_finished(&self) -> Result<bool, StoreError> {
+        let Some(row) = sqlx::query(
+            "SELECT id FROM mineru_jobs WHERE finished_ms IS NOT NULL ORDER BY finished_ms, id \
+             LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(false);
+        };
+        let id: String = row.get(0);
+        for statement in [
+            "DELETE FROM mineru_files WHERE job_id = $1",
+            "DELETE FROM mineru_jobs WHERE id = $1",
+        ] {
+            sqlx::query(statement).bind(&id).execute(&self.pool).await?;
+        }
+        // A minute's margin: bytes just stored for a file about to be recorded stay.
+        sqlx::query(UNREFERENCED_BLOBS)
+            .bind(now_ms() - 60_000)
+            .execute(&self.pool)
+            .await?;
+        Ok(true)
+    }
+}
+
+/// Blobs older than `$1` that no file or upload refers to.
+const UNREFERENCED_BLOBS: &str = "DELETE FROM mineru_blobs WHERE created_at < $1 AND sha256 NOT \
+     IN (SELECT sha256 FROM mineru_files WHERE sha256 IS NOT NULL) AND sha256 NOT IN (SELECT \
+     sha256 FROM mineru_uploads WHERE sha256 IS NOT NULL)";
 
 const JOB_COLUMNS: &str =
     "SELECT id, status, revision, owner, attempts, version, doc FROM mineru_jobs";
