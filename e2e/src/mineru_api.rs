@@ -35,13 +35,19 @@ pub fn python() -> Result<PathBuf> {
 
 pub struct MineruApi {
     port: u16,
+    process: Supervised,
     _uploads: tempfile::TempDir,
-    _process: Supervised,
 }
 
 impl MineruApi {
     /// `mineru-api --tier flash` on a free loopback port, ready when `/v1/health` answers.
     pub fn start_flash() -> Result<Self> {
+        Self::start_flash_with(&[])
+    }
+
+    /// As [`MineruApi::start_flash`], with more of `mineru-api`'s options, e.g.
+    /// `["--concurrency", "2"]` or `["--retention-seconds", "60"]`.
+    pub fn start_flash_with(options: &[&str]) -> Result<Self> {
         let venv = venv()?;
         let uploads = tempfile::Builder::new().prefix("mineru-api-").tempdir()?;
         let port = free_port()?;
@@ -53,28 +59,39 @@ impl MineruApi {
                 "--upload-dir={}",
                 uploads.path().join("store").display()
             ))
+            .args(options)
             .env("HF_HUB_OFFLINE", "1")
             .env("MINERU_API_ENABLE_FASTAPI_DOCS", "0");
         let process = Supervised::spawn("mineru-api", command, uploads.path())?;
-        let api = Self {
+        let mut api = Self {
             port,
+            process,
             _uploads: uploads,
-            _process: process,
         };
         let health = format!("{}/v1/health", api.url());
         let client = reqwest::blocking::Client::new();
+        // A server that exited fails at once, with its log, rather than at the deadline.
         wait_until("mineru-api to serve", Duration::from_secs(120), || {
+            if let Err(exited) = api.process.ensure_running() {
+                return Ok(Some(Err(exited)));
+            }
             Ok(client
                 .get(&health)
                 .send()
                 .ok()
                 .filter(|r| r.status().is_success())
-                .map(|_| ()))
-        })?;
+                .map(|_| Ok(())))
+        })??;
         Ok(api)
     }
 
+    /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's output so far.
+    pub fn log(&self) -> String {
+        self.process.log()
     }
 }

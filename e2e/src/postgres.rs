@@ -130,25 +130,64 @@ impl Postgres {
                 "-c",
                 "full_page_writes=off",
             ]);
-        self.process = Some(Supervised::spawn("postgres", command, self.dir.path())?);
+        let mut process = Supervised::spawn("postgres", command, self.dir.path())?;
         let port = self.port.to_string();
         let ready = bin.join("pg_isready");
-        wait_until(
+        // A server that exited fails at once, with its log, rather than at the deadline.
+        let started = wait_until(
             "PostgreSQL to accept connections",
             Duration::from_secs(30),
             || {
+                if let Err(exited) = process.ensure_running() {
+                    return Ok(Some(Err(exited)));
+                }
                 let status = Command::new(&ready)
                     .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-q"])
                     .status()?;
-                Ok(status.success().then_some(()))
+                Ok(status.success().then_some(Ok(())))
             },
         )
-        .with_context(|| self.log())
+        .and_then(|started| started)
+        .with_context(|| process.log());
+        self.process = Some(process);
+        started
     }
 
     /// `postgres://postgres@127.0.0.1:PORT/mineru`.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{DATABASE}", self.port)
+    }
+
+    /// The loopback port it listens on (kept across [`Postgres::restart`]).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Runs `sql` with `psql` as the `postgres` user in the test database; its output, unaligned
+    /// and without headers (`-At`).
+    pub fn psql(&self, sql: &str) -> Result<String> {
+        let output = Command::new(bin_dir()?.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args([
+                "-U",
+                "postgres",
+                "-d",
+                DATABASE,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-c",
+            ])
+            .arg(sql)
+            .output()
+            .context("running psql")?;
+        if !output.status.success() {
+            bail!(
+                "psql {sql:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8(output.stdout)?.trim_end().to_owned())
     }
 
     /// Stops the server (fast shutdown: open connections are cut), keeping its data.
