@@ -171,6 +171,7 @@ pub struct LocalRef {
 
 /// A Service outside the operator's control that currently receives the traffic.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("!has(self.tier) || self.api == 'v1'").message("legacyBackend.tier names a MinerU 4 tier: it needs api: v1"))]
 pub struct LegacyBackend {
     /// Name of the Service.
     #[schemars(length(min = 1, max = 253))]
@@ -178,6 +179,48 @@ pub struct LegacyBackend {
     /// Port of the Service.
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
+    /// The API the legacy Service speaks, which the quality gate's golden documents use:
+    /// `fileParse`, the `POST /file_parse` of MinerU 2 and 3's `mineru-api`, or `v1`, the
+    /// `POST /v1/file_parse` of MinerU 4's `mineru-api` (which serves no `/file_parse`).
+    #[serde(default)]
+    pub api: LegacyApi,
+    /// With `api: v1`, the MinerU tier the golden documents are parsed on (`flash`, `basic`,
+    /// `standard`, `advanced`); absent: the server's default, which a flash-only MinerU server
+    /// does not have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<LegacyTier>,
+}
+
+/// The API of a legacy MinerU Service.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum LegacyApi {
+    /// MinerU 2 and 3: `POST /file_parse`.
+    #[default]
+    FileParse,
+    /// MinerU 4: `POST /v1/file_parse`.
+    V1,
+}
+
+/// MinerU 4's parse tiers.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LegacyTier {
+    Flash,
+    Basic,
+    Standard,
+    Advanced,
+}
+
+impl LegacyTier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LegacyTier::Flash => "flash",
+            LegacyTier::Basic => "basic",
+            LegacyTier::Standard => "standard",
+            LegacyTier::Advanced => "advanced",
+        }
+    }
 }
 
 /// What to do when analysis cannot decide or cannot run.

@@ -75,7 +75,27 @@ fn job_store(secret: Value) -> Value {
 }
 
 fn cases() -> Vec<Case> {
+    let legacy = |extra: Value| {
+        let mut routing =
+            json!({"httpRoute": {"name": "r"}, "legacyBackend": {"name": "old", "port": 8000}});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            routing["legacyBackend"][k] = v.clone();
+        }
+        json!({"gatewayAPI": routing})
+    };
     vec![
+        Case {
+            rule: "a legacy tier only with the v1 API",
+            rejected: vec![(
+                "/spec/rollout/trafficRouting",
+                legacy(json!({"tier": "flash"})),
+            )],
+            accepted: vec![(
+                "/spec/rollout/trafficRouting",
+                legacy(json!({"api": "v1", "tier": "flash"})),
+            )],
+            message: "legacyBackend.tier names a MinerU 4 tier: it needs api: v1",
+        },
         Case {
             rule: "last step is 100",
             rejected: vec![(

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::{Client, ResourceExt};
-use mineru_crds::{MineruDeployment, QualitySpec, Revisions};
+use mineru_crds::{LegacyApi, MineruDeployment, QualitySpec, Revisions};
 
 use crate::{
     VLLM_PORT, WORKER_PORT, capacity,
@@ -17,6 +17,7 @@ use crate::{
     outbound::{self, OutboundPolicy},
     preflight,
     probes::{ProbePlan, ProbeTraffic},
+    quality::{Api, Endpoint},
     quality_rounds::{Comparison, Progress, QualityRounds},
     rollout::{
         self, AnalysisRound, Baseline, CapacityRead, Command, Decision, Input, Needs, Observed,
@@ -213,12 +214,12 @@ fn compare(
         io.quality_rounds.cancel(&object);
         return Progress::default();
     };
-    let Some(baseline_url) = baseline_url(io, md, &request.baseline) else {
+    let Some(baseline) = baseline(io, md, &request.baseline) else {
         return Progress::default();
     };
     let comparison = Comparison {
         canary_revision: request.judged.clone(),
-        baseline_url,
+        baseline,
         canary_url: worker_url(io, md, &request.judged),
         documents: request.documents,
         min_similarity: spec.min_similarity,
@@ -252,9 +253,9 @@ fn send_probes(
         io.probes.stop(&object);
         return;
     };
-    let baseline_url = match &request.baseline {
-        Some(baseline) => match baseline_url(io, md, baseline) {
-            Some(url) => Some(url),
+    let baseline = match &request.baseline {
+        Some(which) => match baseline(io, md, which) {
+            Some(endpoint) => Some(endpoint),
             None => {
                 io.probes.stop(&object);
                 return;
@@ -265,7 +266,7 @@ fn send_probes(
     let plan = ProbePlan {
         canary_revision: request.judged.clone(),
         canary_url: worker_url(io, md, &request.judged),
-        baseline_url,
+        baseline,
         documents_per_hour: request.documents_per_hour,
         concurrency: request.concurrency,
         timeout: io.quality_timeout,
@@ -281,15 +282,28 @@ fn worker_url(io: &RolloutIo, md: &MineruDeployment, revision: &str) -> String {
         .url(&md.namespace().unwrap_or_default(), &service, WORKER_PORT)
 }
 
-/// Where the baseline parses: its stable workers, or the legacy Service during a migration.
-fn baseline_url(io: &RolloutIo, md: &MineruDeployment, baseline: &Baseline) -> Option<String> {
+/// Where the baseline parses: its stable workers, or the legacy Service (in its own API)
+/// during a migration.
+fn baseline(io: &RolloutIo, md: &MineruDeployment, baseline: &Baseline) -> Option<Endpoint> {
     match (baseline, md.spec.rollout.legacy_backend()) {
-        (Baseline::Stable(stable), _) => Some(worker_url(io, md, &stable.worker_revision)),
-        (Baseline::Legacy, Some(legacy)) => Some(io.resolver.url(
-            &md.namespace().unwrap_or_default(),
-            &legacy.name,
-            legacy.port,
-        )),
+        (Baseline::Stable(stable), _) => Some(Endpoint::worker(worker_url(
+            io,
+            md,
+            &stable.worker_revision,
+        ))),
+        (Baseline::Legacy, Some(legacy)) => Some(Endpoint {
+            url: io.resolver.url(
+                &md.namespace().unwrap_or_default(),
+                &legacy.name,
+                legacy.port,
+            ),
+            api: match legacy.api {
+                LegacyApi::FileParse => Api::FileParse,
+                LegacyApi::V1 => Api::V1 {
+                    tier: legacy.tier.map(|t| t.as_str().to_owned()),
+                },
+            },
+        }),
         (Baseline::Legacy, None) => {
             tracing::warn!("no legacy Service to send golden documents to");
             None

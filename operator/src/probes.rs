@@ -36,7 +36,7 @@ pub struct ProbePlan {
     pub canary_revision: String,
     pub canary_url: String,
     /// None when the canary is judged alone.
-    pub baseline_url: Option<String>,
+    pub baseline: Option<quality::Endpoint>,
     /// Documents per hour to each side.
     pub documents_per_hour: f64,
     /// Probes in flight at once on each side.
@@ -159,9 +159,10 @@ async fn run<G>(
             .into_iter()
             .map(|(name, pdf)| (name, Arc::new(pdf)))
             .collect();
-    let sides: Vec<_> = std::iter::once(("canary", plan.canary_url.clone()))
-        .chain(plan.baseline_url.clone().map(|url| ("baseline", url)))
-        .map(|(side, url)| (side, url, Arc::new(AtomicUsize::new(0))))
+    let canary = quality::Endpoint::worker(plan.canary_url.clone());
+    let sides: Vec<_> = std::iter::once(("canary", canary))
+        .chain(plan.baseline.clone().map(|endpoint| ("baseline", endpoint)))
+        .map(|(side, endpoint)| (side, endpoint, Arc::new(AtomicUsize::new(0))))
         .collect();
     // The probes in flight belong to this task: stopping or replacing the sender aborts them.
     let mut probes = tokio::task::JoinSet::new();
@@ -170,7 +171,7 @@ async fn run<G>(
     for (name, pdf) in documents.iter().cycle() {
         ticks.tick().await;
         while probes.try_join_next().is_some() {}
-        for (side, url, in_flight) in &sides {
+        for (side, endpoint, in_flight) in &sides {
             let count = |result: ProbeResult| {
                 if let Some(metrics) = &metrics {
                     metrics.probe(&object, side, result.as_str());
@@ -181,9 +182,9 @@ async fn run<G>(
                 count(ProbeResult::Skipped);
                 continue;
             }
-            let (http, url, name, pdf, in_flight) = (
+            let (http, endpoint, name, pdf, in_flight) = (
                 http.clone(),
-                url.clone(),
+                endpoint.clone(),
                 name.clone(),
                 pdf.clone(),
                 in_flight.clone(),
@@ -192,7 +193,7 @@ async fn run<G>(
             let metrics = metrics.clone();
             let (object, side) = (object.clone(), *side);
             probes.spawn(async move {
-                let result = send(&http, &url, &name, &pdf, timeout).await;
+                let result = send(&http, &endpoint, &name, &pdf, timeout).await;
                 in_flight.fetch_sub(1, Ordering::SeqCst);
                 if let Some(metrics) = metrics {
                     metrics.probe(&object, side, result.as_str());
@@ -205,18 +206,17 @@ async fn run<G>(
 /// Sends one probe document; never retried.
 pub async fn send(
     http: &reqwest::Client,
-    url: &str,
+    endpoint: &quality::Endpoint,
     document: &str,
     pdf: &[u8],
     timeout: Duration,
 ) -> ProbeResult {
-    let Ok(form) = quality::parse_form(document, pdf) else {
+    let Ok(request) = endpoint.request(http, document, pdf) else {
         return ProbeResult::Refused;
     };
-    let response = http
-        .post(format!("{}/file_parse", url.trim_end_matches('/')))
+    let url = &endpoint.url;
+    let response = request
         .header(quality::SOURCE_HEADER, "probe")
-        .multipart(form)
         .timeout(timeout)
         .send()
         .await;

@@ -207,18 +207,74 @@ pub fn parse_form(document: &str, pdf: &[u8]) -> reqwest::Result<reqwest::multip
         .text("return_content_list", "true"))
 }
 
-/// Sends a document to a worker's `/file_parse` (MinerU's API) and reads its answer.
+/// The API a worker or legacy Service parses golden documents through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Api {
+    /// `POST /file_parse` (MinerU 2 and 3, and our workers).
+    FileParse,
+    /// `POST /v1/file_parse` (MinerU 4's `mineru-api`), on `tier` or the server's default.
+    V1 { tier: Option<String> },
+}
+
+/// Where one side of a comparison parses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub url: String,
+    pub api: Api,
+}
+
+impl Endpoint {
+    /// One of our workers.
+    pub fn worker(url: String) -> Self {
+        Self {
+            url,
+            api: Api::FileParse,
+        }
+    }
+
+    /// The request that parses `pdf` here.
+    pub fn request(
+        &self,
+        http: &reqwest::Client,
+        document: &str,
+        pdf: &[u8],
+    ) -> reqwest::Result<reqwest::RequestBuilder> {
+        let base = self.url.trim_end_matches('/');
+        Ok(match &self.api {
+            Api::FileParse => http
+                .post(format!("{base}/file_parse"))
+                .multipart(parse_form(document, pdf)?),
+            Api::V1 { tier } => {
+                let part = reqwest::multipart::Part::bytes(pdf.to_vec())
+                    .file_name(document.to_owned())
+                    .mime_str("application/pdf")?;
+                let mut query = vec![
+                    ("output_formats", "markdown"),
+                    ("output_formats", "structured_content"),
+                ];
+                if let Some(tier) = tier {
+                    query.push(("tier", tier.as_str()));
+                }
+                http.post(format!("{base}/v1/file_parse"))
+                    .query(&query)
+                    .multipart(reqwest::multipart::Form::new().part("files", part))
+            }
+        })
+    }
+}
+
+/// Sends a document to a worker (or a legacy MinerU) and reads its answer.
 pub async fn parse_with(
     http: &reqwest::Client,
     worker: &'static str,
-    url: &str,
+    endpoint: &Endpoint,
     document: &str,
     pdf: &[u8],
     timeout: Duration,
 ) -> Result<Parsed, QualityError> {
     let failed = |reason: String| QualityError::Parse {
         worker,
-        url: url.to_owned(),
+        url: endpoint.url.clone(),
         document: document.to_owned(),
         reason,
     };
@@ -226,20 +282,28 @@ pub async fn parse_with(
     // again after the wait it names, within the document's budget, rather than failing it.
     let deadline = tokio::time::Instant::now() + timeout;
     let response = loop {
-        let form = parse_form(document, pdf).map_err(|error| failed(error.to_string()))?;
+        let request = endpoint
+            .request(http, document, pdf)
+            .map_err(|error| failed(error.to_string()))?;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let response = http
-            .post(format!("{}/file_parse", url.trim_end_matches('/')))
+        let response = request
             .header(SOURCE_HEADER, "golden")
-            .multipart(form)
             .timeout(left)
             .send()
             .await
             .map_err(|error| failed(error.to_string()))?;
-        let busy = matches!(
-            response.status(),
-            reqwest::StatusCode::TOO_MANY_REQUESTS | reqwest::StatusCode::SERVICE_UNAVAILABLE
-        );
+        // MinerU 4 answers 503 for what waiting does not mend (no tier to parse on, a dead
+        // engine), without Retry-After: only one that names a wait is asked again.
+        let names_wait = response
+            .headers()
+            .contains_key(reqwest::header::RETRY_AFTER);
+        let busy = match response.status() {
+            reqwest::StatusCode::TOO_MANY_REQUESTS => true,
+            reqwest::StatusCode::SERVICE_UNAVAILABLE => {
+                endpoint.api == Api::FileParse || names_wait
+            }
+            _ => false,
+        };
         let wait = retry_after(&response);
         if !busy || tokio::time::Instant::now() + wait >= deadline {
             break response;
@@ -253,21 +317,73 @@ pub async fn parse_with(
         .map_err(|error| failed(format!("HTTP {status}, unreadable answer: {error}")))?;
     let body: Value = serde_json::from_slice(&bytes)
         .map_err(|error| failed(format!("HTTP {status}, unreadable answer: {error}")))?;
-    if !status.is_success() {
+    // MinerU 4 answers 202 when its wait ran out and 409 for a failed job, with the job.
+    if status != reqwest::StatusCode::OK {
         return Err(failed(format!("HTTP {status}: {body}")));
     }
+    match endpoint.api {
+        Api::FileParse => file_parse_answer(&body),
+        Api::V1 { .. } => v1_answer(&body),
+    }
+    .map_err(failed)
+}
+
+/// `{"results": {<file>: {md_content, content_list}}}`.
+fn file_parse_answer(body: &Value) -> Result<Parsed, String> {
     let result = body["results"]
         .as_object()
         .and_then(|results| results.values().next())
-        .ok_or_else(|| failed(format!("answer has no results: {body}")))?;
+        .ok_or_else(|| format!("answer has no results: {body}"))?;
     let markdown = result["md_content"].as_str().unwrap_or_default().to_owned();
     // mineru-api returns content_list as a JSON string; accept an array too.
     let content_list = match &result["content_list"] {
         Value::String(text) => serde_json::from_str(text)
-            .map_err(|error| failed(format!("content_list is not JSON: {error}")))?,
+            .map_err(|error| format!("content_list is not JSON: {error}"))?,
         Value::Array(items) => items.clone(),
         _ => Vec::new(),
     };
+    Ok(Parsed {
+        markdown,
+        content_list,
+    })
+}
+
+/// MinerU 4's task: `files[0].content` with the Markdown and the structured content, whose
+/// blocks become content-list items in MinerU 2's vocabulary, so both sides compare alike.
+fn v1_answer(body: &Value) -> Result<Parsed, String> {
+    let content = &body["files"][0]["content"];
+    let markdown = content["markdown"]
+        .as_str()
+        .ok_or_else(|| format!("answer has no Markdown: {body}"))?
+        .to_owned();
+    let mut content_list = Vec::new();
+    let pages = content["structured_content"]["pages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for page in &pages {
+        for block in page["blocks"].as_array().into_iter().flatten() {
+            let kind = match block["type"].as_str().unwrap_or("unknown") {
+                "doc_title" | "paragraph_title" | "title" | "text" | "ref_text" | "phonetic" => {
+                    "text"
+                }
+                "image" | "chart" => "image",
+                "interline_equation" | "equation" => "equation",
+                "algorithm" | "code" => "code",
+                other => other,
+            };
+            let mut item = serde_json::json!({
+                "type": kind,
+                "text": block["content"].as_str().unwrap_or_default(),
+                "page_idx": page["page_idx"],
+            });
+            // A title's level is MinerU 2's text_level.
+            if let Some(level) = block["level"].as_i64() {
+                item["text_level"] = level.into();
+            }
+            content_list.push(item);
+        }
+    }
     Ok(Parsed {
         markdown,
         content_list,
@@ -314,16 +430,16 @@ pub fn sample(
 /// the canary and is recorded as an Error.
 pub async fn compare_one(
     http: &reqwest::Client,
-    baseline_url: &str,
-    canary_url: &str,
+    baseline: &Endpoint,
+    canary: &Endpoint,
     document: &str,
     pdf: &[u8],
     min_similarity: f64,
     timeout: Duration,
 ) -> QualityResult {
     let (baseline, canary) = futures::join!(
-        parse_with(http, "baseline", baseline_url, document, pdf, timeout),
-        parse_with(http, "canary", canary_url, document, pdf, timeout),
+        parse_with(http, "baseline", baseline, document, pdf, timeout),
+        parse_with(http, "canary", canary, document, pdf, timeout),
     );
     let unanswered = |verdict, message: String| QualityResult {
         document: document.to_owned(),
@@ -352,6 +468,40 @@ pub async fn compare_one(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_mineru_4_answer_reads_as_markdown_and_mineru_2_blocks() {
+        let body = json!({"status": "completed", "files": [{"content": {
+            "markdown": "# T\n\nx",
+            "structured_content": {"pages": [{"page_idx": 0, "blocks": [
+                {"type": "doc_title", "level": 1, "content": "T"},
+                {"type": "paragraph_title", "level": 2, "content": "S"},
+                {"type": "text", "content": "x"},
+                {"type": "chart", "content": {"image": "a.png"}},
+                {"type": "interline_equation", "content": "E"},
+                {"type": "page_number", "content": "1"},
+            ]}]}
+        }}]});
+        let parsed = v1_answer(&body).unwrap();
+        assert_eq!(parsed.markdown, "# T\n\nx");
+        let kinds: Vec<_> = parsed
+            .content_list
+            .iter()
+            .map(|i| (i["type"].as_str().unwrap(), i["text_level"].as_i64()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("text", Some(1)),
+                ("text", Some(2)),
+                ("text", None),
+                ("image", None),
+                ("equation", None),
+                ("page_number", None)
+            ]
+        );
+        assert!(v1_answer(&json!({"files": []})).is_err());
+    }
 
     fn parsed(markdown: &str, types: &[&str]) -> Parsed {
         Parsed {

@@ -28,7 +28,7 @@ pub struct Comparison {
     /// The canary worker revision, which also fixes the documents' shuffle.
     pub canary_revision: String,
     /// Where the baseline and the canary parse.
-    pub baseline_url: String,
+    pub baseline: quality::Endpoint,
     pub canary_url: String,
     /// How many documents the step compares.
     pub documents: usize,
@@ -194,8 +194,8 @@ async fn run<G>(
             async move {
                 let result = quality::compare_one(
                     http,
-                    &comparison.baseline_url,
-                    &comparison.canary_url,
+                    &comparison.baseline,
+                    &quality::Endpoint::worker(comparison.canary_url.clone()),
                     &name,
                     &pdf,
                     comparison.min_similarity,

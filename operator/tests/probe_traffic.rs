@@ -8,6 +8,7 @@ use mineru_e2e::{controlplane::work_dir, repo_path, stack::Worker};
 use mineru_operator::{
     metrics::Metrics,
     probes::{self, ProbePlan, ProbeResult, ProbeTraffic},
+    quality,
 };
 
 /// The sum of `mineru_worker_requests_total` samples of `worker` whose labels include `labels`.
@@ -41,7 +42,7 @@ fn probes_reach_both_sides_marked_as_probes_and_stop_when_asked() {
     let plan = ProbePlan {
         canary_revision: "w-canary".into(),
         canary_url: canary.url(),
-        baseline_url: Some(baseline.url()),
+        baseline: Some(quality::Endpoint::worker(baseline.url())),
         // One document a side every 100 ms.
         documents_per_hour: 36_000.0,
         concurrency: 1,
@@ -84,7 +85,7 @@ fn probes_reach_both_sides_marked_as_probes_and_stop_when_asked() {
 
         // A probe is never retried: a worker that cannot take it is a refusal.
         assert_eq!(
-            probes::send(&http, "http://127.0.0.1:9", "a.pdf", &pdf, Duration::from_secs(5)).await,
+            probes::send(&http, &quality::Endpoint::worker("http://127.0.0.1:9".into()), "a.pdf", &pdf, Duration::from_secs(5)).await,
             ProbeResult::Refused
         );
     });

@@ -22,6 +22,7 @@ use axum::{
     routing::post,
 };
 use mineru_crds::{QualityResult, Verdict};
+use mineru_operator::quality;
 use mineru_operator::quality_rounds::{Comparison, Progress, QualityRounds};
 use serde_json::json;
 
@@ -103,7 +104,7 @@ fn golden(count: usize) -> BTreeMap<String, Vec<u8>> {
 fn comparison(baseline: SocketAddr, canary: SocketAddr, documents: usize) -> Comparison {
     Comparison {
         canary_revision: "w-canary".into(),
-        baseline_url: format!("http://{baseline}"),
+        baseline: quality::Endpoint::worker(format!("http://{baseline}")),
         canary_url: format!("http://{canary}"),
         documents,
         min_similarity: 0.95,

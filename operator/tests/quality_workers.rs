@@ -7,10 +7,11 @@ use std::time::Duration;
 use mineru_crds::Verdict;
 use mineru_e2e::{
     controlplane::work_dir,
+    mineru_api::MineruApi,
     repo_path,
     stack::{Simulator, Worker},
 };
-use mineru_operator::quality;
+use mineru_operator::quality::{self, Api, Endpoint};
 
 #[test]
 fn golden_documents_compare_canary_with_stable() {
@@ -26,8 +27,8 @@ fn golden_documents_compare_canary_with_stable() {
     let compare = |baseline: &str, canary: &str| {
         runtime.block_on(quality::compare_one(
             &http,
-            baseline,
-            canary,
+            &Endpoint::worker(baseline.to_owned()),
+            &Endpoint::worker(canary.to_owned()),
             "sample.pdf",
             &pdf,
             0.95,
@@ -65,4 +66,44 @@ fn golden_documents_compare_canary_with_stable() {
             .is_some_and(|m| m.contains("both failed")),
         "{nobody:?}"
     );
+}
+
+/// A migration from MinerU 4: the legacy Service is MinerU's own `mineru-api` (flash tier),
+/// which speaks only `/v1`; the operator parses golden documents there through `/v1/file_parse`
+/// and compares them with our text worker's, block types in MinerU 2's vocabulary.
+#[test]
+fn golden_documents_compare_with_a_mineru_4_legacy_service() {
+    let logs = work_dir("quality-mineru4");
+    std::fs::create_dir_all(&logs).unwrap();
+    let legacy = MineruApi::start_flash().unwrap();
+    let ours = Worker::start_text("w-text", &logs).unwrap();
+    let pdf = std::fs::read(repo_path("examples/documents/sample.pdf")).unwrap();
+    let http = reqwest::Client::new();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let compare = |baseline: &Endpoint| {
+        runtime.block_on(quality::compare_one(
+            &http,
+            baseline,
+            &Endpoint::worker(ours.url()),
+            "sample.pdf",
+            &pdf,
+            0.95,
+            Duration::from_secs(60),
+        ))
+    };
+    let v1 = |tier: Option<&str>| Endpoint {
+        url: legacy.url(),
+        api: Api::V1 {
+            tier: tier.map(str::to_owned),
+        },
+    };
+    let alike = compare(&v1(Some("flash")));
+    assert_eq!(alike.verdict, Verdict::Pass, "{alike:?}");
+    assert!(alike.similarity > 0.95, "{alike:?}");
+    // A flash-only MinerU has no default tier for a PDF: the baseline's error, never a pass.
+    let no_tier = compare(&v1(None));
+    assert_eq!(no_tier.verdict, Verdict::Error, "{no_tier:?}");
+    // Its /file_parse is gone: spoken to as MinerU 2, it answers nothing the gate can use.
+    let wrong_api = compare(&Endpoint::worker(legacy.url()));
+    assert_eq!(wrong_api.verdict, Verdict::Error, "{wrong_api:?}");
 }
