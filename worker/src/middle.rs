@@ -6,8 +6,10 @@
 //! here follows what [`crate::output::build`] does, so that MinerU's renderer gives the Markdown
 //! our worker writes: captions and footnotes are children of the table, image, chart or code block
 //! they are attached to, a formula number becomes the equation's `\tag{…}`, a paragraph our
-//! output merges into the previous one is marked `continues_prev`, and page furniture (headers,
-//! footers, page numbers) is kept as the page-auxiliary blocks MinerU leaves out of Markdown.
+//! output merges into the previous one is marked `continues_prev`, page furniture (headers,
+//! footers, page numbers) and asides are kept as the page-auxiliary blocks MinerU leaves out of
+//! Markdown, and inline math (`$…$`, `\(…\)`, a `\[…\]` inside text) is an `equation_inline`
+//! span, which MinerU writes `$…$` as `output::dollar_math` does.
 //!
 //! Bounding boxes are MinerU's page-relative 0..1 floats (ours divided by 1000).
 //!
@@ -15,12 +17,10 @@
 //! than `output::build` (the cases in the tests, checked by `e2e/python/middle_json_check.py`):
 //! - text: `*`, `_`, `` ` ``, `~` and a `$` that is not inline math get a backslash, tag-like text
 //!   (`<b>`) and entity-like text (`&amp;`) are escaped, a leading `# `, `- ` or `+ ` gets a
-//!   backslash; inline math `\(…\)` is written `$…$`;
+//!   backslash;
 //! - a table without merged cells is a GFM pipe table, not HTML;
-//! - the parts of an image, chart or code block, and a table's captions and footnotes among
-//!   themselves or next to a table image (not its HTML), are separated by blank lines, not hard
-//!   line breaks; an algorithm is an HTML `<div>`;
-//! - `aside_text` is left out, a `page_footnote` is wrapped in `<small><span …>`;
+//! - an algorithm is an HTML `<div>`;
+//! - a `page_footnote` is wrapped in `<small><span …>`;
 //! - continued paragraphs are joined by MinerU's rules (a hyphen after an acronym or a compound
 //!   prefix is kept, no space inside brackets or before `,.;:!?%`), not `text::join_text`.
 
@@ -592,9 +592,11 @@ fn block_item(block: &Block, image: Option<&String>) -> Option<MiddleBlock> {
         BlockType::Table => {
             // Our Markdown falls back to the crop only when there is no HTML at all.
             let image = image.filter(|_| content.as_deref().is_none_or(|c| !c.trim().is_empty()));
+            // Inline math in the cells as our Markdown writes it (`$…$`), which MinerU keeps.
+            let html = content.as_deref().map(crate::output::dollar_math);
             MiddleBlock {
                 image_path: image.filter(|p| !p.is_empty()).cloned(),
-                ..new(Kind::Visual(Visual::Table), content.unwrap_or_default())
+                ..new(Kind::Visual(Visual::Table), html.unwrap_or_default())
             }
         }
         BlockType::Image | BlockType::Chart | BlockType::Unknown | BlockType::ImageBlock => {
@@ -772,8 +774,8 @@ fn note_spans(page: usize, reason: &str) -> Vec<Span> {
     ]
 }
 
-/// Inline spans of `text`: `$…$` and `\(…\)` become inline equations (as MinerU reads inline
-/// math), everything else plain text.
+/// Inline spans of `text`: `$…$`, `\(…\)` and `\[…\]` become inline equations (as MinerU reads
+/// inline math), everything else plain text.
 fn spans(text: &str) -> Vec<Span> {
     let mut out = Vec::new();
     let mut buf = String::new();
@@ -800,6 +802,7 @@ fn spans(text: &str) -> Vec<Span> {
         // A backslash escapes the next character: `\$` is a dollar sign, not math.
         if c == '\\'
             && !rest.starts_with("\\(")
+            && !rest.starts_with("\\[")
             && let Some(next) = chars.next()
         {
             buf.push(next);
@@ -812,14 +815,14 @@ fn spans(text: &str) -> Vec<Span> {
     out
 }
 
-/// Inline math at the start of `s`: its LaTeX and the length of the whole `$…$` or `\(…\)`.
+/// Inline math at the start of `s`: its LaTeX and the length of the whole `$…$`, `\(…\)` or
+/// `\[…\]` (a display delimiter inside text is inline math in MinerU's output too, and
+/// `output::dollar_math` writes it `$…$`).
 /// `$` follows Pandoc's rule: no space after the opening or before the closing `$`, no digit
 /// right after the closing one (so `$5 and $6` stays text), and `$$` is not inline math.
 fn inline_math(s: &str) -> Option<(&str, usize)> {
-    if let Some(body) = s.strip_prefix("\\(") {
-        let end = body.find("\\)")?;
-        let latex = &body[..end];
-        return (!latex.trim().is_empty()).then_some((latex, end + 4));
+    if s.starts_with("\\(") || s.starts_with("\\[") {
+        return crate::output::delimited_math(s);
     }
     let body = s.strip_prefix('$')?;
     if body.starts_with('$') || body.starts_with(char::is_whitespace) {
@@ -1337,8 +1340,7 @@ mod tests {
                     "image [image_body: | image_caption [text:Figure 1: A cat.]]",
                     "chart [chart_body: | chart_footnote [text:Source: survey.]]",
                 ]],
-                // Ours joins image and caption with a hard line break, MinerU with a blank line.
-                same_markdown: false,
+                same_markdown: true,
             },
             Case {
                 name: "equations",
@@ -1388,8 +1390,33 @@ mod tests {
                 blocks: vec![vec![
                     "text [text:With  | equation_inline:x^2 | text: only.]",
                 ]],
-                // MinerU writes inline math between `$`; ours keeps the model's `\\(…\\)`.
-                same_markdown: false,
+                same_markdown: true,
+            },
+            Case {
+                name: "display_math_in_a_paragraph",
+                pages: vec![vlm(
+                    0,
+                    vec![block(BlockType::Text, 100, "So \\[ a = b \\] here.")],
+                )],
+                blocks: vec![vec![
+                    "text [text:So  | equation_inline:a = b | text: here.]",
+                ]],
+                same_markdown: true,
+            },
+            Case {
+                name: "math_in_table_cells",
+                pages: vec![vlm(
+                    0,
+                    vec![block(
+                        BlockType::Table,
+                        150,
+                        "<table><tr><td colspan=\"2\">\\(x_1\\)</td></tr><tr><td>a</td><td>1</td></tr></table>",
+                    )],
+                )],
+                blocks: vec![vec![
+                    "table [table_body:<table><tr><td colspan=\"2\">$x_1$</td></tr><tr><td>a</td><td>1</td></tr></table>]",
+                ]],
+                same_markdown: true,
             },
             Case {
                 name: "caption_after_an_unattached_one",
@@ -1411,9 +1438,7 @@ mod tests {
                     "text [text:Body.]",
                     "table [table_caption [text:Table 2: Values] | table_body:<table><tr><td rowspan=\"2\">x</td></tr><tr></tr></table>]",
                 ]],
-                // `output::page_items` puts the table caption on the text block (a stale index
-                // after inserting the unattached caption), so it is missing from our Markdown.
-                same_markdown: false,
+                same_markdown: true,
             },
             Case {
                 name: "inline_math",
@@ -1452,15 +1477,30 @@ mod tests {
                     vec![
                         block(BlockType::Text, 100, "Body."),
                         block(BlockType::AsideText, 200, "arXiv:2401.00001"),
-                        block(BlockType::PageFootnote, 900, "1 A footnote."),
+                        block(BlockType::Text, 300, "More."),
                     ],
                 )],
                 blocks: vec![vec![
                     "text [text:Body.]",
                     "aside_text [text:arXiv:2401.00001]",
+                    "text [text:More.]",
+                ]],
+                same_markdown: true,
+            },
+            Case {
+                name: "page_footnotes",
+                pages: vec![vlm(
+                    0,
+                    vec![
+                        block(BlockType::Text, 100, "Body."),
+                        block(BlockType::PageFootnote, 900, "1 A footnote."),
+                    ],
+                )],
+                blocks: vec![vec![
+                    "text [text:Body.]",
                     "page_footnote [text:1 A footnote.]",
                 ]],
-                // MinerU leaves asides out of Markdown and writes page footnotes as small HTML.
+                // MinerU writes page footnotes as small HTML.
                 same_markdown: false,
             },
             Case {
@@ -1661,9 +1701,11 @@ mod tests {
                     if b.kind != Kind::Text && b.kind != Kind::List {
                         continue;
                     }
+                    // Our content list writes inline math as MinerU does.
+                    let text = output::dollar_math(&b.text);
                     match merged.last_mut() {
-                        Some(last) if b.continues_prev => crate::text::join_text(last, &b.text),
-                        _ => merged.push(b.text.clone()),
+                        Some(last) if b.continues_prev => crate::text::join_text(last, &text),
+                        _ => merged.push(text),
                     }
                 }
             }
@@ -1685,6 +1727,8 @@ mod tests {
         assert_eq!(kinds("costs $5 and $6"), vec!["t:costs $5 and $6"]);
         assert_eq!(kinds("a $x$ b"), vec!["t:a ", "m:x", "t: b"]);
         assert_eq!(kinds("\\(a+b\\) c"), vec!["m:a+b", "t: c"]);
+        assert_eq!(kinds("a \\[ b \\] c"), vec!["t:a ", "m:b", "t: c"]);
+        assert_eq!(kinds("\\(x"), vec!["t:\\(x"]);
         assert_eq!(kinds("\\$x$"), vec!["t:\\$x$"]);
         assert_eq!(kinds("$$x$$"), vec!["t:$$x$$"]);
         assert_eq!(kinds("$x $"), vec!["t:$x $"]);

@@ -4,7 +4,10 @@
 //! Captions and footnotes are attached to the nearest table, image or code block of their page,
 //! text blocks that continue the previous one are merged into it (MinerU's cross-column and
 //! cross-page paragraph merge), and page furniture (headers, footers, page numbers) is listed in
-//! `content_list.json` after each page's content but kept out of the Markdown.
+//! `content_list.json` after each page's content but kept out of the Markdown, as are asides
+//! (listed where they stand). As in MinerU's output, inline math is written `$…$` (in text,
+//! captions and table cells, a `\[…\]` inside text included), display equations `$$\n…\n$$`,
+//! and the parts of an image, table or code block are separated by blank lines.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -184,7 +187,7 @@ pub fn build(pages: &[PageResult]) -> DocumentOutput {
         }
         for block in &result.page.discarded {
             let mut item = ContentItem::new(block.kind.as_str(), block, page_idx);
-            item.text = Some(block.content.clone().unwrap_or_default());
+            item.text = Some(dollar_math(block.content.as_deref().unwrap_or_default()));
             items.push(item);
         }
     }
@@ -273,6 +276,7 @@ fn page_items(result: &PageResult) -> Vec<(ContentItem, bool)> {
     let mut owners: Vec<(usize, Owner, &Block)> = Vec::new();
     let mut equations: Vec<(usize, &Block)> = Vec::new();
     let mut pending: Vec<&Block> = Vec::new();
+    let mut unattached: Vec<(&Block, String)> = Vec::new();
     for (index, block) in blocks.iter().enumerate() {
         if attaches_to(block.kind).is_some() || block.kind == BlockType::FormulaNumber {
             pending.push(block);
@@ -291,19 +295,21 @@ fn page_items(result: &PageResult) -> Vec<(ContentItem, bool)> {
     }
     for block in pending {
         let text = block.content.clone().unwrap_or_default();
-        if block.kind == BlockType::FormulaNumber {
-            if let Some(i) = nearest(block, equations.iter().map(|&(i, b)| (i, b))) {
-                let tag = text
-                    .trim()
-                    .trim_start_matches('(')
-                    .trim_end_matches(')')
-                    .trim();
-                if let Some(latex) = items[i].0.text.as_mut() {
-                    latex.push_str(&format!(" \\tag{{{tag}}}"));
-                }
-                continue;
+        if block.kind == BlockType::FormulaNumber
+            && let Some(i) = nearest(block, equations.iter().map(|&(i, b)| (i, b)))
+        {
+            let tag = text
+                .trim()
+                .trim_start_matches('(')
+                .trim_end_matches(')')
+                .trim();
+            if let Some(latex) = items[i].0.text.as_mut() {
+                latex.push_str(&format!(" \\tag{{{tag}}}"));
             }
-        } else if let Some(owner) = attaches_to(block.kind) {
+            continue;
+        }
+        let text = dollar_math(&text);
+        if let Some(owner) = attaches_to(block.kind) {
             let candidates = owners
                 .iter()
                 .filter(|(_, o, _)| *o == owner)
@@ -321,7 +327,11 @@ fn page_items(result: &PageResult) -> Vec<(ContentItem, bool)> {
                 continue;
             }
         }
-        // Nothing to attach to: keep the words as text where they stand.
+        unattached.push((block, text));
+    }
+    // Nothing to attach to: keep the words as text where they stand, inserted only once every
+    // caption is attached (the owners' indices into `items` would be stale otherwise).
+    for (block, text) in unattached {
         let mut item = ContentItem::new("text", block, page_idx);
         item.text = Some(text);
         let at = items
@@ -348,10 +358,12 @@ fn nearest<'a>(
 
 fn block_item(block: &Block, page_idx: usize, image: Option<&String>) -> Option<ContentItem> {
     let content = block.content.clone();
+    // Natural-language text, with its inline math written as MinerU writes it.
+    let words = || block.content.as_deref().map(dollar_math);
     let item = |kind| ContentItem::new(kind, block, page_idx);
     Some(match block.kind {
         BlockType::Title | BlockType::DocTitle | BlockType::ParagraphTitle => ContentItem {
-            text: Some(content?),
+            text: Some(words()?),
             text_level: Some(if block.kind == BlockType::ParagraphTitle {
                 2
             } else {
@@ -365,7 +377,7 @@ fn block_item(block: &Block, page_idx: usize, image: Option<&String>) -> Option<
         | BlockType::Footnote
         | BlockType::Index
         | BlockType::List => ContentItem {
-            text: Some(content?),
+            text: Some(words()?),
             ..item("text")
         },
         BlockType::RefText
@@ -375,7 +387,7 @@ fn block_item(block: &Block, page_idx: usize, image: Option<&String>) -> Option<
         | BlockType::Header
         | BlockType::Footer
         | BlockType::PageNumber => ContentItem {
-            text: Some(content?),
+            text: Some(words()?),
             ..item(block.kind.as_str())
         },
         BlockType::Equation | BlockType::EquationBlock => ContentItem {
@@ -387,7 +399,8 @@ fn block_item(block: &Block, page_idx: usize, image: Option<&String>) -> Option<
             img_path: Some(image.cloned().unwrap_or_default()),
             table_caption: Some(Vec::new()),
             table_footnote: Some(Vec::new()),
-            table_body: content,
+            // Inline math in the cells too.
+            table_body: words(),
             ..item("table")
         },
         BlockType::Image | BlockType::Chart | BlockType::Unknown | BlockType::ImageBlock => {
@@ -435,6 +448,9 @@ fn item_markdown(item: &ContentItem) -> Option<String> {
             }
         }
         "equation" => format!("$$\n{}\n$$", item.text.as_deref()?.trim()),
+        // The parts of an image, table or code block are separated by blank lines, in the order
+        // MinerU's renderer writes them (`_join_visual_parts`): an image before its captions, a
+        // table's or code block's captions before it, footnotes last.
         "image" => {
             let mut parts = Vec::new();
             if let Some(path) = item.img_path.as_deref().filter(|p| !p.is_empty()) {
@@ -442,29 +458,85 @@ fn item_markdown(item: &ContentItem) -> Option<String> {
             }
             parts.extend(lines(&item.image_caption));
             parts.extend(lines(&item.image_footnote));
-            parts.join("  \n")
+            visual_parts(parts)
         }
         "table" => {
             let mut parts = lines(&item.table_caption);
             match (&item.table_body, item.img_path.as_deref()) {
-                (Some(html), _) => parts.push(format!("\n{}\n", html.trim())),
+                (Some(html), _) => parts.push(html.trim().to_string()),
                 (None, Some(path)) if !path.is_empty() => parts.push(format!("![]({path})")),
                 _ => {}
             }
             parts.extend(lines(&item.table_footnote));
-            parts.join("  \n")
+            visual_parts(parts)
         }
         "code" => {
             let mut parts = lines(&item.code_caption);
             parts.push(item.code_body.clone()?);
-            parts.join("  \n")
+            visual_parts(parts)
         }
-        // Reference lists, asides and footnotes are part of the text MinerU writes out.
-        "ref_text" | "phonetic" | "aside_text" | "page_footnote" => item.text.clone()?,
+        // Reference lists and footnotes are part of the text MinerU writes out; asides (like
+        // page furniture) are not, though the content list keeps them.
+        "ref_text" | "phonetic" | "page_footnote" => item.text.clone()?,
         _ => return None,
     };
     let part = part.trim_matches('\n').to_string();
     (!part.trim().is_empty()).then_some(part)
+}
+
+/// MinerU's `_join_visual_parts`: the non-blank parts, stripped of surrounding newlines, joined
+/// by blank lines.
+fn visual_parts(parts: Vec<String>) -> String {
+    parts
+        .iter()
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| p.trim_matches('\n'))
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+/// Text with its inline math written as MinerU writes it: `\(…\)`, and a `\[…\]` inside
+/// text, become `$…$`. A backslash escapes the character after it (`\\(` is no math), as
+/// [`crate::middle`] reads inline math.
+pub(crate) fn dollar_math(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        if let Some((latex, len)) = delimited_math(tail) {
+            out.push('$');
+            out.push_str(latex);
+            out.push('$');
+            rest = &tail[len..];
+            continue;
+        }
+        // An unclosed `\(` or `\[` is kept as it is; any other backslash with what it escapes.
+        let escaped = match tail[1..].chars().next() {
+            Some('(' | '[') | None => 0,
+            Some(c) => c.len_utf8(),
+        };
+        out.push_str(&tail[..1 + escaped]);
+        rest = &tail[1 + escaped..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `\(…\)` or `\[…\]` at the start of `s`: its LaTeX, trimmed, and the length of the whole.
+/// `None` when it is not closed or holds nothing.
+pub(crate) fn delimited_math(s: &str) -> Option<(&str, usize)> {
+    let close = if s.starts_with("\\(") {
+        "\\)"
+    } else if s.starts_with("\\[") {
+        "\\]"
+    } else {
+        return None;
+    };
+    let body = &s[2..];
+    let end = body.find(close)?;
+    let latex = body[..end].trim();
+    (!latex.is_empty()).then_some((latex, 2 + end + close.len()))
 }
 
 /// Writes `<dir>/<stem>/<stem>.md`, `<stem>_content_list.json`, `<stem>_pages.json` and
@@ -574,7 +646,7 @@ mod tests {
         )]);
         assert_eq!(
             out.markdown,
-            "# Results\n\nBody text.\n\n$$\nE = mc^2\n$$\n\nTable 1: Counts  \n\n\
+            "# Results\n\nBody text.\n\n$$\nE = mc^2\n$$\n\nTable 1: Counts\n\n\
              <table><tr><td>1</td></tr></table>\n"
         );
     }
@@ -602,6 +674,162 @@ mod tests {
                 {"type": "page_number", "text": "7", "bbox": [100, 960, 900, 1000], "page_idx": 3},
             ])
         );
+    }
+
+    #[test]
+    fn markdown_follows_minerus_post_processing() {
+        let with_image = |blocks: Vec<Block>, index: usize| {
+            let mut page = page(0, blocks);
+            page.images.insert(index, "images/p1_b0.png".into());
+            page
+        };
+        // (name, page, Markdown MinerU writes)
+        let cases = [
+            (
+                "inline math in text is written between dollars",
+                page(
+                    0,
+                    vec![
+                        block(BlockType::Title, 10, "On \\(n\\) bodies"),
+                        block(BlockType::Text, 60, "Let \\( x_1 \\) and $y$ be given."),
+                    ],
+                ),
+                "# On $n$ bodies\n\nLet $x_1$ and $y$ be given.\n",
+            ),
+            (
+                "a display delimiter inside a paragraph is inline math",
+                page(0, vec![block(BlockType::Text, 60, "So \\[a=b\\] here.")]),
+                "So $a=b$ here.\n",
+            ),
+            (
+                "an escaped or unclosed delimiter stays text",
+                page(0, vec![block(BlockType::Text, 60, "A \\\\(x\\) and \\(y")]),
+                "A \\\\(x\\) and \\(y\n",
+            ),
+            (
+                "display equations stay display math",
+                page(0, vec![block(BlockType::Equation, 60, "a^2")]),
+                "$$\na^2\n$$\n",
+            ),
+            (
+                "inline math in table cells and captions",
+                page(
+                    0,
+                    vec![
+                        block(BlockType::TableCaption, 10, "Values of \\(k\\)"),
+                        block(
+                            BlockType::Table,
+                            60,
+                            "<table><tr><td>\\(k\\)</td><td>\\(k^2\\)</td></tr></table>",
+                        ),
+                    ],
+                ),
+                "Values of $k$\n\n<table><tr><td>$k$</td><td>$k^2$</td></tr></table>\n",
+            ),
+            (
+                "asides are left out",
+                page(
+                    0,
+                    vec![
+                        block(BlockType::Text, 60, "Body."),
+                        block(BlockType::AsideText, 110, "arXiv:2401.00001"),
+                        block(BlockType::Text, 160, "More."),
+                    ],
+                ),
+                "Body.\n\nMore.\n",
+            ),
+            (
+                "an image, its caption and footnote are separated by blank lines",
+                with_image(
+                    vec![
+                        block(BlockType::Image, 60, ""),
+                        block(BlockType::ImageCaption, 110, "Figure 1: A cat."),
+                        block(BlockType::ImageFootnote, 160, "Source: survey."),
+                    ],
+                    0,
+                ),
+                "![](images/p1_b0.png)\n\nFigure 1: A cat.\n\nSource: survey.\n",
+            ),
+            (
+                "a table's caption, body and footnote are separated by blank lines",
+                page(
+                    0,
+                    vec![
+                        block(BlockType::TableCaption, 10, "Table 1"),
+                        block(BlockType::Table, 60, "\n<table></table>\n"),
+                        block(BlockType::TableFootnote, 110, "n = 3"),
+                    ],
+                ),
+                "Table 1\n\n<table></table>\n\nn = 3\n",
+            ),
+            (
+                "a table without HTML links its crop",
+                {
+                    let mut table = block(BlockType::Table, 60, "");
+                    table.content = None;
+                    with_image(
+                        vec![
+                            block(BlockType::TableCaption, 10, "Table 2"),
+                            table,
+                            block(BlockType::TableFootnote, 110, "n = 4"),
+                        ],
+                        1,
+                    )
+                },
+                "Table 2\n\n![](images/p1_b0.png)\n\nn = 4\n",
+            ),
+            (
+                "a code block's caption is separated by a blank line",
+                page(
+                    0,
+                    vec![
+                        block(BlockType::CodeCaption, 10, "Listing 1"),
+                        block(BlockType::Code, 60, "fn main() {}\n"),
+                    ],
+                ),
+                "Listing 1\n\n```txt\nfn main() {}\n```\n",
+            ),
+            (
+                "a caption after an unattached one lands on its own block",
+                page(
+                    0,
+                    vec![
+                        block(BlockType::Text, 100, "Body."),
+                        block(BlockType::Table, 500, "<table></table>"),
+                        block(BlockType::ImageCaption, 10, "Figure 2: no figure"),
+                        block(BlockType::TableCaption, 450, "Table 2: Values"),
+                    ],
+                ),
+                "Figure 2: no figure\n\nBody.\n\nTable 2: Values\n\n<table></table>\n",
+            ),
+        ];
+        for (name, page, markdown) in cases {
+            assert_eq!(build(&[page]).markdown, markdown, "{name}");
+        }
+    }
+
+    #[test]
+    fn asides_stay_in_the_content_list_with_their_math_as_mineru_writes_it() {
+        let out = build(&[page(
+            0,
+            vec![
+                block(BlockType::Text, 60, "Body \\(x\\)."),
+                block(BlockType::AsideText, 110, "arXiv:2401.00001"),
+            ],
+        )]);
+        let listed: Vec<(&str, Option<&str>)> = out
+            .content_list
+            .iter()
+            .map(|i| (i.kind, i.text.as_deref()))
+            .collect();
+        assert_eq!(
+            listed,
+            vec![
+                ("text", Some("Body $x$.")),
+                ("aside_text", Some("arXiv:2401.00001"))
+            ]
+        );
+        assert_eq!(out.markdown, "Body $x$.\n");
     }
 
     #[test]

@@ -243,7 +243,7 @@ mod vlm {
 
         let doc = dir.path().join("paper");
         let md = std::fs::read_to_string(doc.join("paper.md")).expect("markdown");
-        let page = "# Simulated text.\n\nSimulated text.\n\n![](images/p1_b2.png)  \nSimulated text.\n\n\
+        let page = "# Simulated text.\n\nSimulated text.\n\n![](images/p1_b2.png)\n\nSimulated text.\n\n\
                     <table>";
         assert!(md.starts_with(page), "{md}");
         assert!(md.contains("$$\nE = m c^{2}\n$$"), "{md}");
