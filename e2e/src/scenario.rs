@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use crate::{
     controlplane::{ControlPlane, Nodes},
+    mineru_api::MineruApi,
     operator::{self, get_json},
     process::Supervised,
     prometheus::Prometheus,
@@ -35,7 +36,7 @@ const CANARY_IMAGE: &str = "vllm/vllm-openai:v0.11.1";
 /// The share of a revision's served requests that failed, over the last minute. Documents the
 /// caller got wrong (`client_error`) and operator documents a busy worker turned away
 /// (`deferred`) say nothing of the revision, as in the built-in checks.
-const ERROR_RATIO: &str = r#"sum(rate(mineru_worker_requests_total{namespace="{{namespace}}",revision="{{revision}}",outcome!~"success|client_error|deferred"}[60s])) / sum(rate(mineru_worker_requests_total{namespace="{{namespace}}",revision="{{revision}}",outcome!~"client_error|deferred"}[60s]))"#;
+pub const ERROR_RATIO: &str = r#"sum(rate(mineru_worker_requests_total{namespace="{{namespace}}",revision="{{revision}}",outcome!~"success|client_error|deferred"}[60s])) / sum(rate(mineru_worker_requests_total{namespace="{{namespace}}",revision="{{revision}}",outcome!~"client_error|deferred"}[60s]))"#;
 
 /// How clients reach the workers in a scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,6 +171,13 @@ pub fn with_legacy_backend(manifest: &str) -> String {
     )
 }
 
+/// Whether a template's workers use the text backend (no vLLM).
+fn text_backend(template: Template) -> bool {
+    let md: MineruDeployment =
+        serde_yaml::from_str(&template(STABLE_IMAGE, "http://prometheus.invalid")).unwrap();
+    md.spec.worker.backend == mineru_crds::Backend::Text
+}
+
 /// The revisions a manifest makes (hashes of its pod templates).
 pub fn revisions_of(manifest: &str) -> Revisions {
     let md: MineruDeployment = serde_yaml::from_str(manifest).unwrap();
@@ -207,7 +215,18 @@ pub struct Scenario {
     crash_restarts: u32,
     service_map: std::path::PathBuf,
     data_plane: Vec<(Simulator, Worker)>,
+    _legacy_api: Option<MineruApi>,
     pub load: Load,
+}
+
+/// What the legacy Service of a migration is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Legacy {
+    /// A worker and its vLLM reporting revision `legacy`, as relabeling would make a real
+    /// MinerU 2/3 Service's series.
+    Worker,
+    /// MinerU 4's own `mineru-api` (flash tier): it speaks only `/v1` and exports no metrics.
+    Mineru4,
 }
 
 /// What a scenario runs and how it is loaded.
@@ -217,9 +236,8 @@ pub struct Setup {
     pub template: Template,
     /// How the load reaches the workers.
     pub routing: Routing,
-    /// A legacy MinerU Service (a worker and its vLLM reporting revision `legacy`) serves the
-    /// route first, for a migration.
-    pub legacy: bool,
+    /// A legacy MinerU Service serves the route first, for a migration.
+    pub legacy: Option<Legacy>,
     /// Concurrent clients, and the pause each takes between documents.
     pub senders: usize,
     /// Every other document goes through MinerU 4's `POST /v1/file_parse` instead of the
@@ -242,7 +260,7 @@ impl Default for Setup {
         Setup {
             template: manifest,
             routing: Routing::Gateway,
-            legacy: false,
+            legacy: None,
             senders: 3,
             v1_clients: false,
             pause: Duration::from_millis(100),
@@ -278,7 +296,7 @@ impl Scenario {
     /// The same, with a legacy MinerU Service serving the route first, for a migration.
     pub fn start_migration(test: &str, nodes: &Nodes) -> Scenario {
         let setup = Setup {
-            legacy: true,
+            legacy: Some(Legacy::Worker),
             ..Setup::default()
         };
         Scenario::start_with(test, nodes, setup)
@@ -290,7 +308,11 @@ impl Scenario {
         plane.install_gateway_api().unwrap();
         plane.kubectl(&["create", "namespace", NAMESPACE]).unwrap();
         let legacy = setup.legacy;
-        let first_backend = if legacy { LEGACY_SERVICE } else { "docs" };
+        let first_backend = if legacy.is_some() {
+            LEGACY_SERVICE
+        } else {
+            "docs"
+        };
         plane.apply(&route(first_backend)).unwrap();
 
         // Revisions are hashes of the pod templates, so the test knows them before applying.
@@ -299,7 +321,9 @@ impl Scenario {
         let template = setup.template;
         let stable = revisions_of(&template(STABLE_IMAGE, placeholder));
         let canary = revisions_of(&template(CANARY_IMAGE, placeholder));
+        let text_backend = text_backend(template);
         let mut data_plane = Vec::new();
+        let mut legacy_api = None;
         let mut services = BTreeMap::new();
         let mut targets = Vec::new();
         let canary_scenario = setup.canary_scenario.map(|yaml| {
@@ -314,12 +338,17 @@ impl Scenario {
             };
             let simulator =
                 Simulator::start(&revisions.model_revision, "mineru", &extra, &logs).unwrap();
-            let worker = Worker::start(
-                &revisions.worker_revision,
-                &simulator.url(),
-                "mineru",
-                &logs,
-            )
+            // A worker as the template's backend says: the text backend needs no vLLM.
+            let worker = if text_backend {
+                Worker::start_text(&revisions.worker_revision, &logs)
+            } else {
+                Worker::start(
+                    &revisions.worker_revision,
+                    &simulator.url(),
+                    "mineru",
+                    &logs,
+                )
+            }
             .unwrap();
             services.insert(
                 format!("{NAMESPACE}/docs-vllm-{}", revisions.model_revision),
@@ -333,9 +362,7 @@ impl Scenario {
             targets.push(worker.target(NAMESPACE));
             data_plane.push((simulator, worker));
         }
-        if legacy {
-            let simulator = Simulator::start("legacy", "mineru", &[], &logs).unwrap();
-            let worker = Worker::start("legacy", &simulator.url(), "mineru", &logs).unwrap();
+        if legacy.is_some() {
             plane
                 .kubectl(&[
                     "create",
@@ -347,9 +374,21 @@ impl Scenario {
                     NAMESPACE,
                 ])
                 .unwrap();
-            services.insert(format!("{NAMESPACE}/{LEGACY_SERVICE}"), worker.url());
-            targets.push(worker.target(NAMESPACE));
-            data_plane.push((simulator, worker));
+        }
+        match legacy {
+            Some(Legacy::Worker) => {
+                let simulator = Simulator::start("legacy", "mineru", &[], &logs).unwrap();
+                let worker = Worker::start("legacy", &simulator.url(), "mineru", &logs).unwrap();
+                services.insert(format!("{NAMESPACE}/{LEGACY_SERVICE}"), worker.url());
+                targets.push(worker.target(NAMESPACE));
+                data_plane.push((simulator, worker));
+            }
+            Some(Legacy::Mineru4) => {
+                let api = MineruApi::start_flash().unwrap();
+                services.insert(format!("{NAMESPACE}/{LEGACY_SERVICE}"), api.url());
+                legacy_api = Some(api);
+            }
+            None => {}
         }
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let prometheus = runtime
@@ -382,6 +421,7 @@ impl Scenario {
             canary,
             canary_manifest,
             data_plane,
+            _legacy_api: legacy_api,
             load,
             plane,
         };
@@ -735,6 +775,10 @@ impl Load {
         };
         let workers = Arc::new(workers);
         let (pause, v1_clients) = (setup.pause, setup.v1_clients);
+        // A MinerU 4 legacy Service is asked as MinerU 4 clients ask it.
+        let v1_only = setup.legacy == Some(Legacy::Mineru4);
+        let text = text_backend(setup.template);
+        let backend = if text { "text" } else { "vlm" };
         let senders: Vec<_> = (0..setup.senders)
             .map(|_| {
                 let (stop, weights, answers) = (stop.clone(), weights.clone(), answers.clone());
@@ -776,16 +820,22 @@ impl Load {
                             .file_name("sample.pdf");
                         let form = reqwest::blocking::multipart::Form::new().part("files", part);
                         sent += 1;
-                        let v1 = v1_clients && sent.is_multiple_of(2);
+                        let legacy_v1 = v1_only && service == LEGACY_SERVICE;
+                        let v1 = legacy_v1 || (v1_clients && sent.is_multiple_of(2));
                         let request = if v1 {
                             // A MinerU 4 client: the job runs on the worker the route chose.
+                            let tier = if legacy_v1 || text {
+                                "flash"
+                            } else {
+                                "standard"
+                            };
                             client
-                                .post(format!("{url}/v1/file_parse?tier=standard"))
+                                .post(format!("{url}/v1/file_parse?tier={tier}"))
                                 .multipart(form)
                         } else {
                             client
                                 .post(format!("{url}/file_parse"))
-                                .multipart(form.text("backend", "vlm"))
+                                .multipart(form.text("backend", backend))
                         };
                         let ok = request
                             .send()
