@@ -429,6 +429,28 @@ impl Scenario {
         scenario
     }
 
+    /// Golden documents for the quality gate: the sample twice, in two ConfigMaps labelled
+    /// `golden=docs` (`golden-a/a.pdf`, `golden-b/b.pdf`).
+    pub fn create_golden_documents(&self) {
+        let sample = repo_path("examples/documents/sample.pdf");
+        for (config_map, key) in [("golden-a", "a.pdf"), ("golden-b", "b.pdf")] {
+            let file = format!("--from-file={key}={}", sample.display());
+            self.plane
+                .kubectl(&["create", "configmap", config_map, &file, "-n", NAMESPACE])
+                .unwrap();
+            self.plane
+                .kubectl(&[
+                    "label",
+                    "configmap",
+                    config_map,
+                    "golden=docs",
+                    "-n",
+                    NAMESPACE,
+                ])
+                .unwrap();
+        }
+    }
+
     /// From now on the canary's vLLM answers every inference request with 503.
     pub fn fail_canary_vllm(&self) {
         self.fail_canary_vllm_at(1.0);

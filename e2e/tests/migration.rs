@@ -17,24 +17,7 @@ fn a_legacy_service_hands_its_traffic_to_the_split_stack_step_by_step() {
     let stack = scenario.stable.clone();
     let stack_service = format!("docs-worker-{}", stack.worker_revision);
     // Golden documents in two labelled ConfigMaps, compared on the legacy Service and the stack.
-    let sample = mineru_e2e::repo_path("examples/documents/sample.pdf");
-    for (config_map, key) in [("golden-a", "a.pdf"), ("golden-b", "b.pdf")] {
-        let file = format!("--from-file={key}={}", sample.display());
-        let plane = &scenario.plane;
-        plane
-            .kubectl(&["create", "configmap", config_map, &file, "-n", NAMESPACE])
-            .unwrap();
-        plane
-            .kubectl(&[
-                "label",
-                "configmap",
-                config_map,
-                "golden=docs",
-                "-n",
-                NAMESPACE,
-            ])
-            .unwrap();
-    }
+    scenario.create_golden_documents();
     let first = with_legacy_backend(&manifest(
         "vllm/vllm-openai:v0.11.0",
         scenario.prometheus.url(),

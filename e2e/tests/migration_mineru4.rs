@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mineru_e2e::controlplane::Nodes;
 use mineru_e2e::scenario::{
-    ERROR_RATIO, LEGACY_SERVICE, Legacy, NAMESPACE, Scenario, Setup, manifest_with_checks, pair,
+    ERROR_RATIO, LEGACY_SERVICE, Legacy, Scenario, Setup, manifest_with_checks, pair,
 };
 
 /// Text-backend workers (as MinerU's flash tier, model-free), judged on golden documents and on
@@ -44,24 +44,7 @@ fn a_mineru_4_service_hands_its_traffic_to_the_split_stack() {
     };
     let mut scenario = Scenario::start_with("migration-mineru4", &Nodes::default(), setup);
     let stack = scenario.stable.clone();
-    let sample = mineru_e2e::repo_path("examples/documents/sample.pdf");
-    for (config_map, key) in [("golden-a", "a.pdf"), ("golden-b", "b.pdf")] {
-        let file = format!("--from-file={key}={}", sample.display());
-        let plane = &scenario.plane;
-        plane
-            .kubectl(&["create", "configmap", config_map, &file, "-n", NAMESPACE])
-            .unwrap();
-        plane
-            .kubectl(&[
-                "label",
-                "configmap",
-                config_map,
-                "golden=docs",
-                "-n",
-                NAMESPACE,
-            ])
-            .unwrap();
-    }
+    scenario.create_golden_documents();
     let first = from_mineru4("vllm/vllm-openai:v0.11.0", scenario.prometheus.url());
     assert!(
         first.contains("api: v1") && first.contains("backend: text"),

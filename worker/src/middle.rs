@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use crate::output::{Backend, PageResult};
+use crate::output::{Backend, Owner, PageResult, attaches_to, nearest, owner_of};
 use mineru_protocol::model::{BBOX_SCALE, BBox, Block, BlockType};
 
 /// `schema` of a docvortex middle JSON document.
@@ -360,34 +360,6 @@ struct PagePlan {
     blocks: Vec<MiddleBlock>,
 }
 
-/// What a caption or footnote attaches to (as in `output.rs`).
-#[derive(Clone, Copy, PartialEq)]
-enum Owner {
-    Image,
-    Table,
-    Code,
-}
-
-fn owner_of(kind: BlockType) -> Option<Owner> {
-    match kind {
-        BlockType::Image | BlockType::Chart | BlockType::Unknown | BlockType::ImageBlock => {
-            Some(Owner::Image)
-        }
-        BlockType::Table => Some(Owner::Table),
-        BlockType::Code | BlockType::Algorithm => Some(Owner::Code),
-        _ => None,
-    }
-}
-
-fn attaches_to(kind: BlockType) -> Option<Owner> {
-    match kind {
-        BlockType::ImageCaption | BlockType::ImageFootnote => Some(Owner::Image),
-        BlockType::TableCaption | BlockType::TableFootnote => Some(Owner::Table),
-        BlockType::CodeCaption => Some(Owner::Code),
-        _ => None,
-    }
-}
-
 /// The pages as docvortex blocks, with `continues_prev` set where `output::build` merges.
 fn plan(pages: &[PageResult]) -> Vec<PagePlan> {
     // (page, block) of the last flow item `output::build` kept (what it merges into), and of
@@ -548,19 +520,6 @@ fn page_blocks(result: &PageResult) -> Vec<MiddleBlock> {
         out.insert(at, item);
     }
     out
-}
-
-/// The candidate (index, block) closest to `block` vertically.
-fn nearest<'a>(
-    block: &Block,
-    candidates: impl Iterator<Item = (usize, &'a Block)>,
-) -> Option<usize> {
-    let distance = |b: &Block| {
-        let above = i32::from(block.bbox.y0()) - i32::from(b.bbox.y1());
-        let below = i32::from(b.bbox.y0()) - i32::from(block.bbox.y1());
-        above.max(below).max(0)
-    };
-    candidates.min_by_key(|(_, b)| distance(b)).map(|(i, _)| i)
 }
 
 /// Our block as the docvortex block it corresponds to; `None` for what `output::build` drops.

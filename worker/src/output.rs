@@ -241,13 +241,13 @@ fn summary(result: &PageResult) -> PageSummary {
 
 /// What a caption or footnote attaches to.
 #[derive(Clone, Copy, PartialEq)]
-enum Owner {
+pub(crate) enum Owner {
     Image,
     Table,
     Code,
 }
 
-fn owner_of(kind: BlockType) -> Option<Owner> {
+pub(crate) fn owner_of(kind: BlockType) -> Option<Owner> {
     match kind {
         BlockType::Image | BlockType::Chart | BlockType::Unknown | BlockType::ImageBlock => {
             Some(Owner::Image)
@@ -258,7 +258,7 @@ fn owner_of(kind: BlockType) -> Option<Owner> {
     }
 }
 
-fn attaches_to(kind: BlockType) -> Option<Owner> {
+pub(crate) fn attaches_to(kind: BlockType) -> Option<Owner> {
     match kind {
         BlockType::ImageCaption | BlockType::ImageFootnote => Some(Owner::Image),
         BlockType::TableCaption | BlockType::TableFootnote => Some(Owner::Table),
@@ -344,7 +344,7 @@ fn page_items(result: &PageResult) -> Vec<(ContentItem, bool)> {
 }
 
 /// The candidate (item index, block) closest to `block` vertically.
-fn nearest<'a>(
+pub(crate) fn nearest<'a>(
     block: &Block,
     candidates: impl Iterator<Item = (usize, &'a Block)>,
 ) -> Option<usize> {
