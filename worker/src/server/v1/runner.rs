@@ -285,6 +285,12 @@ async fn run(app: &App, mut row: JobRow, job: Job) -> Result<(), StoreError> {
         let name = row.doc.files[index].name.clone();
         let started = Instant::now();
         let result = parse_file(app, &row, &input, &name, job.work()).await;
+        // A failure while the worker stops (its render subprocesses signalled with it, the
+        // tier going away) says nothing of the document: the job goes back to the queue.
+        if result.is_err() && app.leaving.load(std::sync::atomic::Ordering::SeqCst) {
+            tracing::info!(job = %row.id, file = %name, "file interrupted by shutdown; left to hand back");
+            return Ok(());
+        }
         let (backend, outcome) = (
             backend_of(row.doc.tier),
             result
