@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Multipart, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -393,8 +394,9 @@ fn base_url(headers: &HeaderMap) -> String {
 async fn create_upload(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> V1Result<Json<UploadResponse>> {
+    let body = body.map_err(too_large)?;
     let request: CreateUploadRequest = parse_json(&body)?;
     if request.filename.is_empty() || request.mime_type.is_empty() {
         return Err(V1Error::bad_request(
@@ -431,7 +433,7 @@ async fn create_upload(
             ),
         ));
     }
-    room(&app).await?;
+    room(&app, request.bytes.max(0) as u64).await?;
     let store = &app.jobs.store;
     let now = now_s();
     let mut upload = UploadRecord {
@@ -520,8 +522,9 @@ fn size_mismatch(expected: i64, received: usize) -> V1Error {
 async fn upload_content(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> V1Result<StatusCode> {
+    let body = body.map_err(too_large)?;
     let upload = live_upload(&app, &id).await?;
     if upload.status != "pending" {
         return Err(terminal_upload(&upload.status));
@@ -529,6 +532,7 @@ async fn upload_content(
     if body.len() as i64 != upload.bytes {
         return Err(size_mismatch(upload.bytes, body.len()));
     }
+    room(&app, body.len() as u64).await?;
     if !app.jobs.store.put_upload_data(&id, &body).await? {
         let upload = live_upload(&app, &id).await?;
         return Err(terminal_upload(&upload.status));
@@ -539,8 +543,9 @@ async fn upload_content(
 async fn complete_upload(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> V1Result<Json<UploadResponse>> {
+    let body = body.map_err(too_large)?;
     let request: CompleteUploadRequest = if body.is_empty() {
         CompleteUploadRequest::default()
     } else {
@@ -743,8 +748,15 @@ fn page_range_refusal(e: PageRangeError, param: String) -> V1Error {
 }
 
 /// Room in the embedded store for more uploads and jobs, or a 503 that says why not.
-async fn room(app: &App) -> V1Result<()> {
-    if runner::make_room(&app.jobs, app.config.job_store_max_bytes.0).await? {
+/// Room in the embedded store for `more` bytes besides what it holds.
+async fn room(app: &App, more: u64) -> V1Result<()> {
+    if runner::make_room(
+        &app.jobs,
+        app.config.job_store_max_bytes.0.saturating_sub(more),
+        runner::KEPT_AT_LEAST,
+    )
+    .await?
+    {
         return Ok(());
     }
     Err(V1Error::new(
@@ -820,7 +832,7 @@ async fn submit(
         )
         .with_param("ocr_mode"));
     }
-    room(app).await?;
+    room(app, 0).await?;
     let store = &app.jobs.store;
     let mut files = Vec::with_capacity(request.files.len());
     let mut inputs = Vec::with_capacity(request.files.len());
@@ -933,8 +945,9 @@ async fn existing_job(app: &App, id: &str) -> V1Result<JobRow> {
 async fn create_job(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> V1Result<Response> {
+    let body = body.map_err(too_large)?;
     let request: CreateJobRequest = parse_json(&body)?;
     let row = submit(&app, request, Source::of(&headers), Form::Job).await?;
     Ok((StatusCode::ACCEPTED, Json(job_response(&row))).into_response())
@@ -1112,7 +1125,7 @@ async fn task_request(
         PageSelection::normalized(&options.page_range)
             .map_err(|e| page_range_refusal(e, "page_range".into()))?;
         check_formats(&options.output_formats, Form::Task)?;
-        room(app).await?;
+        room(app, 0).await?;
         let sent = match media.as_str() {
             "application/octet-stream" => vec![raw_file(app, request, &options).await?],
             "multipart/form-data" => {
@@ -1163,7 +1176,7 @@ async fn task_request(
     Ok(job)
 }
 
-fn too_large(e: axum::extract::rejection::BytesRejection) -> V1Error {
+fn too_large(e: BytesRejection) -> V1Error {
     V1Error::invalid(e.status(), "file_too_large", e.body_text())
 }
 

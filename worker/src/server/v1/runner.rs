@@ -30,7 +30,7 @@ use super::error::V1Error;
 use super::model::{
     ErrorDetail, FileParseInfo, FileStatus, JobStatus, OutputFileRef, OutputFiles, Tier,
 };
-use super::page_range::{PageSelection, count_pages, format_intervals};
+use super::page_range::{PageRangeError, PageSelection, count_pages, format_intervals};
 use super::store::{FileRecord, JobInput, JobRow, Store, StoreError, new_id, now_ms};
 use crate::middle::{DocumentInfo, middle_json, structured_content};
 
@@ -104,16 +104,21 @@ pub fn iso(ms: i64) -> String {
 pub async fn dispatch(app: Arc<App>) {
     let jobs = &app.jobs;
     let mut collected = Instant::now();
+    // After the store was unreachable, leases are not taken back until their holders have had a
+    // lease's time to renew: an outage is no worker's death.
+    let mut store_back = Instant::now();
     while !app.admission.is_closed() {
-        if let Err(e) = tick(&app).await {
+        let reclaim = store_back.elapsed() >= jobs.lease;
+        if let Err(e) = tick(&app, reclaim).await {
             tracing::warn!(error = %e, "job store unavailable; jobs wait");
+            store_back = Instant::now();
         }
         if collected.elapsed() >= COLLECT_EVERY {
             collected = Instant::now();
             if let Err(e) = jobs.store.collect(jobs.retention.as_millis() as i64).await {
                 tracing::warn!(error = %e, "cannot collect expired jobs and files");
             }
-            if let Err(e) = make_room(jobs, app.config.job_store_max_bytes.0).await {
+            if let Err(e) = make_room(jobs, app.config.job_store_max_bytes.0, KEPT_AT_LEAST).await {
                 tracing::warn!(error = %e, "cannot bound the job store");
             }
         }
@@ -124,18 +129,29 @@ pub async fn dispatch(app: Arc<App>) {
     }
 }
 
-async fn tick(app: &Arc<App>) -> Result<(), StoreError> {
+async fn tick(app: &Arc<App>, reclaim_leases: bool) -> Result<(), StoreError> {
     let jobs = &app.jobs;
     jobs.store.ensure_schema().await?;
     jobs.store.heartbeat(&jobs.worker, &jobs.revision).await?;
-    for row in jobs.store.expired(now_ms()).await? {
-        reclaim(jobs, row).await?;
+    if reclaim_leases {
+        for row in jobs.store.expired(now_ms()).await? {
+            reclaim(jobs, row).await?;
+        }
     }
+    // A stopping worker takes no new jobs; the others will.
+    if app.leaving.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    // While the GPU tier's breaker is open, its jobs wait in the queue rather than fail.
+    let tier_down = app.breaker.retry_after(Instant::now()) > Duration::ZERO;
     for row in jobs
         .store
         .claimable(&jobs.revision, jobs.live_since(), 8)
         .await?
     {
+        if tier_down && backend_of(row.doc.tier) == Backend::Vlm {
+            continue;
+        }
         let Ok(ticket) = app.admission.enter(source_of(&row.doc.source)) else {
             break;
         };
@@ -146,17 +162,25 @@ async fn tick(app: &Arc<App>) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Keeps the embedded store within `max_bytes` by forgetting the jobs that finished first;
-/// true when it is within it.
-pub async fn make_room(jobs: &Jobs, max_bytes: u64) -> Result<bool, StoreError> {
+/// Finished jobs stay at least this long, so that their client can fetch what they made.
+pub const KEPT_AT_LEAST: Duration = Duration::from_secs(600);
+
+/// Keeps the embedded store within `max_bytes` by forgetting the jobs that finished first (but
+/// none in the last `kept_at_least`); true when it is within it.
+pub async fn make_room(
+    jobs: &Jobs,
+    max_bytes: u64,
+    kept_at_least: Duration,
+) -> Result<bool, StoreError> {
     if !jobs.store.embedded() {
         return Ok(true);
     }
+    let before = now_ms() - kept_at_least.as_millis() as i64;
     loop {
         if jobs.store.bytes_held().await? as u64 <= max_bytes {
             return Ok(true);
         }
-        if !jobs.store.forget_oldest_finished().await? {
+        if !jobs.store.forget_oldest_finished(before).await? {
             return Ok(false);
         }
         tracing::info!(
@@ -207,7 +231,8 @@ async fn reclaim(jobs: &Jobs, mut row: JobRow) -> Result<(), StoreError> {
         fail_remaining(&mut row, "worker_lost", &message);
         row.doc.note = Some(message);
     }
-    jobs.store.update_job(&row, None).await?;
+    // A renewal that lands meanwhile wins: the lease is taken back only if it has still run out.
+    jobs.store.reclaim_job(&row, now_ms()).await?;
     Ok(())
 }
 
@@ -240,10 +265,30 @@ fn final_status(row: &JobRow) -> JobStatus {
     }
 }
 
+/// One job this worker runs, counted until the task ends however it ends (a panic included),
+/// so that shutdown never waits for a job that is gone.
+struct Running(Arc<App>);
+
+impl Running {
+    fn new(app: Arc<App>) -> Self {
+        app.jobs.running.fetch_add(1, Ordering::SeqCst);
+        Self(app)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.0.jobs.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.jobs.idle.notify_waiters();
+        }
+    }
+}
+
 fn spawn_run(app: Arc<App>, row: JobRow, ticket: Ticket) {
-    app.jobs.running.fetch_add(1, Ordering::SeqCst);
+    let running = Running::new(app.clone());
     tokio::spawn(async move {
-        let id = row.id.clone();
+        let _running = running;
+        let (id, attempts) = (row.id.clone(), row.attempts);
         // The work stops (at the next page) when the lease is no longer ours: canceled, or
         // handed back on shutdown.
         tokio::select! {
@@ -252,21 +297,23 @@ fn spawn_run(app: Arc<App>, row: JobRow, ticket: Ticket) {
                     tracing::warn!(job = %id, error = %e, "job left unfinished; its lease will run out");
                 }
             }
-            () = lost(&app.jobs, &id) => {
+            () = lost(&app.jobs, &id, attempts) => {
                 tracing::info!(job = %id, "job no longer ours (canceled or handed back); stopped");
             }
-        }
-        if app.jobs.running.fetch_sub(1, Ordering::SeqCst) == 1 {
-            app.jobs.idle.notify_waiters();
         }
     });
 }
 
-/// Renews the job's lease until it is no longer this worker's to run.
-async fn lost(jobs: &Jobs, id: &str) {
+/// Renews the job's lease until it is no longer this worker's to run: canceled, handed back,
+/// or taken back after a lapse (then claimed again, it is another run: `attempts` differs).
+async fn lost(jobs: &Jobs, id: &str, attempts: i64) {
     loop {
         tokio::time::sleep(jobs.lease / 3).await;
-        match jobs.store.renew(id, &jobs.worker, jobs.lease_until()).await {
+        match jobs
+            .store
+            .renew(id, &jobs.worker, attempts, jobs.lease_until())
+            .await
+        {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => tracing::warn!(job = %id, error = %e, "cannot renew job lease"),
@@ -285,17 +332,21 @@ async fn run(app: &App, mut row: JobRow, job: Job) -> Result<(), StoreError> {
         let name = row.doc.files[index].name.clone();
         let started = Instant::now();
         let result = parse_file(app, &row, &input, &name, job.work()).await;
-        // A failure while the worker stops (its render subprocesses signalled with it, the
-        // tier going away) says nothing of the document: the job goes back to the queue.
-        if result.is_err() && app.leaving.load(std::sync::atomic::Ordering::SeqCst) {
-            tracing::info!(job = %row.id, file = %name, "file interrupted by shutdown; left to hand back");
+        // A failure that trying later may mend (the tier or the store away), or one while the
+        // worker stops (its render subprocesses signalled with it), says nothing of the
+        // document: the job goes back to the queue, no run counted.
+        if let Err(failure) = &result
+            && (failure.transient || app.leaving.load(std::sync::atomic::Ordering::SeqCst))
+        {
+            let reason = format!("{name}: {}", failure.detail.message);
+            hand_back(jobs, row, &reason).await?;
             return Ok(());
         }
         let (backend, outcome) = (
             backend_of(row.doc.tier),
             result
                 .as_ref()
-                .map_or_else(|(_, o)| *o, |_| Outcome::Success),
+                .map_or_else(|f| f.outcome, |_| Outcome::Success),
         );
         app.metrics
             .request(Some(backend), source, outcome, started.elapsed());
@@ -315,7 +366,8 @@ async fn run(app: &App, mut row: JobRow, job: Job) -> Result<(), StoreError> {
                 });
                 row.doc.progress.completed += 1;
             }
-            Err((detail, _)) => {
+            Err(failure) => {
+                let detail = failure.detail;
                 tracing::info!(job = %row.id, file = %name, error = %detail.message, "job file failed");
                 file.status = FileStatus::Failed;
                 file.error = Some(detail);
@@ -353,7 +405,23 @@ struct Parsed {
     page_range: String,
 }
 
-type FileFailure = (ErrorDetail, Outcome);
+/// Why a file was not parsed, and whether trying again later may work (the tier or the store
+/// unavailable, the worker full or stopping): such a job goes back to the queue.
+struct FileFailure {
+    detail: ErrorDetail,
+    outcome: Outcome,
+    transient: bool,
+}
+
+impl FileFailure {
+    fn lasting(detail: ErrorDetail, outcome: Outcome) -> Self {
+        Self {
+            detail,
+            outcome,
+            transient: false,
+        }
+    }
+}
 
 async fn parse_file(
     app: &App,
@@ -363,18 +431,32 @@ async fn parse_file(
     work: &Work,
 ) -> Result<Parsed, FileFailure> {
     let backend = backend_of(row.doc.tier);
-    let api = |e: ApiError| {
-        let outcome = e.outcome();
-        (detail_of(&e), outcome)
+    let api = |e: ApiError| FileFailure {
+        detail: detail_of(&e),
+        outcome: e.outcome(),
+        transient: matches!(
+            e,
+            ApiError::BreakerOpen { .. }
+                | ApiError::Upstream {
+                    retryable: true,
+                    ..
+                }
+                | ApiError::Busy { .. }
+                | ApiError::ShuttingDown
+        ),
     };
     let bytes = app
         .jobs
         .store
         .blob(&input.sha256)
         .await
-        .map_err(|e| (V1Error::from(e).detail, Outcome::Error))?
+        .map_err(|e| FileFailure {
+            detail: V1Error::from(e).detail,
+            outcome: Outcome::Error,
+            transient: true,
+        })?
         .ok_or_else(|| {
-            (
+            FileFailure::lasting(
                 engine(
                     "file_missing",
                     "the uploaded bytes of this file are gone (expired?)",
@@ -389,11 +471,13 @@ async fn parse_file(
         .await
         .map_err(|e| api(fail(e)))?;
     let count = doc.page_count();
-    let selection = PageSelection::parse(&input.page_range)
-        .map_err(|e| (page_range_error(e.message()), Outcome::ClientError))?;
+    let refused = |e: PageRangeError| {
+        FileFailure::lasting(page_range_error(e.message()), Outcome::ClientError)
+    };
+    let selection = PageSelection::parse(&input.page_range).map_err(refused)?;
     let intervals = selection
         .resolve(count, &input.page_range)
-        .map_err(|e| (page_range_error(e.message()), Outcome::ClientError))?;
+        .map_err(refused)?;
     let selected = count_pages(&intervals);
     if selected > app.config.max_pages {
         return Err(api(ApiError::TooManyPages {
@@ -493,7 +577,7 @@ async fn store_outputs(
             "zip" => (format!("{name}.zip"), zip_bytes(parsed)),
             _ => continue,
         };
-        let file = put_output(jobs, job_id, filename, &bytes).await?;
+        let file = put_output(&jobs.store, job_id, filename, &bytes).await?;
         outputs.set(format, file);
     }
     Ok(outputs)
@@ -532,12 +616,11 @@ fn zip_bytes(parsed: &Parsed) -> Vec<u8> {
 }
 
 async fn put_output(
-    jobs: &Jobs,
+    store: &Store,
     job_id: &str,
     filename: String,
     bytes: &[u8],
 ) -> Result<OutputFileRef, StoreError> {
-    let store = &jobs.store;
     let now = now_ms() / 1000;
     let sha = store.put_blob(bytes).await?;
     let record = FileRecord {
@@ -545,7 +628,8 @@ async fn put_output(
         filename,
         bytes: bytes.len() as i64,
         created_at: now,
-        expires_at: Some(now + jobs.retention.as_secs() as i64),
+        // Kept as long as its job is (collected with it).
+        expires_at: None,
         purpose: "parse_output".into(),
         sha256: Some(sha),
     };
@@ -554,6 +638,28 @@ async fn put_output(
         file_id: record.id,
         bytes: record.bytes,
     })
+}
+
+/// Puts a job this worker runs back in the queue for any worker, without counting a run
+/// (nothing failed); a write that loses a race (a file just finished) is retried on the fresh
+/// row. False when the job is no longer this worker's.
+async fn hand_back(jobs: &Jobs, mut row: JobRow, reason: &str) -> Result<bool, StoreError> {
+    loop {
+        if row.status != JobStatus::Running || row.owner.as_deref() != Some(&jobs.worker) {
+            return Ok(false);
+        }
+        row.status = JobStatus::Queued;
+        row.owner = None;
+        row.doc.note = Some(format!("{reason}; the job was queued again"));
+        if jobs.store.update_job(&row, None).await?.is_some() {
+            tracing::info!(job = %row.id, reason, "job handed back to the queue");
+            return Ok(true);
+        }
+        match jobs.store.job(&row.id).await? {
+            Some(fresh) => row = fresh,
+            None => return Ok(false),
+        }
+    }
 }
 
 /// After SIGTERM: waits up to `grace` for this worker's jobs, hands back those still running and
@@ -577,17 +683,13 @@ pub async fn drain(jobs: &Jobs, grace: Duration) {
     }
     match jobs.store.owned(&jobs.worker).await {
         Ok(rows) => {
-            for mut row in rows {
-                row.status = JobStatus::Queued;
-                row.owner = None;
-                row.doc.note = Some(format!(
-                    "worker {} shut down mid-job; the job was queued again",
-                    jobs.worker
-                ));
-                match jobs.store.update_job(&row, None).await {
-                    Ok(_) => tracing::info!(job = %row.id, "job handed back to the queue"),
+            for row in rows {
+                let reason = format!("worker {} shut down mid-job", jobs.worker);
+                match hand_back(jobs, row, &reason).await {
+                    Ok(true) => tracing::info!("job handed back to the queue"),
+                    Ok(false) => {}
                     Err(e) => {
-                        tracing::warn!(job = %row.id, error = %e, "cannot hand job back; its lease will run out")
+                        tracing::warn!(error = %e, "cannot hand job back; its lease will run out")
                     }
                 }
             }
@@ -716,7 +818,7 @@ mod tests {
         let jobs = jobs().await;
         for (id, fill) in [("job_a", b'a'), ("job_b", b'b')] {
             jobs.store.insert_job(id, "r1", &doc()).await.unwrap();
-            put_output(&jobs, id, format!("{id}.md"), &[fill; 1000])
+            put_output(&jobs.store, id, format!("{id}.md"), &[fill; 1000])
                 .await
                 .unwrap();
             let mut row = jobs.store.job(id).await.unwrap().unwrap();
@@ -728,11 +830,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(jobs.store.bytes_held().await.unwrap(), 2000);
-        assert!(make_room(&jobs, 2000).await.unwrap(), "within the budget");
+        assert!(
+            make_room(&jobs, 2000, Duration::ZERO).await.unwrap(),
+            "within the budget"
+        );
         assert!(jobs.store.job("job_a").await.unwrap().is_some());
         // Over it, finished jobs go; bytes stored in the last minute stay (a file may be about
         // to refer to them), so the budget is not met yet, and the running job stays.
-        assert!(!make_room(&jobs, 1000).await.unwrap());
+        assert!(!make_room(&jobs, 1000, Duration::ZERO).await.unwrap());
         for gone in ["job_a", "job_b"] {
             assert!(jobs.store.job(gone).await.unwrap().is_none(), "{gone}");
         }

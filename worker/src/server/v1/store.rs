@@ -203,6 +203,11 @@ impl Store {
                 .to_owned(),
             "CREATE INDEX IF NOT EXISTS mineru_jobs_by_status ON mineru_jobs (status, seq)"
                 .to_owned(),
+            // The bytes a job will parse, kept while the job is: a source file may expire or
+            // be deleted meanwhile, an inline source has no file at all.
+            "CREATE TABLE IF NOT EXISTS mineru_job_inputs (job_id TEXT NOT NULL, sha256 TEXT NOT \
+             NULL)"
+                .to_owned(),
             "CREATE TABLE IF NOT EXISTS mineru_workers (id TEXT PRIMARY KEY, revision TEXT NOT \
              NULL, heartbeat_ms BIGINT NOT NULL)"
                 .to_owned(),
@@ -249,7 +254,7 @@ impl Store {
         let sha = sha256_hex(data);
         sqlx::query(
             "INSERT INTO mineru_blobs (sha256, data, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (sha256) DO NOTHING",
+             ON CONFLICT (sha256) DO UPDATE SET created_at = excluded.created_at",
         )
         .bind(&sha)
         .bind(data)
@@ -446,6 +451,13 @@ impl Store {
         .bind(encode(doc))
         .execute(&self.pool)
         .await?;
+        for input in &doc.inputs {
+            sqlx::query("INSERT INTO mineru_job_inputs (job_id, sha256) VALUES ($1, $2)")
+                .bind(id)
+                .bind(&input.sha256)
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(())
     }
 
@@ -493,16 +505,44 @@ impl Store {
         Ok((done.rows_affected() > 0).then_some(row.version + 1))
     }
 
+    /// Writes a job taken back from a worker whose lease ran out, if it still has at `now` (a
+    /// renewal landing meanwhile wins) and nobody changed it since it was read.
+    pub async fn reclaim_job(&self, row: &JobRow, now: i64) -> Result<bool, StoreError> {
+        let finished = row.status.is_terminal().then(now_ms);
+        let done = sqlx::query(
+            "UPDATE mineru_jobs SET status = $1, owner = NULL, lease_until = NULL, attempts = $2, \
+             finished_ms = $3, doc = $4, version = version + 1 WHERE id = $5 AND version = $6 AND \
+             status = 'running' AND lease_until < $7",
+        )
+        .bind(row.status.as_str())
+        .bind(row.attempts)
+        .bind(finished)
+        .bind(encode(&row.doc))
+        .bind(&row.id)
+        .bind(row.version)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Extends the lease of a job `owner` still runs; false when it is no longer its to run
     /// (canceled, or taken back after the lease ran out).
-    pub async fn renew(&self, id: &str, owner: &str, until: i64) -> Result<bool, StoreError> {
+    pub async fn renew(
+        &self,
+        id: &str,
+        owner: &str,
+        attempts: i64,
+        until: i64,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE mineru_jobs SET lease_until = $1 WHERE id = $2 AND owner = $3 AND status = \
-             'running'",
+             'running' AND attempts = $4",
         )
         .bind(until)
         .bind(id)
         .bind(owner)
+        .bind(attempts)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
@@ -526,7 +566,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(job_row).collect()
+        Ok(decodable(&rows))
     }
 
     /// Running jobs whose lease ran out before `now`: their worker died or lost the database.
@@ -537,7 +577,7 @@ impl Store {
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(job_row).collect()
+        Ok(decodable(&rows))
     }
 
     /// Running jobs `owner` holds.
@@ -582,6 +622,12 @@ impl Store {
         let cutoff = now - retention_ms;
         let now_s = now / 1000;
         for (statement, value) in [
+            // Outputs go with their job, whenever it finished.
+            (
+                "DELETE FROM mineru_files WHERE job_id IN (SELECT id FROM mineru_jobs WHERE \
+                 finished_ms IS NOT NULL AND finished_ms < $1)",
+                cutoff,
+            ),
             (
                 "DELETE FROM mineru_jobs WHERE finished_ms IS NOT NULL AND finished_ms < $1",
                 cutoff,
@@ -592,6 +638,7 @@ impl Store {
             ),
             ("DELETE FROM mineru_uploads WHERE expires_at <= $1", now_s),
             ("DELETE FROM mineru_workers WHERE heartbeat_ms < $1", cutoff),
+            (ORPHAN_INPUTS, cutoff),
             (UNREFERENCED_BLOBS, cutoff),
         ] {
             sqlx::query(statement)
@@ -622,11 +669,12 @@ impl Store {
 
     /// Forgets the finished job that finished first, with its outputs and the bytes nothing
     /// else refers to; false when no job has finished.
-    pub async fn forget_oldest_finished(&self) -> Result<bool, StoreError> {
+    pub async fn forget_oldest_finished(&self, before: i64) -> Result<bool, StoreError> {
         let Some(row) = sqlx::query(
-            "SELECT id FROM mineru_jobs WHERE finished_ms IS NOT NULL ORDER BY finished_ms, id \
-             LIMIT 1",
+            "SELECT id FROM mineru_jobs WHERE finished_ms IS NOT NULL AND finished_ms <= $1 ORDER \
+             BY finished_ms, id LIMIT 1",
         )
+        .bind(before)
         .fetch_optional(&self.pool)
         .await?
         else {
@@ -635,6 +683,7 @@ impl Store {
         let id: String = row.get(0);
         for statement in [
             "DELETE FROM mineru_files WHERE job_id = $1",
+            "DELETE FROM mineru_job_inputs WHERE job_id = $1",
             "DELETE FROM mineru_jobs WHERE id = $1",
         ] {
             sqlx::query(statement).bind(&id).execute(&self.pool).await?;
@@ -651,10 +700,27 @@ impl Store {
 /// Blobs older than `$1` that no file or upload refers to.
 const UNREFERENCED_BLOBS: &str = "DELETE FROM mineru_blobs WHERE created_at < $1 AND sha256 NOT \
      IN (SELECT sha256 FROM mineru_files WHERE sha256 IS NOT NULL) AND sha256 NOT IN (SELECT \
-     sha256 FROM mineru_uploads WHERE sha256 IS NOT NULL)";
+     sha256 FROM mineru_uploads WHERE sha256 IS NOT NULL) AND sha256 NOT IN (SELECT sha256 FROM \
+     mineru_job_inputs)";
+
+/// Inputs of jobs that are gone (`$1` unused: every statement of a collection takes one).
+const ORPHAN_INPUTS: &str = "DELETE FROM mineru_job_inputs WHERE job_id NOT IN (SELECT id FROM \
+     mineru_jobs) AND $1 = $1";
 
 const JOB_COLUMNS: &str =
     "SELECT id, status, revision, owner, attempts, version, doc FROM mineru_jobs";
+
+/// The rows that decode; one that does not (written by a newer worker, say) is left for the
+/// workers that can read it rather than stopping every claim.
+fn decodable(rows: &[AnyRow]) -> Vec<JobRow> {
+    rows.iter()
+        .filter_map(|row| {
+            job_row(row)
+                .map_err(|e| tracing::warn!(error = %e, "skipping a job this worker cannot read"))
+                .ok()
+        })
+        .collect()
+}
 
 fn encode(doc: &JobDoc) -> String {
     serde_json::to_string(doc).expect("a job document always serializes")
@@ -758,7 +824,49 @@ mod tests {
         let now = store.job("job_a").await.unwrap().unwrap();
         assert_eq!(now.status, JobStatus::Canceled);
         // A canceled job's lease cannot be renewed: its runner learns it should stop.
-        assert!(!store.renew("job_a", "w1", now_ms()).await.unwrap());
+        assert!(!store.renew("job_a", "w1", 0, now_ms()).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_renewal_beats_taking_the_lease_back_and_a_new_run_ends_the_old_ones_renewals() {
+        let (store, _dir) = sqlite().await;
+        store.insert_job("job_a", "r1", &doc()).await.unwrap();
+        let mut running = store.job("job_a").await.unwrap().unwrap();
+        running.status = JobStatus::Running;
+        running.owner = Some("w1".into());
+        let version = store
+            .update_job(&running, Some(now_ms() - 1))
+            .await
+            .unwrap();
+        // Read as expired, then renewed before the reclaim is written: the reclaim loses.
+        let mut expired = store.expired(now_ms()).await.unwrap().pop().unwrap();
+        assert_eq!(Some(expired.version), version);
+        assert!(
+            store
+                .renew("job_a", "w1", 0, now_ms() + 60_000)
+                .await
+                .unwrap()
+        );
+        expired.status = JobStatus::Queued;
+        expired.attempts = 1;
+        assert!(!store.reclaim_job(&expired, now_ms()).await.unwrap());
+        // Once taken back (the lease ran out again) and claimed anew by the same worker, the
+        // first run's renewals no longer count.
+        assert!(
+            store
+                .reclaim_job(&expired, now_ms() + 120_000)
+                .await
+                .unwrap()
+        );
+        let mut again = store.job("job_a").await.unwrap().unwrap();
+        again.status = JobStatus::Running;
+        again.owner = Some("w1".into());
+        store
+            .update_job(&again, Some(now_ms() + 60_000))
+            .await
+            .unwrap();
+        assert!(!store.renew("job_a", "w1", 0, now_ms()).await.unwrap());
+        assert!(store.renew("job_a", "w1", 1, now_ms()).await.unwrap());
     }
 
     #[tokio::test]
