@@ -5,8 +5,11 @@
 //! paragraphs and headings. Tables and formulas cannot be recognised from the text layer; every
 //! page summary says so, and pages whose text layer is missing or unreadable are flagged as
 //! needing OCR instead of coming out silently empty.
+//!
+//! Running headers and footers are told apart from titles by repetition: a line at a page edge is
+//! furniture only when another parsed page repeats it near the same edge (see [`parse`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
 use crate::output::{Backend, PageResult};
@@ -32,6 +35,12 @@ const FURNITURE_BAND: f32 = 0.1;
 const FURNITURE_GAP_LINES: f32 = 1.0;
 /// More fragments than this at a page edge are content, not a running header or footer.
 const MAX_FURNITURE_FRAGMENTS: usize = 6;
+/// A running header or footer repeats within this share of the page height of its position.
+const RUNNING_OFFSET_TOLERANCE: f32 = 0.03;
+/// Font sizes of a repeated header or footer differ by at most this share.
+const RUNNING_SIZE_TOLERANCE: f32 = 0.1;
+/// A glyph's loose box (font ascent to descent) is about this many font sizes high.
+const LOOSE_BOX_EM: f32 = 1.2;
 /// The narrowest strip (points) taken for a column gutter.
 const MIN_GUTTER_PT: usize = 4;
 /// Gutter positions examined per page at most.
@@ -43,44 +52,183 @@ pub const LIMITATIONS_NOTE: &str =
 
 /// Runs the text backend over `pages` of `doc`, calling `on_page` after each page; it returns
 /// false to stop there (the request is gone).
+///
+/// Running headers and footers are recognised by repetition among the pages parsed here: a
+/// selection of one page (or a document of one) keeps its edge lines as content, and only page
+/// numbers are discarded.
 pub fn parse(
     doc: &dyn Pages,
     pages: Range<usize>,
     mut on_page: impl FnMut(usize) -> bool,
 ) -> Result<Vec<PageResult>, PdfError> {
-    let mut out = Vec::with_capacity(pages.len());
+    let mut drafts = Vec::with_capacity(pages.len());
     for page_idx in pages {
         let text = doc.page_text(page_idx)?;
-        out.push(analyze_page(&text, page_idx));
+        drafts.push(PageDraft::new(&text, page_idx));
         if !on_page(page_idx) {
             break;
         }
     }
-    link_across_pages(&mut out);
-    Ok(out)
+    Ok(finish(drafts))
 }
 
-/// Blocks, OCR verdict and notes for one page.
+/// Blocks, OCR verdict and notes for one page analysed alone: with no other page to repeat its
+/// edge lines, only page numbers are furniture.
 pub fn analyze_page(text: &PageText, page_idx: usize) -> PageResult {
-    let verdict = classify(text);
-    let mut blocks = Vec::new();
-    for (orientation, chars) in orientation_groups(&text.chars) {
-        let frame = Frame::new(orientation, text.width, text.height);
-        blocks.extend(layout(&frame, &chars));
+    let mut pages = finish(vec![PageDraft::new(text, page_idx)]);
+    pages.remove(0)
+}
+
+/// Settles which edge lines are running furniture across `drafts`, then lays out every page.
+fn finish(mut drafts: Vec<PageDraft>) -> Vec<PageResult> {
+    confirm_running_furniture(&mut drafts);
+    let mut out: Vec<PageResult> = drafts.into_iter().map(PageDraft::into_result).collect();
+    link_across_pages(&mut out);
+    out
+}
+
+/// One page analysed up to the point where its edge lines need the other pages' evidence.
+struct PageDraft {
+    page_idx: usize,
+    needs_ocr: bool,
+    notes: Vec<String>,
+    groups: Vec<GroupDraft>,
+}
+
+/// The fragments of one reading direction of a page, in that direction's upright frame.
+struct GroupDraft {
+    frame: Frame,
+    body: Vec<Fragment>,
+    /// Furniture whether or not another page repeats it.
+    page_numbers: Vec<Fragment>,
+    candidates: Vec<EdgeCandidate>,
+}
+
+/// A fragment at a page edge, set apart from the body: a running header or footer if another
+/// page repeats it there, content (often a title) otherwise.
+struct EdgeCandidate {
+    edge: Edge,
+    fragment: Fragment,
+    /// The text with digit runs folded, so `Page 3 of 10` and `Page 4 of 10` match.
+    signature: String,
+    /// Distance from its edge as a share of the frame height.
+    offset: f32,
+    running: bool,
+}
+
+impl PageDraft {
+    fn new(text: &PageText, page_idx: usize) -> Self {
+        let verdict = classify(text);
+        let groups = orientation_groups(&text.chars)
+            .into_iter()
+            .map(|(orientation, chars)| {
+                GroupDraft::new(Frame::new(orientation, text.width, text.height), &chars)
+            })
+            .collect();
+        let mut notes = Vec::new();
+        if let Some(reason) = verdict.reason {
+            notes.push(reason);
+        }
+        notes.push(LIMITATIONS_NOTE.to_string());
+        Self {
+            page_idx,
+            needs_ocr: verdict.needs_ocr,
+            notes,
+            groups,
+        }
     }
-    link_within_page(&mut blocks);
-    let mut notes = Vec::new();
-    if let Some(reason) = &verdict.reason {
-        notes.push(reason.clone());
+
+    fn into_result(self) -> PageResult {
+        let mut blocks: Vec<Block> = self
+            .groups
+            .into_iter()
+            .flat_map(GroupDraft::layout)
+            .collect();
+        link_within_page(&mut blocks);
+        PageResult {
+            page: Page::from_blocks(self.page_idx, blocks),
+            backend: Backend::Text,
+            needs_ocr: self.needs_ocr,
+            notes: self.notes,
+            images: BTreeMap::new(),
+        }
     }
-    notes.push(LIMITATIONS_NOTE.to_string());
-    PageResult {
-        page: Page::from_blocks(page_idx, blocks),
-        backend: Backend::Text,
-        needs_ocr: verdict.needs_ocr,
-        notes,
-        images: BTreeMap::new(),
+}
+
+/// Marks the edge candidates whose signature another page repeats at the same edge, at about the
+/// same height and size.
+fn confirm_running_furniture(drafts: &mut [PageDraft]) {
+    fn candidates(d: &PageDraft) -> impl Iterator<Item = &EdgeCandidate> {
+        d.groups.iter().flat_map(|g| &g.candidates)
     }
+    let mut seen: HashMap<(Edge, &str), Vec<(usize, &EdgeCandidate)>> = HashMap::new();
+    for (page, d) in drafts.iter().enumerate() {
+        for c in candidates(d) {
+            seen.entry((c.edge, &c.signature))
+                .or_default()
+                .push((page, c));
+        }
+    }
+    let running: Vec<bool> = drafts
+        .iter()
+        .enumerate()
+        .flat_map(|(page, d)| candidates(d).map(move |c| (page, c)))
+        .map(|(page, c)| {
+            seen[&(c.edge, c.signature.as_str())]
+                .iter()
+                .any(|&(other, o)| other != page && c.repeats(o))
+        })
+        .collect();
+    let slots = drafts
+        .iter_mut()
+        .flat_map(|d| &mut d.groups)
+        .flat_map(|g| &mut g.candidates);
+    for (c, running) in slots.zip(running) {
+        c.running = running;
+    }
+}
+
+impl EdgeCandidate {
+    fn new(edge: Edge, fragment: Fragment, frame_height: f32) -> Self {
+        let r = &fragment.rect;
+        let offset = match edge {
+            Edge::Top => r.y0,
+            Edge::Bottom => frame_height - r.y1,
+        } / frame_height;
+        Self {
+            edge,
+            signature: signature(&fragment.text),
+            fragment,
+            offset,
+            running: false,
+        }
+    }
+
+    /// Whether `other` (same edge and signature) is this line again: at about the same height and
+    /// size.
+    fn repeats(&self, other: &EdgeCandidate) -> bool {
+        let (a, b) = (self.fragment.size, other.fragment.size);
+        (self.offset - other.offset).abs() <= RUNNING_OFFSET_TOLERANCE
+            && (a - b).abs() <= RUNNING_SIZE_TOLERANCE * a.max(b)
+    }
+}
+
+/// The text with runs of digits folded to `#` and whitespace collapsed.
+fn signature(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for word in text.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        for c in word.chars() {
+            if !c.is_ascii_digit() {
+                out.push(c);
+            } else if !out.ends_with('#') {
+                out.push('#');
+            }
+        }
+    }
+    out
 }
 
 /// The text-vs-scan decision for one page.
@@ -265,58 +413,106 @@ struct Line {
     tabular: bool,
 }
 
-fn layout(frame: &Frame, chars: &[TextChar]) -> Vec<Block> {
-    let upright: Vec<TextChar> = chars
-        .iter()
-        .map(|c| TextChar {
-            rect: frame.to_upright(&c.rect),
-            ..c.clone()
-        })
-        .collect();
-    let (width, height) = frame.size();
-    let fragments = fragments(&upright);
-    let kinds = furniture_kinds(&fragments, height);
-    let (furniture, body): (Vec<(Fragment, Option<BlockType>)>, Vec<_>) = fragments
-        .into_iter()
-        .zip(kinds)
-        .partition(|(_, kind)| kind.is_some());
-    let body: Vec<Fragment> = body.into_iter().map(|(f, _)| f).collect();
-
-    let mut lines = Vec::new();
-    for region in reading_regions(body, width) {
-        lines.push(rows_to_lines(region));
-    }
-    let body_size = body_font_size(lines.iter().flatten());
-    let body_bold = mostly_bold(lines.iter().flatten());
-    let mut paragraphs: Vec<Paragraph> = lines
-        .iter()
-        .flat_map(|region| paragraphs(region, body_size, body_bold))
-        .collect();
-    assign_heading_levels(&mut paragraphs);
-
-    let angle = frame.angle();
-    let mut blocks: Vec<Block> = paragraphs
-        .into_iter()
-        .map(|p| Block {
-            kind: p.kind,
-            bbox: frame.bbox(&p.rect),
-            angle: Some(angle),
-            content: Some(p.text),
-            continues_previous: false,
-        })
-        .collect();
-    for (f, kind) in furniture {
-        if let Some(kind) = kind {
-            blocks.push(Block {
-                kind,
-                bbox: frame.bbox(&f.rect),
-                angle: Some(angle),
-                content: Some(f.text),
-                continues_previous: false,
-            });
+impl GroupDraft {
+    fn new(frame: Frame, chars: &[TextChar]) -> Self {
+        let upright: Vec<TextChar> = chars
+            .iter()
+            .map(|c| {
+                let rect = frame.to_upright(&c.rect);
+                TextChar {
+                    font_size: effective_size(c.font_size, &rect),
+                    rect,
+                    ..c.clone()
+                }
+            })
+            .collect();
+        let height = frame.size().1;
+        let fragments = fragments(&upright);
+        let edges = edge_clusters(&fragments, height);
+        let mut group = Self {
+            frame,
+            body: Vec::new(),
+            page_numbers: Vec::new(),
+            candidates: Vec::new(),
+        };
+        for (f, edge) in fragments.into_iter().zip(edges) {
+            match edge {
+                None => group.body.push(f),
+                Some(_) if is_page_number(&f.text) => group.page_numbers.push(f),
+                Some(edge) => group.candidates.push(EdgeCandidate::new(edge, f, height)),
+            }
         }
+        group
     }
-    blocks
+
+    /// Blocks in reading order, furniture last. Edge lines that are not running furniture are
+    /// content: those at the top read before the body, those at the bottom after it.
+    fn layout(self) -> Vec<Block> {
+        let frame = self.frame;
+        let (width, _) = frame.size();
+        let mut furniture: Vec<(Fragment, BlockType)> = self
+            .page_numbers
+            .into_iter()
+            .map(|f| (f, BlockType::PageNumber))
+            .collect();
+        let (mut top, mut bottom) = (Vec::new(), Vec::new());
+        for c in self.candidates {
+            match (c.running, c.edge) {
+                (true, Edge::Top) => furniture.push((c.fragment, BlockType::Header)),
+                (true, Edge::Bottom) => furniture.push((c.fragment, BlockType::Footer)),
+                (false, Edge::Top) => top.push(c.fragment),
+                (false, Edge::Bottom) => bottom.push(c.fragment),
+            }
+        }
+        furniture.sort_by(|a, b| a.0.rect.y0.total_cmp(&b.0.rect.y0));
+
+        let mut regions = vec![top];
+        regions.extend(reading_regions(self.body, width));
+        regions.push(bottom);
+        let lines: Vec<Vec<Line>> = regions
+            .into_iter()
+            .filter(|r| !r.is_empty())
+            .map(rows_to_lines)
+            .collect();
+        let body_size = body_font_size(lines.iter().flatten());
+        let body_bold = mostly_bold(lines.iter().flatten());
+        let mut paragraphs: Vec<Paragraph> = lines
+            .iter()
+            .flat_map(|region| paragraphs(region, body_size, body_bold))
+            .collect();
+        assign_heading_levels(&mut paragraphs);
+
+        let angle = frame.angle();
+        let block = |kind, rect: &Rect, text| Block {
+            kind,
+            bbox: frame.bbox(rect),
+            angle: Some(angle),
+            content: Some(text),
+            continues_previous: false,
+        };
+        paragraphs
+            .into_iter()
+            .map(|p| block(p.kind, &p.rect, p.text))
+            .chain(
+                furniture
+                    .into_iter()
+                    .map(|(f, kind)| block(kind, &f.rect, f.text)),
+            )
+            .collect()
+    }
+}
+
+/// pdfium scales a character's font size by its text matrix's vertical factor, which is 0 for text
+/// drawn at 90° (landscape pages drawn sideways and turned back by /Rotate, sideways notes) and
+/// negative at 180°. A size of 0 made every word its own fragment and every line a table row, so
+/// lines never joined into paragraphs; the glyph box gives the size instead.
+fn effective_size(font_size: f32, upright: &Rect) -> f32 {
+    let from_box = upright.height() / LOOSE_BOX_EM;
+    if font_size.abs() >= 0.5 * from_box {
+        font_size.abs()
+    } else {
+        from_box
+    }
 }
 
 /// Splits the character stream (in content order) into fragments: a new fragment starts when a
@@ -419,19 +615,19 @@ fn is_cjk(c: char) -> bool {
         | 0xF900..=0xFAFF | 0xFF00..=0xFFEF)
 }
 
-/// Headers, footers and page numbers: the topmost and bottommost clusters of fragments, when
-/// they lie in the page's top or bottom band and a blank line or more separates them from the
-/// body (so a body that starts high is not taken for a header).
-fn furniture_kinds(fragments: &[Fragment], page_height: f32) -> Vec<Option<BlockType>> {
-    let mut kinds = vec![None; fragments.len()];
+/// Candidates for headers, footers and page numbers: the topmost and bottommost clusters of
+/// fragments, when they lie in the page's top or bottom band and a blank line or more separates
+/// them from the body (so a body that starts high is not taken for a header).
+fn edge_clusters(fragments: &[Fragment], page_height: f32) -> Vec<Option<Edge>> {
+    let mut edges = vec![None; fragments.len()];
     let mut by_top: Vec<usize> = (0..fragments.len()).collect();
     by_top.sort_by(|&a, &b| fragments[a].rect.y0.total_cmp(&fragments[b].rect.y0));
     let band = FURNITURE_BAND * page_height;
-    let edges = [
+    let orders = [
         (Edge::Top, by_top.clone()),
         (Edge::Bottom, by_top.into_iter().rev().collect()),
     ];
-    for (edge, order) in edges {
+    for (edge, order) in orders {
         let Some(cluster) = edge_cluster(fragments, &order, edge) else {
             continue;
         };
@@ -446,23 +642,15 @@ fn furniture_kinds(fragments: &[Fragment], page_height: f32) -> Vec<Option<Block
             continue;
         }
         for i in cluster {
-            let text = &fragments[i].text;
-            if text.chars().count() > 100 {
-                continue;
+            if fragments[i].text.chars().count() <= 100 {
+                edges[i] = Some(edge);
             }
-            kinds[i] = Some(if is_page_number(text) {
-                BlockType::PageNumber
-            } else if edge == Edge::Top {
-                BlockType::Header
-            } else {
-                BlockType::Footer
-            });
         }
     }
-    kinds
+    edges
 }
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Edge {
     Top,
     Bottom,
@@ -1030,19 +1218,236 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_line_in_the_top_band_is_a_header_only_when_set_apart() {
-        let mut chars = line(72.0, 30.0, 10.0, false, "Running header");
-        chars.extend(line(72.0, 100.0, 10.0, false, "Body text."));
-        let result = analyze_page(&page(chars), 0);
-        assert_eq!(result.page.discarded.len(), 1);
-        assert_eq!(result.page.discarded[0].kind, BlockType::Header);
+    fn analyze(pages: Vec<Vec<TextChar>>) -> Vec<PageResult> {
+        let drafts = pages
+            .into_iter()
+            .enumerate()
+            .map(|(i, chars)| PageDraft::new(&page(chars), i))
+            .collect();
+        finish(drafts)
+    }
 
-        let mut chars = line(72.0, 30.0, 10.0, false, "A body that starts high");
-        chars.extend(line(72.0, 43.0, 10.0, false, "and continues below."));
-        let result = analyze_page(&page(chars), 0);
-        assert!(result.page.discarded.is_empty());
-        assert_eq!(result.page.blocks.len(), 1);
+    fn discarded(result: &PageResult) -> Vec<(BlockType, String)> {
+        result
+            .page
+            .discarded
+            .iter()
+            .map(|b| (b.kind, b.content.clone().unwrap_or_default()))
+            .collect()
+    }
+
+    /// A page of body text under `top` (baseline 30 pt, in the top band) and above `bottom`
+    /// (baseline 770 pt); `None` leaves the edge empty.
+    fn edged(top: Option<(f32, &str)>, bottom: Option<&str>) -> Vec<TextChar> {
+        let mut chars = Vec::new();
+        if let Some((size, text)) = top {
+            chars.extend(line(72.0, 30.0, size, false, text));
+        }
+        chars.extend(line(
+            72.0,
+            200.0,
+            10.0,
+            false,
+            "Body text long enough to set the body size.",
+        ));
+        if let Some(text) = bottom {
+            chars.extend(line(72.0, 770.0, 10.0, false, text));
+        }
+        chars
+    }
+
+    #[test]
+    fn edge_lines_are_furniture_only_when_another_page_repeats_them() {
+        use BlockType::{Footer, Header, PageNumber, Text, Title};
+        let body = (
+            Text,
+            "Body text long enough to set the body size.".to_string(),
+        );
+        type Expected = Vec<(
+            Vec<(BlockType, &'static str)>,
+            Vec<(BlockType, &'static str)>,
+        )>;
+        let cases: Vec<(&str, Vec<Vec<TextChar>>, Expected)> = vec![
+            (
+                "one page: a top-band line is content",
+                vec![edged(Some((10.0, "Running header")), None)],
+                vec![(vec![(Text, "Running header")], vec![])],
+            ),
+            (
+                "one page: a page number is furniture",
+                vec![edged(None, Some("- 3 -"))],
+                vec![(vec![], vec![(PageNumber, "- 3 -")])],
+            ),
+            (
+                "repeated header and footer",
+                vec![
+                    edged(Some((10.0, "Running header")), Some("Confidential")),
+                    edged(Some((10.0, "Running header")), Some("Confidential")),
+                ],
+                vec![
+                    (
+                        vec![],
+                        vec![(Header, "Running header"), (Footer, "Confidential")],
+                    ),
+                    (
+                        vec![],
+                        vec![(Header, "Running header"), (Footer, "Confidential")],
+                    ),
+                ],
+            ),
+            (
+                "variants that differ in their numbers",
+                vec![
+                    edged(Some((10.0, "Chapter 2 - 14")), None),
+                    edged(Some((10.0, "Chapter 2 - 15")), None),
+                ],
+                vec![
+                    (vec![], vec![(Header, "Chapter 2 - 14")]),
+                    (vec![], vec![(Header, "Chapter 2 - 15")]),
+                ],
+            ),
+            (
+                "a title on one page, the same words as a small header on the others",
+                vec![
+                    edged(Some((20.0, "Layout Notes")), None),
+                    edged(Some((9.0, "Layout Notes")), None),
+                    edged(Some((9.0, "Layout Notes")), None),
+                ],
+                vec![
+                    (vec![(Title, "Layout Notes")], vec![]),
+                    (vec![], vec![(Header, "Layout Notes")]),
+                    (vec![], vec![(Header, "Layout Notes")]),
+                ],
+            ),
+            (
+                "different words on each page",
+                vec![
+                    edged(Some((10.0, "Introduction")), None),
+                    edged(Some((10.0, "Methods")), None),
+                ],
+                vec![
+                    (vec![(Text, "Introduction")], vec![]),
+                    (vec![(Text, "Methods")], vec![]),
+                ],
+            ),
+        ];
+        for (name, pages, expected) in cases {
+            let got = analyze(pages);
+            for (result, (content, furniture)) in got.iter().zip(expected) {
+                let mut want: Vec<(BlockType, String)> =
+                    content.into_iter().map(|(k, t)| (k, t.into())).collect();
+                want.push(body.clone());
+                assert_eq!(texts(result), want, "{name}");
+                let furniture: Vec<(BlockType, String)> =
+                    furniture.into_iter().map(|(k, t)| (k, t.into())).collect();
+                assert_eq!(discarded(result), furniture, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_repeated_edge_line_must_keep_its_height_and_size() {
+        let header_at = |y: f32, size: f32| {
+            let mut chars = line(72.0, y, size, false, "Running header");
+            chars.extend(line(
+                72.0,
+                200.0,
+                10.0,
+                false,
+                "Body text long enough to set the body size.",
+            ));
+            chars
+        };
+        for (name, other, running) in [
+            ("same place", header_at(30.0, 10.0), true),
+            ("a little lower", header_at(40.0, 10.0), true),
+            ("far lower", header_at(60.0, 10.0), false),
+            ("much larger", header_at(30.0, 14.0), false),
+        ] {
+            let got = analyze(vec![header_at(30.0, 10.0), other]);
+            assert_eq!(got[0].page.discarded.len(), usize::from(running), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_body_that_starts_high_is_not_an_edge_line() {
+        let high = || {
+            let mut chars = line(72.0, 30.0, 10.0, false, "A body that starts high");
+            chars.extend(line(72.0, 43.0, 10.0, false, "and continues below."));
+            chars
+        };
+        for result in analyze(vec![high(), high()]) {
+            assert!(result.page.discarded.is_empty());
+            assert_eq!(
+                texts(&result),
+                [(
+                    BlockType::Text,
+                    "A body that starts high and continues below.".into()
+                )]
+            );
+        }
+    }
+
+    #[test]
+    fn signatures_fold_digit_runs_and_spacing() {
+        for (text, want) in [
+            ("Page 3 of 10", "Page # of #"),
+            ("Chapter 2 —  14", "Chapter # — #"),
+            ("Vol. 12, No. 3", "Vol. #, No. #"),
+            ("Annual Report", "Annual Report"),
+        ] {
+            assert_eq!(signature(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn sizes_pdfium_zeroes_or_negates_come_from_the_glyph_box() {
+        let rect = |height: f32| Rect {
+            x0: 0.0,
+            y0: 0.0,
+            x1: 5.0,
+            y1: height,
+        };
+        for (font_size, height, want) in [
+            (11.0, 12.9, 11.0),
+            (-11.0, 12.9, 11.0),
+            (0.0, 12.0, 10.0),
+            (-0.0000005, 12.0, 10.0),
+            (2.0, 12.0, 10.0),
+        ] {
+            let got = effective_size(font_size, &rect(height));
+            assert!((got - want).abs() < 1e-3, "{font_size} {height}: {got}");
+        }
+    }
+
+    #[test]
+    fn sideways_lines_with_a_zero_font_size_join_into_a_paragraph() {
+        // Text drawn at 90°: pdfium reports a font size of 0 for every character.
+        let sideways = |x: f32, text: &str| -> Vec<TextChar> {
+            line(0.0, 0.0, 10.0, false, text)
+                .into_iter()
+                .map(|c| TextChar {
+                    rect: Rect {
+                        x0: x,
+                        y0: 700.0 - c.rect.x1,
+                        x1: x + 12.0,
+                        y1: 700.0 - c.rect.x0,
+                    },
+                    font_size: 0.0,
+                    orientation: Orientation::Left,
+                    ..c
+                })
+                .collect()
+        };
+        let mut chars = sideways(300.0, "A sideways line of words that");
+        chars.extend(sideways(313.0, "goes on to a second line."));
+        assert_eq!(
+            texts(&analyze_page(&page(chars), 0)),
+            [(
+                BlockType::Text,
+                "A sideways line of words that goes on to a second line.".into()
+            )]
+        );
     }
 
     #[test]

@@ -129,41 +129,45 @@ fn two_columns_read_left_then_right_under_a_full_width_title() {
 
 #[test]
 fn a_journal_page_reads_header_title_columns_and_drops_furniture() {
-    let page = PageSpec::letter()
-        .text(
-            72.0,
-            40.0,
-            8.0,
-            Font::Helvetica,
-            "Journal of Layout Studies, Vol. 3",
-        )
-        .text(
-            72.0,
-            90.0,
-            18.0,
-            Font::Helvetica,
-            "Reading Order in Two Columns",
-        )
-        .text(72.0, 130.0, 12.0, Font::HelveticaBold, "1 Introduction")
-        .lines(72.0, 150.0, 10.0, 13.0, &LEFT)
-        .text(72.0, 230.0, 12.0, Font::HelveticaBold, "2 Method")
-        .lines(
-            72.0,
-            250.0,
-            10.0,
-            13.0,
-            &["The method is short and", "fits in two lines here."],
-        )
-        .lines(320.0, 130.0, 10.0, 13.0, &RIGHT)
-        .lines(
-            320.0,
-            200.0,
-            10.0,
-            13.0,
-            &["A last right paragraph", "closes the page."],
-        )
-        .text(300.0, 770.0, 9.0, Font::Helvetica, "12");
-    let result = &parse(&[page])[0];
+    let page = |number: &str| {
+        PageSpec::letter()
+            .text(
+                72.0,
+                40.0,
+                8.0,
+                Font::Helvetica,
+                "Journal of Layout Studies, Vol. 3",
+            )
+            .text(
+                72.0,
+                90.0,
+                18.0,
+                Font::Helvetica,
+                "Reading Order in Two Columns",
+            )
+            .text(72.0, 130.0, 12.0, Font::HelveticaBold, "1 Introduction")
+            .lines(72.0, 150.0, 10.0, 13.0, &LEFT)
+            .text(72.0, 230.0, 12.0, Font::HelveticaBold, "2 Method")
+            .lines(
+                72.0,
+                250.0,
+                10.0,
+                13.0,
+                &["The method is short and", "fits in two lines here."],
+            )
+            .lines(320.0, 130.0, 10.0, 13.0, &RIGHT)
+            .lines(
+                320.0,
+                200.0,
+                10.0,
+                13.0,
+                &["A last right paragraph", "closes the page."],
+            )
+            .text(300.0, 770.0, 9.0, Font::Helvetica, number)
+    };
+    // The header is a running header because the next page repeats it.
+    let pages = parse(&[page("12"), page("13")]);
+    let result = &pages[0];
     assert_eq!(
         blocks(result),
         vec![
@@ -279,35 +283,6 @@ fn a_table_drawn_as_text_keeps_its_rows_together_and_in_order() {
         "{:?}",
         pages[0].notes
     );
-}
-
-#[test]
-fn a_rotated_page_is_read_in_order_with_its_angle() {
-    let page = PageSpec::letter()
-        .rotate(90)
-        .text(72.0, 90.0, 18.0, Font::Helvetica, "Landscape Heading")
-        .lines(
-            72.0,
-            130.0,
-            11.0,
-            14.0,
-            &["First line of the rotated page", "and its second line."],
-        );
-    let pages = parse(&[page]);
-    let page = &pages[0].page;
-    assert_eq!(
-        blocks(&pages[0]),
-        vec![
-            (BlockType::Title, "Landscape Heading".into()),
-            (
-                BlockType::Text,
-                "First line of the rotated page and its second line.".into()
-            ),
-        ]
-    );
-    assert!(page.blocks.iter().all(|b| b.angle == Some(Angle::Right)));
-    // The heading sits near the top of the unrotated page, so at the right of the displayed one.
-    assert!(page.blocks[0].bbox.x0() > 800, "{:?}", page.blocks[0].bbox);
 }
 
 #[test]
@@ -496,4 +471,227 @@ fn markdown_content_list_and_page_summary_are_written() {
             .expect("note")
             .contains("tables")
     );
+}
+
+fn discarded(result: &PageResult) -> Vec<(BlockType, String)> {
+    result
+        .page
+        .discarded
+        .iter()
+        .map(|b| (b.kind, b.content.clone().unwrap_or_default()))
+        .collect()
+}
+
+const BODY: &str = "The body of the page is a paragraph long enough to set its font size.";
+
+/// A page of body text with `header` near the top edge and a page number at the bottom.
+fn headed_page(header: &str, number: usize) -> PageSpec {
+    PageSpec::letter()
+        .text(72.0, 40.0, 9.0, Font::Helvetica, header)
+        .lines(72.0, 200.0, 11.0, 14.0, &[BODY])
+        .text(300.0, 770.0, 9.0, Font::Helvetica, &number.to_string())
+}
+
+#[test]
+fn a_title_in_the_top_band_of_the_first_page_is_kept_and_the_running_header_dropped() {
+    // Under the running header, the title's box (baseline one inch down) still lies in the top
+    // tenth of the page, set apart from the body: where furniture stands, but no other page
+    // repeats it.
+    let header = "Layout Field Notes - internal draft";
+    let first = headed_page(header, 1).text(72.0, 70.0, 20.0, Font::Helvetica, "Field Notes");
+    let pages = parse(&[first, headed_page(header, 2), headed_page(header, 3)]);
+    assert_eq!(
+        blocks(&pages[0]),
+        vec![
+            (BlockType::Title, "Field Notes".into()),
+            (BlockType::Text, BODY.into()),
+        ]
+    );
+    for (i, page) in pages.iter().enumerate() {
+        if i > 0 {
+            assert_eq!(blocks(page), vec![(BlockType::Text, BODY.into())]);
+        }
+        assert_eq!(
+            discarded(page),
+            vec![
+                (BlockType::Header, header.into()),
+                (BlockType::PageNumber, (i + 1).to_string()),
+            ]
+        );
+    }
+    let markdown = output::build(&pages).markdown;
+    assert!(
+        markdown.starts_with("# Field Notes\n\nThe body"),
+        "{markdown}"
+    );
+    assert!(!markdown.contains("internal draft"), "{markdown}");
+}
+
+#[test]
+fn a_running_header_with_page_numbered_variants_is_discarded() {
+    let headers = [
+        "Chapter 2 - Reading Order - 14",
+        "Chapter 2 - Reading Order - 15",
+        "Chapter 2 - Reading Order - 16",
+    ];
+    let specs: Vec<PageSpec> = headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| headed_page(h, 14 + i))
+        .collect();
+    for (page, header) in parse(&specs).iter().zip(headers) {
+        assert_eq!(blocks(page), vec![(BlockType::Text, BODY.into())]);
+        assert_eq!(discarded(page)[0], (BlockType::Header, header.into()));
+    }
+}
+
+#[test]
+fn a_one_page_document_keeps_its_top_band_line_as_content() {
+    let pages = parse(&[headed_page("Memo to the layout team", 1)]);
+    assert_eq!(
+        blocks(&pages[0]),
+        vec![
+            (BlockType::Text, "Memo to the layout team".into()),
+            (BlockType::Text, BODY.into()),
+        ]
+    );
+    assert_eq!(
+        discarded(&pages[0]),
+        vec![(BlockType::PageNumber, "1".into())]
+    );
+}
+
+#[test]
+fn a_page_selection_takes_its_evidence_from_the_selected_pages() {
+    let doc = Document::open(build_pdf(&[
+        headed_page("Running header", 1),
+        headed_page("Running header", 2),
+    ]))
+    .expect("open generated PDF");
+    let alone = text::parse(&doc, 1..2, |_| true).expect("text backend");
+    assert_eq!(
+        alone[0].page.blocks[0].content.as_deref(),
+        Some("Running header")
+    );
+    let both = text::parse(&doc, 0..2, |_| true).expect("text backend");
+    assert_eq!(both[1].page.discarded[0].kind, BlockType::Header);
+}
+
+/// Lines of a landscape page as displayed: baseline from the top, size, text; all at x = 72.
+const LANDSCAPE: [(f32, f32, &str); 6] = [
+    (90.0, 20.0, "Landscape Heading"),
+    (
+        130.0,
+        11.0,
+        "The first paragraph of the landscape page runs",
+    ),
+    (144.0, 11.0, "over two lines with short words in it."),
+    (180.0, 11.0, "A second paragraph starts after a gap and"),
+    (194.0, 11.0, "ends on its own second line."),
+    (230.0, 11.0, "A last paragraph with one line."),
+];
+
+fn landscape_blocks() -> Vec<(BlockType, String)> {
+    vec![
+        (BlockType::Title, "Landscape Heading".into()),
+        (
+            BlockType::Text,
+            "The first paragraph of the landscape page runs over two lines with short words in it."
+                .into(),
+        ),
+        (
+            BlockType::Text,
+            "A second paragraph starts after a gap and ends on its own second line.".into(),
+        ),
+        (BlockType::Text, "A last paragraph with one line.".into()),
+    ]
+}
+
+#[test]
+fn pages_rotated_90_and_270_read_in_order_with_their_angle() {
+    for (rotation, angle) in [(90, Angle::Right), (270, Angle::Left)] {
+        let mut page = PageSpec::letter().rotate(rotation);
+        for (y, size, text) in LANDSCAPE {
+            page = page.text(72.0, y, size, Font::Helvetica, text);
+        }
+        let pages = parse(&[page]);
+        assert_eq!(blocks(&pages[0]), landscape_blocks(), "/Rotate {rotation}");
+        let page = &pages[0].page;
+        assert!(
+            page.blocks.iter().all(|b| b.angle == Some(angle)),
+            "/Rotate {rotation}"
+        );
+        // The heading sits near the top of the unrotated page: at the right of the displayed
+        // page turned 90°, at the left of the one turned 270°.
+        let heading = page.blocks[0].bbox;
+        let near_edge = if rotation == 90 {
+            heading.x0() > 800
+        } else {
+            heading.x1() < 200
+        };
+        assert!(near_edge, "/Rotate {rotation}: {heading:?}");
+    }
+}
+
+#[test]
+fn a_landscape_page_drawn_sideways_and_turned_upright_reads_line_by_line() {
+    // Landscape PDFs often draw their text at 90° on a portrait page and turn the page back with
+    // /Rotate, so the text reads upright; pdfium reports a font size of 0 for such characters.
+    for rotation in [90, 270] {
+        let mut page = PageSpec::letter().rotate(rotation);
+        for (y, size, text) in LANDSCAPE {
+            // Displayed point (72, y) of the 792×612 landscape page, on the unrotated page.
+            page = match rotation {
+                90 => page.rotated_text(y, 792.0 - 72.0, size, 90.0, text),
+                _ => page.rotated_text(612.0 - y, 72.0, size, -90.0, text),
+            };
+        }
+        let pages = parse(&[page]);
+        assert_eq!(blocks(&pages[0]), landscape_blocks(), "/Rotate {rotation}");
+        assert!(
+            pages[0]
+                .page
+                .blocks
+                .iter()
+                .all(|b| b.angle == Some(Angle::Up)),
+            "/Rotate {rotation}"
+        );
+    }
+}
+
+#[test]
+fn a_rotated_block_beside_upright_text_reads_as_its_own_paragraph() {
+    let upright = [
+        "An upright paragraph of several lines that",
+        "keeps its own words in its own lines and",
+        "ends here.",
+    ];
+    let sideways = [
+        "A sideways note set beside the",
+        "upright text in lines of its own",
+        "that read as one paragraph.",
+    ];
+    // Turned 90° (reading bottom to top, lines going right) and -90° (top to bottom, lines going
+    // left), beside the upright lines and overlapping them vertically.
+    for (angle, x0, step, orientation) in [
+        (90.0, 420.0, 13.0, Angle::Left),
+        (-90.0, 480.0, -13.0, Angle::Right),
+    ] {
+        let mut page = PageSpec::letter().lines(72.0, 100.0, 11.0, 13.0, &upright);
+        for (i, text) in sideways.iter().enumerate() {
+            let x = x0 + step * i as f32;
+            let y = if angle > 0.0 { 300.0 } else { 90.0 };
+            page = page.rotated_text(x, y, 11.0, angle, text);
+        }
+        let pages = parse(&[page]);
+        assert_eq!(
+            blocks(&pages[0]),
+            vec![
+                (BlockType::Text, upright.join(" ")),
+                (BlockType::Text, sideways.join(" ")),
+            ],
+            "{angle}°"
+        );
+        assert_eq!(pages[0].page.blocks[1].angle, Some(orientation), "{angle}°");
+    }
 }
