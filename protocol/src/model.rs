@@ -125,9 +125,12 @@ impl BlockType {
     }
 
     /// Page furniture: kept out of the reading flow and reported as discarded blocks, as MinerU
-    /// does with headers, footers and page numbers.
+    /// does with headers, footers, page numbers, asides and page footnotes.
     pub fn is_discarded(self) -> bool {
-        matches!(self, Self::Header | Self::Footer | Self::PageNumber)
+        matches!(
+            self,
+            Self::Header | Self::Footer | Self::PageNumber | Self::AsideText | Self::PageFootnote
+        )
     }
 
     /// Headings (rendered as `#` lines and given a `text_level`).
@@ -323,6 +326,10 @@ pub struct Block {
     /// The text continues the previous text block (MinerU's `merge_prev`, from `txt_contd_tgt`).
     #[serde(default)]
     pub continues_previous: bool,
+    /// MinerU's `sub_type` from image analysis: an image's class (`natural_image`, …) or a
+    /// chart's sub-class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_type: Option<String>,
 }
 
 impl Block {
@@ -334,6 +341,7 @@ impl Block {
             angle: None,
             content: None,
             continues_previous: false,
+            sub_type: None,
         }
     }
 }

@@ -9,12 +9,11 @@ use clap::{Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use mineru_protocol::client::{ClientConfig, VlmClient};
-use mineru_worker::output::{self, Backend, PageResult};
+use mineru_worker::output::{self, Backend};
 use mineru_worker::parse::{
-    Extractor, PageRange, PixelLimits, Progress, ProgressFn, parse_document,
+    Extractor, PageRange, PixelLimits, Progress, ProgressFn, Wanted, parse_document,
 };
-use mineru_worker::pdf::Document;
-use mineru_worker::vlm::VlmOptions;
+use mineru_worker::vlm::VlmFlags;
 
 #[derive(Debug, Parser)]
 #[command(name = "mineru-worker", version, about)]
@@ -55,6 +54,8 @@ struct ParseArgs {
     /// Pages to parse, counted from 1: `3`, `2-5` or `4-`.
     #[arg(long, default_value = "1-")]
     pages: PageRange,
+    #[command(flatten)]
+    vlm: VlmFlags,
 }
 
 fn main() -> ExitCode {
@@ -128,7 +129,7 @@ async fn extractor(args: &ParseArgs) -> Result<Extractor, String> {
                 .map_err(|e| e.to_string())?;
             Ok(Extractor::Vlm {
                 client,
-                options: VlmOptions::default(),
+                options: args.vlm.options(),
                 pixels: PixelLimits::default(),
             })
         }
@@ -158,37 +159,17 @@ async fn parse_file(
             Progress::PageDone => pages.inc(1),
         })
     };
-    let result = parse_document(bytes, args.pages, extractor, progress).await;
+    // The vlm backend links crops of its image, chart and table blocks, as MinerU does.
+    let wanted = Wanted {
+        images: matches!(extractor, Extractor::Vlm { .. }),
+        model_output: false,
+    };
+    let result = parse_document(bytes, args.pages, extractor, wanted, progress).await;
     pages.finish_and_clear();
-    let (doc, mut results) = result.map_err(|e| e.to_string())?;
-    let doc_dir = args.output.join(&stem);
-    if matches!(extractor, Extractor::Vlm { .. }) {
-        save_crops(&doc, &doc_dir, &mut results).await?;
-    }
-    let out = output::build(&results);
+    let parsed = result.map_err(|e| e.to_string())?;
+    output::save_images(&args.output.join(&stem), &parsed.images).map_err(|e| e.to_string())?;
+    let out = output::build(&parsed.pages);
     output::write(&args.output, &stem, &out).map_err(|e| e.to_string())?;
-    Ok(())
-}
-
-/// Crops the image-like blocks of vlm pages from fresh renders (the extraction dropped its renders
-/// to keep memory flat), one page at a time.
-async fn save_crops(
-    doc: &Document,
-    doc_dir: &Path,
-    results: &mut [PageResult],
-) -> Result<(), String> {
-    for result in results.iter_mut() {
-        if !output::needs_crops(result) {
-            continue;
-        }
-        let doc = doc.clone();
-        let page = result.page.page_idx;
-        let render = tokio::task::spawn_blocking(move || doc.render_page(page))
-            .await
-            .map_err(|e| format!("page {page}: render task failed: {e}"))?
-            .map_err(|e| e.to_string())?;
-        output::save_crops(doc_dir, &render, result).map_err(|e| e.to_string())?;
-    }
     Ok(())
 }
 

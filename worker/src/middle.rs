@@ -376,13 +376,13 @@ fn plan(pages: &[PageResult]) -> Vec<PagePlan> {
             });
         let furniture = |b: &&Block| {
             let kind = match b.kind {
-                BlockType::Header => "header",
-                BlockType::Footer => "footer",
-                BlockType::PageNumber => "page_number",
-                BlockType::AsideText => "aside_text",
-                _ => "header",
+                BlockType::PageFootnote => Kind::PageFootnote,
+                BlockType::Footer => Kind::Aux("footer"),
+                BlockType::PageNumber => Kind::Aux("page_number"),
+                BlockType::AsideText => Kind::Aux("aside_text"),
+                _ => Kind::Aux("header"),
             };
-            MiddleBlock::new(Kind::Aux(kind), b, b.content.clone().unwrap_or_default())
+            MiddleBlock::new(kind, b, b.content.clone().unwrap_or_default())
         };
         let mut blocks: Vec<MiddleBlock> = top.iter().map(furniture).collect();
         if flow.is_empty() || result.needs_ocr {
@@ -414,7 +414,8 @@ fn plan(pages: &[PageResult]) -> Vec<PagePlan> {
             // A paragraph of its own: in `output::build` when it does not merge, and in MinerU
             // also when a block MinerU would merge into instead (a page note, ruby text, a
             // continued list) stands between.
-            if !merges {
+            // As `output::build`: on a vlm page only a paragraph is merged into.
+            if !merges && (result.backend == Backend::Text || block.plain) {
                 last_flow = Some((p, blocks.len()));
             }
             if block.is_merge_target() {
@@ -1299,7 +1300,9 @@ mod tests {
                     "image [image_body: | image_caption [text:Figure 1: A cat.]]",
                     "chart [chart_body: | chart_footnote [text:Source: survey.]]",
                 ]],
-                same_markdown: true,
+                // Our Markdown follows MinerU 3.4.5's writer (an image's analysis in `<details>`, its
+                // parts joined by hard breaks); MinerU 4's renderer writes neither.
+                same_markdown: false,
             },
             Case {
                 name: "equations",
@@ -1360,7 +1363,9 @@ mod tests {
                 blocks: vec![vec![
                     "text [text:So  | equation_inline:a = b | text: here.]",
                 ]],
-                same_markdown: true,
+                // Given as the model wrote it: the vlm post-processing makes it `\\(…\\)` before our
+                // writer sees it, which then writes `[…]` for what is left, as MinerU 3.4.5 does.
+                same_markdown: false,
             },
             Case {
                 name: "math_in_table_cells",
@@ -1375,7 +1380,8 @@ mod tests {
                 blocks: vec![vec![
                     "table [table_body:<table><tr><td colspan=\"2\">$x_1$</td></tr><tr><td>a</td><td>1</td></tr></table>]",
                 ]],
-                same_markdown: true,
+                // Given as the model wrote it: the vlm post-processing wraps it as `<eq>` first.
+                same_markdown: false,
             },
             Case {
                 name: "caption_after_an_unattached_one",
@@ -1397,7 +1403,9 @@ mod tests {
                     "text [text:Body.]",
                     "table [table_caption [text:Table 2: Values] | table_body:<table><tr><td rowspan=\"2\">x</td></tr><tr></tr></table>]",
                 ]],
-                same_markdown: true,
+                // Our writer keeps the model's order (the caption after its table), as MinerU 3.4.5's
+                // does; MinerU 4's renderer puts a table's caption first.
+                same_markdown: false,
             },
             Case {
                 name: "inline_math",
@@ -1408,7 +1416,9 @@ mod tests {
                 blocks: vec![vec![
                     "text [text:Energy  | equation_inline:E=mc^2 | text: holds.]",
                 ]],
-                same_markdown: true,
+                // A dollar in the model's words is escaped by MinerU 3.4.5's writer (and ours); MinerU
+                // 4's renderer reads it as math.
+                same_markdown: false,
             },
             Case {
                 name: "code_and_lists",
@@ -1427,7 +1437,8 @@ mod tests {
                     "code [code_body:fn main() {}]",
                     "ref_text [text:[1] A. Author. A paper. 2024.]",
                 ]],
-                same_markdown: true,
+                // MinerU 3.4.5's writer (and ours) escapes a paragraph's leading `-`; MinerU 4's does not.
+                same_markdown: false,
             },
             Case {
                 name: "asides",
@@ -1439,9 +1450,10 @@ mod tests {
                         block(BlockType::Text, 300, "More."),
                     ],
                 )],
+                // An aside is page furniture, placed by the page half it stands in.
                 blocks: vec![vec![
-                    "text [text:Body.]",
                     "aside_text [text:arXiv:2401.00001]",
+                    "text [text:Body.]",
                     "text [text:More.]",
                 ]],
                 same_markdown: true,
@@ -1652,6 +1664,8 @@ mod tests {
                 .iter()
                 .filter(|i| i.kind == "text" && i.text_level.is_none())
                 .filter_map(|i| i.text.clone())
+                // The empty items MinerU leaves where a merged paragraph stood.
+                .filter(|t| !t.is_empty())
                 .collect();
             // Our merged paragraphs, rebuilt from the plan's continuation marks.
             let mut merged: Vec<String> = Vec::new();
@@ -1660,14 +1674,18 @@ mod tests {
                     if b.kind != Kind::Text && b.kind != Kind::List {
                         continue;
                     }
-                    // Our content list writes inline math as MinerU does.
-                    let text = output::dollar_math(&b.text);
+                    // Written as our content list writes text.
+                    let text = output::mineru_text(&b.text, output::Escape::Markdown);
                     match merged.last_mut() {
                         Some(last) if b.continues_prev => crate::text::join_text(last, &text),
                         _ => merged.push(text),
                     }
                 }
             }
+            let merged: Vec<String> = merged
+                .iter()
+                .map(|t| output::escape_block_marker(t))
+                .collect();
             assert_eq!(merged, texts, "case {}", case.name);
         }
     }

@@ -1,13 +1,15 @@
 //! MinerU-compatible output, the same for both backends: Markdown, `content_list.json` (a flat
 //! list in reading order, fields named as MinerU names them) and a per-page summary.
 //!
-//! Captions and footnotes are attached to the nearest table, image or code block of their page,
-//! text blocks that continue the previous one are merged into it (MinerU's cross-column and
-//! cross-page paragraph merge), and page furniture (headers, footers, page numbers) is listed in
-//! `content_list.json` after each page's content but kept out of the Markdown, as are asides
-//! (listed where they stand). As in MinerU's output, inline math is written `$…$` (in text,
-//! captions and table cells, a `\[…\]` inside text included), display equations `$$\n…\n$$`,
-//! and the parts of an image, table or code block are separated by blank lines.
+//! The reference is MinerU's own writer (`vlm_middle_json_mkcontent` of MinerU 3.4.5; see
+//! docs/mineru-compatibility.md for what differs and why). Captions and footnotes are attached
+//! to the nearest table, image or code block of their page and written in layout order with it;
+//! text blocks that continue the previous one are merged into it; page furniture (headers,
+//! footers, page numbers, asides, page footnotes) is listed in `content_list.json` after each
+//! page's content, in layout order, but kept out of the Markdown. Text is written as MinerU
+//! writes its spans: inline math `$…$`, a `\[…\]` left in the text as plain brackets, the
+//! characters Markdown gives a meaning to escaped; display equations `$$\n…\n$$`; an image's
+//! analysis in a `<details>` element after it.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -17,7 +19,7 @@ use image::RgbImage;
 use serde::Serialize;
 
 use crate::text::join_text;
-use mineru_protocol::model::{Block, BlockType, Page};
+use mineru_protocol::model::{BBox, Block, BlockType, Page};
 
 /// Which extraction backend produced a page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -62,7 +64,7 @@ pub struct ContentItem {
     #[serde(rename = "type")]
     pub kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sub_type: Option<&'static str>,
+    pub sub_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -75,6 +77,13 @@ pub struct ContentItem {
     pub image_caption: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_footnote: Option<Vec<String>>,
+    /// What image analysis read in an image or chart (empty when nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chart_caption: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chart_footnote: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub table_caption: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -85,8 +94,20 @@ pub struct ContentItem {
     pub code_caption: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code_body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub list_items: Option<Vec<String>>,
     pub bbox: [u16; 4],
     pub page_idx: usize,
+    /// An image's, table's or code block's body, captions and footnotes by layout index, for the
+    /// Markdown, which writes them in that order.
+    #[serde(skip)]
+    parts: Vec<(usize, Part)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Body,
+    Caption(String),
 }
 
 impl ContentItem {
@@ -105,8 +126,13 @@ impl ContentItem {
             table_body: None,
             code_caption: None,
             code_body: None,
+            list_items: None,
+            content: None,
+            chart_caption: None,
+            chart_footnote: None,
             bbox: block.bbox.into(),
             page_idx,
+            parts: Vec::new(),
         }
     }
 
@@ -177,9 +203,22 @@ pub fn build(pages: &[PageResult]) -> DocumentOutput {
                     if let (Some(text), Some(more)) = (items[prev].text.as_mut(), &item.text) {
                         join_text(text, more);
                     }
+                    // MinerU keeps a paragraph the model continued as an empty item where it
+                    // stood.
+                    if result.backend == Backend::Vlm {
+                        items.push(ContentItem {
+                            text: Some(String::new()),
+                            ..item
+                        });
+                    }
                 }
                 _ => {
-                    last_flow = Some(items.len());
+                    // A vlm paragraph continues the page's last paragraph, past the images,
+                    // tables and code MinerU looks past: its flag says so only then (see
+                    // `vlm::post_process`).
+                    if result.backend == Backend::Text || item.is_plain_text() {
+                        last_flow = Some(items.len());
+                    }
                     markdown_items.push(MarkdownPart::Item(items.len()));
                     items.push(item);
                 }
@@ -187,9 +226,15 @@ pub fn build(pages: &[PageResult]) -> DocumentOutput {
         }
         for block in &result.page.discarded {
             let mut item = ContentItem::new(block.kind.as_str(), block, page_idx);
-            item.text = Some(dollar_math(block.content.as_deref().unwrap_or_default()));
+            item.text = Some(mineru_text(
+                block.content.as_deref().unwrap_or_default(),
+                Escape::Markdown,
+            ));
             items.push(item);
         }
+    }
+    for item in items.iter_mut().filter(|i| i.is_plain_text()) {
+        item.text = item.text.as_deref().map(escape_block_marker);
     }
     let markdown = markdown_items
         .iter()
@@ -275,17 +320,26 @@ fn page_items(result: &PageResult) -> Vec<(ContentItem, bool)> {
     // Index into `items` of each owner block, with its kind and bbox, for caption attachment.
     let mut owners: Vec<(usize, Owner, &Block)> = Vec::new();
     let mut equations: Vec<(usize, &Block)> = Vec::new();
-    let mut pending: Vec<&Block> = Vec::new();
+    let mut pending: Vec<(usize, &Block)> = Vec::new();
     let mut unattached: Vec<(&Block, String)> = Vec::new();
+    let lists = list_members(blocks);
     for (index, block) in blocks.iter().enumerate() {
         if attaches_to(block.kind).is_some() || block.kind == BlockType::FormulaNumber {
-            pending.push(block);
+            pending.push((index, block));
             continue;
         }
-        let Some(item) = block_item(block, page_idx, result.images.get(&index)) else {
+        if lists.values().flatten().any(|&member| member == index) {
+            continue;
+        }
+        let item = match lists.get(&index) {
+            Some(members) => Some(list_item(block, page_idx, members, blocks)),
+            None => block_item(block, page_idx, result.images.get(&index)),
+        };
+        let Some(mut item) = item else {
             continue;
         };
         if let Some(owner) = owner_of(block.kind) {
+            item.parts.push((index, Part::Body));
             owners.push((items.len(), owner, block));
         }
         if block.kind == BlockType::Equation {
@@ -293,7 +347,7 @@ fn page_items(result: &PageResult) -> Vec<(ContentItem, bool)> {
         }
         items.push((item, block.continues_previous));
     }
-    for block in pending {
+    for (index, block) in pending {
         let text = block.content.clone().unwrap_or_default();
         if block.kind == BlockType::FormulaNumber
             && let Some(i) = nearest(block, equations.iter().map(|&(i, b)| (i, b)))
@@ -304,11 +358,12 @@ fn page_items(result: &PageResult) -> Vec<(ContentItem, bool)> {
                 .trim_end_matches(')')
                 .trim();
             if let Some(latex) = items[i].0.text.as_mut() {
-                latex.push_str(&format!(" \\tag{{{tag}}}"));
+                let body_end = latex.strip_suffix("\n$$").map_or(latex.len(), str::len);
+                latex.insert_str(body_end, &format!(" \\tag{{{tag}}}"));
             }
             continue;
         }
-        let text = dollar_math(&text);
+        let text = mineru_text(&text, Escape::Markdown);
         if let Some(owner) = attaches_to(block.kind) {
             let candidates = owners
                 .iter()
@@ -316,14 +371,18 @@ fn page_items(result: &PageResult) -> Vec<(ContentItem, bool)> {
                 .map(|&(i, _, b)| (i, b));
             if let Some(i) = nearest(block, candidates) {
                 let item = &mut items[i].0;
+                let chart = item.kind == "chart";
                 let list = match block.kind {
+                    BlockType::ImageCaption if chart => &mut item.chart_caption,
+                    BlockType::ImageFootnote if chart => &mut item.chart_footnote,
                     BlockType::ImageCaption => &mut item.image_caption,
                     BlockType::ImageFootnote => &mut item.image_footnote,
                     BlockType::TableCaption => &mut item.table_caption,
                     BlockType::TableFootnote => &mut item.table_footnote,
                     _ => &mut item.code_caption,
                 };
-                list.get_or_insert_with(Vec::new).push(text);
+                list.get_or_insert_with(Vec::new).push(text.clone());
+                item.parts.push((index, Part::Caption(text)));
                 continue;
             }
         }
@@ -343,6 +402,58 @@ fn page_items(result: &PageResult) -> Vec<(ContentItem, bool)> {
     items
 }
 
+/// Share of a text block inside a list above which it is one of the list's items.
+const LIST_ITEM_THRESHOLD: f64 = 0.8;
+
+/// The items of each list container (MinerU's `fix_list_blocks`): its text blocks, then its
+/// reference entries, each taken by the first list holding 80% of it. Lists without items are
+/// left out.
+fn list_members(blocks: &[Block]) -> BTreeMap<usize, Vec<usize>> {
+    let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    let lists: Vec<usize> = (0..blocks.len())
+        .filter(|&i| blocks[i].kind == BlockType::List)
+        .collect();
+    if lists.is_empty() {
+        return members;
+    }
+    for kind in [BlockType::Text, BlockType::RefText] {
+        for (i, block) in blocks.iter().enumerate().filter(|(_, b)| b.kind == kind) {
+            let holder = lists
+                .iter()
+                .find(|&&l| block.bbox.fraction_inside(blocks[l].bbox) >= LIST_ITEM_THRESHOLD);
+            if let Some(&l) = holder {
+                members.entry(l).or_default().push(i);
+            }
+        }
+    }
+    members
+}
+
+fn list_item(list: &Block, page_idx: usize, members: &[usize], blocks: &[Block]) -> ContentItem {
+    // The list's kind is its items' most common kind, the first one on a tie.
+    let mut counts: Vec<(BlockType, usize)> = Vec::new();
+    for &m in members {
+        match counts.iter_mut().find(|(k, _)| *k == blocks[m].kind) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((blocks[m].kind, 1)),
+        }
+    }
+    let most = counts.iter().map(|(_, n)| *n).max().unwrap_or_default();
+    let kind = counts.iter().find(|(_, n)| *n == most).map(|(k, _)| *k);
+    ContentItem {
+        sub_type: kind.map(|k| k.as_str().to_owned()),
+        list_items: Some(
+            members
+                .iter()
+                .filter_map(|&m| blocks[m].content.as_deref())
+                .map(|t| mineru_text(t, Escape::Markdown))
+                .filter(|t| !t.trim().is_empty())
+                .collect(),
+        ),
+        ..ContentItem::new("list", list, page_idx)
+    }
+}
+
 /// The candidate (item index, block) closest to `block` vertically.
 pub(crate) fn nearest<'a>(
     block: &Block,
@@ -358,12 +469,25 @@ pub(crate) fn nearest<'a>(
 
 fn block_item(block: &Block, page_idx: usize, image: Option<&String>) -> Option<ContentItem> {
     let content = block.content.clone();
-    // Natural-language text, with its inline math written as MinerU writes it.
-    let words = || block.content.as_deref().map(dollar_math);
+    let words = || {
+        block
+            .content
+            .as_deref()
+            .map(|t| mineru_text(t, Escape::Markdown))
+    };
     let item = |kind| ContentItem::new(kind, block, page_idx);
     Some(match block.kind {
         BlockType::Title | BlockType::DocTitle | BlockType::ParagraphTitle => ContentItem {
-            text: Some(words()?),
+            // A title is one line.
+            text: Some(mineru_text(
+                &block
+                    .content
+                    .as_deref()?
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                Escape::Markdown,
+            )),
             text_level: Some(if block.kind == BlockType::ParagraphTitle {
                 2
             } else {
@@ -375,8 +499,12 @@ fn block_item(block: &Block, page_idx: usize, image: Option<&String>) -> Option<
         | BlockType::ListItem
         | BlockType::Caption
         | BlockType::Footnote
-        | BlockType::Index
-        | BlockType::List => ContentItem {
+        | BlockType::Index => ContentItem {
+            text: words(),
+            ..item("text")
+        },
+        // A list none of whose items the model found: its own text, if it has any.
+        BlockType::List => ContentItem {
             text: Some(words()?),
             ..item("text")
         },
@@ -391,7 +519,7 @@ fn block_item(block: &Block, page_idx: usize, image: Option<&String>) -> Option<
             ..item(block.kind.as_str())
         },
         BlockType::Equation | BlockType::EquationBlock => ContentItem {
-            text: Some(content?),
+            text: Some(format!("$$\n{}\n$$", content?.trim())),
             text_format: Some("latex"),
             ..item("equation")
         },
@@ -399,11 +527,18 @@ fn block_item(block: &Block, page_idx: usize, image: Option<&String>) -> Option<
             img_path: Some(image.cloned().unwrap_or_default()),
             table_caption: Some(Vec::new()),
             table_footnote: Some(Vec::new()),
-            // Inline math in the cells too.
-            table_body: words(),
+            table_body: content.as_deref().map(table_html),
             ..item("table")
         },
-        BlockType::Image | BlockType::Chart | BlockType::Unknown | BlockType::ImageBlock => {
+        BlockType::Chart => ContentItem {
+            img_path: Some(image.cloned().unwrap_or_default()),
+            content: Some(content.unwrap_or_default()),
+            chart_caption: Some(Vec::new()),
+            chart_footnote: Some(Vec::new()),
+            sub_type: block.sub_type.clone(),
+            ..item("chart")
+        },
+        BlockType::Image | BlockType::Unknown | BlockType::ImageBlock => {
             if content.is_none() && image.is_none() && block.kind == BlockType::ImageBlock {
                 return None;
             }
@@ -411,21 +546,24 @@ fn block_item(block: &Block, page_idx: usize, image: Option<&String>) -> Option<
                 img_path: Some(image.cloned().unwrap_or_default()),
                 image_caption: Some(Vec::new()),
                 image_footnote: Some(Vec::new()),
+                content: Some(content.unwrap_or_default()),
+                sub_type: block.sub_type.clone(),
                 ..item("image")
             }
         }
-        BlockType::Code | BlockType::Algorithm => ContentItem {
-            sub_type: Some(if block.kind == BlockType::Code {
-                "code"
-            } else {
-                "algorithm"
-            }),
+        BlockType::Code => ContentItem {
+            sub_type: Some("code".into()),
             code_caption: Some(Vec::new()),
-            code_body: Some(if block.kind == BlockType::Code {
-                format!("```txt\n{}\n```", content?.trim_end())
-            } else {
-                content?
-            }),
+            code_body: Some(format!(
+                "```txt\n{}\n```",
+                mineru_text(content?.trim(), Escape::None)
+            )),
+            ..item("code")
+        },
+        BlockType::Algorithm => ContentItem {
+            sub_type: Some("algorithm".into()),
+            code_caption: Some(Vec::new()),
+            code_body: Some(algorithm_html(content?.trim())),
             ..item("code")
         },
         BlockType::FormulaNumber
@@ -437,8 +575,15 @@ fn block_item(block: &Block, page_idx: usize, image: Option<&String>) -> Option<
     })
 }
 
+/// How a visual block's part is joined to the next: HTML stands apart by a blank line, Markdown
+/// lines follow each other with a hard break (MinerU's `_get_visual_block_separator`).
+#[derive(Clone, Copy, PartialEq)]
+enum Segment {
+    Line,
+    Html,
+}
+
 fn item_markdown(item: &ContentItem) -> Option<String> {
-    let lines = |v: &Option<Vec<String>>| v.iter().flatten().cloned().collect::<Vec<_>>();
     let part = match item.kind {
         "text" => {
             let text = item.text.as_deref()?.trim();
@@ -447,52 +592,299 @@ fn item_markdown(item: &ContentItem) -> Option<String> {
                 None => text.to_string(),
             }
         }
-        "equation" => format!("$$\n{}\n$$", item.text.as_deref()?.trim()),
-        // The parts of an image, table or code block are separated by blank lines, in the order
-        // MinerU's renderer writes them (`_join_visual_parts`): an image before its captions, a
-        // table's or code block's captions before it, footnotes last.
-        "image" => {
-            let mut parts = Vec::new();
-            if let Some(path) = item.img_path.as_deref().filter(|p| !p.is_empty()) {
-                parts.push(format!("![]({path})"));
-            }
-            parts.extend(lines(&item.image_caption));
-            parts.extend(lines(&item.image_footnote));
-            visual_parts(parts)
-        }
-        "table" => {
-            let mut parts = lines(&item.table_caption);
-            match (&item.table_body, item.img_path.as_deref()) {
-                (Some(html), _) => parts.push(html.trim().to_string()),
-                (None, Some(path)) if !path.is_empty() => parts.push(format!("![]({path})")),
-                _ => {}
-            }
-            parts.extend(lines(&item.table_footnote));
-            visual_parts(parts)
-        }
-        "code" => {
-            let mut parts = lines(&item.code_caption);
-            parts.push(item.code_body.clone()?);
-            visual_parts(parts)
-        }
-        // Reference lists and footnotes are part of the text MinerU writes out; asides (like
-        // page furniture) are not, though the content list keeps them.
-        "ref_text" | "phonetic" | "page_footnote" => item.text.clone()?,
+        "equation" => item.text.clone()?,
+        "list" => item.list_items.as_ref()?.join("  \n"),
+        "image" | "chart" | "table" | "code" => visual_markdown(item),
+        // Reference lists are part of the text MinerU writes out; furniture, asides and page
+        // footnotes are not, though the content list keeps them.
+        "ref_text" | "phonetic" => item.text.clone()?,
         _ => return None,
     };
     let part = part.trim_matches('\n').to_string();
     (!part.trim().is_empty()).then_some(part)
 }
 
-/// MinerU's `_join_visual_parts`: the non-blank parts, stripped of surrounding newlines, joined
-/// by blank lines.
-fn visual_parts(parts: Vec<String>) -> String {
-    parts
+/// An image, table or code block: its body and captions in layout order (MinerU's
+/// `_merge_visual_blocks_to_markdown`).
+fn visual_markdown(item: &ContentItem) -> String {
+    let mut parts = item.parts.clone();
+    parts.sort_by_key(|(index, _)| *index);
+    let mut segments: Vec<(String, Segment)> = Vec::new();
+    for (_, part) in parts {
+        match part {
+            Part::Caption(text) => segments.push((text, Segment::Line)),
+            Part::Body => segments.extend(body_segments(item)),
+        }
+    }
+    let mut out = String::new();
+    let mut previous: Option<Segment> = None;
+    for (text, segment) in segments.into_iter().filter(|(t, _)| !t.trim().is_empty()) {
+        if let Some(before) = previous {
+            out.push_str(if before == Segment::Html || segment == Segment::Html {
+                "\n\n"
+            } else {
+                "  \n"
+            });
+        }
+        out.push_str(&text);
+        previous = Some(segment);
+    }
+    out
+}
+
+fn body_segments(item: &ContentItem) -> Vec<(String, Segment)> {
+    let path = item.img_path.as_deref().filter(|p| !p.is_empty());
+    let link = |p: &str| (format!("![]({p})"), Segment::Line);
+    match item.kind {
+        "image" | "chart" => {
+            let mut segments: Vec<_> = path.map(link).into_iter().collect();
+            if let Some(content) = item.content.as_deref().filter(|c| !c.trim().is_empty()) {
+                let summary = item
+                    .sub_type
+                    .as_deref()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or(if item.kind == "chart" {
+                        "chart content"
+                    } else {
+                        "image content"
+                    });
+                segments.push((
+                    format!("<details>\n<summary>{summary}</summary>\n\n{content}\n</details>"),
+                    Segment::Html,
+                ));
+            }
+            segments
+        }
+        "table" => match &item.table_body {
+            Some(html) => vec![(html.trim().to_string(), Segment::Html)],
+            None => path.map(link).into_iter().collect(),
+        },
+        _ => {
+            let body = item.code_body.clone().unwrap_or_default();
+            let segment = if item.sub_type.as_deref() == Some("algorithm") {
+                Segment::Html
+            } else {
+                Segment::Line
+            };
+            vec![(body, segment)]
+        }
+    }
+}
+
+/// Whether a text's Markdown characters are escaped: everywhere but in code.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Escape {
+    Markdown,
+    None,
+}
+
+/// A piece of a text block: words or inline math.
+enum Span<'a> {
+    Words(&'a str),
+    Math(&'a str),
+}
+
+/// Text as MinerU writes a block's spans (`vlm_magic_model` and `merge_para_with_text`): a
+/// balanced `\[…\]` left in it becomes plain `[…]` (display math in a paragraph was made inline
+/// before), each `\(…\)` is inline math `$…$`, the pieces around it are trimmed and joined by
+/// single spaces, and in words full-width letters and digits become ASCII and the characters
+/// Markdown reads as inline markup are escaped.
+pub(crate) fn mineru_text(text: &str, escape: Escape) -> String {
+    let text = brackets_for_display_math(text);
+    let spans = inline_spans(&text);
+    let rendered: Vec<String> = spans
         .iter()
-        .filter(|p| !p.trim().is_empty())
-        .map(|p| p.trim_matches('\n'))
-        .collect::<Vec<_>>()
-        .join("\n\n")
+        .filter_map(|span| {
+            let piece = match span {
+                Span::Words(words) if escape == Escape::Markdown => {
+                    escape_markdown(&half_width(words.trim()))
+                }
+                Span::Words(words) => half_width(words.trim()),
+                Span::Math(latex) => format!("${}$", latex.trim()),
+            };
+            (!piece.is_empty()).then_some(piece)
+        })
+        .collect();
+    rendered.join(" ")
+}
+
+/// `\[…\]` on one line as `[…]`, when the text opens and closes as many (`clean_content`).
+fn brackets_for_display_math(text: &str) -> std::borrow::Cow<'_, str> {
+    let opens = text.matches("\\[").count();
+    if opens == 0 || opens != text.matches("\\]").count() {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("\\[") {
+        let body = &rest[start + 2..];
+        match body.find("\\]").filter(|&end| !body[..end].contains('\n')) {
+            Some(end) => {
+                out.push_str(&rest[..start]);
+                out.push('[');
+                out.push_str(&body[..end]);
+                out.push(']');
+                rest = &body[end + 2..];
+            }
+            None => {
+                out.push_str(&rest[..start + 2]);
+                rest = body;
+            }
+        }
+    }
+    out.push_str(rest);
+    out.into()
+}
+
+/// The text split at each `\(…\)` on one line holding something, when the text opens and closes
+/// as many; otherwise one span of words.
+fn inline_spans(text: &str) -> Vec<Span<'_>> {
+    let opens = text.matches("\\(").count();
+    if opens == 0 || opens != text.matches("\\)").count() {
+        return vec![Span::Words(text)];
+    }
+    let mut spans = Vec::new();
+    let mut rest = text;
+    let mut words_from = 0;
+    let mut at = 0;
+    while let Some(found) = rest[at..].find("\\(") {
+        let start = at + found;
+        let body = &rest[start + 2..];
+        let end = body
+            .char_indices()
+            .skip(1)
+            .find(|&(i, _)| body[i..].starts_with("\\)"))
+            .map(|(i, _)| i)
+            .filter(|&end| !body[..end].contains('\n'));
+        match end {
+            Some(end) => {
+                spans.push(Span::Words(&rest[words_from..start]));
+                spans.push(Span::Math(&body[..end]));
+                rest = &body[end + 2..];
+                words_from = 0;
+                at = 0;
+            }
+            None => at = start + 2,
+        }
+    }
+    spans.push(Span::Words(&rest[words_from..]));
+    spans
+}
+
+/// Full-width Latin letters and digits as ASCII (MinerU's `full_to_half_exclude_marks`; the
+/// full-width punctuation of CJK text stays).
+fn half_width(words: &str) -> String {
+    words
+        .chars()
+        .map(|c| match c {
+            '\u{FF10}'..='\u{FF19}' | '\u{FF21}'..='\u{FF3A}' | '\u{FF41}'..='\u{FF5A}' => {
+                char::from_u32(u32::from(c) - 0xFEE0).unwrap_or(c)
+            }
+            c => c,
+        })
+        .collect()
+}
+
+/// MinerU's `escape_conservative_markdown_text`: `*`, `_`, `` ` ``, `~` and `$` get a backslash
+/// unless one already escapes them.
+fn escape_markdown(words: &str) -> String {
+    let mut out = String::with_capacity(words.len());
+    let mut backslashes = 0;
+    for c in words.chars() {
+        if c == '\\' {
+            backslashes += 1;
+            out.push(c);
+            continue;
+        }
+        if matches!(c, '*' | '_' | '`' | '~' | '$') && backslashes % 2 == 0 {
+            out.push('\\');
+        }
+        backslashes = 0;
+        out.push(c);
+    }
+    out
+}
+
+/// A paragraph opening with what Markdown takes for a heading or list marker (`#`…`######`,
+/// `+` or `-`, then a space) gets it escaped (`escape_text_block_markdown_prefix`).
+pub(crate) fn escape_block_marker(text: &str) -> String {
+    let indent = text.len() - text.trim_start_matches([' ', '\t']).len();
+    if indent > 3 {
+        return text.to_owned();
+    }
+    let rest = &text[indent..];
+    let marker = match rest.chars().next() {
+        Some('#') => rest.len() - rest.trim_start_matches('#').len(),
+        Some('+' | '-') => 1,
+        _ => return text.to_owned(),
+    };
+    if marker > 6 || !rest[marker..].starts_with([' ', '\t']) {
+        return text.to_owned();
+    }
+    format!("{}\\{rest}", &text[..indent])
+}
+
+/// A table's HTML as MinerU writes it: each formula the recognition marked `<eq>…</eq>` as
+/// inline math set off by spaces (`_replace_eq_tags_in_table_html`).
+pub(crate) fn table_html(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    while let Some(start) = rest.find("<eq>") {
+        let Some(len) = rest[start + 4..].find("</eq>") else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        out.push_str(&format!(
+            " ${}$ ",
+            unescape_html(&rest[start + 4..start + 4 + len])
+        ));
+        rest = &rest[start + 4 + len + 5..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn unescape_html(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+/// An algorithm (code holding inline math) as MinerU renders it: HTML keeping its indentation,
+/// with the math as `$…$` (`render_algorithm_html_from_lines`).
+fn algorithm_html(code: &str) -> String {
+    let code = brackets_for_display_math(code);
+    let mut body = String::new();
+    let mut after_math = false;
+    for span in inline_spans(&code) {
+        match span {
+            // MinerU keeps no span of blanks between two formulas.
+            Span::Words(words) if words.trim().is_empty() => {}
+            Span::Words(words) => {
+                body.push_str(&escape_html(words));
+                after_math = false;
+            }
+            Span::Math(latex) if !latex.trim().is_empty() => {
+                if after_math && !body.ends_with([' ', '\n', '\t']) {
+                    body.push(' ');
+                }
+                body.push_str(&format!("${}$", escape_html(latex)));
+                after_math = true;
+            }
+            Span::Math(_) => {}
+        }
+    }
+    format!(
+        "<div class=\"mineru-algorithm\" style=\"white-space: pre-wrap; font-family:monospace;\">\n{body}\n</div>"
+    )
+}
+
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Text with its inline math written as MinerU writes it: `\(…\)`, and a `\[…\]` inside
@@ -570,43 +962,64 @@ pub fn write(dir: &Path, stem: &str, output: &DocumentOutput) -> Result<WrittenF
     Ok(files)
 }
 
-/// Whether the page has blocks MinerU links as image files.
-pub fn needs_crops(result: &PageResult) -> bool {
-    result.page.blocks.iter().any(|b| is_cropped(b.kind))
+/// An image the Markdown and content list link as `images/<name>`, with its JPEG bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFile {
+    pub name: String,
+    pub jpeg: Vec<u8>,
 }
 
-fn is_cropped(kind: BlockType) -> bool {
+/// Pillow's default JPEG quality, which MinerU saves its images with.
+const JPEG_QUALITY: u8 = 75;
+
+/// Whether MinerU links blocks of this kind as image files (its `cut_image_and_table`).
+pub fn is_cropped(kind: BlockType) -> bool {
     matches!(
         kind,
         BlockType::Image | BlockType::Chart | BlockType::Unknown | BlockType::Table
     )
 }
 
-/// Saves crops of the page's image-like blocks (images, charts, tables) from its render under
-/// `<doc_dir>/images/` and records their paths, so Markdown and content list can link them.
-pub fn save_crops(
-    doc_dir: &Path,
-    render: &RgbImage,
-    result: &mut PageResult,
-) -> Result<(), OutputError> {
+/// An image as MinerU saves it: JPEG.
+pub fn encode_jpeg(image: &RgbImage) -> Result<Vec<u8>, image::ImageError> {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY)
+        .encode_image(image)?;
+    Ok(out)
+}
+
+/// The JPEG of a block's region of its page render.
+pub fn crop_jpeg(render: &RgbImage, bbox: BBox) -> Result<Vec<u8>, image::ImageError> {
+    let r = bbox.to_pixels(render.width(), render.height());
+    encode_jpeg(&image::imageops::crop_imm(render, r.x, r.y, r.width, r.height).to_image())
+}
+
+/// Names the page's images (JPEG bytes by index in `page.blocks`) and records their paths, so
+/// Markdown and content list link them.
+pub fn attach_images(result: &mut PageResult, images: Vec<(usize, Vec<u8>)>) -> Vec<ImageFile> {
+    images
+        .into_iter()
+        .map(|(index, jpeg)| {
+            let name = format!("p{}_b{index}.jpg", result.page.page_idx + 1);
+            result.images.insert(index, format!("images/{name}"));
+            ImageFile { name, jpeg }
+        })
+        .collect()
+}
+
+/// Writes the images under `<doc_dir>/images/`.
+pub fn save_images(doc_dir: &Path, images: &[ImageFile]) -> Result<(), OutputError> {
     let images_dir = doc_dir.join("images");
-    for (index, block) in result.page.blocks.iter().enumerate() {
-        if !is_cropped(block.kind) {
-            continue;
-        }
-        fs::create_dir_all(&images_dir).map_err(|source| OutputError::Io {
-            path: images_dir.clone(),
-            source,
-        })?;
-        let r = block.bbox.to_pixels(render.width(), render.height());
-        let crop = image::imageops::crop_imm(render, r.x, r.y, r.width, r.height).to_image();
-        let name = format!("p{}_b{index}.png", result.page.page_idx + 1);
-        let path = images_dir.join(&name);
-        crop.save(&path).map_err(|e| OutputError::Io {
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        result.images.insert(index, format!("images/{name}"));
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| OutputError::Io { path, source }
+    };
+    if !images.is_empty() {
+        fs::create_dir_all(&images_dir).map_err(io(&images_dir))?;
+    }
+    for image in images {
+        let path = images_dir.join(&image.name);
+        fs::write(&path, &image.jpeg).map_err(io(&path))?;
     }
     Ok(())
 }
@@ -668,7 +1081,7 @@ mod tests {
             json,
             serde_json::json!([
                 {"type": "text", "text": "Methods", "text_level": 2, "bbox": [100, 10, 900, 50], "page_idx": 3},
-                {"type": "equation", "text": "x^2", "text_format": "latex", "bbox": [100, 60, 900, 100], "page_idx": 3},
+                {"type": "equation", "text": "$$\nx^2\n$$", "text_format": "latex", "bbox": [100, 60, 900, 100], "page_idx": 3},
                 {"type": "table", "img_path": "", "table_caption": [], "table_footnote": ["n = 3"],
                  "table_body": "<table></table>", "bbox": [100, 110, 900, 150], "page_idx": 3},
                 {"type": "page_number", "text": "7", "bbox": [100, 960, 900, 1000], "page_idx": 3},
@@ -686,7 +1099,7 @@ mod tests {
         // (name, page, Markdown MinerU writes)
         let cases = [
             (
-                "inline math in text is written between dollars",
+                "inline math is written between dollars, a dollar of the words escaped",
                 page(
                     0,
                     vec![
@@ -694,12 +1107,22 @@ mod tests {
                         block(BlockType::Text, 60, "Let \\( x_1 \\) and $y$ be given."),
                     ],
                 ),
-                "# On $n$ bodies\n\nLet $x_1$ and $y$ be given.\n",
+                "# On $n$ bodies\n\nLet $x_1$ and \\$y\\$ be given.\n",
             ),
             (
-                "a display delimiter inside a paragraph is inline math",
+                "display delimiters left in text are plain brackets",
                 page(0, vec![block(BlockType::Text, 60, "So \\[a=b\\] here.")]),
-                "So $a=b$ here.\n",
+                "So [a=b] here.\n",
+            ),
+            (
+                "full-width letters and digits are ASCII, full-width punctuation stays",
+                page(0, vec![block(BlockType::Text, 60, "ＡＢ１２，ｃ")]),
+                "AB12，c\n",
+            ),
+            (
+                "Markdown's inline markers and a leading list marker are escaped",
+                page(0, vec![block(BlockType::Text, 60, "- a *b* c_d `e` ~f")]),
+                "\\- a \\*b\\* c\\_d \\`e\\` \\~f\n",
             ),
             (
                 "an escaped or unclosed delimiter stays text",
@@ -720,11 +1143,11 @@ mod tests {
                         block(
                             BlockType::Table,
                             60,
-                            "<table><tr><td>\\(k\\)</td><td>\\(k^2\\)</td></tr></table>",
+                            "<table><tr><td><eq>k</eq></td><td><eq>k &lt; 2</eq></td></tr></table>",
                         ),
                     ],
                 ),
-                "Values of $k$\n\n<table><tr><td>$k$</td><td>$k^2$</td></tr></table>\n",
+                "Values of $k$\n\n<table><tr><td> $k$ </td><td> $k < 2$ </td></tr></table>\n",
             ),
             (
                 "asides are left out",
@@ -739,7 +1162,7 @@ mod tests {
                 "Body.\n\nMore.\n",
             ),
             (
-                "an image, its caption and footnote are separated by blank lines",
+                "an image's parts are Markdown lines, joined by hard breaks",
                 with_image(
                     vec![
                         block(BlockType::Image, 60, ""),
@@ -748,7 +1171,32 @@ mod tests {
                     ],
                     0,
                 ),
-                "![](images/p1_b0.png)\n\nFigure 1: A cat.\n\nSource: survey.\n",
+                "![](images/p1_b0.png)  \nFigure 1: A cat.  \nSource: survey.\n",
+            ),
+            (
+                "an image's analysis is HTML after it, set apart by blank lines",
+                with_image(
+                    vec![
+                        Block {
+                            sub_type: Some("natural_image".into()),
+                            ..block(BlockType::Image, 60, "A cat on a mat.")
+                        },
+                        block(BlockType::ImageCaption, 110, "Figure 1: A cat."),
+                    ],
+                    0,
+                ),
+                "![](images/p1_b0.png)\n\n<details>\n<summary>natural_image</summary>\n\nA cat on a mat.\n</details>\n\nFigure 1: A cat.\n",
+            ),
+            (
+                "a caption below its table follows it",
+                page(
+                    0,
+                    vec![
+                        block(BlockType::Table, 60, "<table></table>"),
+                        block(BlockType::TableCaption, 110, "Table 3"),
+                    ],
+                ),
+                "<table></table>\n\nTable 3\n",
             ),
             (
                 "a table's caption, body and footnote are separated by blank lines",
@@ -776,10 +1224,10 @@ mod tests {
                         1,
                     )
                 },
-                "Table 2\n\n![](images/p1_b0.png)\n\nn = 4\n",
+                "Table 2  \n![](images/p1_b0.png)  \nn = 4\n",
             ),
             (
-                "a code block's caption is separated by a blank line",
+                "a code block's caption and fence are Markdown lines",
                 page(
                     0,
                     vec![
@@ -787,7 +1235,43 @@ mod tests {
                         block(BlockType::Code, 60, "fn main() {}\n"),
                     ],
                 ),
-                "Listing 1\n\n```txt\nfn main() {}\n```\n",
+                "Listing 1  \n```txt\nfn main() {}\n```\n",
+            ),
+            (
+                "code holding math is an algorithm, as HTML",
+                page(
+                    0,
+                    vec![block(
+                        BlockType::Algorithm,
+                        60,
+                        "for \\(i<n\\) \\(j\\):\n  x & y",
+                    )],
+                ),
+                "<div class=\"mineru-algorithm\" style=\"white-space: pre-wrap; font-family:monospace;\">\nfor $i&lt;n$ $j$:\n  x &amp; y\n</div>\n",
+            ),
+            (
+                "a list's items are lines of one block",
+                page(
+                    0,
+                    vec![
+                        block(BlockType::List, 60, ""),
+                        Block {
+                            content: Some("- one".into()),
+                            ..Block::new(
+                                BlockType::Text,
+                                BBox::new(100, 60, 900, 80).expect("bbox"),
+                            )
+                        },
+                        Block {
+                            content: Some("- two".into()),
+                            ..Block::new(
+                                BlockType::Text,
+                                BBox::new(100, 80, 900, 100).expect("bbox"),
+                            )
+                        },
+                    ],
+                ),
+                "- one  \n- two\n",
             ),
             (
                 "a caption after an unattached one lands on its own block",
@@ -800,7 +1284,8 @@ mod tests {
                         block(BlockType::TableCaption, 450, "Table 2: Values"),
                     ],
                 ),
-                "Figure 2: no figure\n\nBody.\n\nTable 2: Values\n\n<table></table>\n",
+                // Parts in the model's order, the caption given after its table.
+                "Figure 2: no figure\n\nBody.\n\n<table></table>\n\nTable 2: Values\n",
             ),
         ];
         for (name, page, markdown) in cases {
@@ -825,26 +1310,69 @@ mod tests {
         assert_eq!(
             listed,
             vec![
-                ("text", Some("Body $x$.")),
+                // MinerU joins a paragraph's trimmed pieces by spaces.
+                ("text", Some("Body $x$ .")),
                 ("aside_text", Some("arXiv:2401.00001"))
             ]
         );
-        assert_eq!(out.markdown, "Body $x$.\n");
+        assert_eq!(out.markdown, "Body $x$ .\n");
     }
 
     #[test]
     fn a_continued_paragraph_is_merged_across_pages() {
         let mut next = block(BlockType::Text, 100, "continues here.");
         next.continues_previous = true;
+        let text_page = |idx, blocks| PageResult {
+            backend: Backend::Text,
+            ..page(idx, blocks)
+        };
         let out = build(&[
-            page(0, vec![block(BlockType::Text, 900, "A sentence that")]),
-            page(1, vec![next]),
+            text_page(0, vec![block(BlockType::Text, 900, "A sentence that")]),
+            text_page(1, vec![next]),
         ]);
         assert_eq!(out.content_list.len(), 1);
         assert_eq!(
             out.content_list[0].text.as_deref(),
             Some("A sentence that continues here.")
         );
+    }
+
+    #[test]
+    fn a_merged_vlm_paragraph_leaves_an_empty_item_as_mineru_does() {
+        let mut next = Block {
+            content: Some("and on".into()),
+            ..Block::new(
+                BlockType::Text,
+                BBox::new(520, 100, 900, 300).expect("bbox"),
+            )
+        };
+        next.continues_previous = true;
+        let out = build(&[page(
+            0,
+            vec![
+                Block {
+                    content: Some("runs on".into()),
+                    ..Block::new(
+                        BlockType::Text,
+                        BBox::new(100, 100, 480, 600).expect("bbox"),
+                    )
+                },
+                next,
+            ],
+        )]);
+        let listed: Vec<(Option<&str>, [u16; 4])> = out
+            .content_list
+            .iter()
+            .map(|i| (i.text.as_deref(), i.bbox))
+            .collect();
+        assert_eq!(
+            listed,
+            vec![
+                (Some("runs on and on"), [100, 100, 480, 600]),
+                (Some(""), [520, 100, 900, 300])
+            ]
+        );
+        assert_eq!(out.markdown, "runs on and on\n");
     }
 
     #[test]

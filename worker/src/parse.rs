@@ -8,12 +8,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use futures::StreamExt as _;
 
-use crate::output::PageResult;
-use crate::pdf::{Document, Pages, PdfError};
+use crate::output::{ImageFile, PageResult, attach_images};
+use crate::pdf::{Document, PageImage, Pages, PdfError};
 use crate::render_pool::RenderPool;
 use crate::text;
-use crate::vlm::{self, PageRenderer, VlmError, VlmOptions};
+use crate::vlm::{self, ExtractedPage, PageRenderer, VlmError, VlmOptions};
 use mineru_protocol::client::VlmClient;
+use mineru_protocol::model::{BBox, Block, BlockType};
 
 /// Which backend extracts the pages, with what it needs.
 #[derive(Debug, Clone)]
@@ -298,8 +299,9 @@ pub async fn parse_document(
     bytes: Vec<u8>,
     range: PageRange,
     extractor: &Extractor,
+    wanted: Wanted,
     progress: ProgressFn,
-) -> Result<(Document, Vec<PageResult>), ParseError> {
+) -> Result<Parsed, ParseError> {
     let job = Job::holding(());
     let work = job.work().clone();
     let doc = blocking(move || {
@@ -307,9 +309,8 @@ pub async fn parse_document(
         Document::open(bytes).map_err(ParseError::from)
     })
     .await?;
-    let open: OpenDocument = Arc::new(doc.clone());
-    let results = parse_pages(&open, range, extractor, progress, job.work()).await?;
-    Ok((doc, results))
+    let open: OpenDocument = Arc::new(doc);
+    parse_pages(&open, range, extractor, wanted, progress, job.work()).await
 }
 
 /// Opens `bytes` with pdfium, so a caller can look at the document (its page count) before
@@ -339,30 +340,64 @@ pub async fn open_document(
     .await
 }
 
+/// What a caller wants of a document beyond its pages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wanted {
+    /// The images the pages link ([`Parsed::images`]).
+    pub images: bool,
+    /// The model output ([`Parsed::model_output`]); the text backend has none.
+    pub model_output: bool,
+}
+
+/// A document's extracted pages, with what was wanted beyond them.
+#[derive(Debug)]
+pub struct Parsed {
+    pub pages: Vec<PageResult>,
+    /// The images the pages link, in page order: crops of image, chart and table blocks from
+    /// the page renders (vlm), the images drawn on the pages (text).
+    pub images: Vec<ImageFile>,
+    /// Per page, the blocks as the model gave them (vlm only).
+    pub model_output: Option<Vec<Vec<Block>>>,
+}
+
 /// Extracts the selected pages of an open document, in page order, for as long as `work` is
 /// wanted: an abandoned request stops it at the next page.
 pub async fn parse_pages(
     doc: &OpenDocument,
     range: PageRange,
     extractor: &Extractor,
+    wanted: Wanted,
     progress: ProgressFn,
     work: &Work,
-) -> Result<Vec<PageResult>, ParseError> {
+) -> Result<Parsed, ParseError> {
     let pages = range.resolve(doc.page_count())?;
     progress(Progress::Started { pages: pages.len() });
-    let results = match extractor {
+    match extractor {
         Extractor::Text => {
             let (doc, work) = (doc.clone(), work.clone());
             let progress = progress.clone();
             blocking(move || {
-                let results = text::parse(doc.as_ref(), pages, |_| {
+                let mut pages = text::parse(doc.as_ref(), pages, |_| {
                     progress(Progress::PageDone);
                     !work.abandoned()
                 })?;
                 work.check()?;
-                Ok(results)
+                let mut images = Vec::new();
+                if wanted.images {
+                    for result in &mut pages {
+                        let found = doc.page_images(result.page.page_idx)?;
+                        let placed = place_images(&mut result.page.blocks, found);
+                        images.extend(attach_images(result, placed));
+                        work.check()?;
+                    }
+                }
+                Ok(Parsed {
+                    pages,
+                    images,
+                    model_output: None,
+                })
             })
-            .await?
+            .await
         }
         Extractor::Vlm {
             client,
@@ -375,22 +410,75 @@ pub async fn parse_pages(
                 pixels: *pixels,
                 pixels_used: AtomicU64::new(0),
             };
+            let options = VlmOptions {
+                crops: wanted.images,
+                model_output: wanted.model_output,
+                ..options.clone()
+            };
             let mut stream = std::pin::pin!(vlm::extract_pages(
                 client.clone(),
                 Arc::new(renderer),
                 pages.collect(),
-                options.clone(),
+                options,
             ));
-            let mut results = Vec::new();
+            let mut parsed = Parsed {
+                pages: Vec::new(),
+                images: Vec::new(),
+                model_output: wanted.model_output.then(Vec::new),
+            };
             while let Some(page) = stream.next().await {
                 work.check()?;
-                results.push(PageResult::from_vlm(page.map_err(document_fault)?));
+                let ExtractedPage {
+                    page,
+                    crops,
+                    model_output,
+                } = page.map_err(document_fault)?;
+                let mut result = PageResult::from_vlm(page);
+                parsed.images.extend(attach_images(&mut result, crops));
+                if let (Some(all), Some(blocks)) = (&mut parsed.model_output, model_output) {
+                    all.push(blocks);
+                }
+                parsed.pages.push(result);
                 progress(Progress::PageDone);
             }
-            results
+            Ok(parsed)
         }
-    };
-    Ok(results)
+    }
+}
+
+/// Adds the page's images to its blocks in reading order as image blocks, and returns their
+/// JPEGs by index in `blocks`.
+fn place_images(blocks: &mut Vec<Block>, images: Vec<PageImage>) -> Vec<(usize, Vec<u8>)> {
+    let mut placed: Vec<(usize, Vec<u8>)> = Vec::with_capacity(images.len());
+    for PageImage { bbox, jpeg } in images {
+        let at = reading_position(blocks, bbox);
+        for (index, _) in &mut placed {
+            if *index >= at {
+                *index += 1;
+            }
+        }
+        blocks.insert(at, Block::new(BlockType::Image, bbox));
+        placed.push((at, jpeg));
+    }
+    placed.sort_unstable_by_key(|&(index, _)| index);
+    placed
+}
+
+/// Where an image goes in a page's reading order: before the first block of its column (one
+/// that overlaps it horizontally) starting below its top, else after the last block of its
+/// column above it, else last.
+fn reading_position(blocks: &[Block], image: BBox) -> usize {
+    let same_column = |b: &Block| b.bbox.x0() < image.x1() && image.x0() < b.bbox.x1();
+    blocks
+        .iter()
+        .position(|b| same_column(b) && b.bbox.y0() >= image.y0())
+        .or_else(|| {
+            blocks
+                .iter()
+                .rposition(|b| same_column(b) && b.bbox.y0() < image.y0())
+                .map(|at| at + 1)
+        })
+        .unwrap_or(blocks.len())
 }
 
 /// A render that failed for the document's sake (pdfium refused it, or stopped on it) is the
@@ -419,6 +507,35 @@ async fn blocking<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_take_their_place_in_the_reading_order_of_their_column() {
+        use BlockType::{Image, Text};
+        let at = |[x0, y0, x1, y1]: [u32; 4]| BBox::new(x0, y0, x1, y1).expect("valid box");
+        let text = |bbox| Block::new(BlockType::Text, at(bbox));
+        // Two columns, read left then right.
+        let mut blocks = vec![
+            text([50, 50, 480, 200]),
+            text([50, 600, 480, 700]),
+            text([520, 50, 950, 400]),
+        ];
+        let image = |bbox, byte| PageImage {
+            bbox: at(bbox),
+            jpeg: vec![byte],
+        };
+        let placed = place_images(
+            &mut blocks,
+            vec![
+                // Below the right column's only block: after it, not at the end of the left.
+                image([520, 450, 950, 600], 1),
+                // Between the left column's blocks.
+                image([50, 250, 480, 500], 2),
+            ],
+        );
+        let kinds: Vec<BlockType> = blocks.iter().map(|b| b.kind).collect();
+        assert_eq!(kinds, [Text, Image, Text, Text, Image]);
+        assert_eq!(placed, [(1, vec![2]), (4, vec![1])]);
+    }
 
     #[test]
     fn page_ranges_parse_as_users_write_them() {

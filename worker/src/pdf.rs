@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use image::RgbImage;
+use mineru_protocol::model::{BBOX_SCALE, BBox};
 use pdfium_render::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -329,6 +330,52 @@ impl Document {
         Ok(Graphics::of(&pdf_page, &display).image_pixels)
     }
 
+    /// The page's images (those drawn on the page itself, not inside form XObjects) as stored:
+    /// each image object's bitmap without its mask or transform, as JPEG, with where it is shown.
+    /// Images too small to be figures (rules, bullets, spacers) are left out.
+    pub fn page_images(&self, page: usize) -> Result<Vec<PageImage>, PdfError> {
+        let pdf_page = self.page(page)?;
+        let display = DisplayTransform::of(&pdf_page).map_err(|e| page_error(page, "layout", e))?;
+        let mut images = Vec::new();
+        for object in pdf_page.objects().iter() {
+            let Some(image) = object.as_image_object() else {
+                continue;
+            };
+            let Some(bbox) = object
+                .bounds()
+                .ok()
+                .and_then(|b| display.bbox(&b.to_rect()))
+                .filter(|b| b.x1() - b.x0() >= MIN_IMAGE_SIDE && b.y1() - b.y0() >= MIN_IMAGE_SIDE)
+            else {
+                continue;
+            };
+            // The size is read from the image's header, so a bomb is refused before pdfium
+            // decodes it; an image that is refused or does not decode is left out, the page's
+            // text is not lost for it.
+            let pixels = match (image.width(), image.height()) {
+                (Ok(w), Ok(h)) => u64::from(w.unsigned_abs()) * u64::from(h.unsigned_abs()),
+                _ => u64::MAX,
+            };
+            if pixels > MAX_IMAGE_PIXELS {
+                tracing::warn!(page, pixels, "an image too large to extract is left out");
+                continue;
+            }
+            let jpeg = image
+                .get_raw_image()
+                .map_err(|e| e.to_string())
+                .and_then(|bitmap| {
+                    crate::output::encode_jpeg(&bitmap.to_rgb8()).map_err(|e| e.to_string())
+                });
+            match jpeg {
+                Ok(jpeg) => images.push(PageImage { bbox, jpeg }),
+                Err(error) => {
+                    tracing::warn!(page, %error, "an image that does not decode is left out")
+                }
+            }
+        }
+        Ok(images)
+    }
+
     /// The page's text layer and a summary of its graphics, in display coordinates (points, origin
     /// top-left, page rotation applied).
     pub fn page_text(&self, page: usize) -> Result<PageText, PdfError> {
@@ -391,6 +438,8 @@ pub trait Pages: Send + Sync + std::fmt::Debug {
     fn page_text(&self, page: usize) -> Result<PageText, PdfError>;
     /// Pixels the page's images decode to (see [`Document::image_pixels`]).
     fn image_pixels(&self, page: usize) -> Result<u64, PdfError>;
+    /// The page's images (see [`Document::page_images`]).
+    fn page_images(&self, page: usize) -> Result<Vec<PageImage>, PdfError>;
 }
 
 impl Pages for Document {
@@ -408,6 +457,10 @@ impl Pages for Document {
 
     fn image_pixels(&self, page: usize) -> Result<u64, PdfError> {
         Document::image_pixels(self, page)
+    }
+
+    fn page_images(&self, page: usize) -> Result<Vec<PageImage>, PdfError> {
+        Document::page_images(self, page)
     }
 }
 
@@ -547,6 +600,19 @@ pub struct Graphics {
     pub image_pixels: u64,
 }
 
+/// The smallest side, in MinerU's 0..=1000 page frame, of an image taken for a figure.
+const MIN_IMAGE_SIDE: u16 = 10;
+/// The most pixels an extracted image may hold: a page render's default budget
+/// ([`crate::parse::PixelLimits`]).
+const MAX_IMAGE_PIXELS: u64 = 100_000_000;
+
+/// An image drawn on a page: where it is shown, and its bitmap as JPEG.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageImage {
+    pub bbox: BBox,
+    pub jpeg: Vec<u8>,
+}
+
 /// The text layer of one page.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PageText {
@@ -618,6 +684,20 @@ impl DisplayTransform {
             x1: a.0.max(b.0),
             y1: a.1.max(b.1),
         }
+    }
+
+    /// A rectangle in MinerU's 0..=1000 frame of the displayed page, clipped to the page; `None`
+    /// when nothing of it is on the page.
+    fn bbox(&self, r: &PdfRect) -> Option<BBox> {
+        let d = self.rect(r);
+        let scale = f32::from(BBOX_SCALE);
+        let frame = |v: f32, size: f32| (v / size * scale).round().clamp(0.0, scale) as u32;
+        BBox::new(
+            frame(d.x0, self.width),
+            frame(d.y0, self.height),
+            frame(d.x1, self.width),
+            frame(d.y1, self.height),
+        )
     }
 
     /// The display orientation of a baseline at `angle` degrees clockwise in user space (pdfium's

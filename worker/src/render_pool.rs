@@ -12,7 +12,7 @@
 //! page and one document's pages render on every core.
 //!
 //! The wire is a pair of pipes: each message is a JSON header and a byte payload (the pixels of
-//! a render), each prefixed by its little-endian length.
+//! a render, a page's images as JPEG), each prefixed by its little-endian length.
 
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -26,7 +26,8 @@ use image::RgbImage;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::pdf::{Document, LibraryError, MAX_RENDER_SIDE, PageText, Pages, PdfError};
+use crate::pdf::{Document, LibraryError, MAX_RENDER_SIDE, PageImage, PageText, Pages, PdfError};
+use mineru_protocol::model::BBox;
 
 /// The subcommand a child runs.
 pub const CHILD_COMMAND: &str = "render-child";
@@ -148,6 +149,7 @@ enum PageOp {
     Render,
     Text,
     ImagePixels,
+    Images,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -164,6 +166,8 @@ enum Reply {
     },
     Text(PageText),
     ImagePixels(u64),
+    /// Each image's bbox and the length of its JPEG; the JPEGs follow as the payload, in order.
+    Images(Vec<(BBox, usize)>),
     Failed(PdfError),
 }
 
@@ -570,6 +574,32 @@ impl Pages for PooledDocument {
             (other, _) => Err(unexpected(&other, Some(page))),
         }
     }
+
+    fn page_images(&self, page: usize) -> Result<Vec<PageImage>, PdfError> {
+        match self.page_call(page, PageOp::Images)? {
+            (Reply::Images(images), payload) => {
+                let mut rest = payload.as_slice();
+                let images = images
+                    .into_iter()
+                    .map(|(bbox, len)| {
+                        let (jpeg, after) = rest.split_at_checked(len)?;
+                        rest = after;
+                        Some(PageImage {
+                            bbox,
+                            jpeg: jpeg.to_vec(),
+                        })
+                    })
+                    .collect::<Option<Vec<_>>>();
+                images
+                    .filter(|_| rest.is_empty())
+                    .ok_or_else(|| PdfError::Stopped {
+                        page: Some(page),
+                        reason: "sent images that do not match their lengths".into(),
+                    })
+            }
+            (other, _) => Err(unexpected(&other, Some(page))),
+        }
+    }
 }
 
 fn write_message(
@@ -707,6 +737,12 @@ fn serve(open: &mut Vec<OpenEntry>, request: Request) -> Result<(Reply, Vec<u8>)
         }
         PageOp::Text => (Reply::Text(doc.page_text(page)?), Vec::new()),
         PageOp::ImagePixels => (Reply::ImagePixels(doc.image_pixels(page)?), Vec::new()),
+        PageOp::Images => {
+            let images = doc.page_images(page)?;
+            let lengths = images.iter().map(|i| (i.bbox, i.jpeg.len())).collect();
+            let jpegs = images.into_iter().flat_map(|i| i.jpeg).collect();
+            (Reply::Images(lengths), jpegs)
+        }
     })
 }
 

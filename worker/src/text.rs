@@ -489,6 +489,7 @@ impl GroupDraft {
             angle: Some(angle),
             content: Some(text),
             continues_previous: false,
+            sub_type: None,
         };
         paragraphs
             .into_iter()

@@ -105,6 +105,7 @@ impl RawRecord<'_> {
             angle: self.angle,
             content: None,
             continues_previous: kind == BlockType::Text && self.tail.contains(CONTINUES_PREVIOUS),
+            sub_type: None,
         })
     }
 }

@@ -14,11 +14,12 @@ use image::codecs::png::{self, PngEncoder};
 use image::{ImageEncoder as _, Rgb, RgbImage, imageops};
 
 use crate::otsl::otsl_to_html;
+use crate::output::{crop_jpeg, is_cropped};
 use crate::signals::has_ink;
 use crate::tokens::{LayoutError, parse_layout, select_for_recognition};
 use mineru_protocol::chat::{LAYOUT_IMAGE_SIZE, MAX_IMAGE_EDGE_RATIO, MIN_IMAGE_EDGE, Step};
 use mineru_protocol::client::{ClientError, VlmClient};
-use mineru_protocol::model::{Angle, Block, BlockType, Page, PageSignals};
+use mineru_protocol::model::{Angle, BBOX_SCALE, BBox, Block, BlockType, Page, PageSignals};
 
 /// Renders pages of one document. Implementations may serialise internally (pdfium does);
 /// `render` is always called from the blocking thread pool.
@@ -44,6 +45,38 @@ pub struct VlmOptions {
     pub page_window: usize,
     /// Send images and charts for analysis (MinerU's `image_analysis`).
     pub image_analysis: bool,
+    /// Mark formulas in table cells as `<eq>…</eq>`, which the writers render as inline math
+    /// (MinerU's `enable_table_formula_eq_wrap`); off, cells keep the model's `\(…\)`.
+    pub table_formula_wrap: bool,
+    /// Cut JPEG crops of the image, chart and table blocks while the render is alive (MinerU's
+    /// `images/`), instead of rendering the page again for them.
+    pub crops: bool,
+    /// Keep the page's blocks as the model gave them, furniture in place (MinerU's model
+    /// output).
+    pub model_output: bool,
+}
+
+/// The vlm backend's MinerU options as command-line flags; both are on by default, as in MinerU.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct VlmFlags {
+    /// Do not send images and charts for analysis (MinerU's `image_analysis=False`): their crops
+    /// are linked without a description.
+    #[arg(long)]
+    pub no_image_analysis: bool,
+    /// Keep the model's `\(…\)` in table cells instead of writing them as inline math
+    /// (MinerU's `enable_table_formula_eq_wrap=False`).
+    #[arg(long)]
+    pub no_table_formula_wrap: bool,
+}
+
+impl VlmFlags {
+    pub fn options(self) -> VlmOptions {
+        VlmOptions {
+            image_analysis: !self.no_image_analysis,
+            table_formula_wrap: !self.no_table_formula_wrap,
+            ..VlmOptions::default()
+        }
+    }
 }
 
 impl Default for VlmOptions {
@@ -51,6 +84,9 @@ impl Default for VlmOptions {
         Self {
             page_window: 8,
             image_analysis: true,
+            table_formula_wrap: true,
+            crops: false,
+            model_output: false,
         }
     }
 }
@@ -72,15 +108,25 @@ pub enum VlmError {
     Task { page: usize, reason: String },
 }
 
-/// Failure of an image operation (resize or PNG encoding).
+/// Failure of an image operation (resize, PNG or JPEG encoding).
 #[derive(Debug, thiserror::Error)]
 pub enum ImageOpError {
     #[error("image is empty ({width}x{height} px)")]
     Empty { width: u32, height: u32 },
     #[error("resize: {0}")]
     Resize(#[from] fast_image_resize::ResizeError),
-    #[error("PNG encoding: {0}")]
+    #[error("encoding: {0}")]
     Encode(#[from] image::ImageError),
+}
+
+/// One extracted page with what the options asked for beyond it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExtractedPage {
+    pub page: Page,
+    /// JPEG crops by index in `page.blocks` ([`VlmOptions::crops`]).
+    pub crops: Vec<(usize, Vec<u8>)>,
+    /// The post-processed blocks in the model's order ([`VlmOptions::model_output`]).
+    pub model_output: Option<Vec<Block>>,
 }
 
 /// Extracts `pages` of a document, yielding results in page order.
@@ -89,7 +135,7 @@ pub fn extract_pages<R: PageRenderer>(
     renderer: Arc<R>,
     pages: Vec<usize>,
     options: VlmOptions,
-) -> impl Stream<Item = Result<Page, VlmError>> {
+) -> impl Stream<Item = Result<ExtractedPage, VlmError>> {
     let window = options.page_window.max(1);
     futures::stream::iter(pages)
         .map(move |page| extract_page(client.clone(), renderer.clone(), page, options.clone()))
@@ -102,7 +148,7 @@ pub async fn extract_page<R: PageRenderer>(
     renderer: Arc<R>,
     page: usize,
     options: VlmOptions,
-) -> Result<Page, VlmError> {
+) -> Result<ExtractedPage, VlmError> {
     let (render, layout) = blocking(page, move || {
         let render = renderer.render(page).map_err(|e| VlmError::Render {
             page,
@@ -131,17 +177,29 @@ pub async fn extract_page<R: PageRenderer>(
     // Ink matters only on a page the model found nothing on (not even a header), so only such
     // pages are scanned.
     let nothing_found = blocks.is_empty();
-    let (images, inked) = blocking(page, move || {
+    // Post-processing may turn an image into a table or a formula and drop blocks, never make
+    // a block image-like: every block linked as an image in the end is cut here, by its bbox.
+    let to_crop: Vec<BBox> = blocks
+        .iter()
+        .filter(|b| options.crops && is_cropped(b.kind))
+        .map(|b| b.bbox)
+        .collect();
+    let (images, mut cut, inked) = blocking(page, move || {
+        let image_error = |source| VlmError::Image { page, source };
         let images = regions
             .iter()
             .map(|block| block_png(&render, block))
-            .collect::<Result<Vec<_>, _>>();
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(image_error)?;
+        let cut = to_crop
+            .into_iter()
+            .map(|bbox| crop_jpeg(&render, bbox).map(|jpeg| (bbox, jpeg)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| image_error(ImageOpError::Encode(e)))?;
         let inked = nothing_found.then(|| has_ink(&render));
         // The render goes here, before any recognition call is waited on.
         drop(render);
-        images
-            .map(|images| (images, inked))
-            .map_err(|source| VlmError::Image { page, source })
+        Ok((images, cut, inked))
     })
     .await?;
 
@@ -156,12 +214,28 @@ pub async fn extract_page<R: PageRenderer>(
         truncated_answers += usize::from(answer.truncated);
         blocks[index].content = Some(answer.content);
     }
-    let mut result = Page::from_blocks(page, post_process(blocks));
+    let blocks = post_process(blocks, &options);
+    let model_output = options.model_output.then(|| blocks.clone());
+    let mut result = Page::from_blocks(page, blocks);
     result.signals = PageSignals {
         truncated_answers,
         inked,
     };
-    Ok(result)
+    let crops = result
+        .blocks
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| is_cropped(b.kind))
+        .filter_map(|(index, b)| {
+            let at = cut.iter().position(|(bbox, _)| *bbox == b.bbox)?;
+            Some((index, cut.swap_remove(at).1))
+        })
+        .collect();
+    Ok(ExtractedPage {
+        page: result,
+        crops,
+        model_output,
+    })
 }
 
 async fn blocking<T: Send + 'static>(
@@ -258,27 +332,64 @@ fn encode_png(image: &RgbImage) -> Result<Vec<u8>, ImageOpError> {
     Ok(out)
 }
 
+/// MinerU's model output (its `<name>_model.json`): per page, the post-processed blocks of its
+/// two-step extraction as `mineru_vl_utils` `ContentBlock`s, bboxes as page fractions, an
+/// equation between `\[` and `\]` and an analysed image's or chart's `sub_type` as MinerU's
+/// post-processing leaves them.
+pub fn model_output_json(pages: &[Vec<Block>]) -> serde_json::Value {
+    let fraction = |c: u16| f64::from(c) / f64::from(BBOX_SCALE);
+    let block = |b: &Block| {
+        let [x0, y0, x1, y1]: [u16; 4] = b.bbox.into();
+        let content = match (&b.content, b.kind) {
+            (Some(latex), BlockType::Equation) => Some(format!("\\[\n{latex}\n\\]")),
+            (content, _) => content.clone(),
+        };
+        let mut out = serde_json::json!({
+            "type": b.kind.as_str(),
+            "bbox": [fraction(x0), fraction(y0), fraction(x1), fraction(y1)],
+            "angle": b.angle.map(u16::from),
+            "content": content,
+        });
+        if b.kind == BlockType::Text {
+            out["merge_prev"] = b.continues_previous.into();
+        }
+        if let Some(sub_type) = &b.sub_type {
+            out["sub_type"] = sub_type.as_str().into();
+        }
+        out
+    };
+    pages
+        .iter()
+        .map(|blocks| blocks.iter().map(block).collect::<Vec<_>>())
+        .collect()
+}
+
 /// Image-analysis answers tag their fields (`<|class_start|>table<|class_end|>` …).
 const CLASS_TAGS: (&str, &str) = ("<|class_start|>", "<|class_end|>");
 const CAPTION_TAGS: (&str, &str) = ("<|caption_start|>", "<|caption_end|>");
 const CONTENT_TAGS: (&str, &str) = ("<|content_start|>", "<|content_end|>");
+const SUB_CLASS_TAGS: (&str, &str) = ("<|sub_class_start|>", "<|sub_class_end|>");
 /// What the model answers for a block without text.
 const NON_TEXT_PLACEHOLDER: &str = "[Non-Text]";
 
 /// MinerU's post-processing of recognised blocks: tables to HTML, image-analysis answers
 /// resolved, list items as text, `[Non-Text]` placeholders removed, equations as bare LaTeX
 /// (writers add the display-math delimiters), `equation_block` containers dropped.
-pub fn post_process(blocks: Vec<Block>) -> Vec<Block> {
+pub fn post_process(blocks: Vec<Block>, options: &VlmOptions) -> Vec<Block> {
     let blocks: Vec<Block> = blocks
         .into_iter()
         .filter_map(|mut block| {
             if let Some(content) = block.content.take() {
-                let (kind, content) = resolve_content(block.kind, content);
+                let (kind, content, sub_type) = resolve_content(block.kind, content, options);
                 block.kind = kind;
                 block.content = Some(content);
+                block.sub_type = sub_type;
             }
             if block.kind == BlockType::ListItem {
                 block.kind = BlockType::Text;
+            }
+            if block.kind == BlockType::Text {
+                block.content = block.content.map(|text| display_math_to_inline(&text));
             }
             if block.kind != BlockType::Text {
                 block.continues_previous = false;
@@ -292,7 +403,69 @@ pub fn post_process(blocks: Vec<Block>) -> Vec<Block> {
             block
         })
         .collect();
-    combine_equation_blocks(blocks)
+    let mut blocks = combine_equation_blocks(blocks);
+    keep_mineru_merges(&mut blocks);
+    blocks
+}
+
+/// Sentence ends after which MinerU never merges a continued paragraph (`LINE_STOP_FLAG`).
+const LINE_STOP_FLAGS: [char; 14] = [
+    '.', '!', '?', '。', '！', '？', ')', '）', '"', '”', ':', '：', ';', '；',
+];
+
+/// Keeps a text block's `continues_previous` only where MinerU merges it (`merge_prev` in
+/// `merge_para_text_blocks`): into the previous text block of the same page, looking past
+/// images, tables, charts, code and what MinerU holds apart from the flow (captions, furniture)
+/// but not past anything else, when the previous text does not end a sentence, the next does not
+/// start with a capital or a digit, their widths are alike and the next starts above the
+/// previous one's bottom (it is the next column).
+fn keep_mineru_merges(blocks: &mut [Block]) {
+    for i in 0..blocks.len() {
+        if !blocks[i].continues_previous {
+            continue;
+        }
+        let target = blocks[..i]
+            .iter()
+            .rev()
+            .find(|b| !is_merge_transparent(b.kind))
+            .filter(|b| b.kind == BlockType::Text);
+        let merges = target.is_some_and(|prev| mineru_merges(prev, &blocks[i]));
+        blocks[i].continues_previous = merges;
+    }
+}
+
+fn is_merge_transparent(kind: BlockType) -> bool {
+    matches!(
+        kind,
+        BlockType::Image
+            | BlockType::Table
+            | BlockType::Chart
+            | BlockType::Code
+            | BlockType::Algorithm
+            | BlockType::Unknown
+            | BlockType::ImageBlock
+            | BlockType::EquationBlock
+            | BlockType::FormulaNumber
+    ) || kind.is_discarded()
+        || crate::output::attaches_to(kind).is_some()
+}
+
+fn mineru_merges(prev: &Block, next: &Block) -> bool {
+    let (Some(before), Some(after)) = (
+        prev.content.as_deref().map(str::trim),
+        next.content.as_deref().map(str::trim),
+    ) else {
+        return false;
+    };
+    let Some(first) = after.chars().next() else {
+        return false;
+    };
+    let width = |b: &Block| i32::from(b.bbox.x1()) - i32::from(b.bbox.x0());
+    let (w_prev, w_next) = (width(prev), width(next));
+    let ends_sentence = before.is_empty() || before.ends_with(LINE_STOP_FLAGS);
+    let starts_sentence = first.is_numeric() || first.is_uppercase();
+    let alike = (w_prev - w_next).abs() < w_prev.min(w_next);
+    !ends_sentence && !starts_sentence && alike && next.bbox.y0() < prev.bbox.y1()
 }
 
 /// Share of an equation's area inside an `equation_block` above which it is one of its lines.
@@ -399,38 +572,125 @@ fn tag_spans(line: &str) -> Vec<(usize, usize, &str)> {
     spans
 }
 
-fn resolve_content(kind: BlockType, content: String) -> (BlockType, String) {
-    match kind {
-        BlockType::Table => (kind, otsl_to_html(&content)),
+fn resolve_content(
+    kind: BlockType,
+    content: String,
+    options: &VlmOptions,
+) -> (BlockType, String, Option<String>) {
+    let (kind, content, sub_type) = match kind {
+        BlockType::Table => (kind, otsl_to_html(&content), None),
         BlockType::Image | BlockType::Chart => resolve_image_analysis(kind, content),
-        _ => (kind, content),
+        BlockType::Code | BlockType::Algorithm => resolve_code(kind, &content),
+        _ => (kind, content, None),
+    };
+    // A table found by image analysis is wrapped too.
+    if kind == BlockType::Table && options.table_formula_wrap {
+        return (kind, wrap_table_formulas(&content), sub_type);
     }
+    (kind, content, sub_type)
+}
+
+/// Each `\(…\)` and `\[…\]` of a table's HTML as `<eq>…</eq>` (MinerU's
+/// `replace_table_formula_delimiters`).
+fn wrap_table_formulas(html: &str) -> String {
+    let mut out = html.to_owned();
+    for (open, close) in [("\\(", "\\)"), ("\\[", "\\]")] {
+        let mut wrapped = String::with_capacity(out.len());
+        let mut rest = out.as_str();
+        while let Some(start) = rest.find(open) {
+            let body = &rest[start + open.len()..];
+            let Some(len) = body
+                .find(close)
+                .filter(|&len| !body[..len].trim().is_empty())
+            else {
+                wrapped.push_str(&rest[..start + open.len()]);
+                rest = body;
+                continue;
+            };
+            wrapped.push_str(&rest[..start]);
+            wrapped.push_str(&format!("<eq>{}</eq>", body[..len].trim()));
+            rest = &body[len + close.len()..];
+        }
+        wrapped.push_str(rest);
+        out = wrapped;
+    }
+    out
 }
 
 /// An image-analysis answer: a table or formula found in an image becomes one; otherwise the
-/// image keeps its structured content, or its caption when there is none.
-fn resolve_image_analysis(kind: BlockType, answer: String) -> (BlockType, String) {
+/// image keeps its structured content, or its caption when there is none, and its class (a
+/// chart its sub-class) as MinerU's `sub_type`.
+fn resolve_image_analysis(kind: BlockType, answer: String) -> (BlockType, String, Option<String>) {
     let Some(class) = tagged(&answer, CLASS_TAGS) else {
-        return (kind, answer.trim().to_owned());
+        return (kind, answer.trim().to_owned(), None);
     };
     let content = tagged(&answer, CONTENT_TAGS).unwrap_or_default();
     match class.to_lowercase().as_str() {
-        "pure_table" => (BlockType::Table, otsl_to_html(content)),
-        "pure_formula" => (BlockType::Equation, content.to_owned()),
-        class => {
-            let kind = if class == "chart" {
-                BlockType::Chart
-            } else {
-                BlockType::Image
-            };
-            let text = if content.is_empty() || class == "natural_image" || class == "chemical" {
+        "pure_table" => (BlockType::Table, otsl_to_html(content), None),
+        "pure_formula" => (BlockType::Equation, content.to_owned(), None),
+        "chart" => (
+            BlockType::Chart,
+            content.to_owned(),
+            Some(
+                tagged(&answer, SUB_CLASS_TAGS)
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+        ),
+        _ => {
+            let text = if content.is_empty() || class == "natural_image" {
                 tagged(&answer, CAPTION_TAGS).unwrap_or_default()
             } else {
                 content
             };
-            (kind, text.to_owned())
+            (BlockType::Image, text.to_owned(), Some(class.to_owned()))
         }
     }
+}
+
+/// Code without the Markdown fence the model may add (MinerU's `code_content_clean`); code
+/// holding inline math is an algorithm, as MinerU renders it.
+fn resolve_code(kind: BlockType, answer: &str) -> (BlockType, String, Option<String>) {
+    let mut lines: Vec<&str> = answer.lines().collect();
+    if lines.first().is_some_and(|l| l.starts_with("```")) {
+        lines.remove(0);
+    }
+    if lines.last().is_some_and(|l| l.trim() == "```") {
+        lines.pop();
+    }
+    let code = lines.join("\n").trim().to_owned();
+    let opens = code.matches("\\(").count();
+    let kind = if opens > 0 && opens == code.matches("\\)").count() {
+        BlockType::Algorithm
+    } else {
+        kind
+    };
+    (kind, code, None)
+}
+
+/// A paragraph's `\[…\]` becomes inline `\(…\)` unless it holds only numbers, dashes and
+/// commas (a citation such as `\[1, 3–5\]`), as MinerU's `try_convert_display_to_inline`.
+fn display_math_to_inline(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("\\[") {
+        let Some(len) = rest[start + 2..].find("\\]") else {
+            break;
+        };
+        let inner = &rest[start + 2..start + 2 + len];
+        out.push_str(&rest[..start]);
+        let citation = inner
+            .chars()
+            .all(|c| c.is_ascii_digit() || c.is_whitespace() || matches!(c, '–' | '-' | ','));
+        if citation {
+            out.push_str(&format!("\\[{inner}\\]"));
+        } else {
+            out.push_str(&format!("\\({inner}\\)"));
+        }
+        rest = &rest[start + 2 + len + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn tagged<'a>(text: &'a str, (start, end): (&str, &str)) -> Option<&'a str> {

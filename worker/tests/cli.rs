@@ -243,16 +243,18 @@ mod vlm {
 
         let doc = dir.path().join("paper");
         let md = std::fs::read_to_string(doc.join("paper.md")).expect("markdown");
-        let page = "# Simulated text.\n\nSimulated text.\n\n![](images/p1_b2.png)\n\nSimulated text.\n\n\
-                    <table>";
+        // The image's analysis follows it, as MinerU writes it.
+        let page = "# Simulated text.\n\nSimulated text.\n\n![](images/p1_b2.jpg)\n\n<details>\n\
+                    <summary>natural_image</summary>\n\nA simulated figure.\n</details>\n\n\
+                    Simulated text.\n\n<table>";
         assert!(md.starts_with(page), "{md}");
         assert!(md.contains("$$\nE = m c^{2}\n$$"), "{md}");
-        assert!(md.contains("![](images/p2_b2.png)"), "{md}");
+        assert!(md.contains("![](images/p2_b2.jpg)"), "{md}");
         assert!(
             !md.contains("Simulated text.\n\n7"),
             "furniture stays out: {md}"
         );
-        let crop = image::open(doc.join("images/p1_b2.png")).expect("image crop");
+        let crop = image::open(doc.join("images/p1_b2.jpg")).expect("image crop");
         assert_eq!((crop.width(), crop.height()), (850, 550));
 
         let list: serde_json::Value = serde_json::from_str(
@@ -278,7 +280,7 @@ mod vlm {
                 "page_number"
             ]
         );
-        assert_eq!(list[2]["img_path"], "images/p1_b2.png");
+        assert_eq!(list[2]["img_path"], "images/p1_b2.jpg");
         assert_eq!(list[2]["image_caption"][0], "Simulated text.");
         assert!(
             list[3]["table_body"]

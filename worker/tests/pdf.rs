@@ -211,3 +211,22 @@ fn non_latin_text_survives_the_round_trip() {
     assert!(s.contains("Привет"), "{s}");
     assert!(s.contains("Καλημέρα"), "{s}");
 }
+
+#[test]
+fn page_images_are_the_stored_bitmaps_where_the_page_shows_them() {
+    let doc = open(build_pdf(&[PageSpec::letter()
+        .image(61.2, 79.2, 306.0, 158.4)
+        // A hairline rule drawn as an image is no figure.
+        .image(72.0, 400.0, 400.0, 1.0)
+        .image_in_form(72.0, 500.0, 100.0, 100.0)]))
+    .expect("open");
+    let images = doc.page_images(0).expect("images");
+    let [image] = images.as_slice() else {
+        panic!("one figure, the form's image not taken: {images:?}")
+    };
+    // A tenth of the page in from the left and the top, half its width and a fifth of its height.
+    assert_eq!(<[u16; 4]>::from(image.bbox), [100, 100, 600, 300]);
+    let bitmap =
+        image::load_from_memory_with_format(&image.jpeg, image::ImageFormat::Jpeg).expect("a JPEG");
+    assert_eq!((bitmap.width(), bitmap.height()), (64, 64));
+}

@@ -1,11 +1,16 @@
 //! `mineru-worker serve` as MinerU clients see it: the `/file_parse` contract, health, readiness,
 //! limits, refusals, metrics and the committed OpenAPI document.
 
+mod common;
 mod serve_common;
 
 use std::time::Duration;
 
-use mineru_worker::simulator::{Faults, SimConfig};
+use base64::Engine as _;
+use common::PageSpec;
+use image::DynamicImage;
+use mineru_protocol::model::{Angle, BBox, Block, BlockType};
+use mineru_worker::simulator::{Faults, LayoutAnswer, Scenario, SimConfig};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serve_common::{
@@ -49,7 +54,271 @@ async fn a_mineru_client_request_gets_a_mineru_shaped_answer() {
             .expect("content list JSON");
     let items = list.as_array().expect("a list");
     assert!(items.iter().any(|i| i["page_idx"] == 1), "{list}");
+    // Images, middle JSON and model output not asked for: none, and no image links.
+    let fields: Vec<&String> = result.as_object().expect("result").keys().collect();
+    assert_eq!(fields, ["content_list", "md_content"]);
+    assert!(
+        !result["md_content"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("![")
+    );
+    assert!(
+        items
+            .iter()
+            .all(|i| i.get("img_path").is_none_or(|p| p == "")),
+        "{list}"
+    );
     assert_eq!(sim.deviations(), 0, "{:?}", sim.deviation_log());
+}
+
+/// The `images/<name>` files a result's Markdown and content list link, and its images as
+/// `mineru-api` returns them: each a JPEG data URI, decoded.
+fn linked_images(
+    result: &serde_json::Value,
+) -> (Vec<String>, Vec<String>, Vec<(String, DynamicImage)>) {
+    let md = result["md_content"].as_str().expect("markdown");
+    let in_markdown = md
+        .split("![](images/")
+        .skip(1)
+        .map(|rest| rest.split(')').next().expect("closed link").to_owned())
+        .collect();
+    let list: serde_json::Value =
+        serde_json::from_str(result["content_list"].as_str().expect("a JSON string"))
+            .expect("content list JSON");
+    let in_list = list
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|item| item["img_path"].as_str().filter(|p| !p.is_empty()))
+        .map(|path| {
+            path.strip_prefix("images/")
+                .expect("under images/")
+                .to_owned()
+        })
+        .collect();
+    let images = result["images"]
+        .as_object()
+        .expect("images")
+        .iter()
+        .map(|(name, uri)| {
+            let data = uri
+                .as_str()
+                .and_then(|u| u.strip_prefix("data:image/jpeg;base64,"))
+                .unwrap_or_else(|| panic!("{name}: not a JPEG data URI"));
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .expect("base64");
+            let image = image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg)
+                .expect("a JPEG");
+            (name.clone(), image)
+        })
+        .collect();
+    (in_markdown, in_list, images)
+}
+
+#[tokio::test]
+async fn vlm_images_middle_json_and_model_output_come_back_as_mineru_api_returns_them() {
+    let block = |kind, [x0, y0, x1, y1]: [u32; 4]| Block {
+        angle: Some(Angle::Up),
+        ..Block::new(kind, BBox::new(x0, y0, x1, y1).expect("valid box"))
+    };
+    let scenario = Scenario {
+        layout: LayoutAnswer::Blocks(vec![
+            block(BlockType::Header, [100, 20, 900, 40]),
+            block(BlockType::Title, [100, 60, 900, 100]),
+            block(BlockType::Image, [100, 270, 600, 520]),
+            block(BlockType::ImageCaption, [100, 530, 600, 560]),
+            block(BlockType::Table, [100, 580, 900, 760]),
+            block(BlockType::Equation, [200, 780, 800, 840]),
+        ]),
+        ..Scenario::default()
+    };
+    let sim = sim(SimConfig {
+        scenario,
+        ..sim_config()
+    })
+    .await;
+    let worker = Worker::vlm(&sim, &[]).await;
+    let form = form("paper.pdf", pdf(&["First page", "Second page"]), "vlm")
+        .text("return_content_list", "true")
+        .text("return_images", "true")
+        .text("return_middle_json", "true")
+        .text("return_model_output", "true");
+    let response = worker.parse(form).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: serde_json::Value = response.json().await.expect("json");
+    let result = &body["results"]["paper"];
+
+    let (in_markdown, in_list, images) = linked_images(result);
+    let names: Vec<&str> = images.iter().map(|(n, _)| n.as_str()).collect();
+    // The image and the table of each page, the table linked from the content list only (its
+    // HTML is what the Markdown shows).
+    assert_eq!(names, ["p1_b1.jpg", "p1_b3.jpg", "p2_b1.jpg", "p2_b3.jpg"]);
+    assert_eq!(in_markdown, ["p1_b1.jpg", "p2_b1.jpg"]);
+    for name in in_markdown.iter().chain(&in_list) {
+        assert!(
+            names.contains(&name.as_str()),
+            "{name} is linked but not returned"
+        );
+    }
+    // Every crop returned is linked (a table with HTML is linked from the content list only).
+    for name in &names {
+        assert!(
+            in_list.iter().any(|n| n == name),
+            "{name} is returned but not linked"
+        );
+    }
+    assert!(images.iter().all(|(_, i)| i.width() > 1 && i.height() > 1));
+
+    let middle: serde_json::Value =
+        serde_json::from_str(result["middle_json"].as_str().expect("a JSON string"))
+            .expect("middle JSON");
+    assert_eq!(middle["schema"], "docvortex.middle");
+    assert_eq!(middle["schema_version"], "2.0");
+    assert_eq!(
+        middle["pages"].as_array().map(Vec::len),
+        Some(2),
+        "{middle}"
+    );
+    assert_eq!(middle["metadata"]["document"]["page_count"], 2);
+
+    // MinerU's `_model.json`: per page, the post-processed blocks as `ContentBlock`s, page
+    // furniture in place, bboxes as page fractions.
+    let model: serde_json::Value =
+        serde_json::from_str(result["model_output"].as_str().expect("a JSON string"))
+            .expect("model output JSON");
+    let pages = model.as_array().expect("pages");
+    assert_eq!(pages.len(), 2);
+    for blocks in pages {
+        let blocks = blocks.as_array().expect("blocks");
+        let types: Vec<&str> = blocks.iter().filter_map(|b| b["type"].as_str()).collect();
+        assert!(
+            types.contains(&"image") && types.contains(&"header"),
+            "{types:?}"
+        );
+        for block in blocks {
+            let bbox = block["bbox"].as_array().expect("bbox");
+            assert_eq!(bbox.len(), 4);
+            assert!(
+                bbox.iter()
+                    .all(|c| (0.0..=1.0).contains(&c.as_f64().expect("number")))
+            );
+            assert!(
+                block.get("angle").is_some() && block.get("content").is_some(),
+                "{block}"
+            );
+            assert_eq!(
+                block.get("merge_prev").is_some(),
+                block["type"] == "text",
+                "{block}"
+            );
+        }
+    }
+    assert_eq!(sim.deviations(), 0, "{:?}", sim.deviation_log());
+}
+
+/// MinerU's `image_analysis` form field: on by default (the analysis follows the image as a
+/// `<details>` element), off for a request that says `false` (no image call is made).
+#[tokio::test]
+async fn image_analysis_runs_unless_the_request_turns_it_off() {
+    let scenario = Scenario {
+        layout: LayoutAnswer::Blocks(vec![Block {
+            angle: Some(Angle::Up),
+            ..Block::new(
+                BlockType::Image,
+                BBox::new(100, 100, 900, 600).expect("valid box"),
+            )
+        }]),
+        ..Scenario::default()
+    };
+    let sim = sim(SimConfig {
+        scenario,
+        ..sim_config()
+    })
+    .await;
+    let worker = Worker::vlm(&sim, &[]).await;
+    let markdown = |form: reqwest::multipart::Form| async {
+        let response = worker.parse(form).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: serde_json::Value = response.json().await.expect("json");
+        body["results"]["paper"]["md_content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let analysed = markdown(form("paper.pdf", pdf(&["One page"]), "vlm")).await;
+    assert!(
+        analysed.contains("<details>\n<summary>natural_image</summary>\n\nA simulated figure."),
+        "{analysed}"
+    );
+    assert_eq!(sim.stats().answered.get("image"), Some(&1));
+
+    let plain =
+        markdown(form("paper.pdf", pdf(&["One page"]), "vlm").text("image_analysis", "false"))
+            .await;
+    assert!(!plain.contains("<details>"), "{plain}");
+    assert_eq!(
+        sim.stats().answered.get("image"),
+        Some(&1),
+        "no image call when analysis is off"
+    );
+    assert_eq!(sim.deviations(), 0, "{:?}", sim.deviation_log());
+}
+
+#[tokio::test]
+async fn text_backend_images_are_the_pages_own_images() {
+    let worker = Worker::start(&["--backend", "text"]).await;
+    let above = "Above the figure, a sentence long enough for a text layer.";
+    let below = "Below the figure, another sentence of the same kind.";
+    let document = common::build_pdf(&[PageSpec::letter()
+        .lines(72.0, 100.0, 12.0, 14.0, &[above])
+        .image(72.0, 200.0, 300.0, 200.0)
+        .lines(72.0, 500.0, 12.0, 14.0, &[below])]);
+    let asked = form("figure.pdf", document.clone(), "text")
+        .text("return_content_list", "true")
+        .text("return_images", "true");
+    let body: serde_json::Value = worker.parse(asked).await.json().await.expect("json");
+    let result = &body["results"]["figure"];
+    assert_eq!(
+        result["md_content"],
+        format!("{above}\n\n![](images/p1_b1.jpg)\n\n{below}\n")
+    );
+    let (in_markdown, in_list, images) = linked_images(result);
+    assert_eq!(in_markdown, ["p1_b1.jpg"]);
+    assert_eq!(in_list, ["p1_b1.jpg"]);
+    let [(name, image)] = images.as_slice() else {
+        panic!("one image: {result}")
+    };
+    assert_eq!(name, "p1_b1.jpg");
+    // The embedded bitmap at its own resolution, not a crop of a render.
+    assert_eq!((image.width(), image.height()), (64, 64));
+
+    // Not asked for: the answer is as it always was.
+    let plain: serde_json::Value = worker
+        .parse(form("figure.pdf", document, "text"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let result = plain["results"]["figure"].as_object().expect("result");
+    assert_eq!(result.keys().collect::<Vec<_>>(), ["md_content"]);
+    assert_eq!(result["md_content"], format!("{above}\n\n{below}\n"));
+}
+
+#[tokio::test]
+async fn model_output_from_the_text_backend_is_refused_as_impossible() {
+    let worker = Worker::start(&["--backend", "text"]).await;
+    let response = worker
+        .parse(form("notes.pdf", pdf(&["Words"]), "text").text("return_model_output", "true"))
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = response.json().await.expect("json");
+    let error = body["error"].as_str().expect("error");
+    assert!(
+        error.contains("return_model_output") && error.contains("backend text"),
+        "{error}"
+    );
 }
 
 #[tokio::test]

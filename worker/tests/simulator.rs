@@ -322,7 +322,7 @@ fn scenario_files_parse_from_yaml() {
     let path = dir.path().join("scenario.yaml");
     std::fs::write(
         &path,
-        "layout:\n  - {type: title, bbox: [100, 60, 900, 110]}\n  - {type: text, bbox: [100, 130, 900, 400], angle: 90, continues_previous: true}\ncontent:\n  text: Hello\n",
+        "layout:\n  - {type: title, bbox: [100, 60, 900, 110]}\n  - {type: text, bbox: [100, 130, 900, 400], angle: 90, continues_previous: true}\ncontent:\n  text: Hello\n  table: \"<fcel>{size}<nl>\"\n",
     )
     .expect("write");
     let scenario = Scenario::load(&path).expect("load");
@@ -331,7 +331,12 @@ fn scenario_files_parse_from_yaml() {
         stream.contains("<|ref_start|>text<|ref_end|><|rotate_right|>txt_contd_tgt"),
         "{stream}"
     );
-    assert_eq!(scenario.content_for(Step::Text), "Hello");
+    assert_eq!(scenario.content_for(Step::Text, (10, 20)), "Hello");
+    assert_eq!(
+        scenario.content_for(Step::Table, (640, 28)),
+        "<fcel>640x28<nl>",
+        "{{size}} is the image's size"
+    );
 
     std::fs::write(&path, "content:\n  footnote: x\n").expect("write");
     assert!(

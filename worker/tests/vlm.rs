@@ -78,7 +78,8 @@ async fn extracts_a_page_with_zero_deviations() {
     let (sim, client) = setup(Scenario::default()).await;
     let page = extract_page(client, pages(), 3, VlmOptions::default())
         .await
-        .expect("page");
+        .expect("page")
+        .page;
     assert_eq!(page.page_idx, 3);
     let kinds: Vec<BlockType> = page.blocks.iter().map(|b| b.kind).collect();
     assert_eq!(
@@ -91,7 +92,9 @@ async fn extracts_a_page_with_zero_deviations() {
             BlockType::Equation
         ]
     );
-    assert!(page.blocks[2].continues_previous);
+    // The model marks it as continued, but after a sentence end and below the paragraph before,
+    // MinerU keeps it apart.
+    assert!(!page.blocks[2].continues_previous);
     let table = page.blocks[3].content.as_deref().unwrap_or_default();
     assert!(table.starts_with("<table><tr><td>Name</td>"), "{table}");
     assert_eq!(page.blocks[4].content.as_deref(), Some("E = m c^{2}"));
@@ -119,7 +122,7 @@ async fn pages_run_in_a_bounded_window_and_arrive_in_order() {
     ));
     let mut seen = Vec::new();
     while let Some(page) = stream.next().await {
-        let page = page.expect("page");
+        let page = page.expect("page").page;
         // Pages started but not yet handed out never exceed the window.
         let in_progress = renderer.started.load(Ordering::SeqCst) - seen.len();
         assert!(in_progress <= window, "{in_progress} pages in progress");
@@ -168,9 +171,65 @@ async fn image_analysis_off_sends_no_image_calls() {
     };
     let page = extract_page(client, pages(), 0, options)
         .await
-        .expect("page");
+        .expect("page")
+        .page;
     assert_eq!(page.blocks[0].content, None);
     assert_eq!(sim.stats().answered.get("image"), None);
+}
+
+#[tokio::test]
+async fn crops_and_model_output_come_only_when_asked_for() {
+    let (_sim, client) = setup(Scenario {
+        layout: LayoutAnswer::Blocks(vec![
+            block(BlockType::Header, [100, 20, 900, 40]),
+            block(BlockType::Image, [100, 100, 600, 600]),
+            block(BlockType::Text, [100, 620, 900, 700]),
+            block(BlockType::Table, [100, 720, 900, 900]),
+        ]),
+        ..Scenario::default()
+    })
+    .await;
+    let plain = extract_page(client.clone(), pages(), 0, VlmOptions::default())
+        .await
+        .expect("page");
+    assert!(plain.crops.is_empty() && plain.model_output.is_none());
+
+    let options = VlmOptions {
+        crops: true,
+        model_output: true,
+        ..VlmOptions::default()
+    };
+    let page = extract_page(client, pages(), 0, options)
+        .await
+        .expect("page");
+    // Indexed in the page's blocks (the header is furniture, kept apart): the image and the
+    // table, cut from the 1700×2200 render as JPEG.
+    let cut: Vec<(usize, (u32, u32))> = page
+        .crops
+        .iter()
+        .map(|(index, jpeg)| {
+            let image = image::load_from_memory_with_format(jpeg, image::ImageFormat::Jpeg)
+                .expect("valid JPEG");
+            (*index, (image.width(), image.height()))
+        })
+        .collect();
+    assert_eq!(cut, [(0, (850, 1100)), (2, (1360, 396))]);
+    // The model output keeps the blocks in the model's order, furniture included.
+    let kinds: Vec<BlockType> = page
+        .model_output
+        .expect("model output")
+        .iter()
+        .map(|b| b.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            BlockType::Header,
+            BlockType::Image,
+            BlockType::Text,
+            BlockType::Table
+        ]
+    );
 }
 
 #[test]
@@ -241,38 +300,140 @@ fn post_processing_follows_mineru() {
         content: Some(content.to_owned()),
         ..block(kind, [0, 0, 500, 500])
     };
-    let out = post_process(vec![
-        with(BlockType::Equation, "\\[ a+b \\]"),
-        with(BlockType::Text, "[Non-Text]"),
-        with(BlockType::Header, "[Non-Text]"),
-        with(BlockType::ListItem, "- item"),
-        with(
-            BlockType::Image,
-            "<|class_start|>pure_table<|class_end|><|content_start|><fcel>a<nl><|content_end|>",
-        ),
-        with(
-            BlockType::Image,
-            "<|class_start|>natural_image<|class_end|><|caption_start|>A cat.<|caption_end|>",
-        ),
-        with(
-            BlockType::Chart,
-            "<|class_start|>chart<|class_end|><|content_start|>| a | b |<|content_end|>",
-        ),
-        block(BlockType::EquationBlock, [0, 0, 500, 500]),
-    ]);
-    let got: Vec<(BlockType, Option<&str>)> =
-        out.iter().map(|b| (b.kind, b.content.as_deref())).collect();
+    let out = post_process(
+        vec![
+            with(BlockType::Equation, "\\[ a+b \\]"),
+            with(BlockType::Text, "[Non-Text]"),
+            with(BlockType::Header, "[Non-Text]"),
+            with(BlockType::ListItem, "- item \\[x\\] and \\[1, 2\\]"),
+            with(BlockType::Title, "a \\[x\\] title"),
+            with(
+                BlockType::Image,
+                "<|class_start|>pure_table<|class_end|><|content_start|><fcel>\\(a\\)<nl><|content_end|>",
+            ),
+            with(
+                BlockType::Image,
+                "<|class_start|>natural_image<|class_end|><|caption_start|>A cat.<|caption_end|>",
+            ),
+            with(
+                BlockType::Chart,
+                "<|class_start|>chart<|class_end|><|sub_class_start|>bar<|sub_class_end|><|content_start|>| a | b |<|content_end|>",
+            ),
+            with(BlockType::Code, "```python\nx = 1\n```"),
+            with(BlockType::Code, "for \\(i < n\\)"),
+            block(BlockType::EquationBlock, [0, 0, 500, 500]),
+        ],
+        &VlmOptions::default(),
+    );
+    let got: Vec<(BlockType, Option<&str>, Option<&str>)> = out
+        .iter()
+        .map(|b| (b.kind, b.content.as_deref(), b.sub_type.as_deref()))
+        .collect();
     assert_eq!(
         got,
         [
-            (BlockType::Equation, Some("a+b")),
-            (BlockType::Header, Some("")),
-            (BlockType::Text, Some("- item")),
-            (BlockType::Table, Some("<table><tr><td>a</td></tr></table>")),
-            (BlockType::Image, Some("A cat.")),
-            (BlockType::Chart, Some("| a | b |")),
+            (BlockType::Equation, Some("a+b"), None),
+            (BlockType::Header, Some(""), None),
+            // Display math in a paragraph is inline, but a citation is not math.
+            (BlockType::Text, Some("- item \\(x\\) and \\[1, 2\\]"), None),
+            // Only paragraphs are converted.
+            (BlockType::Title, Some("a \\[x\\] title"), None),
+            (
+                BlockType::Table,
+                Some("<table><tr><td><eq>a</eq></td></tr></table>"),
+                None
+            ),
+            (BlockType::Image, Some("A cat."), Some("natural_image")),
+            (BlockType::Chart, Some("| a | b |"), Some("bar")),
+            (BlockType::Code, Some("x = 1"), None),
+            (BlockType::Algorithm, Some("for \\(i < n\\)"), None),
         ]
     );
+
+    let unwrapped = post_process(
+        vec![with(BlockType::Table, "<fcel>\\(a\\)<nl>")],
+        &VlmOptions {
+            table_formula_wrap: false,
+            ..VlmOptions::default()
+        },
+    );
+    assert_eq!(
+        unwrapped[0].content.as_deref(),
+        Some("<table><tr><td>\\(a\\)</td></tr></table>")
+    );
+}
+
+#[test]
+fn a_continued_paragraph_is_merged_only_where_mineru_merges_it() {
+    let text = |[x0, y0, x1, y1]: [u32; 4], content: &str, continues_previous| Block {
+        content: Some(content.to_owned()),
+        continues_previous,
+        ..block(BlockType::Text, [x0, y0, x1, y1])
+    };
+    let left = [100, 100, 480, 600];
+    let right = [520, 100, 900, 300];
+    let below = [100, 610, 480, 700];
+    let cases: Vec<(&str, Vec<Block>, bool)> = vec![
+        (
+            "the next column, mid-sentence",
+            vec![text(left, "runs on", false), text(right, "and on", true)],
+            true,
+        ),
+        (
+            "below the previous block",
+            vec![text(left, "runs on", false), text(below, "and on", true)],
+            false,
+        ),
+        (
+            "after a sentence end",
+            vec![text(left, "ends.", false), text(right, "and on", true)],
+            false,
+        ),
+        (
+            "a capital starts the next",
+            vec![text(left, "runs on", false), text(right, "And on", true)],
+            false,
+        ),
+        (
+            "widths apart",
+            vec![
+                text([100, 100, 900, 600], "runs on", false),
+                text([520, 100, 700, 300], "and on", true),
+            ],
+            false,
+        ),
+        (
+            "past a table",
+            vec![
+                text(left, "runs on", false),
+                block(BlockType::Table, [520, 50, 900, 90]),
+                text(right, "and on", true),
+            ],
+            true,
+        ),
+        (
+            "not past a title",
+            vec![
+                text(left, "runs on", false),
+                Block {
+                    content: Some("Title".into()),
+                    ..block(BlockType::Title, [520, 50, 900, 90])
+                },
+                text(right, "and on", true),
+            ],
+            false,
+        ),
+        (
+            "nothing before it",
+            vec![text(right, "and on", true)],
+            false,
+        ),
+    ];
+    for (name, blocks, merges) in cases {
+        let out = post_process(blocks, &VlmOptions::default());
+        let last = out.last().expect("a block");
+        assert_eq!(last.continues_previous, merges, "case: {name}");
+    }
 }
 
 #[test]
@@ -281,14 +442,17 @@ fn an_equation_block_of_several_equations_becomes_one_array() {
         content: Some(content.to_owned()),
         ..block(BlockType::Equation, [100, y0, 900, y0 + 40])
     };
-    let out = post_process(vec![
-        block(BlockType::EquationBlock, [50, 50, 950, 200]),
-        equation(60, "a = b \\tag{1}"),
-        equation(110, "\\[c = d \\tag {2}\\]"),
-        equation(300, "e = f"),
-        // A block holding a single equation is just dropped.
-        block(BlockType::EquationBlock, [50, 290, 950, 350]),
-    ]);
+    let out = post_process(
+        vec![
+            block(BlockType::EquationBlock, [50, 50, 950, 200]),
+            equation(60, "a = b \\tag{1}"),
+            equation(110, "\\[c = d \\tag {2}\\]"),
+            equation(300, "e = f"),
+            // A block holding a single equation is just dropped.
+            block(BlockType::EquationBlock, [50, 290, 950, 350]),
+        ],
+        &VlmOptions::default(),
+    );
     let got: Vec<(BlockType, Option<&str>)> =
         out.iter().map(|b| (b.kind, b.content.as_deref())).collect();
     assert_eq!(

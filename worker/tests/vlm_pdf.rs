@@ -53,7 +53,7 @@ async fn generated_pdf_pages_of_every_shape_cause_zero_deviations() {
 
     assert_eq!(sim.deviations(), 0, "{:?}", sim.deviation_log());
     for (index, page) in pages.into_iter().enumerate() {
-        let page = page.unwrap_or_else(|e| panic!("page {index}: {e}"));
+        let page = page.unwrap_or_else(|e| panic!("page {index}: {e}")).page;
         assert_eq!(page.page_idx, index);
         let kinds: Vec<BlockType> = page.blocks.iter().map(|b| b.kind).collect();
         assert!(kinds.contains(&BlockType::Table), "page {index}: {kinds:?}");

@@ -9,6 +9,7 @@ use mineru_protocol::worker::ByteSize;
 
 use crate::output::Backend;
 use crate::parse::PixelLimits;
+use crate::vlm::VlmFlags;
 
 #[derive(Debug, Clone, clap::Parser)]
 // A later flag wins over an earlier one, so wrappers can append overrides.
@@ -74,6 +75,10 @@ pub struct ServeArgs {
     /// Most pixels the images of one document may decode to, all pages together.
     #[arg(long, default_value_t = PixelLimits::default().per_document)]
     pub max_document_pixels: u64,
+    /// The vlm backend's MinerU options; a request's `image_analysis=false` turns analysis off
+    /// for that request.
+    #[command(flatten)]
+    pub vlm: VlmFlags,
     /// Deadline of one request, upload included.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub request_timeout: Duration,

@@ -1,5 +1,6 @@
 //! `POST /file_parse`: admission, the form, one document after another, a MinerU-shaped answer.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -8,14 +9,16 @@ use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use serde::Serialize;
 
+use crate::middle::{DocumentInfo, middle_json};
 use crate::output::{self, Backend};
 use crate::parse::{
-    DocumentBytes, Extractor, Job, PageRange, PixelLimits, Work, open_document, parse_pages,
+    DocumentBytes, Extractor, Job, PageRange, PixelLimits, Wanted, Work, open_document, parse_pages,
 };
 use crate::signals::DocumentSignals;
-use crate::vlm::VlmOptions;
+use crate::vlm::{self, VlmOptions};
 
 use super::App;
 use super::breaker::Pass;
@@ -28,17 +31,24 @@ use super::metrics::{Outcome, Source, backend_label};
 pub struct ParseResponse {
     pub backend: String,
     pub version: &'static str,
-    pub results: serde_json::Map<String, serde_json::Value>,
+    results: BTreeMap<String, DocumentResult>,
 }
 
-/// One document's result. `content_list` is a JSON-encoded string, as `mineru-api` returns the
-/// file it wrote.
+/// One document's result, its fields in `mineru-api`'s order (MinerU 3's `build_result_dict`).
+/// The JSON outputs are JSON-encoded strings, as `mineru-api` returns the files it wrote; images
+/// are data URIs keyed by the file names the Markdown links under `images/`.
 #[derive(Debug, Serialize)]
 struct DocumentResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     md_content: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    middle_json: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_output: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     content_list: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    images: Option<BTreeMap<String, String>>,
 }
 
 pub async fn file_parse(
@@ -107,10 +117,24 @@ async fn handle(
     };
     let backend = form.backend.unwrap_or(app.config.backend);
     *used_backend = Some(backend);
+    if form.return_model_output && backend == Backend::Text {
+        return Err(ApiError::BadRequest(
+            "return_model_output cannot be produced by backend text: it reads the PDF's text \
+             layer and runs no model, so there is no model output; use backend vlm, or leave \
+             return_model_output false"
+                .into(),
+        ));
+    }
     let range = PageRange::from_zero_based(form.start_page_id, form.end_page_id)
         .map_err(ApiError::BadRequest)?;
-    let (extractor, _pass) = extractor(app, backend, form.server_url.as_deref()).await?;
-    let mut results = serde_json::Map::new();
+    let (extractor, _pass) = extractor(
+        app,
+        backend,
+        form.server_url.as_deref(),
+        form.image_analysis,
+    )
+    .await?;
+    let mut results = BTreeMap::new();
     for Upload { stem, bytes } in std::mem::take(&mut form.files) {
         let result = document(
             app,
@@ -121,8 +145,7 @@ async fn handle(
             &form,
         )
         .await?;
-        let value = serde_json::to_value(result).map_err(|e| ApiError::Internal(e.to_string()))?;
-        results.insert(stem, value);
+        results.insert(stem, result);
     }
     Ok(ParseResponse {
         // MinerU echoes the backend as the caller named it.
@@ -139,13 +162,17 @@ pub(super) async fn extractor(
     app: &App,
     backend: Backend,
     server_url: Option<&str>,
+    image_analysis: bool,
 ) -> Result<(Extractor, Option<Pass>), ApiError> {
     if backend == Backend::Text {
         return Ok((Extractor::Text, None));
     }
     let vlm = |client| Extractor::Vlm {
         client,
-        options: VlmOptions::default(),
+        options: VlmOptions {
+            image_analysis: image_analysis && !app.config.vlm.no_image_analysis,
+            ..app.config.vlm.options()
+        },
         pixels: PixelLimits {
             per_page: app.config.max_page_pixels,
             per_document: app.config.max_document_pixels,
@@ -204,25 +231,57 @@ async fn document(
             limit: app.config.max_pages,
         });
     }
-    let pages = parse_pages(&doc, range, extractor, Arc::new(|_| ()), work)
+    let wanted = Wanted {
+        images: form.return_images,
+        model_output: form.return_model_output,
+    };
+    let parsed = parse_pages(&doc, range, extractor, wanted, Arc::new(|_| ()), work)
         .await
         .map_err(fail)?;
+    let pages = &parsed.pages;
     app.metrics.document(
         backend,
         source,
-        &DocumentSignals::of(&pages),
+        &DocumentSignals::of(pages),
         started.elapsed(),
     );
-    let out = output::build(&pages);
-    let content_list = if form.return_content_list {
-        let json = serde_json::to_string_pretty(&out.content_list)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        Some(json)
-    } else {
-        None
-    };
+    let out = output::build(pages);
+    let middle_json = form
+        .return_middle_json
+        .then(|| {
+            let info = DocumentInfo::with_page_count(pages, doc.page_count());
+            json(&middle_json(pages, &info))
+        })
+        .transpose()?;
+    let model_output = parsed
+        .model_output
+        .as_deref()
+        .map(|pages| json(&vlm::model_output_json(pages)))
+        .transpose()?;
+    let content_list = form
+        .return_content_list
+        .then(|| json(&out.content_list))
+        .transpose()?;
+    let images = form.return_images.then(|| {
+        parsed
+            .images
+            .into_iter()
+            .map(|image| {
+                let data = base64::engine::general_purpose::STANDARD.encode(&image.jpeg);
+                (image.name, format!("data:image/jpeg;base64,{data}"))
+            })
+            .collect()
+    });
     Ok(DocumentResult {
         md_content: form.return_md.then_some(out.markdown),
+        middle_json,
+        model_output,
         content_list,
+        images,
     })
+}
+
+/// A JSON output as the text of the file `mineru-api` would have written.
+fn json(value: &impl Serialize) -> Result<String, ApiError> {
+    serde_json::to_string_pretty(value).map_err(|e| ApiError::Internal(e.to_string()))
 }

@@ -38,6 +38,11 @@ pub struct ParseForm {
     pub backend_name: Option<String>,
     pub return_md: bool,
     pub return_content_list: bool,
+    pub return_middle_json: bool,
+    pub return_model_output: bool,
+    pub return_images: bool,
+    /// Send images and charts for analysis (vlm backend; MinerU's `image_analysis`).
+    pub image_analysis: bool,
     pub start_page_id: usize,
     pub end_page_id: Option<usize>,
     pub server_url: Option<String>,
@@ -68,6 +73,10 @@ pub async fn read(multipart: &mut Multipart, limits: UploadLimits) -> Result<Par
         backend_name: None,
         return_md: true,
         return_content_list: false,
+        return_middle_json: false,
+        return_model_output: false,
+        return_images: false,
+        image_analysis: true,
         start_page_id: 0,
         end_page_id: None,
         server_url: None,
@@ -87,6 +96,10 @@ pub async fn read(multipart: &mut Multipart, limits: UploadLimits) -> Result<Par
             }
             "return_md" => form.return_md = flag(&name, value)?,
             "return_content_list" => form.return_content_list = flag(&name, value)?,
+            "return_middle_json" => form.return_middle_json = flag(&name, value)?,
+            "return_model_output" => form.return_model_output = flag(&name, value)?,
+            "return_images" => form.return_images = flag(&name, value)?,
+            "image_analysis" => form.image_analysis = flag(&name, value)?,
             "start_page_id" => form.start_page_id = number(&name, value)?,
             "end_page_id" => {
                 form.end_page_id = Some(number(&name, value)?).filter(|&e| e < TO_THE_END)
@@ -97,15 +110,9 @@ pub async fn read(multipart: &mut Multipart, limits: UploadLimits) -> Result<Par
                     "response_format_zip is not supported: results come back as JSON".into(),
                 ));
             }
-            // Accepted for compatibility: the middle JSON, model output and images are not
-            // produced, formula and table recognition always run, and the rest only steers
-            // MinerU's pipeline backend.
-            "return_middle_json"
-            | "return_model_output"
-            | "return_images"
-            | "formula_enable"
-            | "table_enable"
-            | "response_format_zip" => {
+            // Accepted for compatibility: formula and table recognition always run, and the rest
+            // only steers MinerU's pipeline backend.
+            "formula_enable" | "table_enable" | "response_format_zip" => {
                 flag(&name, value)?;
             }
             _ => {}

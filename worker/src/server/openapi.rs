@@ -71,10 +71,11 @@ fn legacy() -> Value {
                                         "description": "vlm (MinerU2.5 on the vLLM tier; MinerU's vlm-http-client) or text (the text layer); pipeline is refused; absent: the worker's --backend"},
                             "return_md": boolean("Return md_content", true),
                             "return_content_list": boolean("Return content_list (a JSON-encoded string, as mineru-api returns it)", false),
-                            "return_middle_json": boolean("Accepted; the middle JSON is not produced", false),
-                            "return_model_output": boolean("Accepted; not produced", false),
-                            "return_images": boolean("Accepted; images are not returned", false),
+                            "return_middle_json": boolean("Return middle_json (MinerU 4's docvortex middle JSON, a JSON-encoded string)", false),
+                            "return_model_output": boolean("Return model_output (MinerU's _model.json, a JSON-encoded string); vlm only, refused (400) with text, which runs no model", false),
+                            "return_images": boolean("Return images (JPEG data URIs keyed by the names the Markdown and content list link as images/<name>)", false),
                             "response_format_zip": boolean("Only false is supported", false),
+                            "image_analysis": boolean("Send images and charts for analysis (vlm backend); their description follows them in the Markdown", true),
                             "formula_enable": boolean("Accepted; formulas are always recognised", true),
                             "table_enable": boolean("Accepted; tables are always recognised", true),
                             "start_page_id": {"type": "integer", "minimum": 0, "default": 0,
@@ -89,7 +90,7 @@ fn legacy() -> Value {
                 "responses": {
                     "200": {"description": "Every document extracted", "content": {"application/json": {
                         "schema": {"$ref": "#/components/schemas/ParseResponse"}}}},
-                    "400": error_response("Malformed form or unsupported option", false),
+                    "400": error_response("Malformed form, unsupported option, or an output the backend cannot produce", false),
                     "413": error_response("A file exceeds --max-file-bytes or selects more than --max-pages pages", false),
                     "422": error_response("A file is not a PDF pdfium can open, or the page selection is outside it", false),
                     "429": error_response("--max-concurrent-documents in progress; retry later", true),
@@ -135,8 +136,15 @@ fn legacy() -> Value {
                         "type": "object",
                         "properties": {
                             "md_content": {"type": "string"},
+                            "middle_json": {"type": "string",
+                                            "description": "The middle JSON (docvortex.middle) as a JSON-encoded string"},
+                            "model_output": {"type": "string",
+                                             "description": "Per page, the post-processed model blocks (type, bbox as page fractions, angle, content, merge_prev) as a JSON-encoded string"},
                             "content_list": {"type": "string",
-                                             "description": "content_list.json as a JSON-encoded string"}
+                                             "description": "content_list.json as a JSON-encoded string"},
+                            "images": {"type": "object",
+                                       "additionalProperties": {"type": "string"},
+                                       "description": "File name (as linked under images/) to data:image/jpeg;base64 URI"}
                         }
                     }}
                 }

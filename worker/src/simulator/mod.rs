@@ -503,7 +503,10 @@ async fn chat(
             }
             shared.config.scenario.layout_for(key.as_deref())
         }
-        step => shared.config.scenario.content_for(step),
+        step => shared
+            .config
+            .scenario
+            .content_for(step, accepted.image.dimensions()),
     };
     let finish_reason = shared.config.scenario.finish_reason(accepted.step);
     let (width, height) = accepted.image.dimensions();

@@ -8,8 +8,8 @@
 //! pages:                       # page key -> blocks, or a raw token stream; vllm-sim logs each
 //!                              # layout request's key with RUST_LOG=debug (see `page_key`)
 //!   "3f2a…": "<|box_start|>0 0 1000 1000<|box_end|><|ref_start|>image<|ref_end|>"
-//! content:                     # step name -> answer
-//!   text: "Hello"
+//! content:                     # step name -> answer; `{size}` becomes the image's WxH pixels,
+//!   text: "Hello {size}"       # so blocks of one step get answers of their own
 //!   table: "<fcel>a<fcel>b<nl>"
 //! truncated: [text]            # steps answered with finish_reason "length" (cut at the limit)
 //! ```
@@ -150,10 +150,10 @@ impl Scenario {
         }
     }
 
-    /// The answer to a recognition call.
-    pub fn content_for(&self, step: Step) -> String {
+    /// The answer to a recognition call on an image of `size` (width, height) pixels.
+    pub fn content_for(&self, step: Step, (width, height): (u32, u32)) -> String {
         if let Some(answer) = self.content.get(step.name()) {
-            return answer.clone();
+            return answer.replace("{size}", &format!("{width}x{height}"));
         }
         match step {
             Step::Layout => self.layout.render(),
@@ -177,11 +177,9 @@ pub fn page_key(layout_image: &RgbImage) -> String {
 fn default_layout() -> LayoutAnswer {
     let block = |kind, [x0, y0, x1, y1]: [u32; 4], continues_previous| {
         BBox::new(x0, y0, x1, y1).map(|bbox| Block {
-            kind,
-            bbox,
             angle: Some(Angle::Up),
-            content: None,
             continues_previous,
+            ..Block::new(kind, bbox)
         })
     };
     LayoutAnswer::Blocks(

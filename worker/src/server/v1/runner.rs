@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::output::{self, Backend};
-use crate::parse::{DocumentBytes, Job, PageRange, Work, open_document, parse_pages};
+use crate::parse::{DocumentBytes, Job, PageRange, Wanted, Work, open_document, parse_pages};
 use crate::signals::DocumentSignals;
 
 use super::super::App;
@@ -464,7 +464,7 @@ async fn parse_file(
                 Outcome::Error,
             )
         })?;
-    let (extractor, _pass) = extractor(app, backend, None).await.map_err(api)?;
+    let (extractor, _pass) = extractor(app, backend, None, true).await.map_err(api)?;
     let fail = |e| ApiError::from_parse(name, e, app.retry_after());
     let started = Instant::now();
     let doc = open_document(&app.pdfium, DocumentBytes::Memory(bytes), work)
@@ -490,9 +490,17 @@ async fn parse_file(
     for &(first, last) in &intervals {
         let range = PageRange::between(first, last);
         pages.extend(
-            parse_pages(&doc, range, &extractor, Arc::new(|_| ()), work)
-                .await
-                .map_err(|e| api(fail(e)))?,
+            parse_pages(
+                &doc,
+                range,
+                &extractor,
+                Wanted::default(),
+                Arc::new(|_| ()),
+                work,
+            )
+            .await
+            .map_err(|e| api(fail(e)))?
+            .pages,
         );
     }
     app.metrics.document(
