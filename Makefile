@@ -4,7 +4,7 @@
 CARGO ?= cargo
 BIN := $(or $(CARGO_TARGET_DIR),target)/debug
 
-.PHONY: demo test deps lint crds bench
+.PHONY: demo test deps lint crds bench compare-mineru
 
 ## The local demo on embedded defaults: the worker parses a sample document, then a real
 ## control plane, Prometheus, workers and the vLLM simulator run a rollout that is promoted and
@@ -39,3 +39,10 @@ crds:
 ## (docs/benchmarks.md).
 bench:
 	CARGO="$(CARGO)" bash bench/run.sh
+
+## The worker's vlm output against MinerU's own: installs MinerU 3.4.5 from PyPI (about 850 MB,
+## cached), runs it and the worker against the vLLM simulator on the golden PDFs, rewrites
+## e2e/golden/mineru-3.4.5/ and prints the block-level agreement (docs/mineru-compatibility.md).
+compare-mineru: deps
+	$(CARGO) build --workspace --bins
+	$(BIN)/compare-mineru --regenerate

@@ -92,12 +92,14 @@ if [ "${1:-}" = linters ]; then
   exit 0
 fi
 
-# MinerU 4 from PyPI in a virtualenv: `mineru-api` in its model-free flash tier is the reference
-# server of the /v1 contract test, and MinerU's own client runs against the workers; prints the
-# venv. `install-deps.sh mineru4` does this alone.
-mineru4() {
-  local version="${MINERU4_VERSION:-4.0.12}"
-  local out="$cache_root/mineru4-venv-$version"
+# MinerU from PyPI in a virtualenv, cached by version; prints the venv.
+# - 4.0.12 (`install-deps.sh mineru4`): `mineru-api` in its model-free flash tier is the reference
+#   server of the /v1 contract test, and MinerU's own client runs against the workers.
+# - 3.4.5 (`install-deps.sh mineru3`): its `vlm-http-client` pipeline needs no local models, so
+#   `make compare-mineru` runs it against the vLLM simulator to regenerate the golden outputs.
+mineru_venv() {
+  local version="$1"
+  local out="$cache_root/mineru${version%%.*}-venv-$version"
   build() {
     log "installing MinerU $version (about 850 MB)"
     rm -rf "$out/venv"
@@ -107,10 +109,14 @@ mineru4() {
   once_into "$out" build
   echo "$out/venv"
 }
-if [ "${1:-}" = mineru4 ]; then
-  mineru4
-  exit 0
-fi
+mineru4() { mineru_venv "${MINERU4_VERSION:-4.0.12}"; }
+mineru3() { mineru_venv "${MINERU3_VERSION:-3.4.5}"; }
+case "${1:-}" in
+  mineru4 | mineru3)
+    "$1"
+    exit 0
+    ;;
+esac
 
 missing=()
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod controlplane;
 pub mod mineru_api;
+pub mod mineru_reference;
 pub mod netpol;
 pub mod operator;
 pub mod postgres;

@@ -66,6 +66,15 @@ impl Simulator {
         Ok(())
     }
 
+    /// The simulator's counters (`GET /admin/stats`): requests, answers per step, deviations.
+    pub fn stats(&self) -> Result<serde_json::Value> {
+        let response = blocking_client()
+            .get(format!("{}/admin/stats", self.url()))
+            .send()?
+            .error_for_status()?;
+        Ok(response.json()?)
+    }
+
     /// The scrape target for Prometheus, labelled as the vLLM pods of `namespace`.
     pub fn target(&self, namespace: &str) -> Target {
         Target::new("vllm", self.address)
