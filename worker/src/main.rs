@@ -54,6 +54,9 @@ struct ParseArgs {
     /// Pages to parse, counted from 1: `3`, `2-5` or `4-`.
     #[arg(long, default_value = "1-")]
     pages: PageRange,
+    /// vLLM calls in flight at once (vlm backend), across the document's pages.
+    #[arg(long, default_value_t = 100)]
+    vllm_max_in_flight: usize,
     #[command(flatten)]
     vlm: VlmFlags,
 }
@@ -119,6 +122,7 @@ async fn extractor(args: &ParseArgs) -> Result<Extractor, String> {
                 .clone()
                 .ok_or("--server-url (or MINERU_SERVER_URL) is required with --backend vlm")?;
             let mut config = ClientConfig::new(url);
+            config.max_in_flight = args.vllm_max_in_flight.max(1);
             if let Some(path) = &args.api_key_file {
                 let key = std::fs::read_to_string(path)
                     .map_err(|e| format!("{}: cannot read API key: {e}", path.display()))?;

@@ -414,8 +414,8 @@ fn plan(pages: &[PageResult]) -> Vec<PagePlan> {
             // A paragraph of its own: in `output::build` when it does not merge, and in MinerU
             // also when a block MinerU would merge into instead (a page note, ruby text, a
             // continued list) stands between.
-            // As `output::build`: on a vlm page only a paragraph is merged into.
-            if !merges && (result.backend == Backend::Text || block.plain) {
+            // As `output::build`: a paragraph continues past visual blocks.
+            if !merges && !matches!(block.kind, Kind::Visual(_)) {
                 last_flow = Some((p, blocks.len()));
             }
             if block.is_merge_target() {

@@ -213,10 +213,10 @@ pub fn build(pages: &[PageResult]) -> DocumentOutput {
                     }
                 }
                 _ => {
-                    // A vlm paragraph continues the page's last paragraph, past the images,
-                    // tables and code MinerU looks past: its flag says so only then (see
-                    // `vlm::post_process`).
-                    if result.backend == Backend::Text || item.is_plain_text() {
+                    // A paragraph continues the last one past images, tables and code, as
+                    // MinerU looks past them (on a vlm page its flag says so only then, see
+                    // `vlm::post_process`); anything else stands between.
+                    if !matches!(item.kind, "image" | "chart" | "table" | "code") {
                         last_flow = Some(items.len());
                     }
                     markdown_items.push(MarkdownPart::Item(items.len()));
@@ -408,7 +408,7 @@ const LIST_ITEM_THRESHOLD: f64 = 0.8;
 /// The items of each list container (MinerU's `fix_list_blocks`): its text blocks, then its
 /// reference entries, each taken by the first list holding 80% of it. Lists without items are
 /// left out.
-fn list_members(blocks: &[Block]) -> BTreeMap<usize, Vec<usize>> {
+pub(crate) fn list_members(blocks: &[Block]) -> BTreeMap<usize, Vec<usize>> {
     let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     let lists: Vec<usize> = (0..blocks.len())
         .filter(|&i| blocks[i].kind == BlockType::List)
@@ -718,7 +718,8 @@ fn brackets_for_display_math(text: &str) -> std::borrow::Cow<'_, str> {
     let mut rest = text;
     while let Some(start) = rest.find("\\[") {
         let body = &rest[start + 2..];
-        match body.find("\\]").filter(|&end| !body[..end].contains('\n')) {
+        let line = line_of(body);
+        match line.find("\\]") {
             Some(end) => {
                 out.push_str(&rest[..start]);
                 out.push('[');
@@ -726,9 +727,10 @@ fn brackets_for_display_math(text: &str) -> std::borrow::Cow<'_, str> {
                 out.push(']');
                 rest = &body[end + 2..];
             }
+            // No later opening on this line can close either.
             None => {
-                out.push_str(&rest[..start + 2]);
-                rest = body;
+                out.push_str(&rest[..start + 2 + line.len()]);
+                rest = &body[line.len()..];
             }
         }
     }
@@ -750,12 +752,12 @@ fn inline_spans(text: &str) -> Vec<Span<'_>> {
     while let Some(found) = rest[at..].find("\\(") {
         let start = at + found;
         let body = &rest[start + 2..];
-        let end = body
+        // Something, then the first `\)` on the same line.
+        let line = line_of(body);
+        let end = line
             .char_indices()
-            .skip(1)
-            .find(|&(i, _)| body[i..].starts_with("\\)"))
-            .map(|(i, _)| i)
-            .filter(|&end| !body[..end].contains('\n'));
+            .nth(1)
+            .and_then(|(first, _)| line[first..].find("\\)").map(|end| first + end));
         match end {
             Some(end) => {
                 spans.push(Span::Words(&rest[words_from..start]));
@@ -764,7 +766,8 @@ fn inline_spans(text: &str) -> Vec<Span<'_>> {
                 words_from = 0;
                 at = 0;
             }
-            None => at = start + 2,
+            // No later opening on this line can close either.
+            None => at = start + 2 + line.len(),
         }
     }
     spans.push(Span::Words(&rest[words_from..]));
@@ -783,6 +786,12 @@ fn half_width(words: &str) -> String {
             c => c,
         })
         .collect()
+}
+
+/// `text` up to its first line break: MinerU's patterns do not cross lines, and looking no
+/// further keeps a long answer of unclosed delimiters linear.
+fn line_of(text: &str) -> &str {
+    text.split('\n').next().unwrap_or_default()
 }
 
 /// MinerU's `escape_conservative_markdown_text`: `*`, `_`, `` ` ``, `~` and `$` get a backslash
@@ -844,12 +853,45 @@ pub(crate) fn table_html(html: &str) -> String {
     out
 }
 
+/// HTML character references decoded, as Python's `html.unescape` does for those a table
+/// holds: the five named ones and numeric ones (`&#39;`, `&#x27;`).
 fn unescape_html(text: &str) -> String {
-    text.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&")
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        let reference = &rest[at + 1..];
+        let decoded = reference.find(';').and_then(|end| {
+            let name = &reference[..end];
+            let c = match name {
+                "lt" => Some('<'),
+                "gt" => Some('>'),
+                "amp" => Some('&'),
+                "quot" => Some('"'),
+                "apos" => Some('\''),
+                _ => name
+                    .strip_prefix("#x")
+                    .or_else(|| name.strip_prefix("#X"))
+                    .map(|hex| u32::from_str_radix(hex, 16))
+                    .or_else(|| name.strip_prefix('#').map(str::parse::<u32>))
+                    .and_then(Result::ok)
+                    .and_then(char::from_u32),
+            };
+            c.map(|c| (c, end + 1))
+        });
+        match decoded {
+            Some((c, len)) => {
+                out.push(c);
+                rest = &reference[len..];
+            }
+            None => {
+                out.push('&');
+                rest = reference;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// An algorithm (code holding inline math) as MinerU renders it: HTML keeping its indentation,
@@ -863,18 +905,22 @@ fn algorithm_html(code: &str) -> String {
             // MinerU keeps no span of blanks between two formulas.
             Span::Words(words) if words.trim().is_empty() => {}
             Span::Words(words) => {
-                body.push_str(&escape_html(words));
+                body.push_str(&escape_html(&half_width(words)));
                 after_math = false;
             }
             Span::Math(latex) if !latex.trim().is_empty() => {
                 if after_math && !body.ends_with([' ', '\n', '\t']) {
                     body.push(' ');
                 }
-                body.push_str(&format!("${}$", escape_html(latex)));
+                body.push_str(&format!("${}$", escape_html(latex.trim())));
                 after_math = true;
             }
             Span::Math(_) => {}
         }
+    }
+    // MinerU writes nothing for an algorithm without a body.
+    if body.trim().is_empty() {
+        return String::new();
     }
     format!(
         "<div class=\"mineru-algorithm\" style=\"white-space: pre-wrap; font-family:monospace;\">\n{body}\n</div>"
@@ -1113,6 +1159,26 @@ mod tests {
                 "display delimiters left in text are plain brackets",
                 page(0, vec![block(BlockType::Text, 60, "So \\[a=b\\] here.")]),
                 "So [a=b] here.\n",
+            ),
+            (
+                "inline math does not reach across a line break",
+                page(
+                    0,
+                    vec![block(BlockType::Text, 60, "x \\(a\nb\\) and \\(c\\)")],
+                ),
+                "x \\(a\nb\\) and $c$\n",
+            ),
+            (
+                "character references in a table formula are decoded",
+                page(
+                    0,
+                    vec![block(
+                        BlockType::Table,
+                        60,
+                        "<table><tr><td><eq>f&#x27;(x) &amp; g</eq></td></tr></table>",
+                    )],
+                ),
+                "<table><tr><td> $f'(x) & g$ </td></tr></table>\n",
             ),
             (
                 "full-width letters and digits are ASCII, full-width punctuation stays",

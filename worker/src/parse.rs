@@ -385,7 +385,14 @@ pub async fn parse_pages(
                 let mut images = Vec::new();
                 if wanted.images {
                     for result in &mut pages {
-                        let found = doc.page_images(result.page.page_idx)?;
+                        // A page whose images cannot be read keeps its text.
+                        let found = match doc.page_images(result.page.page_idx) {
+                            Ok(found) => found,
+                            Err(error) => {
+                                tracing::warn!(page = result.page.page_idx, %error, "the page's images are left out");
+                                Vec::new()
+                            }
+                        };
                         let placed = place_images(&mut result.page.blocks, found);
                         images.extend(attach_images(result, placed));
                         work.check()?;
@@ -446,11 +453,24 @@ pub async fn parse_pages(
     }
 }
 
+/// Share of a page above which an image is its background.
+const BACKGROUND_SHARE: f64 = 0.9;
+
 /// Adds the page's images to its blocks in reading order as image blocks, and returns their
 /// JPEGs by index in `blocks`.
 fn place_images(blocks: &mut Vec<Block>, images: Vec<PageImage>) -> Vec<(usize, Vec<u8>)> {
     let mut placed: Vec<(usize, Vec<u8>)> = Vec::with_capacity(images.len());
+    let has_text = blocks
+        .iter()
+        .any(|b| b.content.as_deref().is_some_and(|t| !t.trim().is_empty()));
     for PageImage { bbox, jpeg } in images {
+        // An image under most of a page with text is the scan beneath an OCR layer, not a
+        // figure of it.
+        if has_text
+            && f64::from(bbox.area()) >= BACKGROUND_SHARE * f64::from(BBox::FULL_PAGE.area())
+        {
+            continue;
+        }
         let at = reading_position(blocks, bbox);
         for (index, _) in &mut placed {
             if *index >= at {
@@ -535,6 +555,26 @@ mod tests {
         let kinds: Vec<BlockType> = blocks.iter().map(|b| b.kind).collect();
         assert_eq!(kinds, [Text, Image, Text, Text, Image]);
         assert_eq!(placed, [(1, vec![2]), (4, vec![1])]);
+    }
+
+    #[test]
+    fn a_scan_beneath_a_text_layer_is_no_figure() {
+        let whole_page = PageImage {
+            bbox: BBox::new(0, 0, 1000, 1000).expect("valid box"),
+            jpeg: vec![1],
+        };
+        let mut words = vec![Block {
+            content: Some("OCR text".into()),
+            ..Block::new(
+                BlockType::Text,
+                BBox::new(50, 50, 950, 200).expect("valid box"),
+            )
+        }];
+        assert!(place_images(&mut words, vec![whole_page.clone()]).is_empty());
+        assert_eq!(words.len(), 1);
+        // A page of nothing but the image keeps it.
+        let mut nothing = Vec::new();
+        assert_eq!(place_images(&mut nothing, vec![whole_page]).len(), 1);
     }
 
     #[test]

@@ -337,10 +337,19 @@ impl Document {
         let pdf_page = self.page(page)?;
         let display = DisplayTransform::of(&pdf_page).map_err(|e| page_error(page, "layout", e))?;
         let mut images = Vec::new();
+        // Every draw of an image decodes it again, so the page's budget counts draws.
+        let mut pixels_left = MAX_IMAGE_PIXELS;
         for object in pdf_page.objects().iter() {
             let Some(image) = object.as_image_object() else {
                 continue;
             };
+            if images.len() == MAX_IMAGES_PER_PAGE {
+                tracing::warn!(
+                    page,
+                    "more images than {MAX_IMAGES_PER_PAGE}: the rest are left out"
+                );
+                break;
+            }
             let Some(bbox) = object
                 .bounds()
                 .ok()
@@ -356,10 +365,15 @@ impl Document {
                 (Ok(w), Ok(h)) => u64::from(w.unsigned_abs()) * u64::from(h.unsigned_abs()),
                 _ => u64::MAX,
             };
-            if pixels > MAX_IMAGE_PIXELS {
-                tracing::warn!(page, pixels, "an image too large to extract is left out");
+            if pixels > pixels_left {
+                tracing::warn!(
+                    page,
+                    pixels,
+                    "an image past the page's pixel budget is left out"
+                );
                 continue;
             }
+            pixels_left -= pixels;
             let jpeg = image
                 .get_raw_image()
                 .map_err(|e| e.to_string())
@@ -602,9 +616,11 @@ pub struct Graphics {
 
 /// The smallest side, in MinerU's 0..=1000 page frame, of an image taken for a figure.
 const MIN_IMAGE_SIDE: u16 = 10;
-/// The most pixels an extracted image may hold: a page render's default budget
-/// ([`crate::parse::PixelLimits`]).
+/// The most pixels the images extracted from one page may hold together: a page render's
+/// default budget ([`crate::parse::PixelLimits`]).
 const MAX_IMAGE_PIXELS: u64 = 100_000_000;
+/// The most images extracted from one page.
+const MAX_IMAGES_PER_PAGE: usize = 64;
 
 /// An image drawn on a page: where it is shown, and its bitmap as JPEG.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@
 //! Running headers and footers are told apart from titles by repetition: a line at a page edge is
 //! furniture only when another parsed page repeats it near the same edge (see [`parse`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 
 use crate::output::{Backend, PageResult};
@@ -156,27 +156,50 @@ impl PageDraft {
 }
 
 /// Marks the edge candidates whose signature another page repeats at the same edge, at about the
-/// same height and size.
+/// same height and size. A line sized like a heading on its page needs more: its very words at
+/// that place on two more pages, so that numbered titles ("Question 1", "Question 2") and a title
+/// two pages share stay content.
 fn confirm_running_furniture(drafts: &mut [PageDraft]) {
-    fn candidates(d: &PageDraft) -> impl Iterator<Item = &EdgeCandidate> {
-        d.groups.iter().flat_map(|g| &g.candidates)
-    }
-    let mut seen: HashMap<(Edge, &str), Vec<(usize, &EdgeCandidate)>> = HashMap::new();
-    for (page, d) in drafts.iter().enumerate() {
-        for c in candidates(d) {
-            seen.entry((c.edge, &c.signature))
-                .or_default()
-                .push((page, c));
-        }
-    }
-    let running: Vec<bool> = drafts
+    // Each candidate with its page and whether it is sized like a heading there.
+    let listed: Vec<(usize, &EdgeCandidate, bool)> = drafts
         .iter()
         .enumerate()
-        .flat_map(|(page, d)| candidates(d).map(move |c| (page, c)))
-        .map(|(page, c)| {
-            seen[&(c.edge, c.signature.as_str())]
+        .flat_map(|(page, d)| {
+            d.groups.iter().flat_map(move |g| {
+                let body = body_font_size(g.body.iter().map(|f| (f.text.as_str(), f.size)));
+                g.candidates.iter().map(move |c| {
+                    let heading = body > 0.0 && c.fragment.size >= HEADING_SIZE_RATIO * body;
+                    (page, c, heading)
+                })
+            })
+        })
+        .collect();
+    let mut seen: HashMap<(Edge, &str), Vec<(usize, &EdgeCandidate)>> = HashMap::new();
+    for &(page, c, _) in &listed {
+        seen.entry((c.edge, &c.signature))
+            .or_default()
+            .push((page, c));
+    }
+    let running: Vec<bool> = listed
+        .iter()
+        .map(|&(page, c, heading)| {
+            let mut repeats = seen[&(c.edge, c.signature.as_str())]
                 .iter()
-                .any(|&(other, o)| other != page && c.repeats(o))
+                .filter(|&&(other, o)| other != page && c.repeats(o));
+            if !heading {
+                return repeats.next().is_some();
+            }
+            let same_words = |o: &EdgeCandidate| {
+                o.fragment
+                    .text
+                    .split_whitespace()
+                    .eq(c.fragment.text.split_whitespace())
+            };
+            let pages: HashSet<usize> = repeats
+                .filter(|(_, o)| same_words(o))
+                .map(|&(other, _)| other)
+                .collect();
+            pages.len() >= 2
         })
         .collect();
     let slots = drafts
@@ -474,7 +497,7 @@ impl GroupDraft {
             .filter(|r| !r.is_empty())
             .map(rows_to_lines)
             .collect();
-        let body_size = body_font_size(lines.iter().flatten());
+        let body_size = body_font_size(lines.iter().flatten().map(|l| (l.text.as_str(), l.size)));
         let body_bold = mostly_bold(lines.iter().flatten());
         let mut paragraphs: Vec<Paragraph> = lines
             .iter()
@@ -911,11 +934,12 @@ fn row_to_line(mut row: Vec<Fragment>) -> Line {
 }
 
 /// The most common font size on the page, weighted by characters.
-fn body_font_size<'a>(lines: impl Iterator<Item = &'a Line>) -> f32 {
+/// The size most of the text (`(text, size)` pieces) is set in.
+fn body_font_size<'a>(pieces: impl Iterator<Item = (&'a str, f32)>) -> f32 {
     let mut sizes: Vec<(f32, usize)> = Vec::new();
-    for l in lines {
-        let n = l.text.chars().filter(|c| !c.is_whitespace()).count();
-        let key = (l.size * 2.0).round() / 2.0;
+    for (text, size) in pieces {
+        let n = text.chars().filter(|c| !c.is_whitespace()).count();
+        let key = (size * 2.0).round() / 2.0;
         match sizes.iter_mut().find(|s| s.0 == key) {
             Some(s) => s.1 += n,
             None => sizes.push((key, n)),
@@ -1318,6 +1342,43 @@ mod tests {
                     (vec![(Title, "Layout Notes")], vec![]),
                     (vec![], vec![(Header, "Layout Notes")]),
                     (vec![], vec![(Header, "Layout Notes")]),
+                ],
+            ),
+            (
+                "numbered titles at the top of each page stay titles",
+                vec![
+                    edged(Some((16.0, "Question 1")), None),
+                    edged(Some((16.0, "Question 2")), None),
+                    edged(Some((16.0, "Question 3")), None),
+                ],
+                vec![
+                    (vec![(Title, "Question 1")], vec![]),
+                    (vec![(Title, "Question 2")], vec![]),
+                    (vec![(Title, "Question 3")], vec![]),
+                ],
+            ),
+            (
+                "a title two pages share stays a title",
+                vec![
+                    edged(Some((16.0, "Results")), None),
+                    edged(Some((16.0, "Results")), None),
+                ],
+                vec![
+                    (vec![(Title, "Results")], vec![]),
+                    (vec![(Title, "Results")], vec![]),
+                ],
+            ),
+            (
+                "a large running header on three pages is furniture",
+                vec![
+                    edged(Some((16.0, "Annual Report")), None),
+                    edged(Some((16.0, "Annual Report")), None),
+                    edged(Some((16.0, "Annual Report")), None),
+                ],
+                vec![
+                    (vec![], vec![(Header, "Annual Report")]),
+                    (vec![], vec![(Header, "Annual Report")]),
+                    (vec![], vec![(Header, "Annual Report")]),
                 ],
             ),
             (

@@ -389,7 +389,13 @@ pub fn post_process(blocks: Vec<Block>, options: &VlmOptions) -> Vec<Block> {
                 block.kind = BlockType::Text;
             }
             if block.kind == BlockType::Text {
-                block.content = block.content.map(|text| display_math_to_inline(&text));
+                block.content = block.content.map(|text| {
+                    let text = display_math_to_inline(&text);
+                    let text = map_inline_math(&text, |latex| {
+                        format!("\\({}\\)", space_after_macros(latex))
+                    });
+                    map_inline_math(&text, underscores_out_of_math)
+                });
             }
             if block.kind != BlockType::Text {
                 block.continues_previous = false;
@@ -420,14 +426,20 @@ const LINE_STOP_FLAGS: [char; 14] = [
 /// start with a capital or a digit, their widths are alike and the next starts above the
 /// previous one's bottom (it is the next column).
 fn keep_mineru_merges(blocks: &mut [Block]) {
+    // A list's items are inside it, and a list stops the search.
+    let in_lists: Vec<usize> = crate::output::list_members(blocks)
+        .into_values()
+        .flatten()
+        .collect();
     for i in 0..blocks.len() {
         if !blocks[i].continues_previous {
             continue;
         }
-        let target = blocks[..i]
-            .iter()
+        let target = (0..i)
             .rev()
-            .find(|b| !is_merge_transparent(b.kind))
+            .find(|&j| in_lists.contains(&j) || !is_merge_transparent(blocks[j].kind))
+            .filter(|&j| !in_lists.contains(&j))
+            .map(|j| &blocks[j])
             .filter(|b| b.kind == BlockType::Text);
         let merges = target.is_some_and(|prev| mineru_merges(prev, &blocks[i]));
         blocks[i].continues_previous = merges;
@@ -579,7 +591,7 @@ fn resolve_content(
 ) -> (BlockType, String, Option<String>) {
     let (kind, content, sub_type) = match kind {
         BlockType::Table => (kind, otsl_to_html(&content), None),
-        BlockType::Image | BlockType::Chart => resolve_image_analysis(kind, content),
+        BlockType::Image | BlockType::Chart => resolve_image_analysis(&content),
         BlockType::Code | BlockType::Algorithm => resolve_code(kind, &content),
         _ => (kind, content, None),
     };
@@ -599,14 +611,15 @@ fn wrap_table_formulas(html: &str) -> String {
         let mut rest = out.as_str();
         while let Some(start) = rest.find(open) {
             let body = &rest[start + open.len()..];
-            let Some(len) = body
-                .find(close)
-                .filter(|&len| !body[..len].trim().is_empty())
-            else {
+            // Without a closing one, no later opening closes either.
+            let Some(len) = body.find(close) else {
+                break;
+            };
+            if body[..len].trim().is_empty() {
                 wrapped.push_str(&rest[..start + open.len()]);
                 rest = body;
                 continue;
-            };
+            }
             wrapped.push_str(&rest[..start]);
             wrapped.push_str(&format!("<eq>{}</eq>", body[..len].trim()));
             rest = &body[len + close.len()..];
@@ -620,30 +633,44 @@ fn wrap_table_formulas(html: &str) -> String {
 /// An image-analysis answer: a table or formula found in an image becomes one; otherwise the
 /// image keeps its structured content, or its caption when there is none, and its class (a
 /// chart its sub-class) as MinerU's `sub_type`.
-fn resolve_image_analysis(kind: BlockType, answer: String) -> (BlockType, String, Option<String>) {
-    let Some(class) = tagged(&answer, CLASS_TAGS) else {
-        return (kind, answer.trim().to_owned(), None);
+fn resolve_image_analysis(answer: &str) -> (BlockType, String, Option<String>) {
+    let field = |tags| tagged(answer, tags).unwrap_or_default();
+    // MinerU's `process_image_or_chart`: names compared in lower case, a content cut off by
+    // the length limit taken to the end, a chemical structure's content dropped.
+    let class = field(CLASS_TAGS).to_lowercase();
+    let mut content = match tagged(answer, CONTENT_TAGS) {
+        Some(content) => content,
+        None if answer.matches(CONTENT_TAGS.0).count() == 1 && !answer.contains(CONTENT_TAGS.1) => {
+            answer
+                .split(CONTENT_TAGS.0)
+                .last()
+                .unwrap_or_default()
+                .trim()
+        }
+        None => "",
     };
-    let content = tagged(&answer, CONTENT_TAGS).unwrap_or_default();
-    match class.to_lowercase().as_str() {
+    if class == "chemical" {
+        content = "";
+    }
+    match class.as_str() {
         "pure_table" => (BlockType::Table, otsl_to_html(content), None),
         "pure_formula" => (BlockType::Equation, content.to_owned(), None),
         "chart" => (
             BlockType::Chart,
             content.to_owned(),
-            Some(
-                tagged(&answer, SUB_CLASS_TAGS)
-                    .unwrap_or_default()
-                    .to_owned(),
-            ),
+            Some(field(SUB_CLASS_TAGS).to_lowercase()),
         ),
         _ => {
             let text = if content.is_empty() || class == "natural_image" {
-                tagged(&answer, CAPTION_TAGS).unwrap_or_default()
+                field(CAPTION_TAGS)
             } else {
                 content
             };
-            (BlockType::Image, text.to_owned(), Some(class.to_owned()))
+            (
+                BlockType::Image,
+                text.to_owned(),
+                Some(class).filter(|c| !c.is_empty()),
+            )
         }
     }
 }
@@ -666,6 +693,102 @@ fn resolve_code(kind: BlockType, answer: &str) -> (BlockType, String, Option<Str
         kind
     };
     (kind, code, None)
+}
+
+/// Each `\(…\)` (holding something, across lines) replaced by what `replace` makes of its
+/// LaTeX.
+fn map_inline_math(text: &str, replace: impl Fn(&str) -> String) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("\\(") {
+        let body = &rest[start + 2..];
+        let close = body
+            .char_indices()
+            .nth(1)
+            .and_then(|(first, _)| body[first..].find("\\)").map(|end| first + end));
+        let Some(end) = close else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        out.push_str(&replace(&body[..end]));
+        rest = &body[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A space between `\times`, `\to`, `\in`, `\subset` or `\cong` and the single letter the
+/// model glued to it (`\timesX`), but not in `\top`, `\int` or `\inf` (MinerU's
+/// `try_fix_macro_spacing_in_markdown`).
+fn space_after_macros(latex: &str) -> String {
+    const MACROS: [&str; 5] = ["\\cong", "\\to", "\\times", "\\subset", "\\in"];
+    const KNOWN: [&str; 3] = ["\\top", "\\int", "\\inf"];
+    let mut text = latex.to_owned();
+    for macro_name in MACROS {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find(macro_name) {
+            let after = &rest[at + macro_name.len()..];
+            let mut letters = after.chars();
+            let glued = match (letters.next(), letters.next()) {
+                (Some(l), next)
+                    if l.is_ascii_alphabetic()
+                        && !next.is_some_and(|n| n.is_ascii_alphabetic()) =>
+                {
+                    Some(l)
+                }
+                _ => None,
+            };
+            out.push_str(&rest[..at + macro_name.len()]);
+            match glued {
+                Some(l) if !KNOWN.contains(&format!("{macro_name}{l}").as_str()) => {
+                    out.push(' ');
+                    out.push(l);
+                    rest = &after[1..];
+                }
+                _ => rest = after,
+            }
+        }
+        out.push_str(rest);
+        text = out;
+    }
+    text
+}
+
+/// Blanks to fill in (three underscores or more) taken out of the math around them, the rest
+/// kept as math (MinerU's `try_move_underscores_outside`).
+fn underscores_out_of_math(latex: &str) -> String {
+    let mut parts: Vec<(bool, &str)> = Vec::new();
+    let mut from = 0;
+    let bytes = latex.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let run = bytes[i..].iter().take_while(|&&b| b == b'_').count();
+        if run >= 3 {
+            parts.push((false, &latex[from..i]));
+            parts.push((true, &latex[i..i + run]));
+            i += run;
+            from = i;
+        } else {
+            i += run.max(1);
+        }
+    }
+    if parts.is_empty() {
+        return format!("\\({latex}\\)");
+    }
+    parts.push((false, &latex[from..]));
+    parts
+        .into_iter()
+        .filter(|(blank, part)| *blank || !part.trim().is_empty())
+        .map(|(blank, part)| {
+            if blank {
+                part.to_owned()
+            } else {
+                format!("\\({part}\\)")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A paragraph's `\[…\]` becomes inline `\(…\)` unless it holds only numbers, dashes and

@@ -308,6 +308,10 @@ fn post_processing_follows_mineru() {
             with(BlockType::ListItem, "- item \\[x\\] and \\[1, 2\\]"),
             with(BlockType::Title, "a \\[x\\] title"),
             with(
+                BlockType::Text,
+                "a \\(\\timesX \\top\\) b \\(\\frac{a}{b} = ____\\)",
+            ),
+            with(
                 BlockType::Image,
                 "<|class_start|>pure_table<|class_end|><|content_start|><fcel>\\(a\\)<nl><|content_end|>",
             ),
@@ -338,6 +342,12 @@ fn post_processing_follows_mineru() {
             (BlockType::Text, Some("- item \\(x\\) and \\[1, 2\\]"), None),
             // Only paragraphs are converted.
             (BlockType::Title, Some("a \\[x\\] title"), None),
+            // A glued macro gets its space; a blank to fill in leaves the math.
+            (
+                BlockType::Text,
+                Some("a \\(\\times X \\top\\) b \\(\\frac{a}{b} = \\) ____"),
+                None
+            ),
             (
                 BlockType::Table,
                 Some("<table><tr><td><eq>a</eq></td></tr></table>"),

@@ -262,6 +262,14 @@ async fn document(
         .return_content_list
         .then(|| json(&out.content_list))
         .transpose()?;
+    let image_bytes: usize = parsed.images.iter().map(|i| i.jpeg.len()).sum();
+    if image_bytes > MAX_IMAGE_BYTES_PER_DOCUMENT {
+        return Err(ApiError::TooLarge(format!(
+            "{file}: its images take {image_bytes} bytes, more than the {MAX_IMAGE_BYTES_PER_DOCUMENT} \
+             one answer may carry (base64 adds a third); ask for fewer pages or without \
+             return_images"
+        )));
+    }
     let images = form.return_images.then(|| {
         parsed
             .images
@@ -280,6 +288,10 @@ async fn document(
         images,
     })
 }
+
+/// The most JPEG bytes the images of one document may add to an answer, which holds them
+/// base64-encoded in memory until it is sent.
+const MAX_IMAGE_BYTES_PER_DOCUMENT: usize = 256 << 20;
 
 /// A JSON output as the text of the file `mineru-api` would have written.
 fn json(value: &impl Serialize) -> Result<String, ApiError> {

@@ -84,6 +84,8 @@ impl SimConfig {
 pub struct Stats {
     /// Chat requests received (including refused and faulted ones).
     pub requests: u64,
+    /// Bytes of their bodies: what a client sends per page.
+    pub request_bytes: u64,
     /// Chat requests answered 200, per step name.
     pub answered: BTreeMap<String, u64>,
     pub deviations: u64,
@@ -109,6 +111,7 @@ struct Shared {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     requests: AtomicU64,
+    request_bytes: AtomicU64,
     deviations: AtomicU64,
     injected_errors: AtomicU64,
     dropped: AtomicU64,
@@ -194,6 +197,7 @@ pub fn start(listener: TcpListener, config: SimConfig) -> std::io::Result<SimHan
         in_flight: AtomicUsize::new(0),
         max_in_flight: AtomicUsize::new(0),
         requests: AtomicU64::new(0),
+        request_bytes: AtomicU64::new(0),
         deviations: AtomicU64::new(0),
         injected_errors: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
@@ -311,6 +315,7 @@ impl Shared {
     fn stats(&self) -> Stats {
         Stats {
             requests: self.requests.load(Ordering::Relaxed),
+            request_bytes: self.request_bytes.load(Ordering::Relaxed),
             answered: lock(&self.answered).clone(),
             deviations: self.deviations.load(Ordering::Relaxed),
             injected_errors: self.injected_errors.load(Ordering::Relaxed),
@@ -440,6 +445,9 @@ async fn chat(
 ) -> Response {
     let started = Instant::now();
     shared.requests.fetch_add(1, Ordering::Relaxed);
+    shared
+        .request_bytes
+        .fetch_add(body.len() as u64, Ordering::Relaxed);
     let _in_flight = InFlight::enter(&shared);
     if !shared.authorized(&headers) {
         return shared.reject(Deviation::Unauthorized);
