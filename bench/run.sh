@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: the worker's per-page CPU benchmark (criterion, worker/benches/pages.rs) and its
 # Python peer (bench/python/render_peer.py, MinerU's own pypdfium2 + Pillow path) on the same
-# pages, then both side by side. Installs what it needs first, idempotently: libpdfium.so and a
+# pages, then both side by side; then whole documents through the worker and through MinerU's
+# own code (worker/benches/clients.rs, which installs MinerU's virtualenvs itself). Installs what it needs first, idempotently: libpdfium.so and a
 # virtualenv pinned by bench/python/requirements.txt, both under ~/.cache/mineru-operator.
 # Extra arguments go to criterion (a filter such as `render`).
 set -euo pipefail
@@ -31,3 +32,6 @@ log "Rust: cargo bench -p mineru-worker --bench pages"
 
 log "Python: the same pages through pypdfium2 and Pillow"
 "$venv/bin/python" bench/python/render_peer.py --criterion "$target/criterion"
+
+log "Whole documents: cargo bench -p mineru-worker --bench clients"
+"${CARGO:-cargo}" bench -p mineru-worker --bench clients

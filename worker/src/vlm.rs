@@ -57,7 +57,7 @@ pub struct VlmOptions {
 }
 
 /// The vlm backend's MinerU options as command-line flags; both are on by default, as in MinerU.
-#[derive(Debug, Clone, Copy, Default, clap::Args)]
+#[derive(Debug, Clone, Copy, clap::Args)]
 pub struct VlmFlags {
     /// Do not send images and charts for analysis (MinerU's `image_analysis=False`): their crops
     /// are linked without a description.
@@ -67,6 +67,10 @@ pub struct VlmFlags {
     /// (MinerU's `enable_table_formula_eq_wrap=False`).
     #[arg(long)]
     pub no_table_formula_wrap: bool,
+    /// Pages of a document in flight at once, each holding one render (about 11 MB for a
+    /// letter page at 200 DPI): what one document can keep a GPU tier busy with.
+    #[arg(long, default_value_t = VlmOptions::default().page_window)]
+    pub page_window: usize,
 }
 
 impl VlmFlags {
@@ -74,6 +78,7 @@ impl VlmFlags {
         VlmOptions {
             image_analysis: !self.no_image_analysis,
             table_formula_wrap: !self.no_table_formula_wrap,
+            page_window: self.page_window.max(1),
             ..VlmOptions::default()
         }
     }
