@@ -14,14 +14,19 @@ use crate::{repo_path, wait_until};
 
 /// The MinerU 4 virtualenv, installed when missing.
 pub fn venv() -> Result<PathBuf> {
+    install_venv("mineru4")
+}
+
+/// The virtualenv `install-deps.sh <which>` installs (`mineru4`, `mineru3`), cached by version.
+pub fn install_venv(which: &str) -> Result<PathBuf> {
     let output = Command::new("bash")
         .arg(repo_path("e2e/scripts/install-deps.sh"))
-        .arg("mineru4")
+        .arg(which)
         .output()
-        .context("running install-deps.sh mineru4")?;
+        .with_context(|| format!("running install-deps.sh {which}"))?;
     if !output.status.success() {
         bail!(
-            "installing MinerU 4 failed: {}",
+            "install-deps.sh {which} failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
     }

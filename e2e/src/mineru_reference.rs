@@ -135,18 +135,7 @@ pub fn run_mineru(venv: &Path, server_url: &str, pdf: &Path, out: &Path) -> Resu
 
 /// The MinerU 3.4.5 virtualenv, installed when missing.
 pub fn mineru_venv() -> Result<PathBuf> {
-    let output = Command::new("bash")
-        .arg(repo_path("e2e/scripts/install-deps.sh"))
-        .arg("mineru3")
-        .output()
-        .context("running install-deps.sh mineru3")?;
-    if !output.status.success() {
-        bail!(
-            "installing MinerU 3.4.5 failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(PathBuf::from(String::from_utf8(output.stdout)?.trim()))
+    crate::mineru_api::install_venv("mineru3")
 }
 
 /// Runs the worker on every golden PDF under every scenario and compares it with MinerU's

@@ -1004,9 +1004,9 @@ fn escape_text(text: &str) -> String {
     let mut rest = text;
     while !rest.is_empty() {
         if let Some(len) = html_like(rest) {
-            out.push_str(&escape_entities(&escape_markers(&std::mem::take(
-                &mut plain,
-            ))));
+            out.push_str(&escape_entities(&crate::output::escape_markdown(
+                &std::mem::take(&mut plain),
+            )));
             out.push_str(
                 &rest[..len]
                     .replace('&', "&amp;")
@@ -1020,7 +1020,7 @@ fn escape_text(text: &str) -> String {
         plain.push(c);
         rest = &rest[c.len_utf8()..];
     }
-    out.push_str(&escape_entities(&escape_markers(&plain)));
+    out.push_str(&escape_entities(&crate::output::escape_markdown(&plain)));
     out
 }
 
@@ -1047,25 +1047,6 @@ fn html_like(s: &str) -> Option<usize> {
         return None;
     }
     line_end(body, "").map(|end| skip + end + 1)
-}
-
-/// A backslash before `*`, `_`, `` ` ``, `~` and `$` that are not already escaped.
-fn escape_markers(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut backslashes = 0;
-    for c in text.chars() {
-        if c == '\\' {
-            backslashes += 1;
-            out.push(c);
-            continue;
-        }
-        if matches!(c, '*' | '_' | '`' | '~' | '$') && backslashes % 2 == 0 {
-            out.push('\\');
-        }
-        out.push(c);
-        backslashes = 0;
-    }
-    out
 }
 
 /// `&amp;` for text that an HTML entity decoder would change (numeric references and the

@@ -796,7 +796,7 @@ fn line_of(text: &str) -> &str {
 
 /// MinerU's `escape_conservative_markdown_text`: `*`, `_`, `` ` ``, `~` and `$` get a backslash
 /// unless one already escapes them.
-fn escape_markdown(words: &str) -> String {
+pub(crate) fn escape_markdown(words: &str) -> String {
     let mut out = String::with_capacity(words.len());
     let mut backslashes = 0;
     for c in words.chars() {

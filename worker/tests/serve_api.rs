@@ -117,29 +117,40 @@ fn linked_images(
     (in_markdown, in_list, images)
 }
 
-#[tokio::test]
-async fn vlm_images_middle_json_and_model_output_come_back_as_mineru_api_returns_them() {
-    let block = |kind, [x0, y0, x1, y1]: [u32; 4]| Block {
-        angle: Some(Angle::Up),
-        ..Block::new(kind, BBox::new(x0, y0, x1, y1).expect("valid box"))
-    };
-    let scenario = Scenario {
-        layout: LayoutAnswer::Blocks(vec![
-            block(BlockType::Header, [100, 20, 900, 40]),
-            block(BlockType::Title, [100, 60, 900, 100]),
-            block(BlockType::Image, [100, 270, 600, 520]),
-            block(BlockType::ImageCaption, [100, 530, 600, 560]),
-            block(BlockType::Table, [100, 580, 900, 760]),
-            block(BlockType::Equation, [200, 780, 800, 840]),
-        ]),
-        ..Scenario::default()
-    };
+/// A vlm worker whose simulator answers every page with these upright blocks.
+async fn vlm_worker_answering(
+    layout: &[(BlockType, [u32; 4])],
+) -> (mineru_worker::simulator::SimHandle, Worker) {
+    let blocks = layout
+        .iter()
+        .map(|&(kind, [x0, y0, x1, y1])| Block {
+            angle: Some(Angle::Up),
+            ..Block::new(kind, BBox::new(x0, y0, x1, y1).expect("valid box"))
+        })
+        .collect();
     let sim = sim(SimConfig {
-        scenario,
+        scenario: Scenario {
+            layout: LayoutAnswer::Blocks(blocks),
+            ..Scenario::default()
+        },
         ..sim_config()
     })
     .await;
     let worker = Worker::vlm(&sim, &[]).await;
+    (sim, worker)
+}
+
+#[tokio::test]
+async fn vlm_images_middle_json_and_model_output_come_back_as_mineru_api_returns_them() {
+    let (sim, worker) = vlm_worker_answering(&[
+        (BlockType::Header, [100, 20, 900, 40]),
+        (BlockType::Title, [100, 60, 900, 100]),
+        (BlockType::Image, [100, 270, 600, 520]),
+        (BlockType::ImageCaption, [100, 530, 600, 560]),
+        (BlockType::Table, [100, 580, 900, 760]),
+        (BlockType::Equation, [200, 780, 800, 840]),
+    ])
+    .await;
     let form = form("paper.pdf", pdf(&["First page", "Second page"]), "vlm")
         .text("return_content_list", "true")
         .text("return_images", "true")
@@ -222,22 +233,7 @@ async fn vlm_images_middle_json_and_model_output_come_back_as_mineru_api_returns
 /// `<details>` element), off for a request that says `false` (no image call is made).
 #[tokio::test]
 async fn image_analysis_runs_unless_the_request_turns_it_off() {
-    let scenario = Scenario {
-        layout: LayoutAnswer::Blocks(vec![Block {
-            angle: Some(Angle::Up),
-            ..Block::new(
-                BlockType::Image,
-                BBox::new(100, 100, 900, 600).expect("valid box"),
-            )
-        }]),
-        ..Scenario::default()
-    };
-    let sim = sim(SimConfig {
-        scenario,
-        ..sim_config()
-    })
-    .await;
-    let worker = Worker::vlm(&sim, &[]).await;
+    let (sim, worker) = vlm_worker_answering(&[(BlockType::Image, [100, 100, 900, 600])]).await;
     let markdown = |form: reqwest::multipart::Form| async {
         let response = worker.parse(form).await;
         assert_eq!(response.status(), StatusCode::OK);
