@@ -29,6 +29,22 @@ pub fn writes<'a>(events: impl IntoIterator<Item = &'a Value>) -> Vec<String> {
         .collect()
 }
 
+/// The calls among `events` that RBAC refused (403), as `verb resource namespace`: the chart
+/// grants less than the code uses.
+pub fn forbidden<'a>(events: impl IntoIterator<Item = &'a Value>) -> Vec<String> {
+    events
+        .into_iter()
+        .filter(|event| event["stage"] == "ResponseComplete")
+        .filter(|event| event["responseStatus"]["code"] == 403)
+        .map(|event| {
+            format!(
+                "{} {} {}",
+                event["verb"], event["objectRef"]["resource"], event["objectRef"]["namespace"]
+            )
+        })
+        .collect()
+}
+
 /// True for a call made by the operator replica `identity` (its User-Agent names it).
 pub fn sent_by(event: &Value, identity: &str) -> bool {
     event["userAgent"]

@@ -326,6 +326,9 @@ fn a_rollout_crashed_after_every_write_does_each_step_once_and_routes_only_what_
 
     // Events at most once each; traffic only ever as status allowed, and the canary got some.
     assert_no_event_repeated(&scenario.plane);
+    // Restarted replicas read objects afresh: every call they made is one the chart grants.
+    let refused = audit::forbidden(&audit::events(&scenario.plane));
+    assert!(refused.is_empty(), "calls RBAC refused: {refused:?}");
     let canary_routes = assert_traffic_follows_status(&scenario.plane, &canary.worker_revision);
     assert!(canary_routes > 0, "the canary was routed traffic");
     assert!(scenario.load.answers(&canary.worker_revision).0 > 0);

@@ -143,6 +143,8 @@ fn a_mineru_deployment_becomes_both_tiers_and_settles_without_writes() {
         "steady-state writes: {:?}",
         &writes[settled..]
     );
+    let refused = audit::forbidden(&audit::events(&plane));
+    assert!(refused.is_empty(), "calls RBAC refused: {refused:?}");
 
     // Drift: a replica count someone else set is taken back.
     let worker = format!("docs-worker-{worker_revision}");

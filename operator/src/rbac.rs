@@ -33,12 +33,13 @@ const OWNED_VERBS: &[&str] = &["create", "delete", "list", "patch", "watch"];
 
 /// Every API call the operator makes, by resource.
 pub const API_ACCESS: &[ApiAccess] = &[
-    // Watched and reconciled; patched to consume manual-control annotations.
+    // Watched and reconciled; read afresh when the watch lags behind the operator's own
+    // writes; patched to consume manual-control annotations.
     ApiAccess {
         scope: Scope::Watched,
         group: "mineru.dev",
         resource: "minerudeployments",
-        verbs: &["list", "patch", "watch"],
+        verbs: &["get", "list", "patch", "watch"],
     },
     ApiAccess {
         scope: Scope::Watched,

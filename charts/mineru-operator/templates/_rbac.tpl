@@ -6,11 +6,12 @@ together.
 
 {{- /* In every watched namespace. */ -}}
 {{- define "mineru-operator.watchedRules" -}}
-# Watched and reconciled (listed once at start-up to check the CRD is installed); patched to
-# consume the mineru.dev/* manual-control annotations.
+# Watched and reconciled (listed once at start-up to check the CRD is installed); read afresh
+# when the watch lags behind the operator's own writes; patched to consume the mineru.dev/*
+# manual-control annotations.
 - apiGroups: [mineru.dev]
   resources: [minerudeployments]
-  verbs: [list, patch, watch]
+  verbs: [get, list, patch, watch]
 - apiGroups: [mineru.dev]
   resources: [minerudeployments/status]
   verbs: [patch]
