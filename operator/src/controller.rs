@@ -46,6 +46,9 @@ use crate::{
 /// How often an unchanged object is looked at again; changes of owned objects trigger sooner.
 const RESYNC: Duration = Duration::from_secs(600);
 
+/// Objects per page of a watch's list (kube-runtime's default is 500).
+const LIST_PAGE: u32 = 50;
+
 /// Fails with [`Error::CrdMissing`] when MineruDeployments cannot be listed for lack of the CRD.
 pub async fn ensure_crd(client: &Client, scope: &WatchScope) -> Result<()> {
     let namespace = scope.namespaces().into_iter().next().flatten();
@@ -66,14 +69,22 @@ pub async fn ensure_crd(client: &Client, scope: &WatchScope) -> Result<()> {
 /// [`ensure_crd`] before, so a missing CRD is one clear error instead of a retrying watch. With
 /// listed namespaces, one controller per namespace watches only there (the Roles the chart
 /// grants allow nothing else).
-pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+///
+/// At most `concurrency` objects are reconciled at once per controller: a reconcile makes a
+/// dozen API calls, and hundreds of objects reconciled together (a start, a resync) would
+/// swamp the apiserver until the Lease could not be renewed (docs/benchmarks.md).
+pub async fn run(
+    ctx: Arc<Context>,
+    concurrency: u16,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let shutdown = shutdown.shared();
     let controllers = ctx
         .rollout_io
         .scope
         .namespaces()
         .into_iter()
-        .map(|namespace| run_in(ctx.clone(), namespace, shutdown.clone()));
+        .map(|namespace| run_in(ctx.clone(), namespace, concurrency, shutdown.clone()));
     futures::future::join_all(controllers).await;
 }
 
@@ -81,49 +92,49 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
 async fn run_in(
     ctx: Arc<Context>,
     namespace: Option<String>,
+    concurrency: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
     let namespace = namespace.as_deref();
-    // Only our objects are watched, which keeps the caches small in busy clusters.
-    let owned = || {
-        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER))
-    };
+    // Only our objects are watched, which keeps the caches small in busy clusters; lists come
+    // in small pages, so that a start among hundreds of objects does not hold thousands of
+    // them in memory at once.
+    let listed = || watcher::Config::default().page_size(LIST_PAGE);
+    let owned = || listed().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
     let forgetting = ctx.clone();
-    Controller::new(
-        scope::api::<MineruDeployment>(&client, namespace),
-        watcher::Config::default(),
-    )
-    .owns(scope::api::<StatefulSet>(&client, namespace), owned())
-    .owns(scope::api::<Deployment>(&client, namespace), owned())
-    .owns(scope::api::<Service>(&client, namespace), owned())
-    .owns(scope::api::<NetworkPolicy>(&client, namespace), owned())
-    .owns(
-        scope::api::<PodDisruptionBudget>(&client, namespace),
-        owned(),
-    )
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| {
-        let ctx = forgetting.clone();
-        async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
-                Err(controller::Error::ObjectNotFound(object)) => {
-                    let namespace = object.namespace.as_deref().unwrap_or_default();
-                    ctx.metrics.forget(namespace, &object.name);
-                    ctx.outdated.forget(namespace, &object.name);
-                    let key = format!("{namespace}/{}", object.name);
-                    ctx.rollout_io.quality_rounds.cancel(&key);
-                    ctx.rollout_io.probes.stop(&key);
+    Controller::new(scope::api::<MineruDeployment>(&client, namespace), listed())
+        .owns(scope::api::<StatefulSet>(&client, namespace), owned())
+        .owns(scope::api::<Deployment>(&client, namespace), owned())
+        .owns(scope::api::<Service>(&client, namespace), owned())
+        .owns(scope::api::<NetworkPolicy>(&client, namespace), owned())
+        .owns(
+            scope::api::<PodDisruptionBudget>(&client, namespace),
+            owned(),
+        )
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| {
+            let ctx = forgetting.clone();
+            async move {
+                match result {
+                    Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
+                    Err(controller::Error::ObjectNotFound(object)) => {
+                        let namespace = object.namespace.as_deref().unwrap_or_default();
+                        ctx.metrics.forget(namespace, &object.name);
+                        ctx.outdated.forget(namespace, &object.name);
+                        let key = format!("{namespace}/{}", object.name);
+                        ctx.rollout_io.quality_rounds.cancel(&key);
+                        ctx.rollout_io.probes.stop(&key);
+                    }
+                    // error_policy already logged it with its retry delay.
+                    Err(controller::Error::ReconcilerFailed(..)) => {}
+                    Err(error) => tracing::warn!(%error, "controller stream error"),
                 }
-                // error_policy already logged it with its retry delay.
-                Err(controller::Error::ReconcilerFailed(..)) => {}
-                Err(error) => tracing::warn!(%error, "controller stream error"),
             }
-        }
-    })
-    .await;
+        })
+        .await;
 }
 
 /// Reconciles one MineruDeployment: decides from its newest version, records the decision in

@@ -88,6 +88,11 @@ struct Args {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     quality_concurrency: u16,
 
+    /// MineruDeployments reconciled at once (per watched namespace); the others wait their
+    /// turn, so that many objects at once cannot swamp the apiserver.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrent_reconciles: u16,
+
     /// Budget of one golden document on one worker.
     #[arg(long, default_value = "300s")]
     quality_timeout: mineru_crds::Duration,
@@ -238,7 +243,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     );
 
     if args.no_leader_election {
-        controller::run(ctx, stopped(stopping.clone())).await;
+        controller::run(ctx, args.concurrent_reconciles, stopped(stopping.clone())).await;
     } else {
         let duration = lease_duration(&args);
         let elector = Elector::new(
@@ -257,7 +262,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             return Ok(());
         }
         tracing::info!(identity, "leading; reconciling");
-        let mut controller = tokio::spawn(controller::run(ctx, stopped(stopping.clone())));
+        let mut controller = tokio::spawn(controller::run(
+            ctx,
+            args.concurrent_reconciles,
+            stopped(stopping.clone()),
+        ));
         tokio::select! {
             kept = elector.keep(&leadership, period, stopped(stopping.clone())) => {
                 if let Err(lost) = kept {
