@@ -3,8 +3,9 @@
 
 CARGO ?= cargo
 BIN := $(or $(CARGO_TARGET_DIR),target)/debug
+RELEASE_BIN := $(or $(CARGO_TARGET_DIR),target)/release
 
-.PHONY: demo test deps lint crds bench compare-mineru
+.PHONY: demo test deps lint crds bench bench-operator-scale compare-mineru
 
 ## The local demo on embedded defaults: the worker parses a sample document, then a real
 ## control plane, Prometheus, workers and the vLLM simulator run a rollout that is promoted and
@@ -39,6 +40,13 @@ crds:
 ## (docs/benchmarks.md).
 bench:
 	CARGO="$(CARGO)" bash bench/run.sh
+
+## The operator's own cost at scale (about 10 minutes, release build): 500 MineruDeployments on
+## kwok nodes; convergence, writes and CPU at rest, memory, reconcile latency, a restart, one
+## rollback while the others rest (docs/benchmarks.md).
+bench-operator-scale: deps
+	$(CARGO) build --release -p mineru-operator -p mineru-worker -p mineru-e2e --bins
+	$(RELEASE_BIN)/operator-scale --objects 500
 
 ## The worker's vlm output against MinerU's own: installs MinerU 3.4.5 from PyPI (about 850 MB,
 ## cached), runs it and the worker against the vLLM simulator on the golden PDFs, rewrites

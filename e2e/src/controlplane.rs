@@ -285,7 +285,8 @@ impl ControlPlane {
                 "--bind-address=127.0.0.1",
                 "--cert-dir=certs",
                 "--authorization-mode=Node,RBAC",
-                "--service-cluster-ip-range=10.0.0.0/24",
+                // Wide enough for the 3 ClusterIP Services each of 500 objects takes (operator-scale).
+                "--service-cluster-ip-range=10.0.0.0/16",
                 "--allow-privileged=true",
                 "--token-auth-file=tokens.csv",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -403,8 +404,33 @@ impl Drop for ControlPlane {
         }
         if std::thread::panicking() {
             eprintln!("control plane logs kept in {}", self.logs().display());
+            // CI keeps only the test's output, and the next run of the test deletes the logs.
+            print_log_tails(&self.logs(), 40);
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The last `lines` lines of every log under `dir`, to stderr.
+fn print_log_tails(dir: &Path, lines: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for path in paths.iter().filter(|p| p.is_file()) {
+        let text = String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned();
+        let all: Vec<&str> = text.lines().collect();
+        let tail = &all[all.len().saturating_sub(lines)..];
+        eprintln!(
+            "--- {} (last {} of {} lines)",
+            path.display(),
+            tail.len(),
+            all.len()
+        );
+        for line in tail {
+            eprintln!("{line}");
         }
     }
 }

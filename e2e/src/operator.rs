@@ -98,11 +98,14 @@ pub fn start_logged(
         // Short, so a killed leader's successor takes over quickly; long enough that renewals
         // (each with a third of the 4 s renew deadline) survive a busy 2-core machine.
         .args(["--lease-duration-seconds", "6"])
-        .arg(format!("--listen=127.0.0.1:{}", free_port()?))
         // Prometheus and the webhook receivers of the tests all listen on the loopback.
         .arg("--allowed-hosts=127.0.0.1");
     if let Some(path) = service_map {
         operator.arg("--service-map").arg(path);
+    }
+    // A caller that reads the operator's metrics names the address itself.
+    if !extra.iter().any(|arg| arg.starts_with("--listen")) {
+        operator.arg(format!("--listen=127.0.0.1:{}", free_port()?));
     }
     operator.args(extra);
     Supervised::spawn(log, operator, &plane.dir().join("logs"))

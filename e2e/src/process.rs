@@ -50,6 +50,11 @@ impl Supervised {
         })
     }
 
+    /// The process id (of the group's leader).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The component's name.
     pub fn name(&self) -> &str {
         &self.name

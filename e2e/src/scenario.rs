@@ -499,6 +499,14 @@ impl Scenario {
         self.crash_restarts
     }
 
+    /// The process id of the scenario's operator.
+    pub fn operator_pid(&self) -> u32 {
+        self.operator
+            .as_ref()
+            .expect("the scenario runs an operator")
+            .pid()
+    }
+
     /// The scenario's own operator replica, handed over (its liveness no longer checked).
     pub fn take_operator(&mut self) -> Supervised {
         self.operator.take().expect("the scenario runs an operator")

@@ -1,0 +1,415 @@
+//! `make bench-operator-scale`: the operator's own cost at scale, on the real control plane
+//! (kwok nodes). One MineruDeployment runs the e2e stack (workers, vLLM simulators, Prometheus,
+//! load); `--objects - 1` more rest beside it. Measured: the time for all of them to converge,
+//! the apiserver writes that took, and, at rest, the operator's memory, CPU and writes (goal:
+//! none), its reconcile latency, the time a restarted operator takes to look at every object
+//! again (writing nothing), and one rollout's time from a breach to the canary's weight 0 while
+//! the others rest. Prints the results as Markdown (docs/benchmarks.md).
+//!
+//! The binaries it runs are the ones beside it: `cargo build --release -p mineru-operator
+//! -p mineru-worker -p mineru-e2e --bins` measures the release operator.
+
+use std::{
+    fmt::Write as _,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use mineru_e2e::{
+    audit,
+    controlplane::{ControlPlane, Nodes},
+    operator::minimal_example,
+    process::free_port,
+    scenario::{NAMESPACE, Routing, Scenario, Setup},
+};
+use serde_json::Value;
+
+/// Where the resting objects live, beside the scenario's namespace.
+const RESTING: &str = "resting";
+
+struct Args {
+    objects: usize,
+    rest: Duration,
+}
+
+impl Args {
+    fn parse() -> Result<Self> {
+        let mut args = Args {
+            objects: 500,
+            rest: Duration::from_secs(120),
+        };
+        let mut given = std::env::args().skip(1);
+        while let Some(flag) = given.next() {
+            let value = given
+                .next()
+                .with_context(|| format!("{flag} needs a value"))?;
+            match flag.as_str() {
+                "--objects" => args.objects = value.parse()?,
+                "--rest-seconds" => args.rest = Duration::from_secs(value.parse()?),
+                other => bail!("unknown flag {other} (--objects N, --rest-seconds S)"),
+            }
+        }
+        if args.objects < 2 {
+            bail!("--objects must be at least 2: one rolls out, the others rest");
+        }
+        Ok(args)
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse()?;
+    let resting = args.objects - 1;
+    // Each object takes a GPU for its vLLM replica and two worker pods; kwok nodes take 110 pods.
+    let nodes = Nodes {
+        gpu_nodes: args.objects.div_ceil(16) + 1,
+        gpus_per_node: 16,
+        cpu_nodes: (2 * args.objects).div_ceil(100),
+    };
+    let metrics_port = free_port()?;
+    let setup = Setup {
+        operator_args: vec![format!("--listen=127.0.0.1:{metrics_port}")],
+        ..Setup::built_ins(Routing::Gateway)
+    };
+    let mut scenario = Scenario::start_with("operator-scale", &nodes, setup);
+    scenario.settle_on_stable();
+    let metrics = format!("http://127.0.0.1:{metrics_port}/metrics");
+    let mut report = Report::default();
+
+    // Convergence: every resting object applied at once, then Healthy.
+    scenario.plane.kubectl(&["create", "namespace", RESTING])?;
+    let example = minimal_example(RESTING)?;
+    let manifests: String = (0..resting)
+        .map(|i| example.replace("name: docs\n", &format!("name: docs-{i:03}\n")))
+        .collect::<Vec<_>>()
+        .join("\n---\n");
+    let file = scenario.plane.dir().join("resting.yaml");
+    std::fs::write(&file, manifests)?;
+    let audit_before = audit::events(&scenario.plane).len();
+    let applied = Instant::now();
+    scenario
+        .plane
+        .kubectl(&["apply", "--server-side", "-f", file.to_str().unwrap()])?;
+    wait_healthy(&mut scenario, resting, Duration::from_secs(1800))?;
+    report.converged = applied.elapsed();
+    report.converge_writes = operator_writes(&scenario.plane, audit_before).len();
+
+    // At rest.
+    let pid = scenario.operator_pid();
+    let audit_before = audit::events(&scenario.plane).len();
+    let cpu_before = cpu_seconds(pid)?;
+    let started = Instant::now();
+    std::thread::sleep(args.rest);
+    scenario.ensure_operator_running();
+    let elapsed = started.elapsed().as_secs_f64();
+    report.rest = args.rest;
+    report.rest_cpu = (cpu_seconds(pid)? - cpu_before) / elapsed;
+    report.rest_writes = operator_writes(&scenario.plane, audit_before);
+    report.memory = Memory::of(pid)?;
+    report.reconcile = Quantiles::from_histogram(
+        &reqwest::blocking::get(&metrics)?.text()?,
+        "mineru_operator_reconcile_duration_seconds",
+    )?;
+
+    // A restarted operator looks at every object again; it should write nothing.
+    let audit_before = audit::events(&scenario.plane).len();
+    let restarted = Instant::now();
+    scenario.restart_operator("operator-restarted");
+    wait_until_reconciled(&metrics, args.objects, Duration::from_secs(900))?;
+    report.relooked = restarted.elapsed();
+    report.restart_writes = operator_writes(&scenario.plane, audit_before);
+    report.restart_memory = Memory::of(scenario.operator_pid())?;
+
+    // One rollout while the others rest: from the breach to the canary's weight 0.
+    scenario.begin_canary();
+    scenario.fail_canary_vllm();
+    let breached = Instant::now();
+    let weight_zero = loop {
+        let status = scenario.status();
+        if status["canaryWeight"].as_i64() == Some(0) || status["lastRollback"].is_object() {
+            break breached.elapsed();
+        }
+        if breached.elapsed() > Duration::from_secs(300) {
+            bail!("no rollback within 300 s; last status: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    report.breach_to_zero = weight_zero;
+    report.rollback = scenario.status()["lastRollback"].clone();
+    report.forbidden = audit::forbidden(&audit::events(&scenario.plane));
+
+    print!("{}", report.markdown(args.objects, &nodes));
+    Ok(())
+}
+
+fn wait_healthy(scenario: &mut Scenario, count: usize, budget: Duration) -> Result<()> {
+    let deadline = Instant::now() + budget;
+    loop {
+        scenario.ensure_operator_running();
+        let list: Value = serde_json::from_str(
+            &scenario
+                .plane
+                .kubectl(&["get", "mdep", "-n", RESTING, "-o", "json"])?,
+        )?;
+        let healthy = list["items"].as_array().map_or(0, |items| {
+            items
+                .iter()
+                .filter(|item| item["status"]["phase"] == "Healthy")
+                .count()
+        });
+        if healthy == count {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{healthy} of {count} objects Healthy after {budget:?}");
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// Waits until the operator has run at least `count` reconciles.
+fn wait_until_reconciled(metrics: &str, count: usize, budget: Duration) -> Result<()> {
+    mineru_e2e::wait_until("every object reconciled again", budget, || {
+        let text = match reqwest::blocking::get(metrics).and_then(|r| r.text()) {
+            Ok(text) => text,
+            Err(_) => return Ok(None),
+        };
+        let done = sample(&text, "mineru_operator_reconciles_total").unwrap_or(0.0);
+        Ok((done >= count as f64).then_some(()))
+    })
+}
+
+/// Writes by the operator's identity after the first `skip` audit events, leases excluded.
+fn operator_writes(plane: &ControlPlane, skip: usize) -> Vec<String> {
+    let events = audit::events(plane);
+    audit::writes(
+        events
+            .iter()
+            .skip(skip)
+            .filter(|event| !audit::about_leases(event)),
+    )
+}
+
+/// User plus system CPU seconds of `pid` so far.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').context("a /proc stat line")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks / per_second)
+}
+
+#[derive(Default)]
+struct Memory {
+    rss_mib: f64,
+    peak_mib: f64,
+    anonymous_mib: f64,
+}
+
+impl Memory {
+    fn of(pid: u32) -> Result<Self> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let field = |name: &str| -> f64 {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|value| value.split_whitespace().next())
+                .and_then(|kib| kib.parse::<f64>().ok())
+                .map_or(0.0, |kib| kib / 1024.0)
+        };
+        Ok(Memory {
+            rss_mib: field("VmRSS:"),
+            peak_mib: field("VmHWM:"),
+            anonymous_mib: field("RssAnon:"),
+        })
+    }
+}
+
+#[derive(Default)]
+struct Quantiles {
+    count: f64,
+    p50: f64,
+    p95: f64,
+    p99: f64,
+}
+
+impl Quantiles {
+    /// Quantiles of a Prometheus histogram as `histogram_quantile` computes them: linear within
+    /// the bucket the rank falls in.
+    fn from_histogram(text: &str, name: &str) -> Result<Self> {
+        let prefix = format!("{name}_bucket{{le=\"");
+        let buckets: Vec<(f64, f64)> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix(&prefix))
+            .filter_map(|rest| {
+                let (bound, value) = rest.split_once("\"} ")?;
+                let bound = if bound == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    bound.parse().ok()?
+                };
+                Some((bound, value.trim().parse().ok()?))
+            })
+            .collect();
+        let count = buckets
+            .last()
+            .map(|(_, c)| *c)
+            .context("no histogram buckets")?;
+        let quantile = |q: f64| {
+            let rank = q * count;
+            let mut lower = (0.0, 0.0);
+            for &(bound, cumulative) in &buckets {
+                if cumulative >= rank {
+                    if bound.is_infinite() {
+                        return lower.0;
+                    }
+                    let within = (rank - lower.1) / (cumulative - lower.1).max(f64::MIN_POSITIVE);
+                    return lower.0 + (bound - lower.0) * within;
+                }
+                lower = (bound, cumulative);
+            }
+            lower.0
+        };
+        Ok(Quantiles {
+            count,
+            p50: quantile(0.5),
+            p95: quantile(0.95),
+            p99: quantile(0.99),
+        })
+    }
+}
+
+/// The value of an unlabelled sample.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[derive(Default)]
+struct Report {
+    converged: Duration,
+    converge_writes: usize,
+    rest: Duration,
+    rest_cpu: f64,
+    rest_writes: Vec<String>,
+    memory: Memory,
+    reconcile: Quantiles,
+    relooked: Duration,
+    restart_writes: Vec<String>,
+    restart_memory: Memory,
+    breach_to_zero: Duration,
+    rollback: Value,
+    forbidden: Vec<String>,
+}
+
+impl Report {
+    fn markdown(&self, objects: usize, nodes: &Nodes) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{objects} MineruDeployments, {} kwok nodes ({} with {} GPUs each)\n",
+            nodes.gpu_nodes + nodes.cpu_nodes,
+            nodes.gpu_nodes,
+            nodes.gpus_per_node
+        );
+        let _ = writeln!(out, "| measure | value |\n|---|---:|");
+        let rows = [
+            (
+                format!(
+                    "all {} resting objects Healthy after they are applied",
+                    objects - 1
+                ),
+                format!("{:.0} s", self.converged.as_secs_f64()),
+            ),
+            (
+                "operator writes to get there".into(),
+                self.converge_writes.to_string(),
+            ),
+            (
+                format!("operator writes at rest, {} s", self.rest.as_secs()),
+                self.rest_writes.len().to_string(),
+            ),
+            (
+                "operator CPU at rest".into(),
+                format!("{:.2}% of a core", 100.0 * self.rest_cpu),
+            ),
+            (
+                "operator RSS at rest (anonymous)".into(),
+                format!(
+                    "{:.1} MiB ({:.1} MiB)",
+                    self.memory.rss_mib, self.memory.anonymous_mib
+                ),
+            ),
+            (
+                "operator peak RSS".into(),
+                format!("{:.1} MiB", self.memory.peak_mib),
+            ),
+            (
+                format!(
+                    "reconcile p50 / p95 / p99 ({:.0} reconciles)",
+                    self.reconcile.count
+                ),
+                format!(
+                    "{:.0} / {:.0} / {:.0} ms",
+                    1e3 * self.reconcile.p50,
+                    1e3 * self.reconcile.p95,
+                    1e3 * self.reconcile.p99
+                ),
+            ),
+            (
+                format!("restarted operator: {objects} reconciles"),
+                format!("{:.0} s", self.relooked.as_secs_f64()),
+            ),
+            (
+                "restarted operator: writes meanwhile".into(),
+                self.restart_writes.len().to_string(),
+            ),
+            (
+                "restarted operator: RSS (peak)".into(),
+                format!(
+                    "{:.1} MiB ({:.1} MiB)",
+                    self.restart_memory.rss_mib, self.restart_memory.peak_mib
+                ),
+            ),
+            (
+                "calls RBAC refused (403), all phases".into(),
+                self.forbidden.len().to_string(),
+            ),
+            (
+                "one rollout: breach to canary weight 0".into(),
+                format!("{:.1} s", self.breach_to_zero.as_secs_f64()),
+            ),
+        ];
+        for (measure, value) in rows {
+            let _ = writeln!(out, "| {measure} | {value} |");
+        }
+        for (what, writes) in [
+            ("at rest", &self.rest_writes),
+            ("after the restart", &self.restart_writes),
+            ("refused", &self.forbidden),
+        ] {
+            for write in writes.iter().take(10) {
+                let _ = writeln!(out, "\nwrite {what}: {write}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\nrollback: {} on {} (value {})",
+            self.rollback["reason"].as_str().unwrap_or("-"),
+            self.rollback["check"].as_str().unwrap_or("-"),
+            self.rollback["value"]
+        );
+        let _ = writeln!(
+            out,
+            "scenario namespace {NAMESPACE}, resting namespace {RESTING}"
+        );
+        out
+    }
+}
