@@ -121,9 +121,19 @@ fn main() -> Result<()> {
 
     // One rollout while the others rest: from the breach to the canary's weight 0.
     scenario.begin_canary();
+    let failed_documents = format!(
+        "sum(mineru_worker_requests_total{{revision=\"{}\",outcome=\"error\"}}) or vector(0)",
+        scenario.canary.worker_revision
+    );
     scenario.fail_canary_vllm();
     let breached = Instant::now();
+    let mut first_failure_seen = None;
     let weight_zero = loop {
+        if first_failure_seen.is_none()
+            && query(scenario.prometheus.url(), &failed_documents)? > 0.0
+        {
+            first_failure_seen = Some(breached.elapsed());
+        }
         let status = scenario.status();
         if status["canaryWeight"].as_i64() == Some(0) || status["lastRollback"].is_object() {
             break breached.elapsed();
@@ -134,6 +144,7 @@ fn main() -> Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     };
     report.breach_to_zero = weight_zero;
+    report.failure_seen = first_failure_seen.unwrap_or(weight_zero);
     report.rollback = scenario.status()["lastRollback"].clone();
     report.forbidden = audit::forbidden(&audit::events(&scenario.plane));
 
@@ -281,6 +292,19 @@ impl Quantiles {
     }
 }
 
+/// The value of an instant query that yields one sample.
+fn query(prometheus: &str, promql: &str) -> Result<f64> {
+    let answer: Value = reqwest::blocking::Client::new()
+        .get(format!("{prometheus}/api/v1/query"))
+        .query(&[("query", promql)])
+        .send()?
+        .json()?;
+    answer["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|value| value.parse().ok())
+        .with_context(|| format!("no sample for {promql}: {answer}"))
+}
+
 /// The value of an unlabelled sample.
 fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines().find_map(|line| {
@@ -305,6 +329,7 @@ struct Report {
     restart_writes: Vec<String>,
     restart_memory: Memory,
     breach_to_zero: Duration,
+    failure_seen: Duration,
     rollback: Value,
     forbidden: Vec<String>,
 }
@@ -386,6 +411,17 @@ impl Report {
                 "one rollout: breach to canary weight 0".into(),
                 format!("{:.1} s", self.breach_to_zero.as_secs_f64()),
             ),
+            (
+                "one rollout: breach to the first failed document in Prometheus".into(),
+                format!("{:.1} s", self.failure_seen.as_secs_f64()),
+            ),
+            (
+                "one rollout: first failed document in Prometheus to canary weight 0".into(),
+                format!(
+                    "{:.1} s",
+                    (self.breach_to_zero - self.failure_seen).as_secs_f64()
+                ),
+            ),
         ];
         for (measure, value) in rows {
             let _ = writeln!(out, "| {measure} | {value} |");
@@ -411,5 +447,36 @@ impl Report {
             "scenario namespace {NAMESPACE}, resting namespace {RESTING}"
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_within_the_bucket_as_histogram_quantile_does() {
+        let text = "\
+# TYPE d histogram
+d_sum 9.0
+d_count 10
+d_bucket{le=\"0.1\"} 4
+d_bucket{le=\"0.2\"} 8
+d_bucket{le=\"0.4\"} 10
+d_bucket{le=\"+Inf\"} 10
+";
+        let q = Quantiles::from_histogram(text, "d").unwrap();
+        assert_eq!(q.count, 10.0);
+        // Rank 5 is the first of the 4 in (0.1, 0.2]: a quarter of the way.
+        assert!((q.p50 - 0.125).abs() < 1e-9, "{}", q.p50);
+        // Rank 9.5 is three quarters into (0.2, 0.4].
+        assert!((q.p95 - 0.35).abs() < 1e-9, "{}", q.p95);
+        assert!(Quantiles::from_histogram(text, "other").is_err());
+    }
+
+    #[test]
+    fn a_rank_in_the_open_bucket_is_the_highest_finite_bound() {
+        let text = "d_bucket{le=\"1\"} 1\nd_bucket{le=\"+Inf\"} 4\n";
+        assert_eq!(Quantiles::from_histogram(text, "d").unwrap().p95, 1.0);
     }
 }
