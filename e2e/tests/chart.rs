@@ -348,6 +348,11 @@ fn bad_values_are_refused_by_the_schema_naming_the_field() {
             &["--set", "quality.timeout=5min"],
             "'/quality/timeout': '5min' does not match pattern",
         ),
+        // 0 would tell kube-runtime to reconcile every object at once.
+        (
+            &["--set", "concurrentReconciles=0"],
+            "'/concurrentReconciles': minimum",
+        ),
         (
             &["--set", "reconcileDeadline=soon"],
             "'/reconcileDeadline': 'soon' does not match pattern",

@@ -160,6 +160,7 @@ pub async fn reconcile(md: Arc<MineruDeployment>, ctx: Arc<Context>) -> Result<A
     Ok(Action::requeue(next_look(
         decided.requeue_at,
         (ctx.clock)().0,
+        resync_of(&namespace, &name),
     )))
 }
 
@@ -216,12 +217,28 @@ async fn read_current(ctx: &Context, md: &MineruDeployment) -> Result<MineruDepl
 }
 
 /// When to reconcile again: when the engine asked (a pause ending, an analysis round due), and
-/// at the latest after [`RESYNC`].
-fn next_look(requeue_at: Option<Timestamp>, now: Timestamp) -> Duration {
+/// at the latest after `resync`.
+fn next_look(requeue_at: Option<Timestamp>, now: Timestamp, resync: Duration) -> Duration {
     let wanted = requeue_at
         .and_then(|at| Duration::try_from(at.duration_since(now)).ok())
-        .unwrap_or(RESYNC);
-    wanted.clamp(Duration::from_secs(1), RESYNC)
+        .unwrap_or(resync);
+    wanted.clamp(Duration::from_secs(1), resync)
+}
+
+/// The periodic look of one object: [`RESYNC`] shortened by up to a tenth, by a hash of its
+/// key, so that hundreds of objects that converged together (a start, a bulk apply) do not all
+/// come due in the same second and queue a rolling-out object's rounds behind them.
+fn resync_of(namespace: &str, name: &str) -> Duration {
+    // FNV-1a: stable across processes, so a restarted operator spreads the same way.
+    let hash = namespace
+        .bytes()
+        .chain([b'/'])
+        .chain(name.bytes())
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    let share = (hash % 1000) as f64 / 1000.0;
+    RESYNC - (RESYNC / 10).mul_f64(share)
 }
 
 /// Counts the failure and retries the object after its own growing backoff.
@@ -711,6 +728,47 @@ mod tests {
         Time(Timestamp::from_second(1_800_000_000).unwrap())
     }
 
+    #[test]
+    fn the_next_look_is_what_the_engine_asked_within_a_second_and_the_resync() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let at = |seconds: i64| Some(Timestamp::from_second(1_800_000_000 + seconds).unwrap());
+        let resync = Duration::from_secs(570);
+        for (requeue_at, expected) in [
+            (None, 570),
+            (at(30), 30),
+            (at(0), 1),
+            (at(-5), 570),
+            (at(3600), 570),
+        ] {
+            assert_eq!(
+                next_look(requeue_at, now, resync),
+                Duration::from_secs(expected),
+                "{requeue_at:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn objects_that_converged_together_come_due_spread_over_a_tenth_of_the_resync() {
+        let looks: Vec<Duration> = (0..500)
+            .map(|i| resync_of("resting", &format!("docs-{i:03}")))
+            .collect();
+        assert!(
+            looks
+                .iter()
+                .all(|look| *look > RESYNC * 9 / 10 && *look <= RESYNC)
+        );
+        // No second of the minute-long spread holds more than a few of the 500.
+        let mut per_second = BTreeMap::new();
+        for look in &looks {
+            *per_second.entry(look.as_secs()).or_insert(0) += 1;
+        }
+        assert!(per_second.len() > 50, "{per_second:?}");
+        assert!(per_second.values().all(|&n| n <= 30), "{per_second:?}");
+        assert_eq!(resync_of("a", "b"), resync_of("a", "b"));
+        assert_ne!(resync_of("a", "bc"), resync_of("ab", "c"));
+    }
+
     fn context(client: Client) -> Arc<Context> {
         let metrics = Arc::new(Metrics::default());
         Arc::new(Context::new(
@@ -813,7 +871,10 @@ mod tests {
         let md = MineruDeployment::test();
         let (m, w) = revisions(&md);
         let (result, calls) = run(ApiServer::default(), &md).await;
-        assert_eq!(result.unwrap(), Action::requeue(RESYNC));
+        assert_eq!(
+            result.unwrap(),
+            Action::requeue(resync_of(&md.namespace().unwrap(), &md.name_any()))
+        );
         let mut expected = lists();
         expected.extend([
             format!("PATCH {STATUS}"),
@@ -1164,7 +1225,10 @@ mod tests {
         let (client, calls) = server.start();
         let result = reconcile(Arc::new(md.clone()), context(client)).await;
         let calls = calls.await.unwrap();
-        assert_eq!(result.unwrap(), Action::requeue(RESYNC));
+        assert_eq!(
+            result.unwrap(),
+            Action::requeue(resync_of(&md.namespace().unwrap(), &md.name_any()))
+        );
         let status_writes: Vec<_> = calls.iter().filter(|c| c.path == STATUS).collect();
         let versions: Vec<_> = status_writes
             .iter()
