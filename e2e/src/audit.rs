@@ -29,13 +29,14 @@ pub fn writes<'a>(events: impl IntoIterator<Item = &'a Value>) -> Vec<String> {
         .collect()
 }
 
-/// The calls among `events` that RBAC refused (403), as `verb resource namespace`: the chart
-/// grants less than the code uses.
+/// The calls among `events` that RBAC refused, as `verb resource namespace`: the chart grants
+/// less than the code uses. (Admission may answer 403 too; only the authorizer's refusals
+/// count.)
 pub fn forbidden<'a>(events: impl IntoIterator<Item = &'a Value>) -> Vec<String> {
     events
         .into_iter()
         .filter(|event| event["stage"] == "ResponseComplete")
-        .filter(|event| event["responseStatus"]["code"] == 403)
+        .filter(|event| event["annotations"]["authorization.k8s.io/decision"] == "forbid")
         .map(|event| {
             format!(
                 "{} {} {}",

@@ -3,6 +3,7 @@
 
 use std::{
     fmt::Write as _,
+    io::Write as _,
     path::{Path, PathBuf},
     process::{Command, Output},
     sync::OnceLock,
@@ -412,25 +413,24 @@ impl Drop for ControlPlane {
     }
 }
 
-/// The last `lines` lines of every log under `dir`, to stderr.
+/// The last `lines` lines of every component log under `dir`, to stderr, each line cut short:
+/// enough to tell what happened without flooding the test output.
 fn print_log_tails(dir: &Path, lines: usize) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
     paths.sort();
-    for path in paths.iter().filter(|p| p.is_file()) {
-        let text = String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned();
-        let all: Vec<&str> = text.lines().collect();
-        let tail = &all[all.len().saturating_sub(lines)..];
-        eprintln!(
-            "--- {} (last {} of {} lines)",
-            path.display(),
-            tail.len(),
-            all.len()
-        );
-        for line in tail {
-            eprintln!("{line}");
+    let mut stderr = std::io::stderr().lock();
+    // The audit log is JSON bodies, read by the tests themselves.
+    for path in paths
+        .iter()
+        .filter(|p| p.is_file() && p.file_name().is_some_and(|name| name != "audit.log"))
+    {
+        let _ = writeln!(stderr, "--- {} (last {lines} lines)", path.display());
+        for line in crate::process::tail(path, lines).lines() {
+            let cut: String = line.chars().take(300).collect();
+            let _ = writeln!(stderr, "{cut}");
         }
     }
 }

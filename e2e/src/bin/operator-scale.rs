@@ -24,6 +24,9 @@ use mineru_e2e::{
 };
 use serde_json::Value;
 
+/// The identity the scenario's operator runs under.
+const OPERATOR_IDENTITY: &str = "operator-0";
+
 /// Where the resting objects live, beside the scenario's namespace.
 const RESTING: &str = "resting";
 
@@ -58,7 +61,6 @@ impl Args {
 
 fn main() -> Result<()> {
     let args = Args::parse()?;
-    let resting = args.objects - 1;
     // Each object takes a GPU for its vLLM replica and two worker pods; kwok nodes take 110 pods.
     let nodes = Nodes {
         gpu_nodes: args.objects.div_ceil(16) + 1,
@@ -71,6 +73,21 @@ fn main() -> Result<()> {
         ..Setup::built_ins(Routing::Gateway)
     };
     let mut scenario = Scenario::start_with("operator-scale", &nodes, setup);
+    // A failure panics while the scenario is alive, so that its logs are kept and their tails
+    // printed.
+    let report = measure(&mut scenario, &args, metrics_port).unwrap_or_else(|e| panic!("{e:#}"));
+    print!("{}", report.markdown(args.objects, &nodes));
+    if !report.forbidden.is_empty() {
+        bail!(
+            "the API server refused {} calls of the operator",
+            report.forbidden.len()
+        );
+    }
+    Ok(())
+}
+
+fn measure(scenario: &mut Scenario, args: &Args, metrics_port: u16) -> Result<Report> {
+    let resting = args.objects - 1;
     scenario.settle_on_stable();
     let metrics = format!("http://127.0.0.1:{metrics_port}/metrics");
     let mut report = Report::default();
@@ -79,9 +96,12 @@ fn main() -> Result<()> {
     scenario.plane.kubectl(&["create", "namespace", RESTING])?;
     let example = minimal_example(RESTING)?;
     let manifests: String = (0..resting)
-        .map(|i| example.replace("name: docs\n", &format!("name: docs-{i:03}\n")))
+        .map(|i| example.replacen("name: docs\n", &format!("name: docs-{i:03}\n"), 1))
         .collect::<Vec<_>>()
         .join("\n---\n");
+    if !manifests.contains("name: docs-000\n") {
+        bail!("examples/minimal.yaml no longer names its object `docs`");
+    }
     let file = scenario.plane.dir().join("resting.yaml");
     std::fs::write(&file, manifests)?;
     let audit_before = audit::events(&scenario.plane).len();
@@ -89,7 +109,7 @@ fn main() -> Result<()> {
     scenario
         .plane
         .kubectl(&["apply", "--server-side", "-f", file.to_str().unwrap()])?;
-    wait_healthy(&mut scenario, resting, Duration::from_secs(1800))?;
+    wait_healthy(scenario, resting, Duration::from_secs(1800))?;
     report.converged = applied.elapsed();
     report.converge_writes = operator_writes(&scenario.plane, audit_before).len();
 
@@ -110,10 +130,11 @@ fn main() -> Result<()> {
         "mineru_operator_reconcile_duration_seconds",
     )?;
 
-    // A restarted operator looks at every object again; it should write nothing.
+    // A restarted operator looks at every object again; it should write nothing. It comes back
+    // under the same identity, as a restarted pod does, so it takes its Lease back at once.
     let audit_before = audit::events(&scenario.plane).len();
     let restarted = Instant::now();
-    scenario.restart_operator("operator-restarted");
+    scenario.restart_operator(OPERATOR_IDENTITY);
     wait_until_reconciled(&metrics, args.objects, Duration::from_secs(900))?;
     report.relooked = restarted.elapsed();
     report.restart_writes = operator_writes(&scenario.plane, audit_before);
@@ -148,8 +169,7 @@ fn main() -> Result<()> {
     report.rollback = scenario.status()["lastRollback"].clone();
     report.forbidden = audit::forbidden(&audit::events(&scenario.plane));
 
-    print!("{}", report.markdown(args.objects, &nodes));
-    Ok(())
+    Ok(report)
 }
 
 fn wait_healthy(scenario: &mut Scenario, count: usize, budget: Duration) -> Result<()> {
@@ -177,15 +197,19 @@ fn wait_healthy(scenario: &mut Scenario, count: usize, budget: Duration) -> Resu
     }
 }
 
-/// Waits until the operator has run at least `count` reconciles.
+/// Waits until the operator has reconciled `count` distinct objects: each has its phase
+/// series once a reconcile of it succeeded.
 fn wait_until_reconciled(metrics: &str, count: usize, budget: Duration) -> Result<()> {
     mineru_e2e::wait_until("every object reconciled again", budget, || {
         let text = match reqwest::blocking::get(metrics).and_then(|r| r.text()) {
             Ok(text) => text,
             Err(_) => return Ok(None),
         };
-        let done = sample(&text, "mineru_operator_reconciles_total").unwrap_or(0.0);
-        Ok((done >= count as f64).then_some(()))
+        let done = text
+            .lines()
+            .filter(|line| line.starts_with("mineru_operator_phase{") && line.ends_with(" 1"))
+            .count();
+        Ok((done >= count).then_some(()))
     })
 }
 
@@ -303,17 +327,6 @@ fn query(prometheus: &str, promql: &str) -> Result<f64> {
         .as_str()
         .and_then(|value| value.parse().ok())
         .with_context(|| format!("no sample for {promql}: {answer}"))
-}
-
-/// The value of an unlabelled sample.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        line.strip_prefix(name)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
 }
 
 #[derive(Default)]
