@@ -35,3 +35,4 @@ log "Python: the same pages through pypdfium2 and Pillow"
 
 log "Whole documents: cargo bench -p mineru-worker --bench clients"
 "${CARGO:-cargo}" bench -p mineru-worker --bench clients
+"${CARGO:-cargo}" bench -p mineru-worker --bench serve

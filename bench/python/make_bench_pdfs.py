@@ -2,7 +2,8 @@
 """Writes the documents `bench-clients` measures on, deterministically (fixed seeds):
 
 - `long.pdf`: 24 US Letter pages of a report (and `long-120.pdf`, 120 such pages, for runs
-  long enough to reach a steady state): a title and headings, two-column text, a table
+  long enough to reach a steady state; `long-4.pdf`, its first 4 pages, for servers under
+  load): a title and headings, two-column text, a table
   drawn with rules, a raster figure (a 600x400 photo-like image), a sideways note in the margin
   and, every fourth page, a landscape page turned with /Rotate 90.
 - `scan.pdf`: 8 pages that are only an image each (grey text-like noise at 200 DPI), as a
@@ -173,6 +174,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     long_report(out / "long.pdf", 24)
     long_report(out / "long-120.pdf", 120)
+    long_report(out / "long-4.pdf", 4)
     scan(out / "scan.pdf")
     text_document(out / "text-50.pdf", 50)
     text_document(out / "text-500.pdf", 500)

@@ -19,17 +19,15 @@
 //! `bench/python/make_bench_pdfs.py`. Without `--bench` (as `cargo test --all-targets` runs
 //! benchmarks) it only says so.
 
+mod support;
+
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mineru_worker::simulator::{self, Faults, Scenario, SimConfig};
+use support::{MAX_NUM_SEQS, Result, WORKER, own_cpu, repo, timeval, tree_pss_kib};
 
-const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-const WORKER: &str = env!("CARGO_BIN_EXE_mineru-worker");
-/// The simulator's batch (vLLM's `--max-num-seqs`), which bounds its throughput.
-const MAX_NUM_SEQS: usize = 256;
 const FULL_CONCURRENCY: usize = 100;
 
 fn main() {
@@ -45,8 +43,6 @@ fn main() {
     }
 }
 
-type Result<T> = std::result::Result<T, String>;
-
 /// What one client process cost.
 #[derive(Debug, Clone, Copy)]
 struct Cost {
@@ -57,23 +53,13 @@ struct Cost {
 }
 
 fn run() -> Result<()> {
-    let mineru3 = venv("mineru3")?;
-    let mineru4 = venv("mineru4")?;
-    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let pdfs = work.path().join("pdfs");
-    let made = Command::new(mineru3.join("bin/python"))
-        .arg(repo("bench/python/make_bench_pdfs.py"))
-        .arg(&pdfs)
-        .output()
-        .map_err(|e| format!("make_bench_pdfs.py: {e}"))?;
-    if !made.status.success() {
-        return Err(format!(
-            "make_bench_pdfs.py: {}",
-            String::from_utf8_lossy(&made.stderr)
-        ));
-    }
+    let support::Workspace {
+        mineru3,
+        mineru4,
+        dir: work,
+        pdfs,
+    } = support::Workspace::prepare()?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    let scenario = Scenario::load(&repo("bench/scenario.yaml")).map_err(|e| e.to_string())?;
 
     println!("## vlm backend: the worker and MinerU's client against the same simulator\n");
     println!(
@@ -110,17 +96,7 @@ fn run() -> Result<()> {
                     } else {
                         client.to_owned()
                     };
-                    let sim = runtime
-                        .block_on(simulator::start_local(SimConfig {
-                            scenario: scenario.clone(),
-                            faults: Faults {
-                                latency_ms,
-                                ..Faults::default()
-                            },
-                            max_num_seqs: MAX_NUM_SEQS,
-                            ..SimConfig::new("mineru2.5")
-                        }))
-                        .map_err(|e| e.to_string())?;
+                    let sim = support::start_simulator(&runtime, latency_ms)?;
                     let out = work.path().join("out");
                     let _ = std::fs::remove_dir_all(&out);
                     let mut command = if client == "worker" {
@@ -238,24 +214,6 @@ fn run() -> Result<()> {
     Ok(())
 }
 
-fn repo(relative: &str) -> PathBuf {
-    Path::new(REPO).join(relative)
-}
-
-/// A MinerU virtualenv, installed (cached by version) when missing.
-fn venv(which: &str) -> Result<PathBuf> {
-    let out = Command::new("bash")
-        .arg(repo("e2e/scripts/install-deps.sh"))
-        .arg(which)
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("install-deps.sh {which}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("install-deps.sh {which} failed"));
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-}
-
 /// The `seconds` a peer prints: the wall time of its work, imports left out.
 fn work_seconds(stdout: &str) -> Result<f64> {
     let line = stdout.lines().last().unwrap_or_default();
@@ -278,12 +236,7 @@ fn measure(command: &mut Command, pdf: &Path) -> Result<(Cost, String)> {
     // A zombie maps nothing, so sampling ends when the client has exited.
     let peak_kib = std::thread::spawn(move || {
         let mut peak = 0u64;
-        while let Some(own) = pss_kib(root) {
-            let tree: u64 = own
-                + descendants(root)
-                    .into_iter()
-                    .filter_map(pss_kib)
-                    .sum::<u64>();
+        while let Some(tree) = tree_pss_kib(root) {
             peak = peak.max(tree);
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -319,45 +272,4 @@ fn measure(command: &mut Command, pdf: &Path) -> Result<(Cost, String)> {
         },
         stdout,
     ))
-}
-
-/// CPU time (user + system) this process has used.
-fn own_cpu() -> Duration {
-    // SAFETY: an all-zero rusage is valid and getrusage only fills it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    timeval(usage.ru_utime) + timeval(usage.ru_stime)
-}
-
-fn timeval(t: libc::timeval) -> Duration {
-    Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-}
-
-/// The proportional set size of a live process, in KiB.
-fn pss_kib(pid: u32) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()?
-        .lines()
-        .find_map(|line| line.strip_prefix("Pss:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-/// Every process below `pid`.
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    let mut queue = vec![pid];
-    while let Some(parent) = queue.pop() {
-        let tasks = std::fs::read_dir(format!("/proc/{parent}/task"))
-            .into_iter()
-            .flatten();
-        for task in tasks.flatten() {
-            let children =
-                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
-                found.push(child);
-                queue.push(child);
-            }
-        }
-    }
-    found
 }
