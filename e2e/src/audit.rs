@@ -1,5 +1,6 @@
 //! Reading the API server's audit log: who wrote what.
 
+use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 
 use crate::controlplane::ControlPlane;
@@ -56,4 +57,9 @@ pub fn sent_by(event: &Value, identity: &str) -> bool {
 /// True for a call about a Lease (leader election).
 pub fn about_leases(event: &Value) -> bool {
     event["objectRef"]["resource"] == "leases"
+}
+
+/// When the API server received the request of `event` (microseconds).
+pub fn received_at(event: &Value) -> Option<Timestamp> {
+    event["requestReceivedTimestamp"].as_str()?.parse().ok()
 }

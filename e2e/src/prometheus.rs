@@ -11,6 +11,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use k8s_openapi::jiff::Timestamp;
 
 use crate::process::{Supervised, free_port, tail};
 
@@ -44,13 +45,25 @@ pub struct Prometheus {
     url: String,
     process: Option<Supervised>,
     log: PathBuf,
+    query_log: PathBuf,
     start: Box<dyn Fn() -> Result<Supervised> + Send>,
 }
 
+/// One query Prometheus answered, from its query log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoggedQuery {
+    /// When it was answered (milliseconds).
+    pub at: Timestamp,
+    /// The PromQL.
+    pub query: String,
+}
+
 impl Prometheus {
-    /// Starts Prometheus scraping `targets` every `scrape_interval`, with state under `dir`.
+    /// Starts Prometheus scraping `targets` every `scrape_interval`, with state under `dir`. It
+    /// logs every query it answers (`queries`).
     pub async fn start(dir: &Path, targets: &[Target], scrape_interval: Duration) -> Result<Self> {
-        Self::start_configured(dir, &scrape_config(targets, scrape_interval)).await
+        let config = scrape_config(targets, scrape_interval, &query_log(dir));
+        Self::start_configured(dir, &config).await
     }
 
     /// Starts Prometheus with `config` (its YAML configuration), with state under `dir`.
@@ -82,6 +95,7 @@ impl Prometheus {
             url: format!("http://127.0.0.1:{port}"),
             process: None,
             log: dir.join("prometheus.log"),
+            query_log: query_log(dir),
             start: Box::new(start),
         };
         prometheus.restart().await?;
@@ -91,6 +105,21 @@ impl Prometheus {
     /// Base URL of the HTTP API.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Every query answered so far, in order, when the configuration logs them (`start` does).
+    pub fn queries(&self) -> Vec<LoggedQuery> {
+        std::fs::read_to_string(&self.query_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| {
+                let entry: serde_json::Value = serde_json::from_str(line).ok()?;
+                Some(LoggedQuery {
+                    at: entry["ts"].as_str()?.parse().ok()?,
+                    query: entry["params"]["query"].as_str()?.to_owned(),
+                })
+            })
+            .collect()
     }
 
     /// Stops the server (as an outage would); `restart` brings it back on the same port and data.
@@ -158,11 +187,17 @@ impl Prometheus {
     }
 }
 
-fn scrape_config(targets: &[Target], interval: Duration) -> String {
+fn query_log(dir: &Path) -> PathBuf {
+    dir.join("queries.log")
+}
+
+fn scrape_config(targets: &[Target], interval: Duration, query_log: &Path) -> String {
     // Prometheus durations take whole units only.
     let millis = interval.as_millis();
     let mut config = format!(
-        "global:\n  scrape_interval: {millis}ms\n  evaluation_interval: {millis}ms\nscrape_configs:\n"
+        "global:\n  scrape_interval: {millis}ms\n  evaluation_interval: {millis}ms\n  \
+         query_log_file: {:?}\nscrape_configs:\n",
+        query_log.display().to_string()
     );
     let mut jobs: Vec<&str> = targets.iter().map(|t| t.job.as_str()).collect();
     jobs.sort_unstable();

@@ -97,15 +97,28 @@ pub fn manifest_with_checks(model_image: &str, prometheus: &str, checks: &str) -
 /// which the post-promotion window would otherwise last; the distributions of blocks are
 /// compared from 5 documents a side (30 by default).
 pub fn built_in_manifest(model_image: &str, prometheus: &str) -> String {
-    built_ins(model_image, prometheus, Routing::Gateway)
+    built_ins(model_image, prometheus, Routing::Gateway, "")
 }
 
 /// The same with replica-ratio routing over two workers.
 pub fn built_in_replica_manifest(model_image: &str, prometheus: &str) -> String {
-    built_ins(model_image, prometheus, Routing::Replicas)
+    built_ins(model_image, prometheus, Routing::Replicas, "")
 }
 
-fn built_ins(model_image: &str, prometheus: &str, routing: Routing) -> String {
+/// How many golden documents `built_in_quality_manifest` compares in its first step.
+pub const GOLDEN_DOCUMENTS_PER_STEP: usize = 8;
+
+/// The built-in checks with Gateway routing, and a quality gate on the first step: a round of
+/// `GOLDEN_DOCUMENTS_PER_STEP` golden documents labelled `golden=docs` (`golden_documents`).
+pub fn built_in_quality_manifest(model_image: &str, prometheus: &str) -> String {
+    let quality = format!(
+        "      quality: {{goldenDocuments: {{configMapLabels: {{golden: docs}}}}, documentsPerStep: [{GOLDEN_DOCUMENTS_PER_STEP}]}}\n"
+    );
+    built_ins(model_image, prometheus, Routing::Gateway, &quality)
+}
+
+/// `quality` is YAML under `analysis` (or nothing).
+fn built_ins(model_image: &str, prometheus: &str, routing: Routing, quality: &str) -> String {
     let (replicas, routing) = match routing {
         Routing::Gateway => (1, "{gatewayAPI: {httpRoute: {name: mineru}}}"),
         Routing::Replicas => (2, "{replicas: {}}"),
@@ -124,7 +137,7 @@ fn built_ins(model_image: &str, prometheus: &str, routing: Routing) -> String {
       prometheus: {{address: "{prometheus}"}}
       interval: 2s
       evidence: {{confidence: 0.95, power: 0.8, regression: 20, minDocuments: 5}}
-      rollbackTriggers:
+{quality}      rollbackTriggers:
       - name: error-spike
         proportion:
           bad: 'sum(increase(mineru_worker_requests_total{{namespace="{{{{namespace}}}}",revision="{{{{revision}}}}",outcome=~"error|timeout|rejected"}}[{{{{window}}}}]))'

@@ -4,7 +4,10 @@
 //! the apiserver writes that took, and, at rest, the operator's memory, CPU and writes (goal:
 //! none), its reconcile latency, the time a restarted operator takes to look at every object
 //! again (writing nothing), and one rollout's time from a breach to the canary's weight 0 while
-//! the others rest. Prints the results as Markdown (docs/benchmarks.md).
+//! the others rest, taken apart from the operator's own records: its status and route writes
+//! in the audit log, its queries in Prometheus's query log. `--quality-round` runs that rollout
+//! with a round of golden documents comparing in the background. Prints the results as Markdown
+//! (docs/benchmarks.md).
 //!
 //! The binaries it runs are the ones beside it: `cargo build --release -p mineru-operator
 //! -p mineru-worker -p mineru-e2e --bins` measures the release operator.
@@ -15,12 +18,16 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use k8s_openapi::jiff::Timestamp;
 use mineru_e2e::{
     audit,
     controlplane::{ControlPlane, Nodes},
     operator::minimal_example,
     process::free_port,
-    scenario::{NAMESPACE, Routing, Scenario, Setup},
+    prometheus::LoggedQuery,
+    scenario::{
+        GOLDEN_DOCUMENTS_PER_STEP, NAMESPACE, Routing, Scenario, Setup, built_in_quality_manifest,
+    },
 };
 use serde_json::Value;
 
@@ -33,6 +40,7 @@ const RESTING: &str = "resting";
 struct Args {
     objects: usize,
     rest: Duration,
+    quality_round: bool,
 }
 
 impl Args {
@@ -40,16 +48,22 @@ impl Args {
         let mut args = Args {
             objects: 500,
             rest: Duration::from_secs(120),
+            quality_round: false,
         };
         let mut given = std::env::args().skip(1);
         while let Some(flag) = given.next() {
-            let value = given
-                .next()
-                .with_context(|| format!("{flag} needs a value"))?;
+            let mut value = || {
+                given
+                    .next()
+                    .with_context(|| format!("{flag} needs a value"))
+            };
             match flag.as_str() {
-                "--objects" => args.objects = value.parse()?,
-                "--rest-seconds" => args.rest = Duration::from_secs(value.parse()?),
-                other => bail!("unknown flag {other} (--objects N, --rest-seconds S)"),
+                "--objects" => args.objects = value()?.parse()?,
+                "--rest-seconds" => args.rest = Duration::from_secs(value()?.parse()?),
+                "--quality-round" => args.quality_round = true,
+                other => {
+                    bail!("unknown flag {other} (--objects N, --rest-seconds S, --quality-round)")
+                }
             }
         }
         if args.objects < 2 {
@@ -68,10 +82,15 @@ fn main() -> Result<()> {
         cpu_nodes: (2 * args.objects).div_ceil(100),
     };
     let metrics_port = free_port()?;
-    let setup = Setup {
+    let mut setup = Setup {
         operator_args: vec![format!("--listen=127.0.0.1:{metrics_port}")],
         ..Setup::built_ins(Routing::Gateway)
     };
+    if args.quality_round {
+        setup.template = built_in_quality_manifest;
+        // One golden document at a time, so that the round is still comparing at the breach.
+        setup.operator_args.push("--quality-concurrency=1".into());
+    }
     let mut scenario = Scenario::start_with("operator-scale", &nodes, setup);
     // A failure panics while the scenario is alive, so that its logs are kept and their tails
     // printed.
@@ -141,12 +160,29 @@ fn measure(scenario: &mut Scenario, args: &Args, metrics_port: u16) -> Result<Re
     report.restart_memory = Memory::of(scenario.operator_pid())?;
 
     // One rollout while the others rest: from the breach to the canary's weight 0.
+    let pid = scenario.operator_pid();
+    let cpu_before = cpu_seconds(pid)?;
+    let rollout_started = Instant::now();
+    if args.quality_round {
+        scenario.golden_documents(GOLDEN_DOCUMENTS_PER_STEP);
+        // A canary vLLM slow enough that the round is still comparing at the breach.
+        scenario.slow_canary_vllm(Duration::from_secs(1));
+    }
     scenario.begin_canary();
+    if args.quality_round {
+        scenario.wait_for(
+            "the golden round under way",
+            Duration::from_secs(180),
+            |s| !golden_compared(s).is_empty(),
+        );
+    }
     let failed_documents = format!(
         "sum(mineru_worker_requests_total{{revision=\"{}\",outcome=\"error\"}}) or vector(0)",
         scenario.canary.worker_revision
     );
+    report.golden_at_breach = golden_compared(&scenario.status()).len();
     scenario.fail_canary_vllm();
+    let breached_at = Timestamp::now();
     let breached = Instant::now();
     let mut first_failure_seen = None;
     let weight_zero = loop {
@@ -164,9 +200,27 @@ fn measure(scenario: &mut Scenario, args: &Args, metrics_port: u16) -> Result<Re
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    report.breach_to_zero = weight_zero;
     report.failure_seen = first_failure_seen.unwrap_or(weight_zero);
-    report.rollback = scenario.status()["lastRollback"].clone();
+    let status = scenario.status();
+    report.rollback = status["lastRollback"].clone();
+    report.golden_at_rollback = golden_compared(&status).len();
+    // The route is written after the status that decided it.
+    let canary = scenario.canary.worker_revision.clone();
+    let timeline = || {
+        let events = audit::events(&scenario.plane);
+        Timeline::of(
+            &events,
+            &scenario.prometheus.queries(),
+            breached_at,
+            &canary,
+        )
+    };
+    report.timeline = mineru_e2e::wait_until("the route write", Duration::from_secs(30), || {
+        Ok(timeline().ok())
+    })
+    .or_else(|_| timeline())?;
+    report.rollout_cpu = (cpu_seconds(pid)? - cpu_before) / rollout_started.elapsed().as_secs_f64();
+    report.rollout_memory = Memory::of(pid)?;
     report.forbidden = audit::forbidden(&audit::events(&scenario.plane));
 
     Ok(report)
@@ -195,6 +249,16 @@ fn wait_healthy(scenario: &mut Scenario, count: usize, budget: Duration) -> Resu
         }
         std::thread::sleep(Duration::from_secs(2));
     }
+}
+
+/// The golden documents the round has compared so far, by verdict.
+fn golden_compared(status: &Value) -> Vec<&str> {
+    status["quality"].as_array().map_or(Vec::new(), |results| {
+        results
+            .iter()
+            .map(|result| result["verdict"].as_str().unwrap_or("-"))
+            .collect()
+    })
 }
 
 /// Waits until the operator has reconciled `count` distinct objects: each has its phase
@@ -329,6 +393,110 @@ fn query(prometheus: &str, promql: &str) -> Result<f64> {
         .with_context(|| format!("no sample for {promql}: {answer}"))
 }
 
+/// One rollback's course in seconds from the breach, from the operator's own records: its
+/// status and route writes in the audit log (which keeps their bodies) and its queries in
+/// Prometheus's query log.
+#[derive(Debug, Default, PartialEq)]
+struct Timeline {
+    /// The first status write with a check failing (a promotion criterion or a rollback
+    /// trigger): the evidence sufficed.
+    breach_recorded: f64,
+    /// The first query of the analysis round that rolled back.
+    deciding_round: f64,
+    /// The status write recording the rollback.
+    rollback_recorded: f64,
+    /// The first route write after it.
+    route_written: f64,
+    /// Analysis rounds from the one that found a check failing to the one that rolled back,
+    /// both counted: more than one when a trigger has to hold its breach (`for`).
+    rounds: usize,
+}
+
+/// Queries closer together than this many seconds belong to one analysis round (rounds are 2 s
+/// apart).
+const ROUND_GAP: f64 = 0.5;
+
+impl Timeline {
+    /// From the audit `events` and Prometheus's logged `queries`: the course of the first
+    /// rollback after `breach` in the scenario's namespace, judged from `canary`'s queries.
+    fn of(
+        events: &[Value],
+        queries: &[LoggedQuery],
+        breach: Timestamp,
+        canary: &str,
+    ) -> Result<Timeline> {
+        let since = |at: Timestamp| at.duration_since(breach).as_secs_f64();
+        let after: Vec<(Timestamp, &Value)> = events
+            .iter()
+            .filter(|event| event["stage"] == "ResponseComplete")
+            .filter(|event| {
+                event["responseStatus"]["code"]
+                    .as_i64()
+                    .is_some_and(|c| c < 300)
+            })
+            .filter(|event| event["objectRef"]["namespace"] == NAMESPACE)
+            .filter_map(|event| Some((audit::received_at(event)?, event)))
+            .filter(|(at, _)| *at >= breach)
+            .collect();
+        let status_writes = || {
+            after.iter().filter(|(_, event)| {
+                event["objectRef"]["resource"] == "minerudeployments"
+                    && event["objectRef"]["subresource"] == "status"
+            })
+        };
+        let &(breach_recorded, _) = status_writes()
+            .find(|(_, event)| {
+                event["requestObject"]["status"]["checks"]
+                    .as_array()
+                    .is_some_and(|checks| checks.iter().any(|check| check["verdict"] == "Fail"))
+            })
+            .context("no status write recorded a failing check")?;
+        let &(rollback_recorded, _) = status_writes()
+            .find(|(_, event)| event["requestObject"]["status"]["lastRollback"].is_object())
+            .context("no status write recorded the rollback")?;
+        let &(route_written, _) = after
+            .iter()
+            .find(|(at, event)| {
+                *at >= rollback_recorded && event["objectRef"]["resource"] == "httproutes"
+            })
+            .context("no route write after the rollback")?;
+
+        // The canary's analysis rounds, each a burst of queries.
+        // (The operator's name the namespace; the harness's own do not.)
+        let (namespace, revision) = (
+            format!("namespace=\"{NAMESPACE}\""),
+            format!("revision=\"{canary}\""),
+        );
+        let mut rounds: Vec<Timestamp> = Vec::new();
+        let mut last: Option<Timestamp> = None;
+        for query in queries
+            .iter()
+            .filter(|q| q.query.contains(&namespace) && q.query.contains(&revision))
+        {
+            if last.is_none_or(|last| query.at.duration_since(last).as_secs_f64() > ROUND_GAP) {
+                rounds.push(query.at);
+            }
+            last = Some(query.at);
+        }
+        // Each round's status write follows its queries.
+        let round_before = |write: Timestamp, what: &str| {
+            rounds
+                .iter()
+                .rposition(|round| *round <= write)
+                .with_context(|| format!("no analysis round before {what} was recorded"))
+        };
+        let first = round_before(breach_recorded, "the breach")?;
+        let decided = round_before(rollback_recorded, "the rollback")?;
+        Ok(Timeline {
+            breach_recorded: since(breach_recorded),
+            deciding_round: since(rounds[decided]),
+            rollback_recorded: since(rollback_recorded),
+            route_written: since(route_written),
+            rounds: decided + 1 - first,
+        })
+    }
+}
+
 #[derive(Default)]
 struct Report {
     converged: Duration,
@@ -341,14 +509,19 @@ struct Report {
     relooked: Duration,
     restart_writes: Vec<String>,
     restart_memory: Memory,
-    breach_to_zero: Duration,
     failure_seen: Duration,
+    timeline: Timeline,
+    golden_at_breach: usize,
+    golden_at_rollback: usize,
+    rollout_cpu: f64,
+    rollout_memory: Memory,
     rollback: Value,
     forbidden: Vec<String>,
 }
 
 impl Report {
     fn markdown(&self, objects: usize, nodes: &Nodes) -> String {
+        let t = &self.timeline;
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -421,19 +594,46 @@ impl Report {
                 self.forbidden.len().to_string(),
             ),
             (
-                "one rollout: breach to canary weight 0".into(),
-                format!("{:.1} s", self.breach_to_zero.as_secs_f64()),
+                "one rollout: breach to the route write that sets the canary's weight to 0".into(),
+                format!("{:.1} s", t.route_written),
             ),
             (
-                "one rollout: breach to the first failed document in Prometheus".into(),
+                "— to the first failed document in Prometheus".into(),
                 format!("{:.1} s", self.failure_seen.as_secs_f64()),
             ),
             (
-                "one rollout: first failed document in Prometheus to canary weight 0".into(),
+                "— to the status write of the first round with a check failing".into(),
+                format!("{:.1} s", t.breach_recorded),
+            ),
+            (
                 format!(
-                    "{:.1} s",
-                    (self.breach_to_zero - self.failure_seen).as_secs_f64()
+                    "— to the first query of the round that rolled back ({} rounds failing)",
+                    t.rounds
                 ),
+                format!("{:.1} s", t.deciding_round),
+            ),
+            (
+                "the operator's act: that round's first query to its status write".into(),
+                format!("{:.0} ms", 1e3 * (t.rollback_recorded - t.deciding_round)),
+            ),
+            (
+                "the operator's act: that round's first query to the route write".into(),
+                format!("{:.0} ms", 1e3 * (t.route_written - t.deciding_round)),
+            ),
+            (
+                "operator CPU from the canary's start to the route write".into(),
+                format!("{:.2}% of a core", 100.0 * self.rollout_cpu),
+            ),
+            (
+                "operator RSS then (peak since the restart)".into(),
+                format!(
+                    "{:.1} MiB ({:.1} MiB)",
+                    self.rollout_memory.rss_mib, self.rollout_memory.peak_mib
+                ),
+            ),
+            (
+                "golden documents compared at the breach, and at the rollback".into(),
+                format!("{} and {}", self.golden_at_breach, self.golden_at_rollback),
             ),
         ];
         for (measure, value) in rows {
@@ -466,6 +666,92 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(seconds: f64) -> Timestamp {
+        Timestamp::from_millisecond(1_800_000_000_000 + (seconds * 1e3) as i64).unwrap()
+    }
+
+    fn write(seconds: f64, resource: &str, subresource: &str, status: Value) -> Value {
+        serde_json::json!({
+            "stage": "ResponseComplete",
+            "responseStatus": {"code": 200},
+            "requestReceivedTimestamp": at(seconds).to_string(),
+            "objectRef": {"namespace": NAMESPACE, "resource": resource, "subresource": subresource},
+            "requestObject": {"status": status},
+        })
+    }
+
+    fn checks(verdict: &str) -> Value {
+        serde_json::json!({"checks": [
+            {"kind": "Promotion", "verdict": "Pass"},
+            {"kind": "Trigger", "verdict": verdict},
+        ]})
+    }
+
+    fn queried(seconds: f64, query: &str) -> LoggedQuery {
+        LoggedQuery {
+            at: at(seconds),
+            query: query.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_rollback_is_taken_apart_from_the_writes_and_the_rounds_queries() {
+        let canary = format!(r#"x{{namespace="{NAMESPACE}",revision="c1"}}"#);
+        let stable = format!(r#"x{{namespace="{NAMESPACE}",revision="s1"}}"#);
+        let events = vec![
+            // Before the breach: not this rollback's.
+            write(-1.0, "minerudeployments", "status", checks("Fail")),
+            write(1.0, "minerudeployments", "status", checks("Inconclusive")),
+            write(3.1, "minerudeployments", "status", checks("Fail")),
+            write(5.1, "minerudeployments", "status", checks("Fail")),
+            write(
+                7.05,
+                "minerudeployments",
+                "status",
+                serde_json::json!({"lastRollback": {"reason": "TriggerFired"}}),
+            ),
+            write(7.2, "httproutes", "", Value::Null),
+        ];
+        let mut queries = Vec::new();
+        for round in [1.0, 3.0, 5.0, 7.0] {
+            queries.push(queried(round, &canary));
+            queries.push(queried(round + 0.02, &stable));
+            queries.push(queried(round + 0.03, &canary));
+        }
+        // The harness's own query names the revision, not the namespace.
+        queries.push(queried(6.0, r#"sum(x{revision="c1"})"#));
+        let timeline = Timeline::of(&events, &queries, at(0.0), "c1").unwrap();
+        let rounded = |s: f64| (s * 1e3).round() / 1e3;
+        assert_eq!(
+            (
+                rounded(timeline.breach_recorded),
+                rounded(timeline.deciding_round),
+                rounded(timeline.rollback_recorded),
+                rounded(timeline.route_written),
+                timeline.rounds
+            ),
+            (3.1, 7.0, 7.05, 7.2, 3)
+        );
+    }
+
+    #[test]
+    fn a_rollback_not_yet_routed_is_not_a_timeline() {
+        let events = vec![
+            write(3.1, "minerudeployments", "status", checks("Fail")),
+            write(
+                7.05,
+                "minerudeployments",
+                "status",
+                serde_json::json!({"lastRollback": {}}),
+            ),
+        ];
+        let queries = [queried(
+            3.0,
+            &format!(r#"namespace="{NAMESPACE}",revision="c1""#),
+        )];
+        assert!(Timeline::of(&events, &queries, at(0.0), "c1").is_err());
+    }
 
     #[test]
     fn quantiles_interpolate_within_the_bucket_as_histogram_quantile_does() {
