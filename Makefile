@@ -41,12 +41,15 @@ crds:
 bench:
 	CARGO="$(CARGO)" bash bench/run.sh
 
-## The operator's own cost at scale (about 10 minutes, release build): 500 MineruDeployments on
+## The operator's own cost at scale (about 15 minutes, release build): 500 MineruDeployments on
 ## kwok nodes; convergence, writes and CPU at rest, memory, reconcile latency, a restart, one
-## rollback while the others rest (docs/benchmarks.md).
+## rollback while the others rest; then that rollback with a golden round comparing
+## (docs/benchmarks.md).
 bench-operator-scale: deps
 	$(CARGO) build --release -p mineru-operator -p mineru-worker -p mineru-e2e --bins
 	$(RELEASE_BIN)/operator-scale --objects 500
+	$(RELEASE_BIN)/operator-scale --objects 2 --rest-seconds 10
+	$(RELEASE_BIN)/operator-scale --objects 2 --rest-seconds 10 --quality-round
 
 ## The worker's vlm output against MinerU's own: installs MinerU 3.4.5 from PyPI (about 850 MB,
 ## cached), runs it and the worker against the vLLM simulator on the golden PDFs, rewrites
