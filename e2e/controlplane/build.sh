@@ -2,23 +2,59 @@
 # Builds a real Kubernetes control plane (kube-apiserver, kube-controller-manager, kube-scheduler,
 # kubectl, etcd) and kwok from the Go module proxy, plus helm, into a cache directory keyed by
 # the pinned versions. A warm cache rebuilds nothing; prints the bin directory on stdout.
+# For the real node (e2e/src/node.rs) it also builds the kubelet and kube-proxy of the same
+# Kubernetes version, CoreDNS (the cluster DNS, run on the host), the CNI plugins (into
+# cni-bin/ beside bin/) and the pod sandbox's pause process (e2e/controlplane/pause).
 set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 K8S_VERSION="${K8S_VERSION:-v1.37.2}"
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
 HELM_VERSION="${HELM_VERSION:-v3.19.5}"
 GATEWAY_API_VERSION="${GATEWAY_API_VERSION:-v1.4.1}"
+CNI_PLUGINS_VERSION="${CNI_PLUGINS_VERSION:-v1.10.0}"
+COREDNS_VERSION="${COREDNS_VERSION:-v1.15.0}"
 
 cache_root="${MINERU_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mineru-operator}"
 # Bump LAYOUT when the cache's contents change shape.
-LAYOUT=2
-key="layout${LAYOUT}_k8s-${K8S_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}_gwapi-${GATEWAY_API_VERSION}"
+LAYOUT=3
+key="layout${LAYOUT}_k8s-${K8S_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}_gwapi-${GATEWAY_API_VERSION}_cni-${CNI_PLUGINS_VERSION}_coredns-${COREDNS_VERSION}"
 out="$cache_root/controlplane/$key"
 bin="$out/bin"
 
 log() { echo "controlplane: $*" >&2; }
 
-if [ -f "$out/.complete" ]; then
+# pause and CoreDNS are built from this repository's main.go files (CoreDNS with only the
+# plugins the real node's Corefile uses, in its own module: its client-go differs from the
+# control plane's). Each has its own stamp, keyed by its source's hash (and CoreDNS's version),
+# so that a change rebuilds just that binary.
+pause_stamp="$out/.pause-$(sha256sum "$here/pause/main.go" | cut -c1-16)"
+coredns_stamp="$out/.coredns-$COREDNS_VERSION-$(sha256sum "$here/coredns/main.go" | cut -c1-16)"
+# build_stamped NAME STAMP [MODULE@VERSION]: builds $here/NAME/main.go into $bin/NAME.
+build_stamped() {
+  local name="$1" stamp="$2" requires="${3:-}"
+  log "building $name (${stamp##*/.})"
+  local mod="$out/$name-module"
+  rm -rf "$mod"
+  mkdir -p "$mod" "$bin"
+  cp "$here/$name/main.go" "$mod/"
+  (
+    cd "$mod"
+    go mod init "mineru.dev/e2e/$name" >&2
+    if [ -n "$requires" ]; then
+      GOFLAGS=-buildvcs=false go get "$requires" >&2
+      GOFLAGS=-buildvcs=false go mod tidy >&2
+    fi
+    CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -ldflags='-s -w' -o "$bin/$name.partial" . >&2
+  )
+  mv "$bin/$name.partial" "$bin/$name"
+  rm -f "$out/.$name"-*
+  touch "$stamp"
+}
+build_pause() { build_stamped pause "$pause_stamp"; }
+build_coredns() { build_stamped coredns "$coredns_stamp" "github.com/coredns/coredns@$COREDNS_VERSION"; }
+
+if [ -f "$out/.complete" ] && [ -f "$pause_stamp" ] && [ -f "$coredns_stamp" ]; then
   echo "$bin"
   exit 0
 fi
@@ -27,6 +63,8 @@ mkdir -p "$out"
 exec 9>"$out/.lock"
 flock 9
 if [ -f "$out/.complete" ]; then
+  [ -f "$pause_stamp" ] || build_pause
+  [ -f "$coredns_stamp" ] || build_coredns
   echo "$bin"
   exit 0
 fi
@@ -76,6 +114,37 @@ go get "${packages[@]/%/@$K8S_VERSION}" "go.etcd.io/etcd/server/v3@$etcd_version
 log "building ${packages[*]} and etcd (many minutes on a cold machine)"
 go build -trimpath -ldflags='-s -w' -o "$bin/" "${packages[@]}" >&2
 go build -trimpath -ldflags='-s -w' -o "$bin/etcd" go.etcd.io/etcd/server/v3 >&2
+
+# The node's components come from the same module (their requirements only add to the control
+# plane's). Without the version stamps the kubelet registers its node as v0.0.0-master.
+node_packages=(k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
+minor="${K8S_VERSION#v1.}"
+minor="${minor%%.*}"
+version_ldflags="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+log "building ${node_packages[*]}"
+go get "${node_packages[@]/%/@$K8S_VERSION}" >&2
+go build -trimpath -ldflags="-s -w $version_ldflags" -o "$bin/" "${node_packages[@]}" >&2
+
+# The plugins' packages, not the module root: `go get` of the module alone leaves their own
+# dependencies out of go.sum. containerd's CRI always runs loopback for the pods' lo.
+log "building the CNI plugins $CNI_PLUGINS_VERSION"
+cni_mod="$out/cni-module"
+rm -rf "$cni_mod"
+mkdir -p "$cni_mod" "$out/cni-bin"
+cni_packages=()
+for plugin in main/bridge ipam/host-local main/loopback meta/portmap; do
+  cni_packages+=("github.com/containernetworking/plugins/plugins/$plugin")
+done
+(
+  cd "$cni_mod"
+  go mod init mineru.dev/e2e/cni >&2
+  go get "${cni_packages[@]/%/@$CNI_PLUGINS_VERSION}" >&2
+  go build -trimpath -ldflags='-s -w' -o "$out/cni-bin/" "${cni_packages[@]}" >&2
+)
+
+build_coredns
+
+build_pause
 
 log "building kwok $KWOK_VERSION and helm $HELM_VERSION"
 GOBIN="$bin" go install -trimpath -ldflags='-s -w' "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" >&2

@@ -6,6 +6,7 @@
 #   - hadolint (PyPI), actionlint (Go module proxy) and shellcheck (Debian): lints of images/ and CI
 #   - the Prometheus Operator's CRDs, from its Go module (the chart's server-side dry run)
 #   - PostgreSQL (Debian): the workers' shared /v1 job store in e2e
+#   - containerd, runc, nftables, iptables, iproute2, kmod (Debian): the e2e real node (e2e/src/node.rs)
 #   - MinerU 4 (PyPI, a virtualenv): mineru-api and MinerU's own client, the /v1 API's reference
 # Caches live outside the repository, keyed by version; a warm machine does nothing here.
 set -euo pipefail
@@ -122,6 +123,12 @@ missing=()
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v lua5.1 >/dev/null 2>&1 || missing+=(lua5.1)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+# The real node: containerd runs pods through runc; kube-proxy programs nftables (and clears stale
+# conntrack flows over netlink, no conntrack tool), the kubelet iptables(-nft) chains; the node
+# sets up its bridge and Service route with ip and loads br_netfilter with modprobe.
+for tool in containerd:containerd runc:runc nft:nftables iptables:iptables ip:iproute2 modprobe:kmod; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
+done
 if ((${#missing[@]})); then
   log "installing Debian packages: ${missing[*]}"
   sudo_cmd=()
@@ -132,6 +139,7 @@ if ((${#missing[@]})); then
   if command -v service >/dev/null 2>&1; then
     "${sudo_cmd[@]}" service prometheus stop >/dev/null 2>&1 || true
     "${sudo_cmd[@]}" service postgresql stop >/dev/null 2>&1 || true
+    "${sudo_cmd[@]}" service containerd stop >/dev/null 2>&1 || true
   fi
 fi
 

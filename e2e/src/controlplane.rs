@@ -21,6 +21,17 @@ pub const OPERATOR_SERVICE_ACCOUNT: &str = "mineru-operator";
 
 const ADMIN_TOKEN: &str = "e2e-admin-token";
 const OPERATOR_TOKEN: &str = "e2e-operator-token";
+const NODE_TOKEN: &str = "e2e-node-token";
+const KUBE_PROXY_TOKEN: &str = "e2e-kube-proxy-token";
+
+/// The name of the one real node (e2e/src/node.rs) a plane can have; its kubelet authenticates as
+/// `system:node:<name>`, which the Node authorizer confines to its own node and pods.
+pub const REAL_NODE: &str = "real-node";
+
+/// Where Services get their ClusterIPs: outside any address of this host's networks, so that the
+/// real node's kube-proxy routes them, and wide enough for the 3 ClusterIP Services each of 500
+/// objects takes (operator-scale).
+pub const SERVICE_CIDR: &str = "198.19.0.0/16";
 
 /// Fake nodes the cluster gets.
 #[derive(Clone, Debug)]
@@ -50,6 +61,8 @@ pub const KUBERNETES_VERSION: &str = "1.37.2";
 /// The built binaries, and the Gateway API CRDs and kwok stages next to them.
 pub struct Toolchain {
     pub bin: PathBuf,
+    /// The CNI plugins the real node's containerd runs.
+    pub cni_bin: PathBuf,
     pub gateway_api_crds: PathBuf,
     pub kwok_stages: PathBuf,
 }
@@ -75,6 +88,7 @@ pub fn toolchain() -> Result<&'static Toolchain> {
     let bin = PathBuf::from(String::from_utf8(output.stdout)?.trim());
     Ok(TOOLCHAIN.get_or_init(|| Toolchain {
         gateway_api_crds: bin.with_file_name("gateway-api-crds"),
+        cni_bin: bin.with_file_name("cni-bin"),
         kwok_stages: bin.with_file_name("kwok-stages.yaml"),
         bin,
     }))
@@ -133,6 +147,16 @@ impl ControlPlane {
     /// Kubeconfig of a cluster administrator.
     pub fn admin_kubeconfig(&self) -> PathBuf {
         self.dir.join("admin.kubeconfig")
+    }
+
+    /// Kubeconfig of the real node's kubelet (`system:node:real-node`).
+    pub fn node_kubeconfig(&self) -> PathBuf {
+        self.dir.join("node.kubeconfig")
+    }
+
+    /// Kubeconfig of kube-proxy (`system:kube-proxy`, bound to `system:node-proxier`).
+    pub fn kube_proxy_kubeconfig(&self) -> PathBuf {
+        self.dir.join("kube-proxy.kubeconfig")
     }
 
     /// Kubeconfig of the operator's ServiceAccount identity (RBAC applies to it).
@@ -225,13 +249,17 @@ impl ControlPlane {
             format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}");
         let tokens = format!(
             "{ADMIN_TOKEN},e2e-admin,e2e-admin,\"system:masters\"\n\
-             {OPERATOR_TOKEN},{operator_user},e2e-operator,\"system:serviceaccounts,system:serviceaccounts:{OPERATOR_NAMESPACE},system:authenticated\"\n"
+             {OPERATOR_TOKEN},{operator_user},e2e-operator,\"system:serviceaccounts,system:serviceaccounts:{OPERATOR_NAMESPACE},system:authenticated\"\n\
+             {NODE_TOKEN},system:node:{REAL_NODE},e2e-node,\"system:nodes\"\n\
+             {KUBE_PROXY_TOKEN},system:kube-proxy,e2e-kube-proxy\n"
         );
         std::fs::write(self.dir.join("tokens.csv"), tokens)?;
         std::fs::write(self.dir.join("audit-policy.yaml"), AUDIT_POLICY)?;
         for (file, token) in [
             ("admin.kubeconfig", ADMIN_TOKEN),
             ("operator.kubeconfig", OPERATOR_TOKEN),
+            ("node.kubeconfig", NODE_TOKEN),
+            ("kube-proxy.kubeconfig", KUBE_PROXY_TOKEN),
         ] {
             std::fs::write(self.dir.join(file), kubeconfig(&self.api_url, token))?;
         }
@@ -282,12 +310,11 @@ impl ControlPlane {
         apiserver
             .arg(format!("--etcd-servers={etcd}"))
             .arg(format!("--secure-port={port}"))
+            .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
             .args([
                 "--bind-address=127.0.0.1",
                 "--cert-dir=certs",
                 "--authorization-mode=Node,RBAC",
-                // Wide enough for the 3 ClusterIP Services each of 500 objects takes (operator-scale).
-                "--service-cluster-ip-range=10.0.0.0/16",
                 "--allow-privileged=true",
                 "--token-auth-file=tokens.csv",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -361,6 +388,9 @@ impl ControlPlane {
     }
 
     fn create_nodes(&self, nodes: &Nodes) -> Result<()> {
+        if nodes.gpu_nodes + nodes.cpu_nodes == 0 {
+            return Ok(());
+        }
         let mut manifest = String::new();
         for index in 0..nodes.gpu_nodes {
             let gpus = nodes.gpus_per_node;

@@ -1,11 +1,14 @@
 //! Harness of the end-to-end suite: a real Kubernetes control plane (etcd, kube-apiserver,
-//! kube-controller-manager, kube-scheduler, kwok) on loopback, built from the Go module proxy.
+//! kube-controller-manager, kube-scheduler, kwok) on loopback, built from the Go module proxy, and
+//! optionally one real node (kubelet, containerd, kube-proxy) running the operator's pods.
 
 pub mod audit;
 pub mod controlplane;
 pub mod mineru_api;
 pub mod mineru_reference;
 pub mod netpol;
+pub mod node;
+pub mod oci;
 pub mod operator;
 pub mod postgres;
 pub mod process;

@@ -177,3 +177,17 @@ pub fn free_port() -> Result<u16> {
     }
     bail!("no free port between {} and {}", RANGE.start, RANGE.end)
 }
+
+/// Runs `command` to completion; its stdout, or its stderr as the error.
+pub fn run(command: &mut Command) -> Result<String> {
+    let output = command
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    if !output.status.success() {
+        bail!(
+            "{command:?}: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}

@@ -375,20 +375,28 @@ async fn metrics_are_named_and_labelled_like_vllm() {
     }
 }
 
-#[test]
-fn binary_prints_its_address_and_serves() {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vllm-sim"))
-        .args(["--port", "0", "--model", "m"])
+/// Starts `command` (a simulator on a free port, without VLLM_API_KEY from the environment) and
+/// reads the address it prints.
+fn spawn_serving(command: &mut std::process::Command) -> (std::process::Child, String) {
+    let mut child = command
+        .env_remove("VLLM_API_KEY")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .expect("spawn vllm-sim");
+        .expect("spawn the simulator");
     let mut line = String::new();
-    let stdout = child.stdout.take().expect("stdout");
-    std::io::BufReader::new(stdout)
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("read address");
-    let addr = line.trim().to_owned();
+    (child, line.trim().to_owned())
+}
+
+#[test]
+fn binary_prints_its_address_and_serves() {
+    let (mut child, addr) = spawn_serving(
+        std::process::Command::new(env!("CARGO_BIN_EXE_vllm-sim"))
+            .args(["--port", "0", "--model", "m"]),
+    );
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let models = runtime.block_on(async {
         reqwest::get(format!("http://{addr}/v1/models"))
@@ -401,4 +409,97 @@ fn binary_prints_its_address_and_serves() {
     child.kill().expect("kill");
     child.wait().expect("wait");
     assert_eq!(models["data"][0]["id"], "m");
+}
+
+/// `vllm serve` as the operator's StatefulSet runs it, through a `vllm` link to the binary.
+#[test]
+fn installed_as_vllm_it_takes_the_operators_serve_command_line_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vllm = dir.path().join("vllm");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_vllm-sim"), &vllm).expect("link");
+    let (mut child, addr) = spawn_serving(std::process::Command::new(&vllm).args([
+        "serve",
+        "opendatalab/MinerU2.5-2509-1.2B",
+        "--served-model-name",
+        "docs-model",
+        "--port",
+        "0",
+        "--host",
+        "127.0.0.1",
+        "--gpu-memory-utilization",
+        "0.9",
+        "--max-model-len",
+        "8192",
+        "--logits-processors",
+        "mineru_vl_utils:MinerULogitsProcessor",
+        "--tensor-parallel-size",
+        "2",
+    ]));
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let models = runtime.block_on(async {
+        reqwest::get(format!("http://{addr}/v1/models"))
+            .await
+            .expect("models")
+            .json::<serde_json::Value>()
+            .await
+            .expect("json")
+    });
+    assert_eq!(models["data"][0]["id"], "docs-model");
+    // The kubelet stops a container with SIGTERM; a PID 1 that ignored it would be killed.
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    assert!(child.wait().expect("wait").success());
+}
+
+#[test]
+fn vllm_serve_refuses_flags_the_operator_does_not_pass() {
+    for args in [
+        &["serve", "m", "--enforce-eager"][..],
+        &["serve", "m", "--model", "m"],
+        &["serve"],
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_vllm-sim"))
+            .args(args)
+            .output()
+            .expect("run vllm-sim serve");
+        assert!(!output.status.success(), "{args:?} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("error:") && stderr.contains("Usage:"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+/// `--max-num-seqs`, which a user's `extraArgs` adds to the operator's command line
+/// (examples/production.yaml): accepted by `vllm serve`, and a bad value refused.
+#[test]
+fn vllm_serve_takes_max_num_seqs_from_extra_args() {
+    let (mut child, addr) = spawn_serving(
+        std::process::Command::new(env!("CARGO_BIN_EXE_vllm-sim")).args([
+            "serve",
+            "m",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--max-num-seqs",
+            "2",
+        ]),
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let health = runtime.block_on(async { reqwest::get(format!("http://{addr}/health")).await });
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    assert!(health.expect("health").status().is_success());
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_vllm-sim"))
+        .args(["serve", "m", "--max-num-seqs", "many"])
+        .output()
+        .expect("run vllm-sim serve");
+    assert!(!output.status.success(), "--max-num-seqs many was accepted");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--max-num-seqs"));
 }

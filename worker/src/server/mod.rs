@@ -451,7 +451,7 @@ fn fail(err: &ServeError) -> ExitCode {
 }
 
 /// SIGTERM (how Kubernetes stops a pod) or Ctrl-C.
-async fn terminated() {
+pub async fn terminated() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::warn!(error = %e, "cannot listen for Ctrl-C");
